@@ -1,0 +1,3 @@
+from datagen.cli import cli
+
+cli(prog_name="datagen")

@@ -1,0 +1,258 @@
+"""`datagen inspect`: validate a dataset directory against the contract and summarise it.
+
+Errors violate the contract (a sample a trainer would choke on or silently misread); warnings do not
+(orphan files an interrupted run left behind, a missing dataset card). Every problem names its file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from datagen.io import ImageReadError, open_image
+from datagen.records import FILE_KINDS, ID_PATTERN, METADATA, SPLITS, Sample, parse_metadata
+
+TRIMAP_VALUES = (0, 128, 255)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # relative to the dataset root
+    message: str
+    severity: str = "error"  # or "warning"
+
+
+@dataclass
+class SampleCheck:
+    """What checking one sample's files found: problems, its size, and its alpha histogram."""
+
+    problems: list[Problem] = field(default_factory=list)
+    size: tuple[int, int] | None = None  # (width, height)
+    alpha_counts: tuple[int, int, int] | None = None  # pixels at 0, at 255, in between
+
+
+@dataclass
+class Report:
+    root: str
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)
+    sizes: Counter = field(default_factory=Counter)
+    alpha_pixels: dict[str, int] = field(default_factory=lambda: {"transparent": 0, "opaque": 0, "soft": 0})
+    empty_alpha: list[str] = field(default_factory=list)
+    full_alpha: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        total = sum(self.alpha_pixels.values()) or 1
+        return {
+            "root": self.root,
+            "ok": self.ok,
+            "counts": self.counts,
+            "sources": self.sources,
+            "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.most_common()},
+            "alpha_share": {key: value / total for key, value in self.alpha_pixels.items()},
+            "empty_alpha": self.empty_alpha,
+            "full_alpha": self.full_alpha,
+            "errors": len(self.errors),
+            "warnings": len(self.problems) - len(self.errors),
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+    def format_text(self, max_ids: int = 10) -> str:
+        data = self.to_dict()
+        verdict = "OK" if self.ok else "CONTRACT VIOLATED"
+        lines = [
+            f"{self.root}: {sum(self.counts.values())} samples in {len(self.counts)} split(s): {verdict} "
+            f"({data['errors']} errors, {data['warnings']} warnings)"
+        ]
+        for split, count in self.counts.items():
+            sources = ", ".join(f"{name} {n}" for name, n in sorted(self.sources[split].items()))
+            lines.append(f"  {split:<11}{count:>8}   sources: {sources or '-'}")
+        if self.sizes:
+            common = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common(3))
+            areas = sorted(self.sizes, key=lambda s: s[0] * s[1])
+            lines.append(
+                f"image sizes: {len(self.sizes)} distinct; most common {common}; "
+                f"smallest {areas[0][0]}x{areas[0][1]}, largest {areas[-1][0]}x{areas[-1][1]}"
+            )
+        share = data["alpha_share"]
+        lines.append(
+            f"alpha pixels: transparent {share['transparent']:.1%}, opaque {share['opaque']:.1%}, "
+            f"soft {share['soft']:.1%}"
+        )
+        for label, ids in (("empty (all 0)", self.empty_alpha), ("full (all 255)", self.full_alpha)):
+            shown = ", ".join(ids[:max_ids]) + (" ..." if len(ids) > max_ids else "")
+            lines.append(f"alpha {label}: {len(ids)}" + (f": {shown}" if ids else ""))
+        if self.problems:
+            lines.append("problems:")
+            lines += [f"  {p.severity.upper():<8}{p.path}: {p.message}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np.ndarray | None:
+    """Decode one file fully; record a problem and return None when it is unreadable or of the wrong kind."""
+    try:
+        image = open_image(path)
+    except ImageReadError as error:
+        check.problems.append(Problem(relative, error.reason))
+        return None
+    expected = {"image": ("RGB",), "alpha": ("L",), "foreground": ("RGBA",), "trimap": ("L",)}[kind]
+    if kind != "image" and image.format != "PNG":
+        check.problems.append(Problem(relative, f"{kind} must be a lossless PNG, found {image.format}"))
+    if image.mode not in expected:
+        what = {"alpha": "one 8-bit channel", "trimap": "one 8-bit channel"}.get(kind, f"8-bit {expected[0]}")
+        check.problems.append(Problem(relative, f"{kind} must be {what}, found mode {image.mode}"))
+        return None
+    return np.asarray(image)
+
+
+def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
+    """Check the files of one metadata row: existence, decodability, mode, sizes, trimap values."""
+    sample, check = Sample(Path(root), split, row), SampleCheck()
+    if "alpha_file_name" not in row or not ({"file_name", "foreground_file_name"} & row.keys()):
+        check.problems.append(
+            Problem(
+                f"{split}/{METADATA}",
+                f"row {row['id']!r} needs alpha_file_name and file_name (or foreground_file_name)",
+            )
+        )
+    present = {kind: sample.path(kind) for kind in FILE_KINDS if sample.path(kind)}
+    missing = [kind for kind, path in present.items() if not path.is_file()]
+    if present and len(missing) == len(present):
+        check.problems.append(
+            Problem(
+                f"{split}/{METADATA}",
+                f"row {row['id']!r} points at nothing: " + ", ".join(row[FILE_KINDS[k][0]] for k in missing),
+            )
+        )
+        return check
+    arrays: dict[str, np.ndarray] = {}
+    for kind, path in present.items():
+        relative = f"{split}/{row[FILE_KINDS[kind][0]]}"
+        if kind in missing:
+            check.problems.append(Problem(relative, f"missing {kind} file (named by row {row['id']!r})"))
+            continue
+        array = _check_image(path, relative, kind, check)
+        if array is not None:
+            arrays[kind] = array
+    reference = "image" if "image" in arrays else "foreground"
+    if reference in arrays:
+        height, width = arrays[reference].shape[:2]
+        check.size = (width, height)
+        if (row.get("width"), row.get("height")) != (width, height):
+            check.problems.append(
+                Problem(
+                    f"{split}/{row[FILE_KINDS[reference][0]]}",
+                    f"is {width}x{height}, row says {row.get('width')}x{row.get('height')}",
+                )
+            )
+        for kind, array in arrays.items():
+            if array.shape[:2] != (height, width):
+                check.problems.append(
+                    Problem(
+                        f"{split}/{row[FILE_KINDS[kind][0]]}",
+                        f"{kind} is {array.shape[1]}x{array.shape[0]}, {reference} is {width}x{height}",
+                    )
+                )
+    if "trimap" in arrays and not np.isin(arrays["trimap"], TRIMAP_VALUES).all():
+        check.problems.append(
+            Problem(f"{split}/{row['trimap_file_name']}", "trimap has values other than 0/128/255")
+        )
+    if "alpha" in arrays:
+        alpha = arrays["alpha"]
+        zeros, ones = int(np.count_nonzero(alpha == 0)), int(np.count_nonzero(alpha == 255))
+        check.alpha_counts = (zeros, ones, alpha.size - zeros - ones)
+    return check
+
+
+def _orphans(root: Path, split: str, rows: list[dict[str, Any]]) -> Iterator[Problem]:
+    referenced = {row[key] for row in rows for key, _ in FILE_KINDS.values() if isinstance(row.get(key), str)}
+    for _, folder in FILE_KINDS.values():
+        directory = root / split / folder
+        if not directory.is_dir():
+            continue
+        for entry in sorted(os.listdir(directory)):
+            relative = f"{folder}/{entry}"
+            if entry.endswith(".tmp"):
+                yield Problem(f"{split}/{relative}", "temporary file of an interrupted write", "warning")
+            elif relative not in referenced:
+                yield Problem(f"{split}/{relative}", "orphan file: no metadata row names it", "warning")
+
+
+def _rows(root: Path, split: str, report: Report) -> list[dict[str, Any]]:
+    """The split's rows with a valid, unique id; bad lines and duplicates become problems."""
+    rows, seen = [], {}
+    for number, row, error in parse_metadata(root / split / METADATA):
+        where = f"{split}/{METADATA}:{number}"
+        if error:
+            report.problems.append(Problem(where, error))
+        elif not ID_PATTERN.match(row["id"]):
+            report.problems.append(Problem(where, f"id {row['id']!r} has characters outside [A-Za-z0-9._-]"))
+        elif row["id"] in seen:
+            report.problems.append(
+                Problem(where, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})")
+            )
+        else:
+            seen[row["id"]] = number
+            rows.append(row)
+    return rows
+
+
+def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool = False) -> Report:
+    """Validate every split of the dataset directory `root`; decode every file (in `workers` processes)."""
+    root = Path(root)
+    report = Report(str(root))
+    for name in ("README.md", "run.json"):
+        if not (root / name).is_file():
+            report.problems.append(Problem(name, "missing (dataset card / provenance)", "warning"))
+    jobs = []
+    for split in SPLITS:
+        if not (root / split / METADATA).is_file():
+            if (root / split).is_dir():
+                report.problems.append(Problem(f"{split}/{METADATA}", f"split folder without {METADATA}"))
+            continue
+        rows = _rows(root, split, report)
+        report.counts[split] = len(rows)
+        report.sources[split] = dict(Counter(str(row.get("source", "unknown")) for row in rows))
+        report.problems.extend(_orphans(root, split, rows))
+        jobs += [(split, row) for row in rows]
+    if not report.counts:
+        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
+
+    def checks() -> Iterator[SampleCheck]:
+        if workers <= 1:
+            yield from (check_sample(str(root), split, row) for split, row in jobs)
+            return
+        with ProcessPoolExecutor(workers) as pool:
+            yield from pool.map(check_sample, [str(root)] * len(jobs), *zip(*jobs), chunksize=32)
+
+    bar = tqdm(checks(), total=len(jobs), desc="inspect", unit="sample", disable=not progress)
+    for (split, row), check in zip(jobs, bar):
+        report.problems.extend(check.problems)
+        if check.size:
+            report.sizes[check.size] += 1
+        if check.alpha_counts:
+            zeros, ones, soft = check.alpha_counts
+            for key, value in zip(("transparent", "opaque", "soft"), check.alpha_counts):
+                report.alpha_pixels[key] += value
+            if zeros + ones + soft == zeros:
+                report.empty_alpha.append(f"{split}/{row['id']}")
+            elif zeros + ones + soft == ones:
+                report.full_alpha.append(f"{split}/{row['id']}")
+    return report

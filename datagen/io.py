@@ -1,0 +1,221 @@
+"""Image, alpha and RGBA reading and writing at the I/O border; atomic writes; run.json.
+
+Arrays here are HWC ``uint8``: images RGB, foregrounds RGBA with straight (not premultiplied) alpha,
+alphas and trimaps HxW. Reading accepts what real data sets contain (EXIF orientation, palette, grayscale,
+CMYK, 16-bit PNG) and always returns those shapes; writing is always atomic (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# PIL's own bomb guard stays on: it warns above MAX_IMAGE_PIXELS and raises above twice that. We turn the
+# warning into our error too, so that a 100-megapixel "image" is refused with a clear message either way.
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image, or one we refuse (decompression bomb). Carries the path."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode `path` with Pillow, turning every failure into an ImageReadError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(
+            path,
+            f"refused as a possible decompression bomb ({error}); if the image is genuine, "
+            f"downscale it first or raise PIL.Image.MAX_IMAGE_PIXELS",
+        ) from error
+    except FileNotFoundError as error:
+        raise ImageReadError(path, "file not found") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(path, f"unreadable or truncated image ({error})") from error
+    return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid."""
+    value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    return value if value in range(1, 9) else 1
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an HW or HWC array stored with EXIF `orientation` (1..8) upright, as a viewer shows it."""
+    upright = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: np.rot90(a, k=2).swapaxes(0, 1),
+        8: lambda a: np.rot90(a, k=1),
+    }[orientation](array)
+    return np.ascontiguousarray(upright)
+
+
+def is_16bit_png(path: str | os.PathLike) -> bool:
+    """True when `path` is a PNG whose IHDR says 16 bits per channel (Pillow would truncate its colour)."""
+    with open(path, "rb") as file:
+        header = file.read(25)
+    return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 and header[24] == 16
+
+
+def _read_16bit_png(path: str | os.PathLike) -> np.ndarray:
+    """A 16-bit PNG as HW, HWC RGB or HWC RGBA uint8, each value scaled (rounded) from 0..65535 to 0..255."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageReadError(path, "unreadable or truncated 16-bit PNG")
+    scaled = ((data.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if scaled.ndim == 3:
+        code = cv2.COLOR_BGRA2RGBA if scaled.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        scaled = cv2.cvtColor(scaled, code)
+    return scaled
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale single-channel integer or float modes (I;16, I, F) to L without truncating."""
+    if image.mode in ("L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "1", "LAB", "HSV", "RGBX"):
+        return image
+    array = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(np.rint(array * 255.0), 0, 255)
+    else:  # I;16 variants and 32-bit I from 16-bit sources: values in 0..65535
+        scaled = (array.astype(np.int64).clip(0, 65535) * 255 + 32767) // 65535
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def read_pixels(path: str | os.PathLike, *, upright: bool = True) -> tuple[np.ndarray, str, int]:
+    """Decode `path` into uint8 pixels: (array HW / HWC, Pillow mode after 8-bit scaling, EXIF orientation).
+
+    With `upright`, the EXIF orientation is applied. Palette and CMYK stay as Pillow modes for the caller to
+    convert; 16-bit data is scaled to 8 bit with rounding.
+    """
+    image = open_image(path)
+    orientation = exif_orientation(image)
+    if is_16bit_png(path):
+        array = _read_16bit_png(path)
+        mode = "L" if array.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    else:
+        image = _to_8bit(image)
+        mode = image.mode
+        array = np.asarray(image)
+    if upright and orientation != 1:
+        array = apply_orientation(array, orientation)
+    return array, mode, orientation
+
+
+def _convert(array: np.ndarray, mode: str, target: str) -> np.ndarray:
+    if mode == target:
+        return array
+    return np.asarray(Image.fromarray(array, mode=mode).convert(target))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image as HxWx3 uint8 RGB, upright. Transparency, if any, is dropped (not composited)."""
+    image = open_image(path)
+    if is_16bit_png(path):
+        array, mode, _ = read_pixels(path)
+        return array[..., :3] if mode in ("RGB", "RGBA") else np.repeat(array[..., :1], 3, axis=2)
+    orientation = exif_orientation(image)
+    rgb = np.asarray(_to_8bit(image).convert("RGB"))
+    return apply_orientation(rgb, orientation) if orientation != 1 else rgb
+
+
+def read_foreground(path: str | os.PathLike) -> np.ndarray:
+    """An RGBA foreground as HxWx4 uint8, straight alpha, upright; images without alpha get alpha 255."""
+    array, mode, _ = read_pixels(path)
+    if mode == "LA":
+        return np.dstack([np.repeat(array[..., :1], 3, axis=2), array[..., 1]])
+    if mode == "L":
+        return np.dstack([np.repeat(array[..., None], 3, axis=2), np.full(array.shape, 255, np.uint8)])
+    return _convert(array, mode, "RGBA")
+
+
+def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
+    """A matte as HxW uint8, soft values kept.
+
+    One channel as is; 16-bit scaled; RGBA or LA: its alpha channel; RGB: channel 0 (mattes stored as three
+    equal channels); palette: its grey level. Never thresholded.
+    """
+    array, mode, _ = read_pixels(path, upright=upright)
+    if mode in ("RGBA", "LA", "PA"):
+        return np.ascontiguousarray(array[..., -1])
+    if mode in ("RGB", "CMYK", "YCbCr"):
+        return np.ascontiguousarray(_convert(array, mode, "RGB")[..., 0])
+    return _convert(array, mode, "L")
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """HxWx3 uint8 RGB -> JPEG bytes (4:2:0, baseline)."""
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA, straight) uint8 -> lossless PNG bytes."""
+    if array.dtype != np.uint8:
+        raise TypeError(f"PNG encoding expects uint8, got {array.dtype}")
+    if array.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        array = cv2.cvtColor(array, code)
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    A reader never sees a half-written file under `path`: either the old content, the new, or nothing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Write `value` as indented JSON, atomically."""
+    write_atomic(path, (json.dumps(value, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def write_run_json(root: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write DIR/run.json (what made the dataset: command, config, version, counts, failures, time)."""
+    path = Path(root) / "run.json"
+    write_json(path, record)
+    return path
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

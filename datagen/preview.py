@@ -1,0 +1,110 @@
+"""`datagen preview`: a contact sheet of a dataset directory, one row per sample.
+
+Photo rows: image | alpha | cutout over a checkerboard. Foreground-pool rows: foreground over a
+checkerboard | alpha. Each tile keeps the sample's aspect ratio; the id is written under the first tile.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datagen.compose import over
+from datagen.io import encode_png, read_alpha, read_foreground, read_image, write_atomic
+from datagen.records import Sample, iter_samples, splits
+
+LABEL_PX = 18
+GAP_PX = 4
+
+
+def checkerboard(height: int, width: int, square_px: int = 16) -> np.ndarray:
+    """HxWx3 uint8 light-grey checkerboard, the usual backdrop for showing transparency."""
+    ys, xs = np.indices((height, width)) // square_px
+    return np.where(((ys + xs) % 2 == 0)[..., None], 204, 153).astype(np.uint8).repeat(3, axis=2)
+
+
+def sample_tiles(sample: Sample) -> list[np.ndarray]:
+    """The row of RGB tiles (full resolution) that shows one sample."""
+    alpha = read_alpha(sample.path("alpha"))
+    if sample.is_foreground_only:
+        foreground = read_foreground(sample.path("foreground"))
+    else:
+        foreground = np.dstack([read_image(sample.path("image")), alpha])
+    height, width = alpha.shape
+    cutout = over(foreground, checkerboard(height, width, max(8, min(height, width) // 24)))
+    alpha_rgb = np.repeat(alpha[..., None], 3, axis=2)
+    return [cutout, alpha_rgb] if sample.is_foreground_only else [foreground[..., :3], alpha_rgb, cutout]
+
+
+def _fit(tile: np.ndarray, size_px: int) -> np.ndarray:
+    """Scale a tile to fit a size_px square (aspect kept), centred on a dark square."""
+    height, width = tile.shape[:2]
+    scale = size_px / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(
+        tile, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
+    canvas = np.full((size_px, size_px, 3), 32, np.uint8)
+    top, left = (size_px - new_h) // 2, (size_px - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int) -> list[Sample]:
+    """n complete samples of `split` (default: the first split present), drawn without replacement by seed."""
+    split = split or next(iter(splits(root)), None)
+    if split is None:
+        raise ValueError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    samples = sorted(iter_samples(root, split), key=lambda s: s.id)
+    if not samples:
+        raise ValueError(f"{root}/{split} has no complete sample")
+    order = np.random.default_rng(seed).permutation(len(samples))[:n]
+    return [samples[i] for i in sorted(order)]
+
+
+def make_contact_sheet(samples: list[Sample], tile_px: int = 256) -> np.ndarray:
+    """HxWx3 uint8 sheet: one row of tiles per sample, each row labelled with the sample id."""
+    columns = max(len(column_titles(s)) for s in samples)
+    row_h, col_w = tile_px + LABEL_PX + GAP_PX, tile_px + GAP_PX
+    sheet = np.full((row_h * len(samples) + GAP_PX, col_w * columns + GAP_PX, 3), 16, np.uint8)
+    for r, sample in enumerate(samples):
+        top = GAP_PX + r * row_h
+        for c, tile in enumerate(sample_tiles(sample)):
+            left = GAP_PX + c * col_w
+            sheet[top : top + tile_px, left : left + tile_px] = _fit(tile, tile_px)
+        cv2.putText(
+            sheet,
+            f"{sample.split}/{sample.id}",
+            (GAP_PX, top + tile_px + LABEL_PX - 5),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (230, 230, 230),
+            1,
+            cv2.LINE_AA,
+        )
+    return sheet
+
+
+def column_titles(sample: Sample) -> list[str]:
+    """Column titles of a sample's row (what `sample_tiles` returns, without decoding anything)."""
+    return ["foreground", "alpha"] if sample.is_foreground_only else ["image", "alpha", "cutout"]
+
+
+def write_preview(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int = 16,
+    split: str | None = None,
+    seed: int = 0,
+    tile_px: int = 256,
+) -> int:
+    """Write a contact sheet PNG of n samples of `root` to `out`; returns the number of rows drawn."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    samples = choose_samples(root, n, split, seed)
+    write_atomic(Path(out), encode_png(make_contact_sheet(samples, tile_px)))
+    return len(samples)

@@ -1,0 +1,278 @@
+"""The dataset-directory contract (docs/FORMAT.md): samples, metadata rows, ids, splits, resume.
+
+DIR/<split>/metadata.jsonl   one JSON row per sample; the row is written last and is what makes a
+DIR/<split>/im/<id>.jpg      sample exist: files first (each atomically), then the row (one appended
+DIR/<split>/gt/<id>.png      line under a file lock). An interrupted write leaves files without a row,
+DIR/<split>/fg/<id>.png      which readers ignore and a rerun overwrites.
+DIR/<split>/trimap/<id>.png
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datagen.io import encode_jpeg, encode_png, write_atomic
+
+SPLITS = ("train", "validation", "test")
+METADATA = "metadata.jsonl"
+# Each file kind: (its metadata key, its folder). The folder names are the im/gt layout of DIS and IS-Net.
+FILE_KINDS = {
+    "image": ("file_name", "im"),
+    "alpha": ("alpha_file_name", "gt"),
+    "foreground": ("foreground_file_name", "fg"),
+    "trimap": ("trimap_file_name", "trimap"),
+}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class MetadataError(ValueError):
+    """A metadata.jsonl line that is not a JSON object; names the file and line."""
+
+
+def sanitize_id(name: str) -> str:
+    """`name` with every run of characters outside [A-Za-z0-9._-] replaced by '_' and no leading '.', '_' or '-'.
+
+    >>> sanitize_id("p_015cd10e")
+    'p_015cd10e'
+    >>> sanitize_id("1#Accessories#1#Bag#1.jpg")
+    '1_Accessories_1_Bag_1.jpg'
+    """
+    cleaned = _UNSAFE.sub("_", name).lstrip("._-")
+    if not cleaned:
+        raise ValueError(f"cannot make an id from {name!r}: no letters or digits")
+    return cleaned
+
+
+def make_id(prefix: str, name: str) -> str:
+    """The id `<prefix>-<sanitized name>`, for samples named by their source file."""
+    return f"{sanitize_id(prefix)}-{sanitize_id(name)}"
+
+
+def unique_ids(prefix: str, names: Iterable[str]) -> dict[str, str]:
+    """Map each source name to a unique id, deterministically and independent of order.
+
+    Names whose sanitized forms collide (``a#b`` and ``a b``) each get a suffix made from a hash of the
+    original name, so the same name always gets the same id whatever else is in the batch or shard.
+    """
+    names = list(dict.fromkeys(names))
+    base = {name: make_id(prefix, name) for name in names}
+    counts: dict[str, int] = {}
+    for candidate in base.values():
+        counts[candidate] = counts.get(candidate, 0) + 1
+    return {
+        name: (
+            f"{candidate}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+            if counts[candidate] > 1
+            else candidate
+        )
+        for name, candidate in base.items()
+    }
+
+
+def seeded_id(prefix: str, seed: int, index: int) -> str:
+    """The id of a generated sample: `<prefix>-s<seed>-<index, 7 digits>`."""
+    return f"{sanitize_id(prefix)}-s{seed}-{index:07d}"
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    return split
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One complete sample of a dataset directory: its split folder and its metadata row."""
+
+    root: Path
+    split: str
+    row: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.row["id"]
+
+    def path(self, kind: str) -> Path | None:
+        """Absolute path of the `kind` file ('image', 'alpha', 'foreground', 'trimap'), None if absent."""
+        relative = self.row.get(FILE_KINDS[kind][0])
+        return self.root / self.split / relative if relative else None
+
+    @property
+    def is_foreground_only(self) -> bool:
+        """A foreground-pool row: RGBA foreground and alpha, no photo."""
+        return "file_name" not in self.row and "foreground_file_name" in self.row
+
+
+def metadata_path(root: str | os.PathLike, split: str) -> Path:
+    return Path(root) / check_split(split) / METADATA
+
+
+def splits(root: str | os.PathLike) -> list[str]:
+    """The splits of `root` that have a metadata file, in the order train, validation, test."""
+    return [split for split in SPLITS if (Path(root) / split / METADATA).is_file()]
+
+
+def parse_metadata(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield (line number, row, error) for each non-blank line; exactly one of row and error is None.
+
+    A last line without its newline is an append that was interrupted: it is skipped, never an error.
+    """
+    with open(path, encoding="utf-8") as file:
+        lines = file.read().split("\n")
+    # After the final "\n" split() leaves "", so the last element is a partial line or empty.
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, None, f"not JSON ({error.msg} at column {error.colno})"
+            continue
+        if not isinstance(row, dict):
+            yield number, None, "not a JSON object"
+        elif not isinstance(row.get("id"), str):
+            yield number, None, "has no string 'id'"
+        else:
+            yield number, row, None
+
+
+def read_rows(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """All metadata rows of a split (empty when the split does not exist). Raises MetadataError on a bad line."""
+    path = metadata_path(root, split)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, row, error in parse_metadata(path):
+        if error:
+            raise MetadataError(f"{path}:{number}: {error}; run `datagen inspect {root}` for a full report")
+        rows.append(row)
+    return rows
+
+
+def iter_samples(root: str | os.PathLike, split: str | None = None) -> Iterator[Sample]:
+    """The complete samples (row present and every file it names on disk) of one split or of all."""
+    root = Path(root)
+    for name in [split] if split else splits(root):
+        for row in read_rows(root, name):
+            sample = Sample(root, name, row)
+            if all(sample.path(kind).is_file() for kind in FILE_KINDS if sample.path(kind)):
+                yield sample
+
+
+def done_ids(root: str | os.PathLike, split: str) -> set[str]:
+    """Ids of the complete samples of a split: what a resumed run skips."""
+    return {sample.id for sample in iter_samples(root, split)}
+
+
+def _drop_partial_tail(fd: int) -> None:
+    """Truncate an interrupted last line (bytes after the last newline) so the next row starts clean."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
+
+
+def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append one row to a metadata.jsonl under an exclusive lock (several workers or shards may share it)."""
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _drop_partial_tail(fd)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_sample(
+    root: str | os.PathLike,
+    split: str,
+    sample_id: str,
+    *,
+    alpha: np.ndarray,
+    image: np.ndarray | None = None,
+    image_bytes: bytes | None = None,
+    image_format: str = "jpg",
+    foreground: np.ndarray | None = None,
+    trimap: np.ndarray | None = None,
+    metadata: dict[str, Any] | None = None,
+    jpeg_quality: int = 95,
+) -> dict[str, Any]:
+    """Write one sample atomically and return its metadata row.
+
+    alpha: HxW uint8 matte (soft values kept). image: HxWx3 uint8 RGB, or `image_bytes` already encoded in
+    `image_format` ('jpg' or 'png'; copied byte for byte). foreground: HxWx4 uint8 RGBA, straight alpha.
+    trimap: HxW uint8 in {0, 128, 255}. A foreground pool passes `foreground` and `alpha` only.
+    `metadata` holds everything else the row records (source, license, prompt, seed, parameters...).
+    """
+    check_split(split)
+    if not ID_PATTERN.match(sample_id):
+        raise ValueError(
+            f"invalid id {sample_id!r}: use only [A-Za-z0-9._-], starting with a letter or digit"
+        )
+    if alpha.dtype != np.uint8 or alpha.ndim != 2:
+        raise ValueError(f"alpha must be HxW uint8, got {alpha.dtype} {alpha.shape}")
+    if image is None and image_bytes is None and foreground is None:
+        raise ValueError("a sample needs an image (or image_bytes) or a foreground")
+    if image_format not in ("jpg", "png"):
+        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    height, width = alpha.shape
+    for name, array in (("image", image), ("foreground", foreground), ("trimap", trimap)):
+        if array is not None and array.shape[:2] != (height, width):
+            raise ValueError(f"{name} is {array.shape[:2]}, alpha is {(height, width)}: sizes must match")
+
+    split_dir = Path(root) / split
+    files: dict[str, tuple[str, bytes]] = {}
+    if image_bytes is None and image is not None:
+        image_bytes = encode_jpeg(image, jpeg_quality) if image_format == "jpg" else encode_png(image)
+    if image_bytes is not None:
+        files["image"] = (f"im/{sample_id}.{image_format}", image_bytes)
+    files["alpha"] = (f"gt/{sample_id}.png", encode_png(alpha))
+    if foreground is not None:
+        files["foreground"] = (f"fg/{sample_id}.png", encode_png(foreground))
+    if trimap is not None:
+        files["trimap"] = (f"trimap/{sample_id}.png", encode_png(trimap))
+
+    row: dict[str, Any] = {"id": sample_id}
+    for kind, (relative, data) in files.items():
+        write_atomic(split_dir / relative, data)
+        row[FILE_KINDS[kind][0]] = relative
+    row.update({"width": width, "height": height})
+    row.update(metadata or {})
+    append_row(split_dir / METADATA, row)
+    return row
+
+
+def reset_dataset(root: str | os.PathLike) -> None:
+    """Remove what the contract puts in `root` (split folders, run.json, README.md): `--overwrite`.
+
+    Anything else in the folder is left alone, so a wrong --out never deletes unrelated files.
+    """
+    root = Path(root)
+    for split in SPLITS:
+        if (root / split).is_dir():
+            shutil.rmtree(root / split)
+    for name in ("run.json", "README.md"):
+        (root / name).unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from datagen import io
+from datagen.io import ImageReadError, apply_orientation, read_alpha, read_foreground, read_image
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[io.EXIF_ORIENTATION_TAG] = orientation
+    return exif
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_apply_orientation_matches_pillow(orientation):
+    array = np.arange(3 * 5 * 3, dtype=np.uint8).reshape(3, 5, 3)
+    image = Image.fromarray(array)
+    image.getexif()[io.EXIF_ORIENTATION_TAG] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(apply_orientation(array, orientation), expected)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_read_image_is_upright(tmp_path, orientation):
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)).save(
+        path, exif=_exif(orientation)
+    )
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    image = read_image(path)
+    assert image.shape == ((30, 20, 3) if orientation in (6, 8) else (20, 30, 3))
+    np.testing.assert_array_equal(image, upright)
+
+
+def test_palette_grayscale_cmyk_become_rgb(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 255, (12, 17, 3), np.uint8)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(rgb).convert("L").save(tmp_path / "l.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg")
+    for name in ("p.png", "l.png", "c.jpg"):
+        image = read_image(tmp_path / name)
+        assert image.shape == (12, 17, 3) and image.dtype == np.uint8, name
+    grey = read_image(tmp_path / "l.png")
+    np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
+
+
+def test_16bit_png_is_scaled_not_truncated(tmp_path):
+    import cv2
+
+    values = np.array([[0, 200, 32896, 65280, 65535]], np.uint16)
+    cv2.imwrite(str(tmp_path / "a16.png"), values)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "a16.png"), [[0, 1, 128, 254, 255]])
+    rgb16 = np.dstack([values, values, np.zeros_like(values)])  # BGR on disk: red channel is 0
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb16)
+    image = read_image(tmp_path / "rgb16.png")
+    np.testing.assert_array_equal(image[..., 0], [[0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(image[..., 2], [[0, 1, 128, 254, 255]])
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageReadError, match="decompression bomb") as error:
+        read_image(tmp_path / "big.png")
+    assert "big.png" in str(error.value)
+
+
+def test_unreadable_names_the_file(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ImageReadError, match="bad.jpg"):
+        read_image(tmp_path / "bad.jpg")
+
+
+def test_alpha_from_rgba_rgb_and_grey(tmp_path, person):
+    Image.fromarray(person).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_alpha(tmp_path / "rgba.png"), person[..., 3])
+    np.testing.assert_array_equal(read_foreground(tmp_path / "rgba.png"), person)
+    three = np.dstack([person[..., 3], np.zeros_like(person[..., 3]), np.full_like(person[..., 3], 9)])
+    Image.fromarray(three).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_alpha(tmp_path / "rgb.png"), person[..., 3])
+
+
+def test_person_fixture_has_soft_alpha(person):
+    alpha = person[..., 3]
+    soft = (alpha > 0) & (alpha < 255)
+    assert (alpha == 0).any() and (alpha == 255).any()
+    assert soft.mean() > 0.01, "hair strands and soft edges must give semi-transparent pixels"
+    assert ((alpha > 40) & (alpha < 215)).sum() > 50
+
+
+def test_png_round_trip_is_lossless(tmp_path, person):
+    io.write_atomic(tmp_path / "x.png", io.encode_png(person))
+    np.testing.assert_array_equal(read_foreground(tmp_path / "x.png"), person)
+    io.write_atomic(tmp_path / "a.png", io.encode_png(person[..., 3]))
+    np.testing.assert_array_equal(read_alpha(tmp_path / "a.png"), person[..., 3])
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

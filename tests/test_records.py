@@ -1,0 +1,166 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datagen import records
+from datagen.io import read_alpha, read_image
+from datagen.records import (
+    ID_PATTERN,
+    append_row,
+    done_ids,
+    iter_samples,
+    read_rows,
+    reset_dataset,
+    sanitize_id,
+    seeded_id,
+    unique_ids,
+    write_sample,
+)
+from tests.conftest import write_demo_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ids_are_sanitized_deterministic_and_unique():
+    names = ["1#Accessories#1#Bag#1", "1 Accessories 1 Bag 1", "p_015cd10e", ".hidden"]
+    ids = unique_ids("dis5k", names)
+    assert len(set(ids.values())) == len(names)
+    assert all(ID_PATTERN.match(i) for i in ids.values())
+    assert ids["p_015cd10e"] == "dis5k-p_015cd10e"
+    assert unique_ids("dis5k", list(reversed(names))) == ids, "ids must not depend on order"
+    assert unique_ids("dis5k", names[:1])["1#Accessories#1#Bag#1"] == "dis5k-1_Accessories_1_Bag_1"
+    assert seeded_id("synth", 3, 12) == "synth-s3-0000012"
+    with pytest.raises(ValueError):
+        sanitize_id("###")
+
+
+def test_write_then_read_round_trip(tmp_path, person):
+    rgb = person[..., :3]
+    row = write_sample(
+        tmp_path, "train", "a-1", image=rgb, alpha=person[..., 3], metadata={"source": "test", "seed": 5}
+    )
+    assert row["file_name"] == "im/a-1.jpg" and row["alpha_file_name"] == "gt/a-1.png"
+    assert (row["width"], row["height"]) == (64, 96)
+    (sample,) = iter_samples(tmp_path)
+    assert sample.row == row
+    np.testing.assert_array_equal(read_alpha(sample.path("alpha")), person[..., 3])
+    assert np.abs(read_image(sample.path("image")).astype(int) - rgb).mean() < 3  # JPEG q95
+    assert done_ids(tmp_path, "train") == {"a-1"}
+
+
+def test_png_image_and_foreground_pool(tmp_path, person):
+    write_sample(tmp_path, "train", "p", image=person[..., :3], image_format="png", alpha=person[..., 3])
+    np.testing.assert_array_equal(read_image(tmp_path / "train/im/p.png"), person[..., :3])
+    row = write_sample(tmp_path, "validation", "f", foreground=person, alpha=person[..., 3])
+    assert "file_name" not in row and row["foreground_file_name"] == "fg/f.png"
+    (sample,) = iter_samples(tmp_path, "validation")
+    assert sample.is_foreground_only
+
+
+def test_bad_arguments_fail_clearly(tmp_path, person):
+    with pytest.raises(ValueError, match="invalid id"):
+        write_sample(tmp_path, "train", "a b", image=person[..., :3], alpha=person[..., 3])
+    with pytest.raises(ValueError, match="unknown split"):
+        write_sample(tmp_path, "val", "a", image=person[..., :3], alpha=person[..., 3])
+    with pytest.raises(ValueError, match="sizes must match"):
+        write_sample(tmp_path, "train", "a", image=person[:10, :, :3], alpha=person[..., 3])
+    with pytest.raises(ValueError, match="uint8"):
+        write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3] / 255.0)
+    assert not (tmp_path / "train").exists()
+
+
+def test_interrupted_write_leaves_no_complete_sample(tmp_path, person, monkeypatch):
+    real_write = records.write_atomic
+    calls = []
+
+    def crash_after_first_file(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the image and the alpha")
+        real_write(path, data)
+
+    monkeypatch.setattr(records, "write_atomic", crash_after_first_file)
+    with pytest.raises(KeyboardInterrupt):
+        write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
+    monkeypatch.setattr(records, "write_atomic", real_write)
+    assert (tmp_path / "train/im/x.jpg").exists(), "the simulation must have written the first file"
+    assert done_ids(tmp_path, "train") == set()
+    assert list(iter_samples(tmp_path)) == []
+
+    write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
+    assert [s.id for s in iter_samples(tmp_path)] == ["x"]
+
+
+def test_a_row_whose_file_vanished_is_not_complete(tmp_path, person):
+    write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
+    (tmp_path / "train/gt/x.png").unlink()
+    assert done_ids(tmp_path, "train") == set()
+
+
+def test_interrupted_row_append_is_dropped_and_repaired(tmp_path, person):
+    write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3])
+    path = tmp_path / "train/metadata.jsonl"
+    with open(path, "a") as file:
+        file.write('{"id": "b", "file_na')  # killed mid-append
+    assert [row["id"] for row in read_rows(tmp_path, "train")] == ["a"]
+    append_row(path, {"id": "c"})
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a", "c"]
+
+
+def test_bad_metadata_line_names_file_and_line(tmp_path, person):
+    write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3])
+    with open(tmp_path / "train/metadata.jsonl", "a") as file:
+        file.write("oops\n")
+    with pytest.raises(records.MetadataError, match=r"metadata.jsonl:2"):
+        read_rows(tmp_path, "train")
+
+
+def test_reset_removes_only_contract_files(tmp_path, person):
+    write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3])
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "run.json").write_text("{}")
+    reset_dataset(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_load_dataset_reads_the_contract(tmp_path):
+    import datasets
+
+    root = tmp_path / "ds"
+    rows = write_demo_dataset(root, n_train=3, n_test=2, trimap=True)
+    loaded = datasets.load_dataset(str(root), cache_dir=str(tmp_path / "cache"))
+    assert set(loaded) == {"train", "test"}
+    assert loaded["train"].num_rows == 3 and loaded["test"].num_rows == 2
+    features = loaded["train"].features
+    for column in ("image", "alpha", "trimap"):
+        assert isinstance(features[column], datasets.Image), column
+    for column in ("id", "source", "license", "width", "height"):
+        assert column in features, column
+    by_id = {row["id"]: row for row in rows}
+    for example in loaded["test"]:
+        expected = read_alpha(root / "test" / by_id[example["id"]]["alpha_file_name"])
+        np.testing.assert_array_equal(np.asarray(example["alpha"]), expected)
+        assert example["image"].size == (example["width"], example["height"])
+
+
+def test_import_datasets_from_repo_root_gets_hugging_face():
+    assert not (REPO / "datasets" / "__init__.py").exists()
+    code = "import datasets, sys; print(datasets.__file__); print(hasattr(datasets, 'load_dataset'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    path, has_loader = out.stdout.split()
+    assert has_loader == "True"
+    assert Path(path).resolve().parent != (REPO / "datasets").resolve()
+
+
+def test_cli_import_does_not_load_torch():
+    code = (
+        "import sys, datagen.cli; heavy = {'torch', 'diffusers', 'datasets', 'transformers', 'cv2'} & "
+        "set(sys.modules); print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
