@@ -85,12 +85,8 @@ def inspect(directory: str, as_json: bool, workers: int, progress: bool) -> None
 
 @cli.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "-o", "--out", type=click.Path(dir_okay=False), required=True, help="Contact sheet PNG to write."
-)
-@click.option(
-    "-n", "--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples (rows)."
-)
+@click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Contact sheet PNG to write.")
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples (rows).")
 @click.option(
     "--split",
     type=click.Choice(["train", "validation", "test"]),

@@ -171,9 +171,7 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
                     )
                 )
     if "trimap" in arrays and not np.isin(arrays["trimap"], TRIMAP_VALUES).all():
-        check.problems.append(
-            Problem(f"{split}/{row['trimap_file_name']}", "trimap has values other than 0/128/255")
-        )
+        check.problems.append(Problem(f"{split}/{row['trimap_file_name']}", "trimap has values other than 0/128/255"))
     if "alpha" in arrays:
         alpha = arrays["alpha"]
         zeros, ones = int(np.count_nonzero(alpha == 0)), int(np.count_nonzero(alpha == 255))
@@ -205,9 +203,7 @@ def _rows(root: Path, split: str, report: Report) -> list[dict[str, Any]]:
         elif not ID_PATTERN.match(row["id"]):
             report.problems.append(Problem(where, f"id {row['id']!r} has characters outside [A-Za-z0-9._-]"))
         elif row["id"] in seen:
-            report.problems.append(
-                Problem(where, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})")
-            )
+            report.problems.append(Problem(where, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})"))
         else:
             seen[row["id"]] = number
             rows.append(row)

@@ -168,9 +168,7 @@ def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """HxWx3 uint8 RGB -> JPEG bytes (4:2:0, baseline)."""
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
     return data.tobytes()

@@ -44,9 +44,7 @@ def _fit(tile: np.ndarray, size_px: int) -> np.ndarray:
     height, width = tile.shape[:2]
     scale = size_px / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = cv2.resize(
-        tile, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    )
+    resized = cv2.resize(tile, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     canvas = np.full((size_px, size_px, 3), 32, np.uint8)
     top, left = (size_px - new_h) // 2, (size_px - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = resized

@@ -72,11 +72,7 @@ def unique_ids(prefix: str, names: Iterable[str]) -> dict[str, str]:
     for candidate in base.values():
         counts[candidate] = counts.get(candidate, 0) + 1
     return {
-        name: (
-            f"{candidate}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-            if counts[candidate] > 1
-            else candidate
-        )
+        name: (f"{candidate}-{hashlib.sha1(name.encode()).hexdigest()[:8]}" if counts[candidate] > 1 else candidate)
         for name, candidate in base.items()
     }
 
@@ -229,9 +225,7 @@ def write_sample(
     """
     check_split(split)
     if not ID_PATTERN.match(sample_id):
-        raise ValueError(
-            f"invalid id {sample_id!r}: use only [A-Za-z0-9._-], starting with a letter or digit"
-        )
+        raise ValueError(f"invalid id {sample_id!r}: use only [A-Za-z0-9._-], starting with a letter or digit")
     if alpha.dtype != np.uint8 or alpha.ndim != 2:
         raise ValueError(f"alpha must be HxW uint8, got {alpha.dtype} {alpha.shape}")
     if image is None and image_bytes is None and foreground is None:

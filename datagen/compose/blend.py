@@ -12,9 +12,7 @@ def over(foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
     alpha 255 the foreground's, exactly.
     """
     if foreground.shape[:2] != background.shape[:2]:
-        raise ValueError(
-            f"foreground {foreground.shape[:2]} and background {background.shape[:2]} differ in size"
-        )
+        raise ValueError(f"foreground {foreground.shape[:2]} and background {background.shape[:2]} differ in size")
     alpha = foreground[..., 3:4].astype(np.float32) / 255
     blend = foreground[..., :3].astype(np.float32) * alpha + background.astype(np.float32) * (1 - alpha)
     return np.rint(blend).astype(np.uint8)
