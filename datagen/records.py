@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,20 +61,20 @@ def make_id(prefix: str, name: str) -> str:
     return f"{sanitize_id(prefix)}-{sanitize_id(name)}"
 
 
-def unique_ids(prefix: str, names: Iterable[str]) -> dict[str, str]:
-    """Map each source name to a unique id, deterministically and independent of order.
+def unique_ids(prefix: str, names: Iterable[str] | dict[str, str]) -> dict[str, str]:
+    """Map each source key to a unique id, deterministically and independent of order.
 
-    Names whose sanitized forms collide (``a#b`` and ``a b``) each get a suffix made from a hash of the
-    original name, so the same name always gets the same id whatever else is in the batch or shard.
+    `names` is a list of names, or a dict {key: name} where the key is what tells samples apart (say a
+    relative path) and the name what the id is made from (its stem). Keys whose sanitized names collide
+    (``a#b`` and ``a b``, or one stem in two folders) each get a suffix made from a hash of the key, so a
+    key always gets the same id whatever else is in the batch or shard.
     """
-    names = list(dict.fromkeys(names))
-    base = {name: make_id(prefix, name) for name in names}
-    counts: dict[str, int] = {}
-    for candidate in base.values():
-        counts[candidate] = counts.get(candidate, 0) + 1
+    named = dict(names) if isinstance(names, dict) else {name: name for name in names}
+    base = {key: make_id(prefix, name) for key, name in named.items()}
+    counts = Counter(base.values())
     return {
-        name: (f"{candidate}-{hashlib.sha1(name.encode()).hexdigest()[:8]}" if counts[candidate] > 1 else candidate)
-        for name, candidate in base.items()
+        key: f"{candidate}-{hashlib.sha1(key.encode()).hexdigest()[:8]}" if counts[candidate] > 1 else candidate
+        for key, candidate in base.items()
     }
 
 
@@ -202,7 +203,7 @@ def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
         os.close(fd)  # closing releases the lock
 
 
-def write_sample(
+def write_sample_files(
     root: str | os.PathLike,
     split: str,
     sample_id: str,
@@ -216,7 +217,10 @@ def write_sample(
     metadata: dict[str, Any] | None = None,
     jpeg_quality: int = 95,
 ) -> dict[str, Any]:
-    """Write one sample atomically and return its metadata row.
+    """Write the files of one sample (each atomically) and return its metadata row, not yet appended.
+
+    `write_sample` appends the row too; a pool of workers uses this and lets one process append the rows
+    in a fixed order.
 
     alpha: HxW uint8 matte (soft values kept). image: HxWx3 uint8 RGB, or `image_bytes` already encoded in
     `image_format` ('jpg' or 'png'; copied byte for byte). foreground: HxWx4 uint8 RGBA, straight alpha.
@@ -255,7 +259,13 @@ def write_sample(
         row[FILE_KINDS[kind][0]] = relative
     row.update({"width": width, "height": height})
     row.update(metadata or {})
-    append_row(split_dir / METADATA, row)
+    return row
+
+
+def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: Any) -> dict[str, Any]:
+    """Write one sample, files then metadata row, and return the row. Arguments as `write_sample_files`."""
+    row = write_sample_files(root, split, sample_id, **kwargs)
+    append_row(metadata_path(root, split), row)
     return row
 
 
