@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -52,9 +53,97 @@ def _not_built(name: str, issue: int, what: str) -> click.Command:
 
 cli.add_command(_not_built("synth", 5, "transparent humans with LayerDiffuse on SDXL, and backgrounds"))
 cli.add_command(_not_built("compose", 4, "composite foregrounds onto backgrounds with exact alpha"))
-cli.add_command(_not_built("import", 3, "import P3M-10k, PPM-100, AIM-500, DIS5K, AM-2k or a folder"))
 cli.add_command(_not_built("push", 8, "publish a dataset directory to the Hugging Face Hub"))
 cli.add_command(_not_built("pull", 8, "download a Hub dataset into a dataset directory"))
+
+
+def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    """'I/K' -> (I, K) with 0 <= I < K."""
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not I/K, for example 0/4") from None
+    if not 0 <= index < count:
+        raise click.BadParameter(f"{value!r}: need 0 <= I < K")
+    return index, count
+
+
+IMPORT_KINDS = ["p3m", "ppm100", "aim500", "dis5k", "am2k", "folder"]
+
+
+@cli.command("import")
+@click.argument("kind", type=click.Choice(IMPORT_KINDS))
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"Dataset directory to write  [default: {DATA_ROOT}/<kind>].",
+)
+@click.option(
+    "-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes converting pairs."
+)
+@click.option("--keep-png", is_flag=True, help="Keep lossless (PNG) source images as PNG instead of JPEG q95.")
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    default=95,
+    show_default=True,
+    help="Quality of re-encoded images (8-bit RGB JPEG sources are copied byte for byte).",
+)
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming.")
+@click.option(
+    "--shard",
+    default="0/1",
+    callback=parse_shard,
+    show_default=True,
+    help="I/K: convert only every K-th pair from the I-th (for Slurm arrays and the like).",
+)
+@click.option("--images", default=None, help="folder: glob of images under SRC, e.g. 'photos/*.jpg'.")
+@click.option("--alphas", default=None, help="folder: glob of mattes under SRC, paired with images by stem.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    default="train",
+    show_default=True,
+    help="folder: the split to write.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
+    """Import a matting data set at SRC into a dataset directory.
+
+    \b
+    KIND and the layout it expects (pairs matched by file stem):
+      p3m     P3M-10k: train/{blurred_image,mask}; [validation/]P3M-500-{P,NP}/  -> train, test
+      ppm100  PPM-100: image/, matte/ (JPEG mattes, values kept)                  -> test
+      aim500  AIM-500: original/, mask/, trimap/, aim_category_type.json         -> test
+      dis5k   DIS5K: DIS-TR, DIS-VD, DIS-TE1..4, each im/ + gt/                  -> train, validation, test
+      am2k    AM-2k: {train,validation}/{original,mask}, validation/trimap       -> train, validation
+      folder  RGBA cut-outs (a foreground pool), or --images GLOB --alphas GLOB  -> --split
+
+    8-bit RGB JPEGs without EXIF rotation are copied byte for byte; other images become JPEG q95. Mattes
+    become one-channel 8-bit PNGs, soft values kept. Bad pairs are skipped and listed with their reason in
+    OUT/skipped.jsonl; a rerun resumes.
+    """
+    from datagen.importers import ImportConfig, LayoutError, run_import
+
+    try:
+        config = ImportConfig(out=Path(out or Path(DATA_ROOT) / kind), **options)
+        result = run_import(kind, src, config)
+    except (LayoutError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{'split':<22}{'samples':>9}")
+    for name, count in result.counts.items():
+        click.echo(f"{name:<22}{count:>9}")
+    click.echo(
+        f"new {result.new}, already there {result.existing}, skipped {sum(result.skipped.values())}"
+        f" in {result.seconds:.1f} s -> {result.out}"
+    )
+    for reason, count in result.skipped.most_common():
+        click.echo(f"  skipped {count:>6}  {reason}")
+    if result.skipped:
+        click.echo(f"  (every skip with its path: {result.out / 'skipped.jsonl'})")
 
 
 @cli.command()

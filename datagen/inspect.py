@@ -210,6 +210,47 @@ def _rows(root: Path, split: str, report: Report) -> list[dict[str, Any]]:
     return rows
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(type(value), "other")
+
+
+def schema_problems(rows: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
+    """Uniform rows: every row of the dataset has the same keys, never null, each key of one JSON type.
+
+    datasets.load_dataset infers one schema from the first rows of every split and refuses splits that differ.
+    """
+    problems, seen = [], {}
+    for split, row in rows:
+        for key, value in row.items():
+            seen.setdefault(key, {}).setdefault(_json_type(value), f"{split}/{row['id']}")
+    for key, types in seen.items():
+        lacking = [f"{split}/{row['id']}" for split, row in rows if key not in row]
+        if lacking:
+            problems.append(
+                Problem(
+                    METADATA,
+                    f"column {key!r} is missing from {len(lacking)} row(s), first "
+                    f"{lacking[0]}: every row needs the same columns (datasets.load_dataset)",
+                )
+            )
+        if "null" in types:
+            problems.append(
+                Problem(
+                    METADATA,
+                    f"column {key!r} is null in row {types['null']}: use a typed empty "
+                    "value instead (datasets.load_dataset infers one type per column)",
+                )
+            )
+        if len(set(types) - {"null"}) > 1:
+            shown = ", ".join(f"{kind} ({where})" for kind, where in types.items())
+            problems.append(Problem(METADATA, f"column {key!r} mixes types: {shown}"))
+    return problems
+
+
 def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool = False) -> Report:
     """Validate every split of the dataset directory `root`; decode every file (in `workers` processes)."""
     root = Path(root)
@@ -228,6 +269,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         report.sources[split] = dict(Counter(str(row.get("source", "unknown")) for row in rows))
         report.problems.extend(_orphans(root, split, rows))
         jobs += [(split, row) for row in rows]
+    report.problems.extend(schema_problems(jobs))
     if not report.counts:
         report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
 

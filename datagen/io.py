@@ -33,13 +33,18 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode `path` with Pillow, turning every failure into an ImageReadError."""
+def open_image(path: str | os.PathLike, *, load: bool = True) -> Image.Image:
+    """Open `path` with Pillow, turning every failure into an ImageReadError.
+
+    With `load` the pixels are decoded (a truncated file fails here); without, only the header is read
+    (format, mode, size, EXIF: cheap), and the bomb check still applies.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
-            image.load()
+            if load:
+                image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(
             path,

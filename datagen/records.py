@@ -270,7 +270,7 @@ def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: 
 
 
 def reset_dataset(root: str | os.PathLike) -> None:
-    """Remove what the contract puts in `root` (split folders, run.json, README.md): `--overwrite`.
+    """Remove what our stages put in `root` (split folders, run.json, README.md, skipped.jsonl): `--overwrite`.
 
     Anything else in the folder is left alone, so a wrong --out never deletes unrelated files.
     """
@@ -278,5 +278,7 @@ def reset_dataset(root: str | os.PathLike) -> None:
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
-    for name in ("run.json", "README.md"):
+    for name in ("run.json", "README.md", "skipped.jsonl"):
         (root / name).unlink(missing_ok=True)
+    for path in root.glob("*.shard-*-of-*.*"):
+        path.unlink()

@@ -122,3 +122,15 @@ def test_not_a_dataset(tmp_path, content):
         (tmp_path / "train").mkdir()
     result = run_inspect(tmp_path)
     assert result.exit_code == 1
+
+
+def test_rows_with_other_columns_or_nulls_violate(dataset_dir):
+    path = dataset_dir / "test/metadata.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["extra"] = "only here"
+    rows[1]["source"] = None
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_inspect(dataset_dir)
+    assert result.exit_code == 1
+    assert "column 'extra' is missing from 4 row(s)" in result.output
+    assert "column 'source' is null in row test/demo-test-1" in result.output

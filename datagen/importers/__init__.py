@@ -1,0 +1,171 @@
+"""`datagen import`: public matting data sets and plain folders into the dataset-directory contract.
+
+One module per data set (`discover(src, config) -> Discovery`), a registry, and `run_import`, which pairs,
+skips what is done, converts in worker processes and appends rows in a fixed order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from datagen import __version__
+from datagen.card import write_card
+from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
+from datagen.importers.convert import PairJob, import_pair
+from datagen.importers.layout import Discovery, LayoutError, Skip
+from datagen.io import write_atomic
+from datagen.records import SPLITS, append_row, done_ids, metadata_path, read_rows, reset_dataset, unique_ids
+
+__all__ = ["IMPORTERS", "ImportConfig", "ImportResult", "LayoutError", "run_import"]
+
+log = logging.getLogger(__name__)
+IMPORTERS = {module.KIND: module for module in (p3m, ppm100, aim500, dis5k, am2k, folder)}
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    out: Path  # dataset directory to write (the CLI's default: datasets/<kind>)
+    workers: int = 1  # processes converting pairs
+    keep_png: bool = False  # lossless sources stay PNG instead of JPEG q95
+    jpeg_quality: int = 95  # for re-encoded images (copied JPEGs keep their bytes)
+    overwrite: bool = False  # start over instead of resuming
+    shard: tuple[int, int] = (0, 1)  # (I, K): this process converts pairs with index % K == I
+    images: str | None = None  # folder kind: glob of images under SRC
+    alphas: str | None = None  # folder kind: glob of mattes under SRC
+    split: str = "train"  # folder kind: the split to write
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.overwrite and count > 1:
+            raise ValueError(
+                "--overwrite with --shard would let shards delete each other's work: "
+                "clear the output once (an unsharded --overwrite run, or rm -r) and start the shards"
+            )
+        if bool(self.images) != bool(self.alphas):
+            raise ValueError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
+
+
+@dataclass
+class ImportResult:
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)  # "<split>[/<subset>]" -> samples in the directory
+    new: int = 0
+    existing: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    seconds: float = 0.0
+
+
+def _reason_class(reason: str) -> str:
+    """The reason without its particulars (sizes, decoder messages), for counting."""
+    return reason.split(":")[0].split(" (")[0] if not reason.startswith("matte is") else "matte size mismatch"
+
+
+def _shard_name(name: str, shard: tuple[int, int]) -> str:
+    """run.json -> run.shard-I-of-K.json when sharded, so shards never write over each other's records."""
+    index, count = shard
+    if count == 1:
+        return name
+    stem, _, suffix = name.partition(".")
+    return f"{stem}.shard-{index}-of-{count}.{suffix}"
+
+
+def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Skip]:
+    if workers == 1:
+        yield from map(import_pair, jobs)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(import_pair, jobs, chunksize=4)
+
+
+def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult:
+    """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
+    if kind not in IMPORTERS:
+        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
+    started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out)
+    if not src.is_dir():
+        raise LayoutError(kind, src, ["a folder"])
+    discovery: Discovery = module.discover(src, config)
+    if config.overwrite:
+        reset_dataset(out)
+    ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
+    index, count = config.shard
+    mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
+    finished = {split: done_ids(out, split) for split in SPLITS}
+    trimaps = any(pair.trimap for pair in discovery.pairs)
+    jobs = [
+        PairJob(pair, ids[pair.key], out, kind, module.LICENSE, config.keep_png, config.jpeg_quality, trimaps)
+        for pair in mine
+        if ids[pair.key] not in finished[pair.split]
+    ]
+    result = ImportResult(out, existing=len(mine) - len(jobs))
+    skipped = list(discovery.skipped) if index == 0 else []
+    bar = tqdm(
+        _convert(jobs, config.workers), total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress
+    )
+    for job, outcome in zip(jobs, bar):
+        if isinstance(outcome, Skip):
+            skipped.append(outcome)
+        else:
+            append_row(metadata_path(out, job.pair.split), outcome)
+            result.new += 1
+    result.skipped = Counter(_reason_class(skip.reason) for skip in skipped)
+    result.counts = _counts(out)
+    result.seconds = time.time() - started
+    _write_records(kind, src, config, result, skipped, module)
+    return result
+
+
+def _counts(out: Path) -> dict[str, int]:
+    counts: Counter = Counter()
+    for split in SPLITS:
+        for row in read_rows(out, split):
+            counts[f"{split}/{row['subset']}" if row.get("subset") else split] += 1
+    return dict(sorted(counts.items()))
+
+
+def _write_records(kind: str, src: Path, config: ImportConfig, result: ImportResult, skipped: list[Skip], module):
+    """run.json (what made it), skipped.jsonl (every skip with its path) and the dataset card."""
+    lines = "".join(json.dumps(asdict(skip)) + "\n" for skip in skipped)
+    write_atomic(result.out / _shard_name("skipped.jsonl", config.shard), lines.encode())
+    config_record = {**asdict(config), "out": str(config.out)}
+    record = {
+        "command": f"datagen import {kind} {src}",
+        "tool": f"datagen {__version__}",
+        "kind": kind,
+        "source": str(src.resolve()),
+        "license": module.LICENSE,
+        "download": module.URL,
+        "config": config_record,
+        "counts": result.counts,
+        "new_samples": result.new,
+        "resumed_existing": result.existing,
+        "failures_by_reason": dict(result.skipped),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(result.seconds, 2),
+    }
+    write_atomic(result.out / _shard_name("run.json", config.shard), (json.dumps(record, indent=2) + "\n").encode())
+    if result.counts:
+        write_card(
+            result.out,
+            f"{kind} (imported with ormbg datagen)",
+            f"{module.__doc__.strip()}\n\nLicence as its authors state it: {module.LICENSE}.\nDownload: {module.URL}.",
+        )

@@ -1,0 +1,185 @@
+"""One source pair -> one contract sample: copy or re-encode the image, orient and check the matte.
+
+Pure per-pair work, run in worker processes; returns the metadata row (files written, row not appended) or
+a Skip with its reason (nothing written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from datagen.importers.layout import Pair, Skip
+from datagen.io import (
+    ImageReadError,
+    apply_orientation,
+    exif_orientation,
+    open_image,
+    read_alpha,
+    read_foreground,
+    read_image,
+)
+from datagen.records import write_sample_files
+
+LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF", "WEBP"}  # WebP may be lossy; kept as PNG only with --keep-png
+TRIMAP_LEVELS = np.array([0, 128, 255], np.uint8)
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """Everything a worker needs for one pair (picklable)."""
+
+    pair: Pair
+    sample_id: str
+    out: Path
+    source: str
+    license: str
+    keep_png: bool
+    jpeg_quality: int
+    trimaps: bool  # the data set has trimaps: every sample gets one (generated where the source has none)
+
+
+def _is_complete_jpeg(path: Path) -> bool:
+    """A cheap structural check before copying bytes: the file ends with the JPEG end-of-image marker."""
+    with open(path, "rb") as file:
+        file.seek(0, 2)
+        file.seek(max(0, file.tell() - 64))
+        tail = file.read().rstrip(b"\x00\r\n ")
+    return tail.endswith(b"\xff\xd9")
+
+
+def _fit(
+    array: np.ndarray, orientation: int, raw: tuple[int, int], upright: tuple[int, int], what: str, notes: list[str]
+) -> np.ndarray | None:
+    """Bring a matte or trimap (HxW, read on its own raw grid) onto the upright image grid.
+
+    It gets the image's EXIF rotation only when it fits the raw grid and not the upright one; then, if its
+    size still differs, it is resized only when the aspect ratio matches exactly. Returns None otherwise.
+    Sizes are (width, height). What was done is appended to `notes`.
+    """
+    size = (array.shape[1], array.shape[0])
+    if orientation != 1:
+        if size == raw and size != upright:
+            array, size = apply_orientation(array, orientation), upright
+            notes.append(f"{what} rotated with the image's EXIF orientation (it fit the raw grid)")
+        else:
+            notes.append(f"{what} kept as stored (it already fit the upright image)")
+    if size == upright:
+        return array
+    if size[0] * upright[1] != size[1] * upright[0]:
+        return None
+    notes.append(f"{what} resized from {size[0]}x{size[1]}")
+    shrink = size[0] > upright[0]
+    return cv2.resize(array, upright, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _snap_trimap(trimap: np.ndarray) -> np.ndarray:
+    """Nearest of 0 / 128 / 255 for every pixel (trimaps resized or saved lossy drift off the levels)."""
+    return TRIMAP_LEVELS[np.abs(trimap[..., None].astype(np.int16) - TRIMAP_LEVELS).argmin(axis=-1)]
+
+
+def trimap_from_alpha(alpha: np.ndarray, radius_px: int | None = None) -> np.ndarray:
+    """A trimap (HxW uint8: 0 / 128 / 255) from an alpha: unknown within `radius_px` of any soft pixel.
+
+    The band is the dilation of alpha > 0 minus the erosion of alpha == 255 by a disc of `radius_px`
+    (default 1% of the short side, at least 3 px): the usual recipe of Deep Image Matting.
+    """
+    radius_px = radius_px or max(3, round(min(alpha.shape) * 0.01))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    maybe = cv2.dilate((alpha > 0).astype(np.uint8), disc)
+    sure = cv2.erode((alpha == 255).astype(np.uint8), disc)
+    return np.where(sure > 0, 255, np.where(maybe > 0, 128, 0)).astype(np.uint8)
+
+
+def _image(job: PairJob, source, orientation: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of write_sample_files for the image: its bytes copied, or decoded pixels to re-encode."""
+    path = job.pair.image
+    if source.format == "JPEG" and source.mode == "RGB" and orientation == 1 and _is_complete_jpeg(path):
+        metadata["image_copied"] = True
+        return {"image_bytes": path.read_bytes(), "image_format": "jpg"}
+    keep_png = job.keep_png and source.format in LOSSLESS_FORMATS
+    return {"image": read_image(path), "image_format": "png" if keep_png else "jpg"}
+
+
+def _trimap(job: PairJob, alpha: np.ndarray, fit, metadata: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """{"trimap": array} from the source's trimap, or generated from the alpha when the data set has trimaps
+    for some samples (so every row has the same columns); {} when it has none at all."""
+    if not job.trimaps:
+        return {}
+    trimap = None
+    if job.pair.trimap is not None:
+        try:
+            trimap = fit(read_alpha(job.pair.trimap, upright=False), "trimap")
+        except ImageReadError as error:
+            notes.append(f"source trimap unreadable ({error.reason})")
+        if trimap is None:
+            notes.append("source trimap does not fit the image")
+    metadata["trimap_source"] = "original" if trimap is not None else "generated from the alpha"
+    return {"trimap": _snap_trimap(trimap) if trimap is not None else trimap_from_alpha(alpha)}
+
+
+def import_pair(job: PairJob) -> dict[str, Any] | Skip:
+    """Convert one pair; returns the row to append, or a Skip (nothing written).
+
+    Every row of one import has the same keys (see docs/FORMAT.md, "uniform rows"): what was done to a sample
+    goes into the `notes` string.
+    """
+    pair = job.pair
+    try:
+        source = open_image(pair.image, load=False)
+    except ImageReadError as error:
+        return Skip(pair.key, f"unreadable image: {error.reason}")
+    orientation = exif_orientation(source)
+    raw = source.size
+    upright = raw[::-1] if orientation in (5, 6, 7, 8) else raw
+    notes: list[str] = []
+    metadata: dict[str, Any] = {
+        "source": job.source,
+        "license": job.license,
+        "original_path": pair.key,
+        "subset": "",
+        **pair.metadata,
+        "exif_orientation": orientation,
+        "image_copied": False,
+    }
+    if pair.rgba:
+        if "A" not in source.getbands() and "transparency" not in source.info:
+            return Skip(pair.key, "no alpha channel: not an RGBA cut-out")
+        foreground = read_foreground(pair.image)
+        metadata["notes"] = ""
+        return write_sample_files(
+            job.out,
+            pair.split,
+            job.sample_id,
+            foreground=foreground,
+            alpha=np.ascontiguousarray(foreground[..., 3]),
+            metadata=metadata,
+        )
+    try:
+        alpha = read_alpha(pair.alpha, upright=False)
+    except ImageReadError as error:
+        return Skip(str(pair.alpha), f"unreadable matte: {error.reason}")
+
+    def fit(array: np.ndarray, what: str) -> np.ndarray | None:
+        return _fit(array, orientation, raw, upright, what, notes)
+
+    fitted = fit(alpha, "alpha")
+    if fitted is None:
+        return Skip(
+            pair.key,
+            f"matte is {alpha.shape[1]}x{alpha.shape[0]}, image is {upright[0]}x{upright[1]} "
+            "(aspect ratios differ, not resized)",
+        )
+    try:
+        extra = _image(job, source, orientation, metadata)
+    except ImageReadError as error:
+        return Skip(pair.key, f"unreadable image: {error.reason}")
+    extra.update(_trimap(job, fitted, fit, metadata, notes))
+    metadata["notes"] = "; ".join(notes)
+    return write_sample_files(
+        job.out, pair.split, job.sample_id, alpha=fitted, metadata=metadata, jpeg_quality=job.jpeg_quality, **extra
+    )

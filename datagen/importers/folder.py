@@ -1,0 +1,53 @@
+"""Plain folders: images and mattes paired by stem (--images GLOB --alphas GLOB), or RGBA cut-outs.
+
+Without globs, every image under SRC must carry an alpha channel (RGBA PNG or WebP): each becomes a
+foreground-pool sample (fg/ + gt/), which is how the original ormbg `humans` data set is stored. With globs
+(relative to SRC, `**` allowed), images and mattes become photo samples (im/ + gt/). `--split` names the split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datagen.importers.layout import (
+    IMAGE_EXTENSIONS,
+    Discovery,
+    LayoutError,
+    Pair,
+    Skip,
+    index_by_stem,
+    is_hidden,
+    pair_files,
+)
+
+KIND = "folder"
+LICENSE = "as stated by the owner of the folder (unknown to the importer)"
+URL = "-"
+
+
+def discover(src: Path, config) -> Discovery:
+    if not src.is_dir():
+        raise LayoutError(KIND, src, ["a folder of images"])
+    if config.images or config.alphas:
+        if not (config.images and config.alphas):
+            raise ValueError("folder import: give both --images and --alphas, or neither (RGBA cut-outs)")
+        skipped: list[Skip] = []
+        images = index_by_stem(src.glob(config.images), src, skipped)
+        alphas = index_by_stem(src.glob(config.alphas), src, skipped)
+        if not images:
+            raise LayoutError(KIND, src, [f"images matching {config.images!r}"])
+        discovery = pair_files(src, config.split, images, alphas)
+        discovery.skipped[:0] = skipped
+        return discovery
+    discovery = Discovery()
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        key = str(path.relative_to(src))
+        if is_hidden(path.name):
+            discovery.skipped.append(Skip(key, "hidden or system file"))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            discovery.skipped.append(Skip(key, "not an image file"))
+        else:  # one stem in two subfolders is fine: ids are made unique from the relative path
+            discovery.pairs.append(Pair(config.split, key, path.stem, path, path, rgba=True))
+    if not discovery.pairs:
+        raise LayoutError(KIND, src, ["RGBA images (or --images GLOB --alphas GLOB)"])
+    return discovery

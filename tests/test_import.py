@@ -1,0 +1,334 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from datagen import io
+from datagen.cli import cli
+from datagen.importers import ImportConfig, run_import
+from datagen.importers import convert as convert_module
+from datagen.importers.samples import draw_pair, make_p3m_tree
+from datagen.inspect import inspect_dataset
+from datagen.io import encode_jpeg, encode_png, read_alpha, read_image, write_atomic
+from datagen.records import iter_samples, read_rows
+
+
+def put(path: Path, array: np.ndarray, fmt: str | None = None, **kwargs) -> np.ndarray:
+    """Write an array as an image file (format from the suffix unless `fmt`); returns the array."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt, **kwargs)
+    return array
+
+
+def pair(seed: int, height: int = 40, width: int = 32):
+    return draw_pair(np.random.default_rng([seed]), height, width)
+
+
+def import_ok(kind, src, out, **options):
+    result = run_import(kind, src, ImportConfig(out=out, progress=False, **options))
+    report = inspect_dataset(out)
+    assert report.ok, report.format_text()
+    return result
+
+
+def rows_by_original(out):
+    return {row["original_path"]: row for split in ("train", "validation", "test") for row in read_rows(out, split)}
+
+
+def test_p3m_counts_exact_mattes_copied_jpegs_and_load_dataset(tmp_path):
+    src = make_p3m_tree(tmp_path / "P3M-10k", n_train=3, n_test=2, height=48, width=40)
+    (src / "train/blurred_image/.DS_Store").write_bytes(b"junk")
+    out = tmp_path / "p3m"
+    result = import_ok("p3m", src, out)
+    assert result.counts == {"test/P3M-500-NP": 2, "test/P3M-500-P": 2, "train": 3}
+    assert result.skipped == {"hidden or system file": 1}
+    for key, row in rows_by_original(out).items():
+        split = "train" if key.startswith("train") else "test"
+        source_mask = src / key.replace("blurred_image", "mask").replace("original_image", "mask")
+        np.testing.assert_array_equal(
+            read_alpha(out / split / row["alpha_file_name"]), np.asarray(Image.open(source_mask.with_suffix(".png")))
+        )
+        assert (out / split / row["file_name"]).read_bytes() == (src / key).read_bytes(), "JPEG copied as is"
+        assert row["image_copied"] is True and row["id"] == f"p3m-{Path(key).stem}"
+        assert row["trimap_source"] == ("original" if split == "test" else "generated from the alpha")
+    import datasets
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert loaded["train"].num_rows == 3 and loaded["test"].num_rows == 4
+    assert set(loaded["test"].unique("subset")) == {"P3M-500-P", "P3M-500-NP"}
+
+
+def test_p3m_without_validation_folder(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=0, n_test=1, height=32, width=32)
+    (src / "validation").rename(tmp_path / "moved")
+    for subset in ("P3M-500-P", "P3M-500-NP"):
+        (tmp_path / "moved" / subset).rename(src / subset)
+    assert import_ok("p3m", src, tmp_path / "out").counts == {"test/P3M-500-NP": 1, "test/P3M-500-P": 1}
+
+
+def test_wrong_layout_fails_at_once_naming_expected_and_found(tmp_path):
+    (tmp_path / "src/photos").mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["import", "p3m", str(tmp_path / "src"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "expected train/blurred_image/" in result.output and "found photos/" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ppm100_jpeg_mattes_keep_their_values(tmp_path):
+    src = tmp_path / "PPM-100"
+    for index in range(2):
+        image, alpha = pair(index)
+        put(src / f"image/{index:04d}.jpg", image, quality=95)
+        put(src / f"matte/{index:04d}.jpg", alpha, quality=90)
+    out = tmp_path / "out"
+    assert import_ok("ppm100", src, out).counts == {"test": 2}
+    for row in read_rows(out, "test"):
+        matte = np.asarray(Image.open(src / "matte" / Path(row["original_path"]).name).convert("L"))
+        written = read_alpha(out / "test" / row["alpha_file_name"])
+        np.testing.assert_array_equal(written, matte)
+        assert len(np.unique(written)) > 10, "JPEG matte values must not be thresholded"
+
+
+def test_aim500_wrapped_with_categories_usr_ignored(tmp_path):
+    src = tmp_path / "download" / "AIM-500"
+    for index, stem in enumerate(["o_1", "o_2"]):
+        image, alpha = pair(index)
+        put(src / f"original/{stem}.jpg", image)
+        put(src / f"mask/{stem}.png", alpha)
+        put(src / f"trimap/{stem}.png", np.full_like(alpha, 128))
+        put(src / f"usr/{stem}.png", np.zeros_like(alpha))
+    (src / "aim_category_type.json").write_text(
+        json.dumps({"o_1.jpg": {"type": "SO", "category": "animal"}, "o_2": ["NS", "plant"]})
+    )
+    out = tmp_path / "out"
+    assert import_ok("aim500", tmp_path / "download", out).counts == {"test": 2}
+    rows = {row["id"]: row for row in read_rows(out, "test")}
+    assert (rows["aim500-o_1"]["type"], rows["aim500-o_1"]["category"]) == ("SO", "animal")
+    assert (rows["aim500-o_2"]["type"], rows["aim500-o_2"]["category"]) == ("NS", "plant")
+    assert all("usr" not in row["original_path"] for row in rows.values())
+    assert all(row["trimap_file_name"] for row in rows.values())
+
+
+def test_dis5k_splits_subsets_and_sanitized_unique_ids(tmp_path):
+    src = tmp_path / "DIS5K"
+    names = {
+        "DIS-TR": ["1#Accessories#1#Bag#1", "1 Accessories 1 Bag 1"],
+        "DIS-VD": ["2#x"],
+        "DIS-TE1": ["3#y"],
+        "DIS-TE4": ["1#Accessories#1#Bag#1"],
+    }
+    for seed, (part, stems) in enumerate(names.items()):
+        for stem in stems:
+            image, alpha = pair(seed)
+            put(src / part / "im" / f"{stem}.jpg", image)
+            put(src / part / "gt" / f"{stem}.png", alpha)
+    out = tmp_path / "out"
+    result = import_ok("dis5k", tmp_path, out)
+    assert result.counts == {"test/TE1": 1, "test/TE4": 1, "train": 2, "validation": 1}
+    ids = [row["id"] for split in ("train", "validation", "test") for row in read_rows(out, split)]
+    assert len(ids) == len(set(ids)) == 5
+    assert "dis5k-2_x" in ids and all("#" not in i and " " not in i for i in ids)
+
+
+def test_am2k_with_validation_trimaps(tmp_path):
+    src = tmp_path / "AM-2k"
+    for split, count in (("train", 2), ("validation", 1)):
+        for index in range(count):
+            image, alpha = pair(index + 10 * len(split))
+            put(src / f"{split}/original/m_{index}.jpg", image)
+            put(src / f"{split}/mask/m_{index}.png", alpha)
+            if split == "validation":
+                put(src / f"{split}/trimap/m_{index}.png", np.full_like(alpha, 128))
+    out = tmp_path / "out"
+    assert import_ok("am2k", src, out).counts == {"train": 2, "validation": 1}
+    assert all("trimap_file_name" in row for row in read_rows(out, "validation"))
+
+
+def test_folder_globs_and_rgba_cutouts(tmp_path, person):
+    image, alpha = pair(1)
+    put(tmp_path / "src/photos/a.png", image)
+    put(tmp_path / "src/mattes/a.png", alpha)
+    put(tmp_path / "src/mattes/b.png", alpha)
+    out = tmp_path / "out"
+    result = import_ok("folder", tmp_path / "src", out, images="photos/*", alphas="mattes/*", split="validation")
+    assert result.counts == {"validation": 1} and result.skipped == {"orphan matte": 1}
+    np.testing.assert_array_equal(read_alpha(out / "validation/gt/folder-a.png"), alpha)
+
+    put(tmp_path / "humans/x/1.png", person)
+    put(tmp_path / "humans/y/1.png", person)
+    put(tmp_path / "humans/flat.jpg", person[..., :3])
+    pool = tmp_path / "pool"
+    result = import_ok("folder", tmp_path / "humans", pool)
+    assert result.counts == {"train": 2} and result.skipped == {"no alpha channel": 1}
+    samples = list(iter_samples(pool))
+    assert all(s.is_foreground_only for s in samples) and len({s.id for s in samples}) == 2
+    np.testing.assert_array_equal(io.read_foreground(samples[0].path("foreground")), person)
+
+
+@pytest.mark.parametrize("matte_grid", ["upright", "raw"])
+def test_exif_rotated_image_and_its_matte(tmp_path, matte_grid):
+    raw_image, raw_alpha = pair(3, height=30, width=40)  # stored 40x30, shown 30x40 (orientation 6)
+    src = tmp_path / "PPM-100"
+    exif = Image.Exif()
+    exif[io.EXIF_ORIENTATION_TAG] = 6
+    put(src / "image/r.jpg", raw_image, exif=exif, quality=95)
+    upright_alpha = np.rot90(raw_alpha, k=-1)
+    put(src / "matte/r.png", raw_alpha if matte_grid == "raw" else np.ascontiguousarray(upright_alpha))
+    out = tmp_path / "out"
+    import_ok("ppm100", src, out)
+    (row,) = read_rows(out, "test")
+    assert (row["width"], row["height"]) == (30, 40) and row["exif_orientation"] == 6
+    assert row["image_copied"] is False
+    assert read_image(out / "test" / row["file_name"]).shape == (40, 30, 3)
+    np.testing.assert_array_equal(read_alpha(out / "test" / row["alpha_file_name"]), upright_alpha)
+    assert ("alpha rotated" if matte_grid == "raw" else "alpha kept as stored") in row["notes"]
+
+
+def test_every_skip_reason_is_recorded(tmp_path):
+    src = tmp_path / "PPM-100"
+    image, alpha = pair(5)
+    put(src / "image/good.jpg", image)
+    put(src / "matte/good.png", alpha)
+    put(src / "image/orphan_image.jpg", image)
+    put(src / "matte/orphan_matte.png", alpha)
+    (src / "image/broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    put(src / "matte/broken.png", alpha)
+    put(src / "image/badmatte.jpg", image)
+    (src / "matte/badmatte.png").write_bytes(encode_png(alpha)[:50])
+    put(src / "image/wrongsize.jpg", image)
+    put(src / "matte/wrongsize.png", np.zeros((10, 10), np.uint8))
+    put(src / "image/halfsize.jpg", image)
+    put(src / "matte/halfsize.png", alpha[::2, ::2])
+    (src / "image/._good.jpg").write_bytes(b"resource fork")
+    (src / "image/Thumbs.db").write_bytes(b"x")
+    (src / "image/notes.txt").write_text("x")
+    out = tmp_path / "out"
+    result = import_ok("ppm100", src, out)
+    assert result.counts == {"test": 2}  # good and halfsize (resized: same aspect ratio)
+    expected = {
+        "orphan image": 1,
+        "orphan matte": 1,
+        "unreadable image": 1,
+        "unreadable matte": 1,
+        "matte size mismatch": 1,
+        "hidden or system file": 2,
+        "not an image file": 1,
+    }
+    assert dict(result.skipped) == expected
+    record = json.loads((out / "run.json").read_text())
+    assert record["failures_by_reason"] == expected
+    assert record["license"].startswith("mattes CC BY-NC-SA 4.0")
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert {s["path"] for s in skipped} >= {"image/broken.jpg", "image/wrongsize.jpg", "matte/orphan_matte.png"}
+    resized = next(row for row in read_rows(out, "test") if row["id"] == "ppm100-halfsize")
+    assert resized["notes"] == "alpha resized from 16x20"
+    assert not list((out / "test/im").glob("*broken*")), "a skipped pair writes nothing"
+    output = CliRunner().invoke(cli, ["import", "ppm100", str(src), "-o", str(out), "--no-progress"]).output
+    assert "matte size mismatch" in output and "skipped.jsonl" in output
+
+
+def test_png_sources_are_reencoded_or_kept(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=2, n_test=0, height=32, width=24, image_ext=".png")
+    out = tmp_path / "jpg"
+    import_ok("p3m", src, out)
+    assert all(row["file_name"].endswith(".jpg") and not row["image_copied"] for row in read_rows(out, "train"))
+    kept = tmp_path / "png"
+    import_ok("p3m", src, kept, keep_png=True)
+    for row in read_rows(kept, "train"):
+        np.testing.assert_array_equal(
+            read_image(kept / "train" / row["file_name"]), read_image(src / row["original_path"])
+        )
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name not in ("run.json",)
+    }
+
+
+def test_resumed_and_parallel_runs_equal_an_uninterrupted_one(tmp_path, monkeypatch):
+    src = make_p3m_tree(tmp_path / "src", n_train=6, n_test=2, height=32, width=24, image_ext=".png")
+    reference = tmp_path / "reference"
+    run_import("p3m", src, ImportConfig(out=reference, progress=False))
+
+    calls = []
+    real = convert_module.import_pair
+
+    def dies_on_the_fifth(job):
+        calls.append(job.sample_id)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(job)
+
+    import datagen.importers as importers
+
+    monkeypatch.setattr(importers, "import_pair", dies_on_the_fifth)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_import("p3m", src, ImportConfig(out=resumed, progress=False))
+    assert len(read_rows(resumed, "train")) == 4
+    monkeypatch.setattr(importers, "import_pair", real)
+    result = run_import("p3m", src, ImportConfig(out=resumed, progress=False))
+    assert (result.new, result.existing) == (6, 4)
+    assert _snapshot(resumed) == _snapshot(reference)
+
+    parallel = tmp_path / "parallel"
+    run_import("p3m", src, ImportConfig(out=parallel, workers=2, progress=False))
+    assert _snapshot(parallel) == _snapshot(reference)
+
+    again = run_import("p3m", src, ImportConfig(out=parallel, progress=False))
+    assert (again.new, again.existing) == (0, 10)
+
+
+def test_shards_fill_one_directory(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=5, n_test=1, height=32, width=24)
+    out = tmp_path / "out"
+    for index in range(3):
+        run_import("p3m", src, ImportConfig(out=out, shard=(index, 3), progress=False))
+    assert _counts(out) == {"train": 5, "test": 2}
+    assert inspect_dataset(out).ok
+    assert (out / "run.shard-2-of-3.json").is_file()
+    with pytest.raises(ValueError, match="overwrite"):
+        ImportConfig(out=out, shard=(0, 2), overwrite=True)
+
+
+def _counts(out):
+    return {split: len(read_rows(out, split)) for split in ("train", "test")}
+
+
+def test_overwrite_starts_over(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=2, n_test=0, height=32, width=24)
+    out = tmp_path / "out"
+    run_import("p3m", src, ImportConfig(out=out, progress=False))
+    write_atomic(out / "train/im/stray.jpg", encode_jpeg(np.zeros((4, 4, 3), np.uint8)))
+    result = run_import("p3m", src, ImportConfig(out=out, overwrite=True, progress=False))
+    assert (result.new, result.existing) == (2, 0)
+    assert not (out / "train/im/stray.jpg").exists()
+
+
+def test_trimap_from_alpha_marks_soft_pixels_unknown(person):
+    from datagen.importers.convert import trimap_from_alpha
+
+    alpha = person[..., 3]
+    trimap = trimap_from_alpha(alpha, radius_px=2)
+    assert set(np.unique(trimap)) == {0, 128, 255}
+    soft = (alpha > 0) & (alpha < 255)
+    assert (trimap[soft] == 128).all()
+    assert (trimap[trimap == 255] == 255).all() and (alpha[trimap == 255] == 255).all()
+    assert (alpha[trimap == 0] == 0).all()
+
+
+def test_foreground_pool_loads_with_datasets(tmp_path, person):
+    import datasets
+
+    put(tmp_path / "humans/a.png", person)
+    import_ok("folder", tmp_path / "humans", tmp_path / "pool")
+    loaded = datasets.load_dataset(str(tmp_path / "pool"), cache_dir=str(tmp_path / "cache"))
+    example = loaded["train"][0]
+    np.testing.assert_array_equal(np.asarray(example["foreground"]), person)
+    np.testing.assert_array_equal(np.asarray(example["alpha"]), person[..., 3])
