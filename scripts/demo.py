@@ -1,8 +1,9 @@
 """`make demo`: run what exists of the pipeline on the embedded default (procedural data, CPU, no downloads).
 
-Today that is: a procedural dataset written through the contract library -> `datagen inspect` ->
-`datagen preview`. The stages that have not landed yet are listed at the end with their issue numbers;
-as they land, this script runs them too (issue #9 tracks the whole flow).
+Today that is: a procedural dataset written through the contract library, and `datagen import p3m` of a
+tiny P3M-10k layout built in code -> `datagen inspect` -> `datagen preview` on each. The stages that have
+not landed yet are listed at the end with their issue numbers; as they land, this script runs them too
+(issue #9 tracks the whole flow).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from datagen import __version__
 from datagen.card import write_card
 from datagen.compose import over
+from datagen.importers.samples import make_p3m_tree
 from datagen.io import write_run_json
 from datagen.procedural import draw_background, draw_person
 from datagen.records import done_ids, reset_dataset, seeded_id, write_sample
@@ -25,7 +27,6 @@ from datagen.records import done_ids, reset_dataset, seeded_id, write_sample
 MISSING = [
     ("datagen synth (LayerDiffuse + procedural backend)", 5),
     ("datagen compose (placement, lighting, shadow, occlusion, degradations)", 4),
-    ("datagen import (P3M-10k, PPM-100, AIM-500, DIS5K, AM-2k, folders)", 3),
     ("python -m ormbg.train", 6),
     ("python -m ormbg.evaluate / infer / export", 7),
     ("datagen push / pull", 8),
@@ -94,15 +95,24 @@ def main() -> int:
         reset_dataset(data)
     written = write_procedural_dataset(data, args.n, args.seed, height=256, width=192)
     print(f"wrote {written} new samples to {data} (others resumed)")
-    if datagen("inspect", str(data), "--no-progress") != 0:
-        print("demo: the dataset violates the contract (see above)", file=sys.stderr)
-        return 1
-    if datagen("preview", str(data), "--out", str(args.out / "preview.png"), "-n", "6", "--tile-px", "192") != 0:
-        return 1
+    p3m_src = make_p3m_tree(args.out / "sources" / "P3M-10k", n_train=8, n_test=2, height=256, width=192)
+    p3m = args.out / "datasets" / "p3m"
+    steps = [
+        ("import", "p3m", str(p3m_src), "--out", str(p3m), "--no-progress", *(["--overwrite"] * args.overwrite)),
+        ("inspect", str(data), "--no-progress"),
+        ("inspect", str(p3m), "--no-progress"),
+        ("preview", str(data), "--out", str(args.out / "preview.png"), "-n", "6", "--tile-px", "192"),
+        ("preview", str(p3m), "--out", str(args.out / "preview-p3m.png"), "-n", "4", "--split", "test"),
+    ]
+    for step in steps:
+        if datagen(*step) != 0:
+            print(f"demo: `datagen {step[0]}` failed (see above)", file=sys.stderr)
+            return 1
 
     print(f"\ndemo finished in {time.time() - started:.0f} s. Results:")
     print(f"  {data}/            dataset directory (load it with datasets.load_dataset)")
-    print(f"  {args.out / 'preview.png'}   contact sheet: image | alpha | cutout")
+    print(f"  {p3m}/                   the tiny P3M-10k layout, imported")
+    print(f"  {args.out / 'preview.png'}, {args.out / 'preview-p3m.png'}   contact sheets: image | alpha | cutout")
     print("\nNot built yet, so not part of the demo (see `issues`):")
     for what, issue in MISSING:
         print(f"  - {what}: issue #{issue}")
