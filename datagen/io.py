@@ -212,9 +212,18 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     write_atomic(path, (json.dumps(value, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
-def write_run_json(root: str | os.PathLike, record: dict[str, Any]) -> Path:
+def shard_file_name(name: str, shard: tuple[int, int] = (0, 1)) -> str:
+    """run.json -> run.shard-I-of-K.json when sharded, so shards never write over each other's records."""
+    index, count = shard
+    if count == 1:
+        return name
+    stem, _, suffix = name.partition(".")
+    return f"{stem}.shard-{index}-of-{count}.{suffix}"
+
+
+def write_run_json(root: str | os.PathLike, record: dict[str, Any], shard: tuple[int, int] = (0, 1)) -> Path:
     """Write DIR/run.json (what made the dataset: command, config, version, counts, failures, time)."""
-    path = Path(root) / "run.json"
+    path = Path(root) / shard_file_name("run.json", shard)
     write_json(path, record)
     return path
 

@@ -91,3 +91,25 @@ def draw_background(rng: np.random.Generator, height: int, width: int) -> np.nda
     image = cv2.GaussianBlur(image, (0, 0), sigma)
     image += rng.normal(0, 4, size=image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def draw_occluder(rng: np.random.Generator, height: int) -> np.ndarray:
+    """A procedural occluder about `height` px tall, HxWx4 uint8 straight RGBA with anti-aliased edges:
+    a leafy blob or a pole, in a random colour with some texture."""
+    s = _SUPERSAMPLE
+    if rng.random() < 0.5:  # blob: a star-convex polygon with a wobbly outline
+        width = height
+        angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(7, 16))))
+        radii = rng.uniform(0.3, 0.5, angles.size) * height * s
+        centre = height * s / 2
+        points = np.stack([centre + radii * np.cos(angles), centre + radii * np.sin(angles)], axis=1)
+    else:  # pole: a long thin quadrilateral
+        width = max(4, int(height * rng.uniform(0.08, 0.2)))
+        points = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64) * s
+    mask = np.zeros((height * s, width * s), np.uint8)
+    cv2.fillPoly(mask, [points.astype(np.int32).reshape(-1, 1, 2)], 255, cv2.LINE_AA)
+    alpha = _downsample(mask, height, width)
+    rgb = np.empty((height, width, 3), np.float32)
+    rgb[:] = _color(rng, 10, 200)
+    rgb += rng.normal(0, 10, size=(height, width, 1)).astype(np.float32)
+    return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), alpha])

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.io import encode_jpeg, encode_png, write_atomic
+from datagen.io import encode_jpeg, encode_png, shard_file_name, write_atomic
 
 SPLITS = ("train", "validation", "test")
 METADATA = "metadata.jsonl"
@@ -36,6 +36,14 @@ FILE_KINDS = {
 }
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A sample that was not made, and why: batch jobs record these (run.json, skipped.jsonl) and go on."""
+
+    path: str
+    reason: str
 
 
 class MetadataError(ValueError):
@@ -267,6 +275,17 @@ def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: 
     row = write_sample_files(root, split, sample_id, **kwargs)
     append_row(metadata_path(root, split), row)
     return row
+
+
+def write_skipped(root: str | os.PathLike, skipped: Iterable[Skip], shard: tuple[int, int] = (0, 1)) -> Counter:
+    """Write DIR/skipped.jsonl (every skip with its path and reason); returns the count per reason class.
+
+    The reason class is the reason up to its first ':' or ' (' (the particulars: sizes, decoder messages).
+    """
+    skipped = list(skipped)
+    lines = "".join(json.dumps({"path": skip.path, "reason": skip.reason}) + "\n" for skip in skipped)
+    write_atomic(Path(root) / shard_file_name("skipped.jsonl", shard), lines.encode())
+    return Counter(re.split(r":| \(", skip.reason, maxsplit=1)[0] for skip in skipped)
 
 
 def reset_dataset(root: str | os.PathLike) -> None:

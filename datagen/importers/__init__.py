@@ -6,7 +6,6 @@ skips what is done, converts in worker processes and appends rows in a fixed ord
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -22,9 +21,19 @@ from datagen import __version__
 from datagen.card import write_card
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
-from datagen.importers.layout import Discovery, LayoutError, Skip
-from datagen.io import write_atomic
-from datagen.records import SPLITS, append_row, done_ids, metadata_path, read_rows, reset_dataset, unique_ids
+from datagen.importers.layout import Discovery, LayoutError
+from datagen.io import write_run_json
+from datagen.records import (
+    SPLITS,
+    Skip,
+    append_row,
+    done_ids,
+    metadata_path,
+    read_rows,
+    reset_dataset,
+    unique_ids,
+    write_skipped,
+)
 
 __all__ = ["IMPORTERS", "ImportConfig", "ImportResult", "LayoutError", "run_import"]
 
@@ -74,20 +83,6 @@ class ImportResult:
     seconds: float = 0.0
 
 
-def _reason_class(reason: str) -> str:
-    """The reason without its particulars (sizes, decoder messages), for counting."""
-    return reason.split(":")[0].split(" (")[0] if not reason.startswith("matte is") else "matte size mismatch"
-
-
-def _shard_name(name: str, shard: tuple[int, int]) -> str:
-    """run.json -> run.shard-I-of-K.json when sharded, so shards never write over each other's records."""
-    index, count = shard
-    if count == 1:
-        return name
-    stem, _, suffix = name.partition(".")
-    return f"{stem}.shard-{index}-of-{count}.{suffix}"
-
-
 def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Skip]:
     if workers == 1:
         yield from map(import_pair, jobs)
@@ -127,7 +122,6 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
         else:
             append_row(metadata_path(out, job.pair.split), outcome)
             result.new += 1
-    result.skipped = Counter(_reason_class(skip.reason) for skip in skipped)
     result.counts = _counts(out)
     result.seconds = time.time() - started
     _write_records(kind, src, config, result, skipped, module)
@@ -143,10 +137,8 @@ def _counts(out: Path) -> dict[str, int]:
 
 
 def _write_records(kind: str, src: Path, config: ImportConfig, result: ImportResult, skipped: list[Skip], module):
-    """run.json (what made it), skipped.jsonl (every skip with its path) and the dataset card."""
-    lines = "".join(json.dumps(asdict(skip)) + "\n" for skip in skipped)
-    write_atomic(result.out / _shard_name("skipped.jsonl", config.shard), lines.encode())
-    config_record = {**asdict(config), "out": str(config.out)}
+    """skipped.jsonl (every skip with its path), run.json (what made it) and the dataset card."""
+    result.skipped = write_skipped(result.out, skipped, config.shard)
     record = {
         "command": f"datagen import {kind} {src}",
         "tool": f"datagen {__version__}",
@@ -154,7 +146,7 @@ def _write_records(kind: str, src: Path, config: ImportConfig, result: ImportRes
         "source": str(src.resolve()),
         "license": module.LICENSE,
         "download": module.URL,
-        "config": config_record,
+        "config": {**asdict(config), "out": str(config.out)},
         "counts": result.counts,
         "new_samples": result.new,
         "resumed_existing": result.existing,
@@ -162,7 +154,7 @@ def _write_records(kind: str, src: Path, config: ImportConfig, result: ImportRes
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(result.seconds, 2),
     }
-    write_atomic(result.out / _shard_name("run.json", config.shard), (json.dumps(record, indent=2) + "\n").encode())
+    write_run_json(result.out, record, config.shard)
     if result.counts:
         write_card(
             result.out,

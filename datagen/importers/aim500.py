@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datagen.importers.layout import Discovery, LayoutError, Skip, pair_by_stem, unwrap
+from datagen.importers.layout import Discovery, LayoutError, pair_by_stem, unwrap
+from datagen.records import Skip
 
 KIND = "aim500"
 LICENSE = "MIT (AIM-500 release agreement)"

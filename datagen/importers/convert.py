@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datagen.importers.layout import Pair, Skip
+from datagen.importers.layout import Pair
 from datagen.io import (
     ImageReadError,
     apply_orientation,
@@ -23,7 +23,7 @@ from datagen.io import (
     read_foreground,
     read_image,
 )
-from datagen.records import write_sample_files
+from datagen.records import Skip, write_sample_files
 
 LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF", "WEBP"}  # WebP may be lossy; kept as PNG only with --keep-png
 TRIMAP_LEVELS = np.array([0, 128, 255], np.uint8)
@@ -171,7 +171,7 @@ def import_pair(job: PairJob) -> dict[str, Any] | Skip:
     if fitted is None:
         return Skip(
             pair.key,
-            f"matte is {alpha.shape[1]}x{alpha.shape[0]}, image is {upright[0]}x{upright[1]} "
+            f"matte size mismatch: matte is {alpha.shape[1]}x{alpha.shape[0]}, image is {upright[0]}x{upright[1]} "
             "(aspect ratios differ, not resized)",
         )
     try:

@@ -14,11 +14,11 @@ from datagen.importers.layout import (
     Discovery,
     LayoutError,
     Pair,
-    Skip,
     index_by_stem,
     is_hidden,
     pair_files,
 )
+from datagen.records import Skip
 
 KIND = "folder"
 LICENSE = "as stated by the owner of the folder (unknown to the importer)"

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.records import Skip
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -24,14 +26,6 @@ class Pair:
     trimap: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     rgba: bool = False  # image and matte are one RGBA file: imported as a foreground (fg/ + gt/)
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A source file that did not become a sample, and why."""
-
-    path: str
-    reason: str
 
 
 @dataclass

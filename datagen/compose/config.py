@@ -1,0 +1,204 @@
+"""Compose configuration: the augmentation ranges (presets none / default / strong, or YAML) and the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges (low, high) drawn uniformly and probabilities (`*_p`) of every compose step.
+
+    Lengths are fractions of the output height so one config works at any size.
+    """
+
+    # 1. background
+    bg_crop_scale: Range = (0.6, 1.0)  # crop side / largest crop of the output's aspect ratio
+    bg_flip_p: float = 0.5
+    defocus_p: float = 0.5  # bokeh-like disc blur of the background
+    defocus_radius: Range = (0.002, 0.012)
+    bg_brightness: Range = (0.8, 1.2)
+    bg_contrast: Range = (0.8, 1.2)
+    bg_saturation: Range = (0.7, 1.3)
+    # 2. placement of the person (its alpha bounding box)
+    fg_height: Range = (0.35, 1.3)  # bbox height / frame height; above 1 the person is cut by the frame
+    fg_top: Range = (-0.05, 0.4)  # bbox top / frame height
+    fg_center_x: Range = (0.05, 0.95)  # bbox centre / frame width; near the edges the person is cut
+    rotation_deg: Range = (-8.0, 8.0)
+    fg_flip_p: float = 0.5
+    # 3. lighting (the alpha is untouched)
+    transfer_p: float = 0.8  # colour statistics transfer towards the background, in CIELAB
+    transfer_strength: Range = (0.2, 0.7)
+    temperature: Range = (-0.08, 0.08)  # red gain +t, blue gain -t
+    fg_brightness: Range = (0.85, 1.15)
+    gradient_p: float = 0.5  # directional light across the person
+    gradient_strength: Range = (0.1, 0.4)
+    # 4. shadow (darkens the background only)
+    shadow_p: float = 0.4
+    cast_shadow_p: float = 0.5  # otherwise a contact shadow at the feet
+    shadow_opacity: Range = (0.2, 0.6)
+    shadow_blur: Range = (0.005, 0.03)
+    shadow_shear: Range = (-0.9, 0.9)
+    shadow_squash: Range = (0.08, 0.35)  # shadow height / person height
+    # 5. occlusion and extra people
+    occluder_p: float = 0.15
+    occluder_size: Range = (0.1, 0.35)  # occluder height / frame height
+    extra_person_p: float = 0.1
+    extra_person_height: Range = (0.3, 0.9)
+    # 6. camera degradations over the whole image
+    noise_p: float = 0.5
+    noise_sigma: Range = (1.0, 6.0)  # on 0..255
+    motion_p: float = 0.08
+    motion_length: Range = (0.004, 0.012)
+    subject_motion_p: float = 0.5  # motion of the person only (its alpha blurs too), else the camera's
+    jpeg_p: float = 0.5
+    jpeg_quality: Range = (55.0, 95.0)
+    grain_p: float = 0.2
+    grain_strength: Range = (2.0, 6.0)
+    grayscale_p: float = 0.03
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name.endswith("_p"):
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(f"augmentation {item.name}={value}: a probability must be in [0, 1]")
+            elif not (isinstance(value, tuple) and len(value) == 2 and value[0] <= value[1]):
+                raise ValueError(f"augmentation {item.name}={value!r}: give [low, high] with low <= high")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: AugmentConfig | None = None) -> AugmentConfig:
+        """`base` (default: the default preset) with `values` replacing fields; unknown keys are refused."""
+        names = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown augmentation keys {unknown}; known: {sorted(names)}")
+        fixed = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+        return dataclasses.replace(base or cls(), **fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
+
+
+def _none_preset() -> AugmentConfig:
+    """Geometry (crop, scale, flip, placement, rotation) and the blend only: nothing photometric."""
+    off = {item.name: 0.0 for item in dataclasses.fields(AugmentConfig) if item.name.endswith("_p")}
+    keep = {"bg_flip_p": 0.5, "fg_flip_p": 0.5}
+    neutral = {
+        "bg_brightness": (1.0, 1.0),
+        "bg_contrast": (1.0, 1.0),
+        "bg_saturation": (1.0, 1.0),
+        "temperature": (0.0, 0.0),
+        "fg_brightness": (1.0, 1.0),
+    }
+    return dataclasses.replace(AugmentConfig(), **{**off, **keep, **neutral})
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": _none_preset(),
+    "default": AugmentConfig(),
+    "strong": AugmentConfig(
+        bg_crop_scale=(0.4, 1.0),
+        defocus_p=0.7,
+        defocus_radius=(0.002, 0.02),
+        bg_brightness=(0.6, 1.4),
+        bg_contrast=(0.6, 1.4),
+        bg_saturation=(0.4, 1.6),
+        fg_height=(0.25, 1.5),
+        fg_top=(-0.15, 0.5),
+        fg_center_x=(-0.05, 1.05),
+        rotation_deg=(-15.0, 15.0),
+        transfer_strength=(0.3, 0.9),
+        temperature=(-0.15, 0.15),
+        fg_brightness=(0.7, 1.3),
+        gradient_p=0.7,
+        gradient_strength=(0.2, 0.6),
+        shadow_p=0.6,
+        shadow_opacity=(0.3, 0.8),
+        occluder_p=0.3,
+        extra_person_p=0.25,
+        noise_p=0.7,
+        noise_sigma=(2.0, 12.0),
+        motion_p=0.2,
+        motion_length=(0.005, 0.025),
+        jpeg_p=0.7,
+        jpeg_quality=(30.0, 90.0),
+        grain_p=0.4,
+        grain_strength=(3.0, 10.0),
+        grayscale_p=0.08,
+    ),
+}
+
+
+def load_augment(preset: str, path: str | os.PathLike | None = None) -> AugmentConfig:
+    """The preset, with the fields of a YAML file (a mapping of AugmentConfig fields) replacing its values."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if path is None:
+        return PRESETS[preset]
+    with open(path, encoding="utf-8") as file:
+        values = yaml.safe_load(file) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of augmentation fields, got {type(values).__name__}")
+    return AugmentConfig.from_dict(values, PRESETS[preset])
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    out: Path = Path("datasets/composites")
+    foregrounds: tuple[Path, ...] = (Path("datasets/synth"),)  # contract directories or folders of RGBA images
+    backgrounds: tuple[Path, ...] = (Path("datasets/backgrounds"),)  # contract directories or image folders
+    occluders: Path | None = None  # RGBA pool for occluders; None: procedural occluders
+    n: int = 1000
+    size: tuple[int, int] = (1024, 1024)  # (width, height)
+    preset: str = "default"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    val_fraction: float = 0.0  # share of foregrounds and backgrounds (and so samples) kept for validation
+    workers: int = 1
+    shard: tuple[int, int] = (0, 1)
+    overwrite: bool = False
+    cache_foregrounds: int = 48  # decoded foregrounds kept per worker (LRU)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        width, height = self.size
+        if width < 16 or height < 16:
+            raise ValueError(f"size {width}x{height} is too small: at least 16x16")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+        if self.overwrite and count > 1:
+            raise ValueError(
+                "--overwrite with --shard would let shards delete each other's work: clear the output "
+                "once (an unsharded --overwrite run, or rm -r) and start the shards"
+            )
+        if self.workers < 1 or self.cache_foregrounds < 0:
+            raise ValueError("workers must be >= 1 and cache_foregrounds >= 0")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024' -> (1024, 1024); '768x1024' -> (768, 1024) as (width, height)."""
+    try:
+        parts = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        raise ValueError(f"size {text!r}: give a side (1024) or WxH (768x1024)") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ValueError(f"size {text!r}: give a side (1024) or WxH (768x1024)")

@@ -1,0 +1,134 @@
+"""Geometry: the background crop, and placing a foreground (alpha and colour on one sampling grid).
+
+A placed foreground is a `Layer`: premultiplied colour and alpha on a box of the output frame. Colour is
+premultiplied *before* resampling, so interpolation never mixes in the undefined colour under alpha 0
+(no dark fringes), and the alpha is channel 3 of the very same warp: it gets exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Layer:
+    """An RGBA layer on a box of the output frame.
+
+    color: hxwx3 float32, premultiplied, 0..255. alpha: hxw float32, 0..1. (top, left): the box's corner.
+    """
+
+    color: np.ndarray
+    alpha: np.ndarray
+    top: int
+    left: int
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        height, width = self.alpha.shape
+        return slice(self.top, self.top + height), slice(self.left, self.left + width)
+
+
+def alpha_bbox(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) (exclusive) of the pixels with alpha > 0; None if there are none."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def crop_to_alpha(foreground: np.ndarray) -> np.ndarray:
+    """The RGBA foreground cropped to its alpha bounding box (a view); raises on an empty alpha."""
+    box = alpha_bbox(foreground[..., 3])
+    if box is None:
+        raise ValueError("foreground has an empty alpha")
+    top, left, bottom, right = box
+    return foreground[top:bottom, left:right]
+
+
+def place_background(background: np.ndarray, params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    """Crop the background to the output's aspect ratio and scale it to `size` (W, H); flip. HxWx3 uint8.
+
+    A background smaller than the output is scaled up, never tiled.
+    """
+    width, height = size
+    bg_h, bg_w = background.shape[:2]
+    crop_w = min(bg_w, bg_h * width / height) * params["crop_scale"]
+    crop_h = crop_w * height / width
+    x0 = (bg_w - crop_w) * params["crop_x"]
+    y0 = (bg_h - crop_h) * params["crop_y"]
+    left, top = int(round(x0)), int(round(y0))
+    right, bottom = max(left + 1, int(round(x0 + crop_w))), max(top + 1, int(round(y0 + crop_h)))
+    crop = background[top:bottom, left:right]
+    shrink = crop.shape[1] > width
+    placed = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(placed[:, ::-1]) if params["flip"] else placed
+
+
+def premultiply(foreground: np.ndarray) -> np.ndarray:
+    """HxWx4 uint8 straight RGBA -> HxWx4 float32 (premultiplied colour 0..255, alpha 0..255)."""
+    data = foreground.astype(np.float32)
+    data[..., :3] *= data[..., 3:4] * (1.0 / 255.0)
+    return data
+
+
+def place_foreground(foreground: np.ndarray, placement: dict[str, Any], size: tuple[int, int]) -> Layer | None:
+    """Scale, flip, rotate and translate an RGBA foreground (cropped to its alpha bbox) onto the frame.
+
+    placement: height (bbox height / frame height), top (bbox top / frame height), center_x (bbox centre /
+    frame width), rotation_deg, flip. Returns None when nothing of it lands in the frame.
+    """
+    width, height = size
+    src_h, src_w = foreground.shape[:2]
+    scale = placement["height"] * height / src_h
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    data = premultiply(foreground)
+    if (new_w, new_h) != (src_w, src_h):
+        shrink = new_h < src_h
+        data = cv2.resize(data, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    # Affine map from the resized box to the frame: centre -> origin, flip, rotate, -> target centre.
+    angle = math.radians(placement["rotation_deg"])
+    cos, sin = math.cos(angle), math.sin(angle)
+    flip = -1.0 if placement["flip"] else 1.0
+    cx, cy = new_w / 2.0, new_h / 2.0
+    tx, ty = placement["center_x"] * width, placement["top"] * height + cy
+    matrix = np.array([[flip * cos, -sin, 0.0], [flip * sin, cos, 0.0]])
+    matrix[:, 2] = [tx, ty] - matrix[:, :2] @ [cx, cy]
+    corners = matrix[:, :2] @ np.array([[0, new_w, 0, new_w], [0, 0, new_h, new_h]]) + matrix[:, 2:]
+    left, top = max(0, math.floor(corners[0].min())), max(0, math.floor(corners[1].min()))
+    right, bottom = min(width, math.ceil(corners[0].max()) + 1), min(height, math.ceil(corners[1].max()) + 1)
+    if right <= left or bottom <= top:
+        return None
+    matrix[:, 2] -= [left, top]
+    warped = cv2.warpAffine(
+        data,
+        matrix,
+        (right - left, bottom - top),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0, 0),
+    )
+    alpha = warped[..., 3] * (1.0 / 255.0)
+    return Layer(np.ascontiguousarray(warped[..., :3]), alpha, top, left)
+
+
+def over(canvas: np.ndarray, layer: Layer) -> None:
+    """canvas (HxWx3 float32, 0..255) <- layer over canvas, in place: C = P + (1 - a) C."""
+    region = canvas[layer.box]
+    region *= (1.0 - layer.alpha)[..., None]
+    region += layer.color
+
+
+def union_alpha(total: np.ndarray, layer: Layer) -> None:
+    """total (HxW float32, 0..1) <- 1 - (1 - total)(1 - a), in place: people add up."""
+    region = total[layer.box]
+    region += layer.alpha * (1.0 - region)
+
+
+def occlude_alpha(total: np.ndarray, layer: Layer) -> None:
+    """total <- total * (1 - a_occluder), in place: an occluder removes its area from the ground truth."""
+    total[layer.box] *= 1.0 - layer.alpha
