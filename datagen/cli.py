@@ -52,7 +52,6 @@ def _not_built(name: str, issue: int, what: str) -> click.Command:
 
 
 cli.add_command(_not_built("synth", 5, "transparent humans with LayerDiffuse on SDXL, and backgrounds"))
-cli.add_command(_not_built("compose", 4, "composite foregrounds onto backgrounds with exact alpha"))
 cli.add_command(_not_built("push", 8, "publish a dataset directory to the Hugging Face Hub"))
 cli.add_command(_not_built("pull", 8, "download a Hub dataset into a dataset directory"))
 
@@ -144,6 +143,104 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
         click.echo(f"  skipped {count:>6}  {reason}")
     if result.skipped:
         click.echo(f"  (every skip with its path: {result.out / 'skipped.jsonl'})")
+
+
+@cli.command()
+@click.option(
+    "--fg",
+    "foregrounds",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Foreground pool: a dataset directory (fg/, or im/ + gt/) or a folder of RGBA images. "
+    f"Repeatable  [default: {DATA_ROOT}/synth].",
+)
+@click.option(
+    "--bg",
+    "backgrounds",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help=f"Backgrounds: a dataset directory or any folder of images. Repeatable  [default: {DATA_ROOT}/backgrounds].",
+)
+@click.option(
+    "--occluders",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="RGBA pool of occluders  [default: procedural shapes].",
+)
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Composites to make.")
+@click.option("--size", default="1024", show_default=True, help="Output size: a square side or WxH.")
+@click.option(
+    "--preset",
+    type=click.Choice(["none", "default", "strong"]),
+    default="default",
+    show_default=True,
+    help="Augmentation strength; none = geometry and the blend only.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML of augmentation fields replacing the preset's (see docs/compose.md).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample i draws from (seed, i).")
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Share held out as split validation; one foreground or background never lands in both splits.",
+)
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Render processes.")
+@click.option(
+    "--shard",
+    default="0/1",
+    callback=parse_shard,
+    show_default=True,
+    help="I/K: make only samples with index % K == I (shards can share one output directory).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(DATA_ROOT) / "composites",
+    show_default=True,
+    help="Dataset directory to write.",
+)
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **options) -> None:
+    """Composite people onto backgrounds; the ground truth is the person's exact alpha.
+
+    Each sample draws its parameters from (seed, index): background crop, defocus and colour; placement
+    (scale, translation, rotation, flip, truncation at the frame edges); lighting harmonised to the
+    background; an optional shadow (never part of the alpha); optional occluders and extra people; camera
+    degradations. All of them are written into the sample's metadata (`params`). A rerun resumes.
+    """
+    from datagen.compose.config import ComposeConfig, load_augment, parse_size
+    from datagen.compose.pools import PoolError
+    from datagen.compose.run import run_compose
+
+    try:
+        config = ComposeConfig(
+            foregrounds=tuple(foregrounds) or (Path(DATA_ROOT) / "synth",),
+            backgrounds=tuple(backgrounds) or (Path(DATA_ROOT) / "backgrounds",),
+            occluders=occluders,
+            size=parse_size(size),
+            preset=preset,
+            augment=load_augment(preset, config_file),
+            **options,
+        )
+        result = run_compose(config, command="datagen compose " + " ".join(sys.argv[2:]))
+    except (PoolError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    click.echo(
+        f"new {result.new}, already there {result.existing}, skipped {sum(result.skipped.values())} "
+        f"in {result.seconds:.1f} s -> {result.out} ({counts})"
+    )
+    for reason, count in sorted(result.skipped.items(), key=lambda item: -item[1]):
+        click.echo(f"  skipped {count:>6}  {reason}")
 
 
 @cli.command()

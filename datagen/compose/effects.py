@@ -71,7 +71,9 @@ def blur_layer(layer: Layer, kernel: np.ndarray, size: tuple[int, int]) -> Layer
     data = np.zeros((bottom - top, right - left, 4), np.float32)
     inner = data[layer.top - top : layer.top - top + box_h, layer.left - left : layer.left - left + box_w]
     inner[..., :3], inner[..., 3] = layer.color, layer.alpha
-    data = cv2.filter2D(data, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    # Replicate: where the box touches the frame edge the person goes on beyond it; elsewhere the box
+    # already has `pad` zeros around the person, so replicating them adds nothing.
+    data = cv2.filter2D(data, -1, kernel, borderType=cv2.BORDER_REPLICATE)
     return Layer(np.ascontiguousarray(data[..., :3]), np.ascontiguousarray(data[..., 3]), top, left)
 
 

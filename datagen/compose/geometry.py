@@ -15,6 +15,10 @@ import cv2
 import numpy as np
 
 
+class EmptyAlphaError(ValueError):
+    """A foreground whose alpha is zero everywhere."""
+
+
 @dataclass
 class Layer:
     """An RGBA layer on a box of the output frame.
@@ -45,7 +49,7 @@ def crop_to_alpha(foreground: np.ndarray) -> np.ndarray:
     """The RGBA foreground cropped to its alpha bounding box (a view); raises on an empty alpha."""
     box = alpha_bbox(foreground[..., 3])
     if box is None:
-        raise ValueError("foreground has an empty alpha")
+        raise EmptyAlphaError("its alpha is empty (zero everywhere)")
     top, left, bottom, right = box
     return foreground[top:bottom, left:right]
 

@@ -1,0 +1,118 @@
+"""Foreground, background and occluder pools: listing them in a fixed order, loading them with a cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datagen.compose.geometry import crop_to_alpha
+from datagen.importers.layout import IMAGE_EXTENSIONS, is_hidden
+from datagen.io import read_alpha, read_foreground, read_image
+from datagen.records import iter_samples, splits
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    """One pool entry. id: '<pool folder name>:<sample id or relative path>'. For a photo row used as a
+    foreground, `path` is the image and `alpha` its matte; otherwise `path` is an RGBA file or a background."""
+
+    id: str
+    path: Path
+    alpha: Path | None = None
+    license: str = "unknown"
+
+
+class PoolError(ValueError):
+    """A pool that is missing or empty: says where and how to make one."""
+
+
+def list_pool(roots: Sequence[Path], kind: str) -> list[PoolItem]:
+    """All items of dataset directories or plain image folders, sorted by id (`kind`: foreground or background).
+
+    Dataset directories give their complete samples of every split: foregrounds from `fg/` where present,
+    else image + alpha; backgrounds from `im/`. Plain folders give every image file below them.
+    """
+    items: list[PoolItem] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise PoolError(f"{kind} pool {root} does not exist: " + HOW_TO_MAKE[kind])
+        name = root.name
+        if splits(root):
+            for sample in iter_samples(root):
+                license = str(sample.row.get("license", "unknown"))
+                if kind == "foreground" and sample.path("foreground"):
+                    items.append(PoolItem(f"{name}:{sample.id}", sample.path("foreground"), None, license))
+                elif sample.path("image"):
+                    alpha = sample.path("alpha") if kind != "background" else None
+                    items.append(PoolItem(f"{name}:{sample.id}", sample.path("image"), alpha, license))
+        else:
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path.name):
+                    items.append(PoolItem(f"{name}:{path.relative_to(root)}", path))
+    if not items:
+        raise PoolError(f"{kind} pool {', '.join(map(str, roots))} is empty: " + HOW_TO_MAKE[kind])
+    return sorted(items, key=lambda item: item.id)
+
+
+HOW_TO_MAKE = {
+    "foreground": "make one with `datagen synth` (or `datagen import folder DIR` for RGBA cut-outs), or pass --fg",
+    "background": "make one with `datagen synth --kind background`, or pass --bg with any folder of images",
+    "occluder": "pass --occluders with a folder of RGBA images, or leave it out for procedural occluders",
+}
+
+
+def load_foreground(item: PoolItem) -> np.ndarray:
+    """Straight RGBA uint8, cropped to its alpha bounding box."""
+    if item.alpha is not None:
+        rgba = np.dstack([read_image(item.path), read_alpha(item.alpha)])
+    else:
+        rgba = read_foreground(item.path)
+    return np.ascontiguousarray(crop_to_alpha(rgba))
+
+
+def load_background(item: PoolItem, max_side_px: int) -> np.ndarray:
+    """RGB uint8, shrunk (INTER_AREA) so its short side is at most `max_side_px`: bounds memory and cost."""
+    image = read_image(item.path)
+    short = min(image.shape[:2])
+    if short > max_side_px:
+        scale = max_side_px / short
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
+
+
+class Cache:
+    """A least-recently-used cache of decoded images (per worker process), bounded in entries."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, key: str, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        value = load()
+        if self.capacity:
+            self.entries[key] = value
+            if len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        return value
+
+
+def partition(count: int, fraction: float, seed: int, salt: int) -> np.ndarray:
+    """Boolean mask of the `count` pool items held out for validation: round(fraction * count) of them, at
+    least one when fraction > 0, drawn by (seed, salt). The rest stay for training (at least one too)."""
+    held = np.zeros(count, bool)
+    if fraction <= 0:
+        return held
+    size = min(count - 1, max(1, round(fraction * count)))
+    if size < 1:
+        raise PoolError(f"--val-fraction needs at least 2 items in every pool, found {count}")
+    held[np.random.default_rng([seed, salt]).permutation(count)[:size]] = True
+    return held

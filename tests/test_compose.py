@@ -1,0 +1,347 @@
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from datagen.cli import cli
+from datagen.compose import run as compose_run
+from datagen.compose.config import PRESETS, AugmentConfig, ComposeConfig, load_augment
+from datagen.compose.geometry import crop_to_alpha, place_background, place_foreground
+from datagen.compose.params import sample_params
+from datagen.compose.render import Inputs, _occluder_layer, render
+from datagen.inspect import inspect_dataset
+from datagen.procedural import draw_background, draw_person
+from datagen.records import read_rows
+
+SIZE = (96, 128)  # (W, H)
+
+
+def none_params(seed=0, **changes):
+    params = sample_params(np.random.default_rng(seed), PRESETS["none"], 1, 1, 0)
+    for key, value in changes.items():
+        params[key] = value
+    return params
+
+
+def test_preset_none_is_exactly_the_blend(person, background):
+    foreground = crop_to_alpha(person)
+    for seed in range(6):
+        params = none_params(seed)
+        image, alpha = render(Inputs(foreground, background), params, SIZE)
+        bg = place_background(background, params["bg"], SIZE).astype(np.float32)
+        layer = place_foreground(foreground, params["placement"], SIZE)
+        expected_alpha = np.zeros(SIZE[::-1], np.float32)
+        expected_alpha[layer.box] = layer.alpha
+        expected = bg.copy()
+        expected[layer.box] = layer.color + (1 - layer.alpha[..., None]) * bg[layer.box]
+        assert np.abs(image.astype(np.float32) - expected).max() <= 0.5 + 1e-3, seed
+        np.testing.assert_array_equal(alpha, np.rint(expected_alpha * 255).astype(np.uint8))
+        assert ((alpha > 0) & (alpha < 255)).any(), "soft values must survive"
+
+
+def test_unscaled_unrotated_placement_matches_the_fixture_exactly(person):
+    """With scale 1, no rotation and an integer shift, pixels are the fixture's own: a*F + (1-a)*B."""
+    foreground = crop_to_alpha(person)
+    height, width = foreground.shape[:2]
+    frame = (width + 40, height + 30)
+    background = draw_background(np.random.default_rng(3), frame[1], frame[0])
+    params = none_params(0)
+    params["bg"].update(crop_scale=1.0, crop_x=0.0, crop_y=0.0, flip=False)
+    params["placement"] = {
+        "height": height / frame[1],
+        "top": 10 / frame[1],
+        "center_x": (17 + width / 2) / frame[0],
+        "rotation_deg": 0.0,
+        "flip": False,
+    }
+    image, alpha = render(Inputs(foreground, background), params, frame)
+    box = (slice(10, 10 + height), slice(17, 17 + width))
+    np.testing.assert_array_equal(alpha[box], foreground[..., 3])
+    a = foreground[..., 3:].astype(np.float64) / 255
+    blend = np.rint(a * foreground[..., :3] + (1 - a) * background[box])
+    assert np.abs(image[box].astype(np.float64) - blend).max() <= 1
+    transparent, opaque = foreground[..., 3] == 0, foreground[..., 3] == 255
+    np.testing.assert_array_equal(image[box][transparent], background[box][transparent])
+    np.testing.assert_array_equal(image[box][opaque], foreground[..., :3][opaque])
+    outside = np.ones(frame[::-1], bool)
+    outside[box] = False
+    np.testing.assert_array_equal(image[outside], background[outside])
+    assert (alpha[outside] == 0).all()
+
+
+def test_occluder_removes_exactly_its_area(person, background):
+    foreground = crop_to_alpha(person)
+    params = none_params(1)
+    clean_image, clean_alpha = render(Inputs(foreground, background), params, SIZE)
+    occluder = {
+        "shape_seed": 5,
+        "height": 0.4,
+        "center_x": 0.0,
+        "center_y": 0.0,
+        "rotation_deg": 30.0,
+        "occluder": "procedural",
+    }
+    occluded = copy.deepcopy(params)
+    occluded["occluders"] = [occluder]
+    image, alpha = render(Inputs(foreground, background, occluders=[None]), occluded, SIZE)
+    person_layer = place_foreground(foreground, params["placement"], SIZE)
+    occ = _occluder_layer(None, occluder, person_layer, SIZE)
+    occ_alpha = np.zeros(SIZE[::-1], np.float32)
+    occ_alpha[occ.box] = occ.alpha
+    assert (occ_alpha == 1).any() and ((occ_alpha == 1) & (clean_alpha == 255)).any(), "must cover the person"
+    expected = np.rint(clean_alpha / 255 * (1 - occ_alpha) * 255)
+    assert np.abs(alpha.astype(int) - expected).max() <= 1
+    assert (alpha[occ_alpha == 1] == 0).all()
+    np.testing.assert_array_equal(alpha[occ_alpha == 0], clean_alpha[occ_alpha == 0])
+    np.testing.assert_array_equal(image[occ_alpha == 0], clean_image[occ_alpha == 0])
+
+
+def test_extra_person_is_foreground_too(person, background):
+    other = crop_to_alpha(draw_person(np.random.default_rng(9), 80, 60))
+    params = none_params(2)
+    extra_placement = {"height": 0.5, "top": 0.3, "center_x": 0.25, "rotation_deg": 0.0, "flip": False}
+    params["extra_people"] = [{"foreground": "x", "placement": extra_placement}]
+    _, alpha = render(Inputs(crop_to_alpha(person), background, extra_people=[other]), params, SIZE)
+    main = place_foreground(crop_to_alpha(person), params["placement"], SIZE)
+    extra = place_foreground(other, extra_placement, SIZE)
+    a1, a2 = np.zeros(SIZE[::-1], np.float32), np.zeros(SIZE[::-1], np.float32)
+    a1[main.box], a2[extra.box] = main.alpha, extra.alpha
+    expected = np.rint((1 - (1 - a1) * (1 - a2)) * 255)
+    assert np.abs(alpha.astype(int) - expected).max() <= 1 and (a2 > 0).any()
+
+
+def test_lighting_and_shadow_never_touch_the_alpha(person, background):
+    foreground = crop_to_alpha(person)
+    params = none_params(3)
+    _, plain_alpha = render(Inputs(foreground, background), params, SIZE)
+    lit = copy.deepcopy(params)
+    lit["lighting"] = {
+        "transfer": 0.7,
+        "temperature": 0.1,
+        "brightness": 1.2,
+        "gradient": 0.4,
+        "gradient_angle_deg": 30.0,
+    }
+    lit["shadow"] = {"kind": "cast", "opacity": 0.6, "blur": 0.01, "shear": 0.5, "squash": 0.3}
+    image, alpha = render(Inputs(foreground, background), lit, SIZE)
+    np.testing.assert_array_equal(alpha, plain_alpha)
+    plain_image, _ = render(Inputs(foreground, background), params, SIZE)
+    assert np.abs(image.astype(int) - plain_image).mean() > 1, "lighting must change the colours"
+
+
+@pytest.mark.parametrize("subject", [True, False])
+def test_motion_blur_moves_the_alpha_with_the_pixels(person, background, subject):
+    foreground = crop_to_alpha(person)
+    params = none_params(4)
+    _, sharp = render(Inputs(foreground, background), params, SIZE)
+    moving = copy.deepcopy(params)
+    moving["degradations"].update(motion_length=0.08, motion_angle_deg=0.0, motion_subject=subject)
+    _, blurred = render(Inputs(foreground, background), moving, SIZE)
+    assert np.count_nonzero((blurred > 0) & (blurred < 255)) > np.count_nonzero((sharp > 0) & (sharp < 255))
+    assert abs(int(blurred.astype(int).sum()) - int(sharp.astype(int).sum())) < 0.02 * sharp.sum()
+
+
+def test_small_background_is_scaled_not_tiled():
+    background = np.zeros((8, 8, 3), np.uint8)
+    background[:, :, 0] = np.arange(8)[None, :] * 30
+    params = {"crop_scale": 1.0, "crop_x": 0.5, "crop_y": 0.5, "flip": False}
+    placed = place_background(background, params, (64, 64))
+    red = placed[32, :, 0].astype(int)
+    assert (np.diff(red) >= 0).all() and red[-1] > red[0], "a tiled background would repeat the ramp"
+
+
+def test_augment_config_from_yaml(tmp_path):
+    path = tmp_path / "aug.yaml"
+    path.write_text("noise_p: 1.0\nnoise_sigma: [2, 3]\n")
+    config = load_augment("none", path)
+    assert config.noise_p == 1.0 and config.noise_sigma == (2, 3) and config.transfer_p == 0.0
+    path.write_text("nosie_p: 1.0\n")
+    with pytest.raises(ValueError, match="unknown augmentation keys"):
+        load_augment("default", path)
+    with pytest.raises(ValueError, match="probability"):
+        AugmentConfig(noise_p=2.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        AugmentConfig(noise_sigma=(3.0, 1.0))
+
+
+# ----- the batch job -----
+
+
+@pytest.fixture
+def pools(tmp_path):
+    """A folder of 6 RGBA people and a folder of 4 odd-sized backgrounds (one grayscale, one palette)."""
+    fg, bg = tmp_path / "fg", tmp_path / "bg"
+    fg.mkdir(), bg.mkdir()
+    for index in range(6):
+        Image.fromarray(draw_person(np.random.default_rng([index]), 120, 80)).save(fg / f"p{index}.png")
+    for index in range(4):
+        image = Image.fromarray(draw_background(np.random.default_rng([index, 1]), 90 + 17 * index, 130))
+        image = image.convert("L") if index == 1 else image.convert("P") if index == 2 else image
+        image.save(bg / f"b{index}.png")
+    return fg, bg
+
+
+def compose(pools, out, **options):
+    fg, bg = pools
+    options.setdefault("n", 10)
+    options.setdefault("size", (64, 80))
+    return compose_run.run_compose(
+        ComposeConfig(out=out, foregrounds=(fg,), backgrounds=(bg,), progress=False, **options)
+    )
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "run.json" and not p.name.startswith("run.shard")
+    }
+
+
+def rows(out: Path) -> dict[str, dict]:
+    return {row["id"]: row for split in ("train", "validation") for row in read_rows(out, split)}
+
+
+def test_output_is_valid_and_records_every_parameter(pools, tmp_path):
+    out = tmp_path / "out"
+    result = compose(pools, out, preset="strong", n=12)
+    assert result.new == 12 and result.counts == {"train": 12}
+    report = inspect_dataset(out)
+    assert report.ok, report.format_text()
+    for row in rows(out).values():
+        params = json.loads(row["params"])
+        assert params["foreground"] == row["foreground_id"] and row["foreground_id"].startswith("fg:p")
+        assert {"bg", "placement", "lighting", "shadow", "occluders", "degradations"} <= set(params)
+    import datasets
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert loaded["train"].num_rows == 12 and isinstance(loaded["train"].features["alpha"], datasets.Image)
+
+
+def test_same_seed_same_bytes_for_any_workers_and_shards(pools, tmp_path):
+    reference = tmp_path / "one"
+    compose(pools, reference)
+    parallel = tmp_path / "two"
+    compose(pools, parallel, workers=2)
+    assert snapshot(parallel) == snapshot(reference)
+    sharded = tmp_path / "shards"
+    for index in range(3):
+        compose(pools, sharded, shard=(index, 3))
+    assert rows(sharded) == rows(reference)
+    files = {k: v for k, v in snapshot(sharded).items() if not k.endswith((".jsonl", ".md"))}
+    assert files == {k: v for k, v in snapshot(reference).items() if not k.endswith((".jsonl", ".md"))}
+    other_seed = tmp_path / "seed1"
+    compose(pools, other_seed, seed=1)
+    assert snapshot(other_seed) != snapshot(reference)
+
+
+def test_killed_run_resumes_to_the_same_result(pools, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    compose(pools, reference)
+    real, calls = compose_run.compose_one, []
+
+    def killed_on_the_sixth(job):
+        calls.append(job.index)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(compose_run, "compose_one", killed_on_the_sixth)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        compose(pools, resumed)
+    monkeypatch.setattr(compose_run, "compose_one", real)
+    assert len(rows(resumed)) == 5
+    result = compose(pools, resumed)
+    assert (result.new, result.existing) == (5, 5)
+    assert snapshot(resumed) == snapshot(reference)
+
+
+def test_two_shards_at_the_same_time_give_a_valid_dataset(pools, tmp_path):
+    fg, bg = pools
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "datagen",
+        "compose",
+        "--fg",
+        str(fg),
+        "--bg",
+        str(bg),
+        "-n",
+        "16",
+        "--size",
+        "48x64",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
+    processes = [
+        subprocess.Popen([*command, "--shard", f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(2)
+    ]
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 0, error.decode()
+    report = inspect_dataset(out)
+    assert report.ok and report.counts == {"train": 16}, report.format_text()
+    assert sorted(row["index"] for row in rows(out).values()) == list(range(16))
+
+
+def test_validation_split_never_shares_a_foreground_or_background(pools, tmp_path):
+    out = tmp_path / "out"
+    result = compose(pools, out, n=40, val_fraction=0.35)
+    assert result.counts["train"] > 0 and result.counts["validation"] > 0
+    by_split = {split: list(read_rows(out, split)) for split in ("train", "validation")}
+    for key in ("foreground_id", "background_id"):
+        train = {row[key] for row in by_split["train"]}
+        validation = {row[key] for row in by_split["validation"]}
+        assert not train & validation, key
+
+
+def test_bad_foreground_is_skipped_and_recorded(pools, tmp_path):
+    fg, _ = pools
+    (fg / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    Image.fromarray(np.zeros((10, 10, 4), np.uint8)).save(fg / "empty.png")
+    out = tmp_path / "out"
+    result = compose(pools, out, n=30)
+    assert result.skipped.keys() == {"unreadable input", "bad foreground"}
+    assert result.new + sum(result.skipped.values()) == 30
+    record = json.loads((out / "run.json").read_text())
+    assert record["failures_by_reason"] == result.skipped
+    assert inspect_dataset(out).ok
+
+
+def test_cli_compose_and_missing_pool_message(pools, tmp_path):
+    fg, bg = pools
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compose",
+            "--fg",
+            str(fg),
+            "--bg",
+            str(bg),
+            "-n",
+            "3",
+            "--size",
+            "32x48",
+            "-o",
+            str(out),
+            "--preset",
+            "none",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "new 3" in result.output and Image.open(out / "train/im/composite-s0-0000000.jpg").size == (32, 48)
+    missing = CliRunner().invoke(cli, ["compose", "--fg", str(tmp_path / "nope"), "--bg", str(bg)])
+    assert missing.exit_code == 1 and "datagen synth" in missing.output
