@@ -136,8 +136,23 @@ def _convert(array: np.ndarray, mode: str, target: str) -> np.ndarray:
     return np.asarray(Image.fromarray(array, mode=mode).convert(target))
 
 
+def jpeg_is_complete(path: str | os.PathLike) -> bool:
+    """A cheap structural check: the file ends with the JPEG end-of-image marker (a truncated file does not)."""
+    with open(path, "rb") as file:
+        file.seek(0, 2)
+        file.seek(max(0, file.tell() - 64))
+        tail = file.read().rstrip(b"\x00\r\n ")
+    return tail.endswith(b"\xff\xd9")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image as HxWx3 uint8 RGB, upright. Transparency, if any, is dropped (not composited)."""
+    header = open_image(path, load=False)
+    if header.format == "JPEG" and header.mode == "RGB" and exif_orientation(header) == 1 and jpeg_is_complete(path):
+        # Fast path (OpenCV decodes baseline JPEG about twice as fast as Pillow here); same libjpeg output.
+        data = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if data is not None:
+            return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
     image = open_image(path)
     if is_16bit_png(path):
         array, mode, _ = read_pixels(path)
@@ -147,8 +162,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return apply_orientation(rgb, orientation) if orientation != 1 else rgb
 
 
+def _read_plain_rgba_png(path: str | os.PathLike) -> np.ndarray | None:
+    """Fast path: an 8-bit RGBA PNG without EXIF rotation decoded by OpenCV (about 20% faster than Pillow).
+
+    None when the file is anything else (or fails to decode): the caller then takes the general path.
+    """
+    header = open_image(path, load=False)
+    # Only an eXIf chunk before the pixels is seen without decoding (Pillow's getexif() would decode the whole
+    # PNG to look for one after them, which defeats the purpose; such files are vanishingly rare).
+    if header.format != "PNG" or header.mode != "RGBA" or "exif" in header.info or is_16bit_png(path):
+        return None
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.ndim != 3 or data.shape[2] != 4:
+        return None
+    return cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA)
+
+
 def read_foreground(path: str | os.PathLike) -> np.ndarray:
     """An RGBA foreground as HxWx4 uint8, straight alpha, upright; images without alpha get alpha 255."""
+    fast = _read_plain_rgba_png(path)
+    if fast is not None:
+        return fast
     array, mode, _ = read_pixels(path)
     if mode == "LA":
         return np.dstack([np.repeat(array[..., :1], 3, axis=2), array[..., 1]])

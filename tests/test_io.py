@@ -95,3 +95,10 @@ def test_png_round_trip_is_lossless(tmp_path, person):
     io.write_atomic(tmp_path / "a.png", io.encode_png(person[..., 3]))
     np.testing.assert_array_equal(read_alpha(tmp_path / "a.png"), person[..., 3])
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_truncated_jpeg_is_an_error_not_grey_pixels(tmp_path):
+    data = io.encode_jpeg(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        read_image(tmp_path / "cut.jpg")

@@ -110,9 +110,8 @@ def degrade(image: np.ndarray, alpha: np.ndarray, params: dict[str, Any]) -> tup
             image += params["noise_sigma"] * noise[oy : oy + height, ox : ox + width]
         if params["grain"] > 0:  # the offsets swapped: another window than the noise's
             image += params["grain"] * grain[ox : ox + height, oy : oy + width][..., None]
-    np.rint(image, out=image)
-    np.clip(image, 0, 255, out=image)
-    result = image.astype(np.uint8)
+    np.maximum(image, 0, out=image)
+    result = cv2.convertScaleAbs(image)  # rounds to nearest and saturates at 255 (all values are >= 0 now)
     if params["grayscale"]:
         result = cv2.cvtColor(cv2.cvtColor(result, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if params["jpeg_quality"]:

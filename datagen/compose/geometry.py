@@ -3,6 +3,8 @@
 A placed foreground is a `Layer`: premultiplied colour and alpha on a box of the output frame. Colour is
 premultiplied *before* resampling, so interpolation never mixes in the undefined colour under alpha 0
 (no dark fringes), and the alpha is channel 3 of the very same warp: it gets exactly the same transform.
+Resampling runs on 8-bit premultiplied RGBA (round(F * a / 255), OpenCV's mRGBA): it is 2-3x faster than
+float32 and costs at most half a grey level of the composite, which is rounded to 8 bits anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class EmptyAlphaError(ValueError):
 class Layer:
     """An RGBA layer on a box of the output frame.
 
-    color: hxwx3 float32, premultiplied, 0..255. alpha: hxw float32, 0..1. (top, left): the box's corner.
+    color: hxwx3 premultiplied, 0..255 (uint8 or float32). alpha: hxw float32, 0..1. (top, left): the corner.
     """
 
     color: np.ndarray
@@ -74,10 +76,8 @@ def place_background(background: np.ndarray, params: dict[str, Any], size: tuple
 
 
 def premultiply(foreground: np.ndarray) -> np.ndarray:
-    """HxWx4 uint8 straight RGBA -> HxWx4 float32 (premultiplied colour 0..255, alpha 0..255)."""
-    data = foreground.astype(np.float32)
-    data[..., :3] *= data[..., 3:4] * (1.0 / 255.0)
-    return data
+    """HxWx4 uint8 straight RGBA -> HxWx4 uint8 premultiplied: colour round(F * a / 255), alpha unchanged."""
+    return cv2.cvtColor(foreground, cv2.COLOR_RGBA2mRGBA)
 
 
 def place_foreground(foreground: np.ndarray, placement: dict[str, Any], size: tuple[int, int]) -> Layer | None:
@@ -116,15 +116,18 @@ def place_foreground(foreground: np.ndarray, placement: dict[str, Any], size: tu
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0, 0),
     )
-    alpha = warped[..., 3] * (1.0 / 255.0)
-    return Layer(np.ascontiguousarray(warped[..., :3]), alpha, top, left)
+    alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+    return Layer(warped[..., :3], alpha, top, left)
 
 
 def over(canvas: np.ndarray, layer: Layer) -> None:
     """canvas (HxWx3 float32, 0..255) <- layer over canvas, in place: C = P + (1 - a) C."""
     region = canvas[layer.box]
-    region *= (1.0 - layer.alpha)[..., None]
-    region += layer.color
+    transparency = 1.0 - layer.alpha
+    # A 3-channel factor and a float32 addend keep numpy on its fast contiguous loops (3x faster than
+    # broadcasting the alpha and adding uint8 into float32).
+    region *= cv2.merge([transparency, transparency, transparency])
+    region += layer.color.astype(np.float32, copy=False)
 
 
 def union_alpha(total: np.ndarray, layer: Layer) -> None:

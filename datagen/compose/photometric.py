@@ -12,8 +12,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datagen.compose.geometry import Layer
-
 LEVELS = np.arange(256, dtype=np.float32)
 
 
@@ -76,20 +74,19 @@ def is_neutral(lighting: dict[str, Any]) -> bool:
     )
 
 
-def relight(layer: Layer, lighting: dict[str, Any], background_stats: tuple[np.ndarray, np.ndarray]) -> None:
-    """Harmonise a placed person to its background, in place; its alpha is untouched.
+def relight(foreground: np.ndarray, lighting: dict[str, Any], background_stats) -> np.ndarray:
+    """Harmonise a person (HxWx4 uint8 straight RGBA) to its background; returns a new RGBA, same alpha.
 
-    Colour statistics transfer in CIELAB towards the background (partial, by `transfer`), colour
-    temperature and brightness gains, then a directional light gradient across the person's box.
+    Colour statistics transfer in CIELAB towards the background (partial, by `transfer`), colour temperature
+    and brightness gains, then a directional light gradient across the person. Runs before placement, on
+    the straight colour of the source, so no un-premultiplying is needed.
     """
     if is_neutral(lighting):
-        return
-    alpha = layer.alpha[..., None]
-    straight = np.where(alpha > 0, layer.color / np.maximum(alpha, 1e-6), 0.0)
-    image = np.clip(np.rint(straight), 0, 255).astype(np.uint8)
+        return foreground
+    image, alpha = cv2.cvtColor(foreground, cv2.COLOR_RGBA2RGB), foreground[..., 3]
     strength = lighting["transfer"]
     if strength > 0:
-        fg_mean, fg_std = lab_statistics(image[::2, ::2], layer.alpha[::2, ::2] > 0.5)
+        fg_mean, fg_std = lab_statistics(image[::4, ::4], alpha[::4, ::4] > 127)
         bg_mean, bg_std = background_stats
         ratio = np.clip(bg_std / fg_std, 0.6, 1.6) ** strength
         tables = [
@@ -100,11 +97,12 @@ def relight(layer: Layer, lighting: dict[str, Any], background_stats: tuple[np.n
     gain, warm = lighting["brightness"], lighting["temperature"]
     if gain != 1 or warm != 0:
         image = cv2.LUT(image, _lut([LEVELS * gain * (1 + warm), LEVELS * gain, LEVELS * gain * (1 - warm)]))
-    color = image.astype(np.float32)
     if lighting["gradient"] > 0:
-        color *= light_gradient(layer.alpha.shape, lighting["gradient"], lighting["gradient_angle_deg"])[..., None]
-        np.clip(color, 0, 255, out=color)
-    layer.color = color * alpha
+        field = light_gradient(alpha.shape, lighting["gradient"], lighting["gradient_angle_deg"])
+        image = cv2.multiply(image, cv2.merge([field, field, field]), dtype=cv2.CV_8U)
+    relit = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
+    relit[..., 3] = alpha
+    return relit
 
 
 def light_gradient(shape: tuple[int, int], strength: float, angle_deg: float) -> np.ndarray:

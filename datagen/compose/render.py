@@ -58,17 +58,15 @@ def render(inputs: Inputs, params: dict[str, Any], size: tuple[int, int]) -> tup
     """One composite at `size` (W, H): image HxWx3 uint8 and its exact alpha HxW uint8."""
     width, height = size
     background = adjust_background(place_background(inputs.background, params["bg"], size), params["bg"])
-    person = place_foreground(inputs.foreground, params["placement"], size)
-    if person is None:
-        raise EmptyComposite("the person lands outside the frame")
     lighting = params["lighting"]
     stats = lab_statistics(cv2.resize(background, (STATS_PX, STATS_PX), interpolation=cv2.INTER_AREA))
-    relight(person, lighting, stats)
+    person = place_foreground(relight(inputs.foreground, lighting, stats), params["placement"], size)
+    if person is None:
+        raise EmptyComposite("the person lands outside the frame")
     extras = []
     for extra, extra_params in zip(inputs.extra_people, params["extra_people"]):
-        layer = place_foreground(extra, extra_params["placement"], size)
+        layer = place_foreground(relight(extra, lighting, stats), extra_params["placement"], size)
         if layer is not None:
-            relight(layer, lighting, stats)
             extras.append(layer)
 
     canvas = background.astype(np.float32)

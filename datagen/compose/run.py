@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -116,10 +117,13 @@ class _Worker:
     backgrounds: Cache
 
 
-def _init_worker(config: ComposeConfig) -> None:
+def _init_worker(config: ComposeConfig, threads: int = 0) -> None:
+    """Set up a worker; with several worker processes each OpenCV runs single-threaded (no oversubscription)."""
+    if threads:
+        cv2.setNumThreads(threads)
     _Worker.config = config
     _Worker.foregrounds = Cache(config.cache_foregrounds)
-    _Worker.backgrounds = Cache(max(4, config.cache_foregrounds // 4))
+    _Worker.backgrounds = Cache(max(4, config.cache_foregrounds // 3))
 
 
 def compose_one(job: ComposeJob) -> dict[str, Any] | Skip:
@@ -166,7 +170,7 @@ def _results(jobs: list[ComposeJob], config: ComposeConfig) -> Iterator[dict[str
         _init_worker(config)
         yield from map(compose_one, jobs)
         return
-    with ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(config,)) as pool:
+    with ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(config, 1)) as pool:
         yield from pool.map(compose_one, jobs, chunksize=4)
 
 

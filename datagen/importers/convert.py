@@ -18,6 +18,7 @@ from datagen.io import (
     ImageReadError,
     apply_orientation,
     exif_orientation,
+    jpeg_is_complete,
     open_image,
     read_alpha,
     read_foreground,
@@ -41,15 +42,6 @@ class PairJob:
     keep_png: bool
     jpeg_quality: int
     trimaps: bool  # the data set has trimaps: every sample gets one (generated where the source has none)
-
-
-def _is_complete_jpeg(path: Path) -> bool:
-    """A cheap structural check before copying bytes: the file ends with the JPEG end-of-image marker."""
-    with open(path, "rb") as file:
-        file.seek(0, 2)
-        file.seek(max(0, file.tell() - 64))
-        tail = file.read().rstrip(b"\x00\r\n ")
-    return tail.endswith(b"\xff\xd9")
 
 
 def _fit(
@@ -98,7 +90,7 @@ def trimap_from_alpha(alpha: np.ndarray, radius_px: int | None = None) -> np.nda
 def _image(job: PairJob, source, orientation: int, metadata: dict[str, Any]) -> dict[str, Any]:
     """Arguments of write_sample_files for the image: its bytes copied, or decoded pixels to re-encode."""
     path = job.pair.image
-    if source.format == "JPEG" and source.mode == "RGB" and orientation == 1 and _is_complete_jpeg(path):
+    if source.format == "JPEG" and source.mode == "RGB" and orientation == 1 and jpeg_is_complete(path):
         metadata["image_copied"] = True
         return {"image_bytes": path.read_bytes(), "image_format": "jpg"}
     keep_png = job.keep_png and source.format in LOSSLESS_FORMATS
