@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.io import ImageReadError, open_image
+from datagen.parallel import process_pool
 from datagen.records import FILE_KINDS, ID_PATTERN, METADATA, SPLITS, Sample, parse_metadata
 
 TRIMAP_VALUES = (0, 128, 255)
@@ -277,7 +277,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         if workers <= 1:
             yield from (check_sample(str(root), split, row) for split, row in jobs)
             return
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers) as pool:
             yield from pool.map(check_sample, [str(root)] * len(jobs), *zip(*jobs), chunksize=32)
 
     bar = tqdm(checks(), total=len(jobs), desc="inspect", unit="sample", disable=not progress)

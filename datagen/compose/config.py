@@ -168,7 +168,8 @@ class ComposeConfig:
     workers: int = 1
     shard: tuple[int, int] = (0, 1)
     overwrite: bool = False
-    cache_foregrounds: int = 48  # decoded foregrounds kept per worker (LRU)
+    cache_foreground_mb: float = 128.0  # decoded foregrounds kept per worker (LRU); bounds memory at any n
+    cache_background_mb: float = 96.0  # decoded backgrounds kept per worker (LRU)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -187,8 +188,8 @@ class ComposeConfig:
                 "--overwrite with --shard would let shards delete each other's work: clear the output "
                 "once (an unsharded --overwrite run, or rm -r) and start the shards"
             )
-        if self.workers < 1 or self.cache_foregrounds < 0:
-            raise ValueError("workers must be >= 1 and cache_foregrounds >= 0")
+        if self.workers < 1 or min(self.cache_foreground_mb, self.cache_background_mb) < 0:
+            raise ValueError("workers must be >= 1 and cache sizes >= 0")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -42,8 +42,15 @@ def darken_with_shadow(canvas: np.ndarray, person: Layer, shadow: dict[str, Any]
     mask = cv2.warpAffine(alpha, matrix, (small_w, small_h), flags=cv2.INTER_LINEAR, borderValue=0)
     sigma = max(0.5, shadow["blur"] * height / SHADOW_SCALE)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-    canvas *= (1.0 - shadow["opacity"] * mask)[..., None]
+    rows, cols = np.flatnonzero(mask.max(axis=1) > 1e-3), np.flatnonzero(mask.max(axis=0) > 1e-3)
+    if rows.size == 0:
+        return
+    # Only the shadow's bounding box (in full-size pixels) is upsampled and multiplied.
+    top, bottom = rows[0] * SHADOW_SCALE, min(height, (rows[-1] + 1) * SHADOW_SCALE)
+    left, right = cols[0] * SHADOW_SCALE, min(width, (cols[-1] + 1) * SHADOW_SCALE)
+    full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)[top:bottom, left:right]
+    keep = 1.0 - shadow["opacity"] * full
+    canvas[top:bottom, left:right] *= cv2.merge([keep, keep, keep])
 
 
 def motion_kernel(length_px: float, angle_deg: float) -> np.ndarray:
@@ -107,10 +114,10 @@ def degrade(image: np.ndarray, alpha: np.ndarray, params: dict[str, Any]) -> tup
         noise, grain = noise_bank(height, width)
         oy, ox = (value % NOISE_MARGIN for value in params["noise_offset"])
         if params["noise_sigma"] > 0:
-            image += params["noise_sigma"] * noise[oy : oy + height, ox : ox + width]
+            cv2.scaleAdd(noise[oy : oy + height, ox : ox + width], params["noise_sigma"], image, dst=image)
         if params["grain"] > 0:  # the offsets swapped: another window than the noise's
             image += params["grain"] * grain[ox : ox + height, oy : oy + width][..., None]
-    np.maximum(image, 0, out=image)
+    cv2.threshold(image, 0, 0, cv2.THRESH_TOZERO, dst=image)  # negatives (from noise) to 0
     result = cv2.convertScaleAbs(image)  # rounds to nearest and saturates at 255 (all values are >= 0 now)
     if params["grayscale"]:
         result = cv2.cvtColor(cv2.cvtColor(result, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)

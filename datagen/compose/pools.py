@@ -87,10 +87,11 @@ def load_background(item: PoolItem, max_side_px: int) -> np.ndarray:
 
 
 class Cache:
-    """A least-recently-used cache of decoded images (per worker process), bounded in entries."""
+    """A least-recently-used cache of decoded images (one per worker process), bounded in bytes."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
+    def __init__(self, capacity_mb: float):
+        self.capacity = int(capacity_mb * 2**20)
+        self.size = 0
         self.entries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def get(self, key: str, load: Callable[[], np.ndarray]) -> np.ndarray:
@@ -98,10 +99,11 @@ class Cache:
             self.entries.move_to_end(key)
             return self.entries[key]
         value = load()
-        if self.capacity:
+        if value.nbytes <= self.capacity:
             self.entries[key] = value
-            if len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
+            self.size += value.nbytes
+            while self.size > self.capacity:
+                self.size -= self.entries.popitem(last=False)[1].nbytes
         return value
 
 

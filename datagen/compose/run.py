@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
 from datagen.io import ImageReadError, write_run_json
+from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import (
     Skip,
     append_row,
@@ -117,13 +117,10 @@ class _Worker:
     backgrounds: Cache
 
 
-def _init_worker(config: ComposeConfig, threads: int = 0) -> None:
-    """Set up a worker; with several worker processes each OpenCV runs single-threaded (no oversubscription)."""
-    if threads:
-        cv2.setNumThreads(threads)
+def _init_worker(config: ComposeConfig) -> None:
     _Worker.config = config
-    _Worker.foregrounds = Cache(config.cache_foregrounds)
-    _Worker.backgrounds = Cache(max(4, config.cache_foregrounds // 3))
+    _Worker.foregrounds = Cache(config.cache_foreground_mb)
+    _Worker.backgrounds = Cache(config.cache_background_mb)
 
 
 def compose_one(job: ComposeJob) -> dict[str, Any] | Skip:
@@ -165,13 +162,45 @@ def compose_one(job: ComposeJob) -> dict[str, Any] | Skip:
     return write_sample_files(config.out, job.split, job.sample_id, image=image, alpha=alpha, metadata=metadata)
 
 
+IN_FLIGHT_PER_WORKER = 16  # submitted but not yet recorded; what a kill can lose (files are rewritten on resume)
+
+
+def assign_workers(jobs: list[ComposeJob], workers: int) -> dict[str, int]:
+    """Foreground id -> worker, balancing the number of jobs (largest first to the least loaded).
+
+    Every job of one foreground goes to one worker, so each foreground is decoded by one process only and
+    the per-worker caches hold disjoint sets: together they act as one cache `workers` times larger.
+    """
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.foreground.id] = counts.get(job.foreground.id, 0) + 1
+    load, owner = [0] * workers, {}
+    for fg_id, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        worker = load.index(min(load))
+        owner[fg_id], load[worker] = worker, load[worker] + count
+    return owner
+
+
 def _results(jobs: list[ComposeJob], config: ComposeConfig) -> Iterator[dict[str, Any] | Skip]:
+    """Outcomes in job order. Several workers: jobs routed by foreground, a bounded window in flight."""
     if config.workers == 1:
         _init_worker(config)
-        yield from map(compose_one, jobs)
+        with single_threaded_opencv():
+            yield from map(compose_one, jobs)
         return
-    with ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(config, 1)) as pool:
-        yield from pool.map(compose_one, jobs, chunksize=4)
+    owner = assign_workers(jobs, config.workers)
+    pools = [process_pool(1, _init_worker, (config,)) for _ in range(config.workers)]
+    window: deque = deque()
+    try:
+        for job in jobs:
+            window.append(pools[owner[job.foreground.id]].submit(compose_one, job))
+            if len(window) >= IN_FLIGHT_PER_WORKER * config.workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
 
 
 def run_compose(config: ComposeConfig, command: str = "datagen compose") -> ComposeResult:

@@ -10,7 +10,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError
 from datagen.io import write_run_json
+from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
     Skip,
@@ -87,7 +87,7 @@ def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Ski
     if workers == 1:
         yield from map(import_pair, jobs)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(import_pair, jobs, chunksize=4)
 
 
