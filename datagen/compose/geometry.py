@@ -10,6 +10,7 @@ float32 and costs at most half a grey level of the composite, which is rounded t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,7 @@ def place_background(background: np.ndarray, params: dict[str, Any], size: tuple
     crop = background[top:bottom, left:right]
     shrink = crop.shape[1] > width
     placed = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(placed[:, ::-1]) if params["flip"] else placed
+    return cv2.flip(placed, 1) if params["flip"] else placed
 
 
 def premultiply(foreground: np.ndarray) -> np.ndarray:
@@ -80,20 +81,31 @@ def premultiply(foreground: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(foreground, cv2.COLOR_RGBA2mRGBA)
 
 
-def place_foreground(foreground: np.ndarray, placement: dict[str, Any], size: tuple[int, int]) -> Layer | None:
+def place_foreground(
+    foreground: np.ndarray,
+    placement: dict[str, Any],
+    size: tuple[int, int],
+    recolor: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Layer | None:
     """Scale, flip, rotate and translate an RGBA foreground (cropped to its alpha bbox) onto the frame.
 
     placement: height (bbox height / frame height), top (bbox top / frame height), center_x (bbox centre /
-    frame width), rotation_deg, flip. Returns None when nothing of it lands in the frame.
+    frame width), rotation_deg, flip. `recolor` (straight RGBA -> straight RGBA, alpha unchanged) is applied
+    at the smaller of the source and the placed resolution: before scaling up, after scaling down.
+    Returns None when nothing of it lands in the frame.
     """
     width, height = size
     src_h, src_w = foreground.shape[:2]
     scale = placement["height"] * height / src_h
     new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    shrink = new_h < src_h
+    if recolor is not None and not shrink:
+        foreground = recolor(foreground)
     data = premultiply(foreground)
     if (new_w, new_h) != (src_w, src_h):
-        shrink = new_h < src_h
         data = cv2.resize(data, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if recolor is not None and shrink:  # 8-bit un-premultiplying loses < 1/2 level of the composite
+        data = premultiply(recolor(cv2.cvtColor(data, cv2.COLOR_mRGBA2RGBA)))
     # Affine map from the resized box to the frame: centre -> origin, flip, rotate, -> target centre.
     angle = math.radians(placement["rotation_deg"])
     cos, sin = math.cos(angle), math.sin(angle)

@@ -7,6 +7,7 @@ alphas, minus what occluders cover: (1 - (1 - a1)(1 - a2)) * (1 - a_occ), on exa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from datagen.compose.effects import blur_layer, darken_with_shadow, degrade, motion_kernel
 from datagen.compose.geometry import Layer, occlude_alpha, over, place_background, place_foreground, union_alpha
-from datagen.compose.photometric import adjust_background, lab_statistics, relight
+from datagen.compose.photometric import adjust_background, is_neutral, lab_statistics, relight
 from datagen.procedural import draw_occluder
 
 STATS_PX = 64  # background colour statistics are taken on a thumbnail of this side
@@ -60,12 +61,13 @@ def render(inputs: Inputs, params: dict[str, Any], size: tuple[int, int]) -> tup
     background = adjust_background(place_background(inputs.background, params["bg"], size), params["bg"])
     lighting = params["lighting"]
     stats = lab_statistics(cv2.resize(background, (STATS_PX, STATS_PX), interpolation=cv2.INTER_AREA))
-    person = place_foreground(relight(inputs.foreground, lighting, stats), params["placement"], size)
+    recolor = None if is_neutral(lighting) else functools.partial(relight, lighting=lighting, background_stats=stats)
+    person = place_foreground(inputs.foreground, params["placement"], size, recolor)
     if person is None:
         raise EmptyComposite("the person lands outside the frame")
     extras = []
     for extra, extra_params in zip(inputs.extra_people, params["extra_people"]):
-        layer = place_foreground(relight(extra, lighting, stats), extra_params["placement"], size)
+        layer = place_foreground(extra, extra_params["placement"], size, recolor)
         if layer is not None:
             extras.append(layer)
 
