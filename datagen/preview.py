@@ -1,7 +1,8 @@
 """`datagen preview`: a contact sheet of a dataset directory, one row per sample.
 
 Photo rows: image | alpha | cutout over a checkerboard. Foreground-pool rows: foreground over a
-checkerboard | alpha. Each tile keeps the sample's aspect ratio; the id is written under the first tile.
+checkerboard | alpha. Background rows: the image. Each tile keeps the sample's aspect ratio; the id is
+written under the first tile.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def checkerboard(height: int, width: int, square_px: int = 16) -> np.ndarray:
 
 def sample_tiles(sample: Sample) -> list[np.ndarray]:
     """The row of RGB tiles (full resolution) that shows one sample."""
+    if sample.is_background:
+        return [read_image(sample.path("image"))]
     alpha = read_alpha(sample.path("alpha"))
     if sample.is_foreground_only:
         foreground = read_foreground(sample.path("foreground"))
@@ -88,6 +91,8 @@ def make_contact_sheet(samples: list[Sample], tile_px: int = 256) -> np.ndarray:
 
 def column_titles(sample: Sample) -> list[str]:
     """Column titles of a sample's row (what `sample_tiles` returns, without decoding anything)."""
+    if sample.is_background:
+        return ["image"]
     return ["foreground", "alpha"] if sample.is_foreground_only else ["image", "alpha", "cutout"]
 
 

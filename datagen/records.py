@@ -119,6 +119,11 @@ class Sample:
         """A foreground-pool row: RGBA foreground and alpha, no photo."""
         return "file_name" not in self.row and "foreground_file_name" in self.row
 
+    @property
+    def is_background(self) -> bool:
+        """A background row (`datagen synth --kind background`): an image and no alpha."""
+        return "alpha_file_name" not in self.row and "foreground_file_name" not in self.row
+
 
 def metadata_path(root: str | os.PathLike, split: str) -> Path:
     return Path(root) / check_split(split) / METADATA
@@ -216,7 +221,7 @@ def write_sample_files(
     split: str,
     sample_id: str,
     *,
-    alpha: np.ndarray,
+    alpha: np.ndarray | None,
     image: np.ndarray | None = None,
     image_bytes: bytes | None = None,
     image_format: str = "jpg",
@@ -232,19 +237,22 @@ def write_sample_files(
 
     alpha: HxW uint8 matte (soft values kept). image: HxWx3 uint8 RGB, or `image_bytes` already encoded in
     `image_format` ('jpg' or 'png'; copied byte for byte). foreground: HxWx4 uint8 RGBA, straight alpha.
-    trimap: HxW uint8 in {0, 128, 255}. A foreground pool passes `foreground` and `alpha` only.
+    trimap: HxW uint8 in {0, 128, 255}. A foreground pool passes `foreground` and `alpha` only; a
+    background set (people-free images) passes `image` with `alpha=None`.
     `metadata` holds everything else the row records (source, license, prompt, seed, parameters...).
     """
     check_split(split)
     if not ID_PATTERN.match(sample_id):
         raise ValueError(f"invalid id {sample_id!r}: use only [A-Za-z0-9._-], starting with a letter or digit")
-    if alpha.dtype != np.uint8 or alpha.ndim != 2:
+    if alpha is None and (image is None or foreground is not None or trimap is not None):
+        raise ValueError("only a background sample (an image, nothing else) goes without an alpha")
+    if alpha is not None and (alpha.dtype != np.uint8 or alpha.ndim != 2):
         raise ValueError(f"alpha must be HxW uint8, got {alpha.dtype} {alpha.shape}")
     if image is None and image_bytes is None and foreground is None:
         raise ValueError("a sample needs an image (or image_bytes) or a foreground")
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
-    height, width = alpha.shape
+    height, width = (alpha if alpha is not None else image).shape[:2]
     for name, array in (("image", image), ("foreground", foreground), ("trimap", trimap)):
         if array is not None and array.shape[:2] != (height, width):
             raise ValueError(f"{name} is {array.shape[:2]}, alpha is {(height, width)}: sizes must match")
@@ -255,7 +263,8 @@ def write_sample_files(
         image_bytes = encode_jpeg(image, jpeg_quality) if image_format == "jpg" else encode_png(image)
     if image_bytes is not None:
         files["image"] = (f"im/{sample_id}.{image_format}", image_bytes)
-    files["alpha"] = (f"gt/{sample_id}.png", encode_png(alpha))
+    if alpha is not None:
+        files["alpha"] = (f"gt/{sample_id}.png", encode_png(alpha))
     if foreground is not None:
         files["foreground"] = (f"fg/{sample_id}.png", encode_png(foreground))
     if trimap is not None:

@@ -5,13 +5,14 @@ photo-like noise, RGB zero under alpha 0 as cut-out tools save them) and prints,
 
 - the I/O floor: per image, decode one foreground PNG and one background JPEG, blend with numpy, encode and
   write the JPEG image and the PNG alpha, nothing else;
-- images/s for presets none and default with 1 worker, and default with 2 workers, with ratios;
+- images/s for presets none and default with 1 worker (medians of alternating rounds), and default with 2
+  workers against 1 worker at twice the n, with ratios;
 - peak memory (max RSS of a fresh process) for n=100 and n=1000 with preset default.
 
 Targets on a 2-core machine: default (1 worker) >= 0.8x the floor, none >= 0.95x, 2 workers >= 1.7x one,
 peak memory for n=1000 within 10% of n=100.
 
-    python scripts/bench_compose.py [--n 300] [--skip-memory]
+    python scripts/bench_compose.py [--n 300] [--rounds 3] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -98,19 +99,22 @@ def peak_memory_mb(fg: Path, bg: Path, out: Path, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300, help="images per speed measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of floor / none / default")
     parser.add_argument("--skip-memory", action="store_true", help="skip the n=100 vs n=1000 memory runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         fg, bg = make_pools(root)
-        figures = {
-            "floor": floor_rate(fg, bg, root / "floor", args.n),
-            "none_1": compose_rate(fg, bg, root / "none", args.n, "none", 1),
-            "default_1": compose_rate(fg, bg, root / "default", args.n, "default", 1),
-            # The parallel pair at 2n: each worker process takes about a second to start.
-            "default_1_2n": compose_rate(fg, bg, root / "default1-2n", 2 * args.n, "default", 1),
-            "default_2_2n": compose_rate(fg, bg, root / "default2-2n", 2 * args.n, "default", 2),
-        }
+        # Alternating rounds, median per measurement: this machine type drifts by 10% within minutes.
+        rounds: dict[str, list[float]] = {"floor": [], "none_1": [], "default_1": []}
+        for r in range(args.rounds):
+            rounds["floor"].append(floor_rate(fg, bg, root / f"floor{r}", args.n))
+            rounds["none_1"].append(compose_rate(fg, bg, root / f"none{r}", args.n, "none", 1))
+            rounds["default_1"].append(compose_rate(fg, bg, root / f"default{r}", args.n, "default", 1))
+        figures = {key: float(np.median(values)) for key, values in rounds.items()}
+        # The parallel pair at 2n: each worker process takes a moment to start and to fill its cache.
+        figures["default_1_2n"] = compose_rate(fg, bg, root / "default1-2n", 2 * args.n, "default", 1)
+        figures["default_2_2n"] = compose_rate(fg, bg, root / "default2-2n", 2 * args.n, "default", 2)
         if not args.skip_memory:
             figures["memory_100_mb"] = peak_memory_mb(fg, bg, root / "m100", 100)
             figures["memory_1000_mb"] = peak_memory_mb(fg, bg, root / "m1000", 1000)

@@ -46,7 +46,9 @@ def run(*args: str) -> None:
 def main() -> None:
     make_inputs()
     common = ["--fg", str(ROOT / "fg"), "--bg", str(ROOT / "bg"), "-n", "4", "--size", "384x512", "--seed", "3"]
-    sheets = {"default": ["--preset", "default"]} | {name: ["--preset", "none", *extra] for name, extra in FAMILIES.items()}
+    sheets = {"default": ["--preset", "default"]} | {
+        name: ["--preset", "none", *extra] for name, extra in FAMILIES.items()
+    }
     for name, options in sheets.items():
         out = ROOT / name
         run("compose", *common, *options, "-o", str(out), "--overwrite", "--no-progress")

@@ -164,3 +164,20 @@ def test_cli_import_does_not_load_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_background_rows_have_no_alpha(tmp_path, background):
+    import datasets
+    from datagen.inspect import inspect_dataset
+    from datagen.preview import write_preview
+
+    row = write_sample(tmp_path, "train", "bg-0", image=background, alpha=None, metadata={"source": "test"})
+    assert "alpha_file_name" not in row and (row["height"], row["width"]) == background.shape[:2]
+    (sample,) = iter_samples(tmp_path)
+    assert sample.is_background and not sample.is_foreground_only
+    assert inspect_dataset(tmp_path).errors == []
+    assert write_preview(tmp_path, tmp_path / "sheet.png") == 1
+    loaded = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / "cache"), split="train")
+    assert loaded[0]["image"].size == (background.shape[1], background.shape[0])
+    with pytest.raises(ValueError, match="background"):
+        write_sample(tmp_path, "train", "bad", image=background, alpha=None, trimap=background[..., 0])

@@ -47,6 +47,8 @@ def list_pool(roots: Sequence[Path], kind: str) -> list[PoolItem]:
                 license = str(sample.row.get("license", "unknown"))
                 if kind == "foreground" and sample.path("foreground"):
                     items.append(PoolItem(f"{name}:{sample.id}", sample.path("foreground"), None, license))
+                elif kind == "foreground" and sample.is_background:
+                    continue  # no alpha: not a foreground
                 elif sample.path("image"):
                     alpha = sample.path("alpha") if kind != "background" else None
                     items.append(PoolItem(f"{name}:{sample.id}", sample.path("image"), alpha, license))
