@@ -58,29 +58,56 @@ class TransparentDecoder(ModelMixin, ConfigMixin):
         self.latent_conv_in = nn.Conv2d(latent_channels, block_out_channels[latent_block - 1], kernel_size=1)
         nn.init.zeros_(self.latent_conv_in.weight)
         nn.init.zeros_(self.latent_conv_in.bias)
-        common = {"temb_channels": None, "resnet_eps": norm_eps, "resnet_act_fn": "silu",
-                  "resnet_groups": norm_num_groups, "attention_head_dim": attention_head_dim}
+        common = {
+            "temb_channels": None,
+            "resnet_eps": norm_eps,
+            "resnet_act_fn": "silu",
+            "resnet_groups": norm_num_groups,
+            "attention_head_dim": attention_head_dim,
+        }
         self.down_blocks = nn.ModuleList()
         channels = block_out_channels[0]
         for index, block_type in enumerate(down_block_types):
             last = index == len(block_out_channels) - 1
-            self.down_blocks.append(get_down_block(
-                block_type, num_layers=layers_per_block, in_channels=channels, out_channels=block_out_channels[index],
-                add_downsample=not last, downsample_padding=1, **common))
+            self.down_blocks.append(
+                get_down_block(
+                    block_type,
+                    num_layers=layers_per_block,
+                    in_channels=channels,
+                    out_channels=block_out_channels[index],
+                    add_downsample=not last,
+                    downsample_padding=1,
+                    **common,
+                )
+            )
             channels = block_out_channels[index]
         self.mid_block = UNetMidBlock2D(
-            in_channels=block_out_channels[-1], temb_channels=None, resnet_eps=norm_eps, resnet_act_fn="silu",
-            resnet_groups=norm_num_groups, attention_head_dim=attention_head_dim, add_attention=True)
+            in_channels=block_out_channels[-1],
+            temb_channels=None,
+            resnet_eps=norm_eps,
+            resnet_act_fn="silu",
+            resnet_groups=norm_num_groups,
+            attention_head_dim=attention_head_dim,
+            add_attention=True,
+        )
         self.up_blocks = nn.ModuleList()
         reversed_channels = list(reversed(block_out_channels))
         channels = reversed_channels[0]
         for index, block_type in enumerate(up_block_types):
             previous, channels = channels, reversed_channels[index]
             skip = reversed_channels[min(index + 1, len(block_out_channels) - 1)]
-            self.up_blocks.append(get_up_block(
-                block_type, num_layers=layers_per_block + 1, in_channels=skip, out_channels=channels,
-                prev_output_channel=previous, add_upsample=index < len(block_out_channels) - 1,
-                resolution_idx=index, **common))
+            self.up_blocks.append(
+                get_up_block(
+                    block_type,
+                    num_layers=layers_per_block + 1,
+                    in_channels=skip,
+                    out_channels=channels,
+                    prev_output_channel=previous,
+                    add_upsample=index < len(block_out_channels) - 1,
+                    resolution_idx=index,
+                    **common,
+                )
+            )
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
@@ -96,7 +123,7 @@ class TransparentDecoder(ModelMixin, ConfigMixin):
             skips += residuals
         sample = self.mid_block(sample, None)
         for block in self.up_blocks:
-            residuals, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
+            residuals, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
             sample = block(sample, residuals, None)
         return self.conv_out(self.conv_act(self.conv_norm_out(sample)))
 
@@ -149,8 +176,10 @@ def merge_offset(unet: nn.Module, offset: dict[str, torch.Tensor], expected: int
     wrong = [key for key, value in offset.items() if value.shape != state[key].shape]
     if wrong:
         key = wrong[0]
-        raise ValueError(f"{len(wrong)} offset tensors differ in shape, e.g. {key}: {tuple(offset[key].shape)} vs "
-                         f"{tuple(state[key].shape)}")
+        raise ValueError(
+            f"{len(wrong)} offset tensors differ in shape, e.g. {key}: {tuple(offset[key].shape)} vs "
+            f"{tuple(state[key].shape)}"
+        )
     if expected is not None and len(offset) != expected:
         raise ValueError(f"the offset has {len(offset)} tensors, the published file has {expected}: wrong file?")
     merged = dict(state)
@@ -170,8 +199,9 @@ def fetch(repo_or_path: str, filename: str, offline: bool) -> Path:
     if local.is_dir():
         path = local / filename
         if not path.is_file():
-            raise MissingWeightsError(f"{path} does not exist: copy {filename} from the Hub repo "
-                                      f"{LAYERDIFFUSE_REPO} into {local}")
+            raise MissingWeightsError(
+                f"{path} does not exist: copy {filename} from the Hub repo {LAYERDIFFUSE_REPO} into {local}"
+            )
         return path
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -193,6 +223,9 @@ class Generator:
     pipeline: Any  # diffusers StableDiffusionXLPipeline
     decoder: TransparentDecoder
 
+    def __post_init__(self) -> None:
+        self.pipeline.set_progress_bar_config(disable=True)  # run_synth shows one bar with images/s
+
     @torch.no_grad()
     def generate(
         self,
@@ -208,8 +241,16 @@ class Generator:
         if height % 64 or width % 64:
             raise ValueError(f"size {width}x{height}: LayerDiffuse needs width and height that are multiples of 64")
         pipe = self.pipeline
-        latents = pipe(prompt=prompts, negative_prompt=negative_prompts, generator=generators, height=height,
-                       width=width, num_inference_steps=steps, guidance_scale=guidance, output_type="latent").images
+        latents = pipe(
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            generator=generators,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="latent",
+        ).images
         vae = pipe.vae
         unscaled = latents.to(vae.dtype) / vae.config.scaling_factor
         pixels = (vae.decode(unscaled).sample.float() / 2 + 0.5).clamp(0, 1)
@@ -218,8 +259,14 @@ class Generator:
         return result.float().cpu()
 
 
-def load_generator(model: str, device: str, dtype: torch.dtype, offline: bool,
-                   layerdiffuse: str = LAYERDIFFUSE_REPO, vae: str | None = FP16_VAE) -> Generator:
+def load_generator(
+    model: str,
+    device: str,
+    dtype: torch.dtype,
+    offline: bool,
+    layerdiffuse: str = LAYERDIFFUSE_REPO,
+    vae: str | None = FP16_VAE,
+) -> Generator:
     """SDXL from a Hub id or local folder, a half-precision-safe VAE, the LayerDiffuse offset and decoder."""
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline
     from safetensors.torch import load_file

@@ -20,21 +20,59 @@ PERSON_ATTRIBUTES: dict[str, list[str]] = {
     "skin": ["dark skin", "brown skin", "olive skin", "light skin", "pale skin", "freckled skin"],
     "body": ["slim", "average build", "athletic", "plus-size", "broad-shouldered"],
     "hair": [
-        "long straight hair", "long curly hair", "frizzy hair", "voluminous afro", "braided hair", "box braids",
-        "flyaway messy hair", "wavy shoulder-length hair", "a ponytail", "a bun with loose strands", "short hair",
-        "a buzz cut", "bald head", "dreadlocks", "wind-blown hair",
+        "long straight hair",
+        "long curly hair",
+        "frizzy hair",
+        "voluminous afro",
+        "braided hair",
+        "box braids",
+        "flyaway messy hair",
+        "wavy shoulder-length hair",
+        "a ponytail",
+        "a bun with loose strands",
+        "short hair",
+        "a buzz cut",
+        "bald head",
+        "dreadlocks",
+        "wind-blown hair",
     ],
     "clothing": [
-        "a t-shirt and jeans", "a business suit", "a loose oversized sweater", "a sheer blouse", "a fur coat",
-        "a summer dress", "a hoodie", "sportswear", "a knitted cardigan", "a flowing skirt", "a leather jacket",
+        "a t-shirt and jeans",
+        "a business suit",
+        "a loose oversized sweater",
+        "a sheer blouse",
+        "a fur coat",
+        "a summer dress",
+        "a hoodie",
+        "sportswear",
+        "a knitted cardigan",
+        "a flowing skirt",
+        "a leather jacket",
     ],
     "accessory": [
-        "no accessories", "glasses", "sunglasses", "a wide-brimmed hat", "a beanie", "a shoulder bag",
-        "holding a coffee cup", "holding a phone", "headphones", "a scarf", "earrings",
+        "no accessories",
+        "glasses",
+        "sunglasses",
+        "a wide-brimmed hat",
+        "a beanie",
+        "a shoulder bag",
+        "holding a coffee cup",
+        "holding a phone",
+        "headphones",
+        "a scarf",
+        "earrings",
     ],
     "pose": [
-        "standing", "walking", "sitting on a stool", "waving", "arms crossed", "hands in pockets", "laughing",
-        "looking over the shoulder", "jumping", "dancing",
+        "standing",
+        "walking",
+        "sitting on a stool",
+        "waving",
+        "arms crossed",
+        "hands in pockets",
+        "laughing",
+        "looking over the shoulder",
+        "jumping",
+        "dancing",
     ],
     "framing": ["portrait", "half body shot", "full body shot"],
     "angle": ["eye level", "slightly from above", "slightly from below", "three-quarter view", "side view"],
@@ -42,15 +80,28 @@ PERSON_ATTRIBUTES: dict[str, list[str]] = {
 }
 PERSON_TEMPLATE = (
     "photo of {age} {gender}, {skin}, {body}, {hair}, wearing {clothing}, {accessory}, {pose}, {framing}, "
-    "{angle}, {lighting}, high quality, sharp focus, detailed hair"
+    "{angle}, {lighting}, detailed hair"
 )
 PERSON_NEGATIVE = "blurry, lowres, deformed, extra limbs, bad anatomy, watermark, text, cropped head"
 
 SCENE_ATTRIBUTES: dict[str, list[str]] = {
     "place": [
-        "a living room", "a kitchen", "an office", "a cafe", "a city street", "a subway station", "a park",
-        "a forest path", "a beach", "a mountain meadow", "a photo studio with a seamless backdrop",
-        "a plain painted wall", "a textured brick wall", "a concrete wall", "a library", "a gym",
+        "a living room",
+        "a kitchen",
+        "an office",
+        "a cafe",
+        "a city street",
+        "a subway station",
+        "a park",
+        "a forest path",
+        "a beach",
+        "a mountain meadow",
+        "a photo studio with a seamless backdrop",
+        "a plain painted wall",
+        "a textured brick wall",
+        "a concrete wall",
+        "a library",
+        "a gym",
     ],
     "time": ["daytime", "evening", "night with street lights", "golden hour", "overcast day"],
     "style": ["photo", "DSLR photo, shallow depth of field", "smartphone photo", "wide angle photo"],
@@ -81,8 +132,9 @@ def load_prompts(path: str | os.PathLike) -> list[dict[str, Any]]:
             row = json.loads(line)
             if "prompt" not in row:
                 raise ValueError(f"{path}:{number}: a JSON line needs a 'prompt'")
-            prompts.append({"prompt": row["prompt"], "negative_prompt": row.get("negative_prompt", ""),
-                            "attributes": {}})
+            prompts.append(
+                {"prompt": row["prompt"], "negative_prompt": row.get("negative_prompt", ""), "attributes": {}}
+            )
         else:
             prompts.append({"prompt": line.strip(), "negative_prompt": "", "attributes": {}})
     if not prompts:

@@ -1,0 +1,205 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from datagen.cli import cli
+from datagen.inspect import inspect_dataset
+from datagen.io import read_foreground
+from datagen.layerdiffuse import (
+    VIEWS,
+    Generator,
+    MissingWeightsError,
+    TransparentDecoder,
+    decode_transparent,
+    fetch,
+    merge_offset,
+    unview,
+    view,
+)
+from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
+from datagen.records import read_rows
+from datagen.synth import QualityThresholds, SynthConfig, layerdiffuse_renderer, quality_scores, rejection, run_synth
+from tests.tiny_sdxl import tiny_decoder, tiny_pipeline
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_full_size_decoder_has_exactly_the_published_keys_and_loads_strictly():
+    published = json.loads((DATA / "layerdiffuse_decoder_keys.json").read_text())
+    decoder = TransparentDecoder()
+    shapes = {key: list(value.shape) for key, value in decoder.state_dict().items()}
+    assert shapes == published
+    assert len(published) == 538 and sum(p.numel() for p in decoder.parameters()) == 104_104_804
+    decoder.load_state_dict({key: torch.zeros(shape) for key, shape in published.items()}, strict=True)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 128)])
+def test_batched_tta_equals_the_median_of_eight_single_passes(size):
+    decoder = tiny_decoder()
+    height, width = size
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(2, 3, height, width, generator=generator)
+    latent = torch.randn(2, 4, height // 8, width // 8, generator=generator)
+    batched = decode_transparent(decoder, pixels, latent)
+    with torch.no_grad():
+        singles = [unview(decoder(view(pixels, *v), view(latent, *v)).clamp(0, 1), *v) for v in VIEWS]
+    expected = torch.median(torch.stack(singles), dim=0).values  # torch's median: the lower middle value
+    assert batched.shape == (2, 4, height, width)
+    torch.testing.assert_close(batched, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(singles[0], singles[5]), "the views must differ for the test to mean something"
+
+
+def test_offset_merge_changes_exactly_the_named_tensors():
+    unet = tiny_pipeline(Path("/tmp/ormbg-tiny-merge")).unet
+    before = {key: value.clone() for key, value in unet.state_dict().items()}
+    names = [key for key in before if "attn1.to_q" in key or "attn2.to_k" in key]
+    offset = {key: torch.full_like(before[key], 0.5) for key in names}
+    assert merge_offset(unet, offset, expected=len(names)) == len(names)
+    after = unet.state_dict()
+    for key, value in after.items():
+        if key in offset:
+            torch.testing.assert_close(value, before[key] + 0.5)
+        else:
+            assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="not in the UNet"):
+        merge_offset(unet, {"nope.weight": torch.zeros(1)}, expected=None)
+    with pytest.raises(ValueError, match="differ in shape"):
+        merge_offset(unet, {names[0]: torch.zeros(3)}, expected=None)
+    with pytest.raises(ValueError, match="published file has 560"):
+        merge_offset(unet, offset)
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download lllyasviel/LayerDiffuse_Diffusers"):
+        fetch("lllyasviel/LayerDiffuse_Diffusers", "ld_diffusers_sdxl_attn.safetensors", offline=True)
+    with pytest.raises(MissingWeightsError, match="copy ld_diffusers_sdxl_attn.safetensors"):
+        fetch(str(tmp_path), "ld_diffusers_sdxl_attn.safetensors", offline=True)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "ld_diffusers_sdxl_attn.safetensors"))
+    assert fetch(str(tmp_path), "ld_diffusers_sdxl_attn.safetensors", offline=True).is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    return Generator(tiny_pipeline(tmp_path_factory.mktemp("tiny")), tiny_decoder())
+
+
+def lenient(**changes):
+    # Random weights give random alphas: accept them so the test is about the pipeline, not the scores.
+    return QualityThresholds(min_coverage=0.0, max_coverage=1.0, max_components=10**6, max_haze=1.0, forbidden_edges=())
+
+
+def test_synth_with_a_tiny_layerdiffuse_pipeline_writes_a_valid_pool(tmp_path, tiny_generator):
+    config = SynthConfig(
+        out=tmp_path / "synth",
+        n=4,
+        size=(64, 64),
+        steps=2,
+        batch_size=3,
+        device="cpu",
+        dtype="fp32",
+        quality=lenient(),
+        progress=False,
+    )
+    render = layerdiffuse_renderer(config, tiny_generator)
+    result = run_synth(config, render)
+    assert (result.new, result.count) == (4, 4)
+    report = inspect_dataset(config.out)
+    assert report.ok and report.counts == {"train": 4}, report.format_text()
+    rows = read_rows(config.out, "train")
+    assert all(row["backend"] == "layerdiffuse" and row["prompt"].startswith("photo of") for row in rows)
+    assert {"coverage", "soft_share", "components", "haze", "edges", "torch_seed"} <= rows[0].keys()
+
+    # Resume: delete two samples' rows; only those are generated again, with the same bytes.
+    path = config.out / "train/metadata.jsonl"
+    lines = path.read_text().splitlines()
+    before = read_foreground(config.out / "train/fg/synth-s0-0000003.png").astype(int)
+    path.write_text("\n".join(lines[:2]) + "\n")
+    calls = []
+    result = run_synth(config, lambda jobs: calls.extend(j.index for j in jobs) or render(jobs))
+    assert sorted(calls) == [2, 3] and (result.new, result.existing) == (2, 2)
+    # Same seed, same prompt: the same image up to float rounding (a batch of 2 instead of 3+1 changes the
+    # order of some floating-point sums, so a few values may move by one level).
+    after = read_foreground(config.out / "train/fg/synth-s0-0000003.png").astype(int)
+    assert np.abs(after - before).max() <= 2 and np.abs(after - before).mean() < 0.05
+
+
+def test_size_must_be_a_multiple_of_64():
+    with pytest.raises(ValueError, match="multiples of 64"):
+        SynthConfig(out=Path("x"), size=(1000, 1024))
+    result = CliRunner().invoke(cli, ["synth", "--size", "100x128", "-o", "x"])
+    assert result.exit_code == 1 and "multiples of 64" in result.output
+
+
+def test_procedural_backend_people_and_backgrounds(tmp_path):
+    people, backgrounds = tmp_path / "people", tmp_path / "backgrounds"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["synth", "--backend", "procedural", "-n", "5", "--size", "128x192", "-o", str(people), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        cli,
+        [
+            "synth",
+            "--backend",
+            "procedural",
+            "--kind",
+            "background",
+            "-n",
+            "3",
+            "--size",
+            "192x128",
+            "-o",
+            str(backgrounds),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert inspect_dataset(people).ok and inspect_dataset(backgrounds).ok
+    rows = read_rows(people, "train")
+    assert len(rows) == 5 and all(
+        row["backend"] == "procedural" and "fg/" in row["foreground_file_name"] for row in rows
+    )
+    assert "procedural CPU backend" in (people / "README.md").read_text()
+    assert all("alpha_file_name" not in row for row in read_rows(backgrounds, "train"))
+
+
+def test_quality_rejections_retry_with_the_next_seed(tmp_path):
+    strict = QualityThresholds(min_coverage=0.99)
+    config = SynthConfig(
+        out=tmp_path / "s", n=2, backend="procedural", size=(64, 64), max_attempts=3, quality=strict, progress=False
+    )
+    result = run_synth(config)
+    assert result.new == 0 and result.failed == 2 and result.rejected == {"coverage too small": 6}
+    record = json.loads((tmp_path / "s/run.json").read_text())
+    assert record["rejections_by_reason"] == {"coverage too small": 6}
+
+
+def test_quality_scores_on_known_alphas():
+    alpha = np.zeros((100, 100), np.uint8)
+    alpha[40:90, 30:70] = 255
+    alpha[5:8, 5:8] = 10  # faint haze
+    scores = quality_scores(alpha)
+    assert scores["components"] == 1 and scores["edges"] == ""
+    assert abs(scores["coverage"] - (50 * 40 + 9) / 10_000) < 1e-9
+    alpha[0:10, 50:60] = 255  # a second blob touching the top edge
+    scores = quality_scores(alpha)
+    assert scores["components"] == 2 and scores["edges"] == "top"
+    assert rejection(scores, QualityThresholds()) == "touches the top edge"
+
+
+def test_prompts_are_seeded_balanced_and_overridable(tmp_path):
+    first = [sample_prompt(np.random.default_rng([0, i]), "person") for i in range(400)]
+    again = [sample_prompt(np.random.default_rng([0, i]), "person") for i in range(400)]
+    assert first == again
+    hair = {p["attributes"]["hair"] for p in first}
+    assert hair == set(PERSON_ATTRIBUTES["hair"]), "400 draws cover every hair style"
+    scene = sample_prompt(np.random.default_rng(1), "background")
+    assert "people" in scene["negative_prompt"] and "no people" in scene["prompt"]
+    (tmp_path / "p.txt").write_text("# mine\na dancer\n\na chef\n")
+    assert [p["prompt"] for p in load_prompts(tmp_path / "p.txt")] == ["a dancer", "a chef"]
