@@ -1,9 +1,9 @@
 """`make demo`: run what exists of the pipeline on the embedded default (procedural data, CPU, no downloads).
 
-Today that is: procedural people (a foreground pool) and backgrounds written through the contract library
--> `datagen compose` -> `datagen import p3m` of a tiny P3M-10k layout built in code -> `datagen inspect` on
-every dataset -> `datagen preview` contact sheets. The stages that have not landed yet are listed at the end
-with their issue numbers; as they land, this script runs them too (issue #9 tracks the whole flow).
+Today that is: `datagen synth --backend procedural` (people and backgrounds) -> `datagen compose` ->
+`datagen import p3m` of a tiny P3M-10k layout built in code -> `datagen inspect` on every dataset ->
+`datagen preview` contact sheets. The stages that have not landed yet are listed at the end with their issue
+numbers; as they land, this script runs them too (issue #9 tracks the whole flow).
 """
 
 from __future__ import annotations
@@ -14,59 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from datagen import __version__
-from datagen.card import write_card
 from datagen.importers.samples import make_p3m_tree
-from datagen.io import write_run_json
-from datagen.procedural import draw_background, draw_person
-from datagen.records import done_ids, reset_dataset, seeded_id, write_sample
+from datagen.records import reset_dataset
 
 MISSING = [
-    ("datagen synth (LayerDiffuse; its procedural backend is what this demo draws by hand)", 5),
     ("python -m ormbg.train", 6),
     ("python -m ormbg.evaluate / infer / export", 7),
     ("datagen push / pull", 8),
 ]
-
-
-def write_procedural(root: Path, kind: str, n: int, seed: int, height: int, width: int) -> int:
-    """n procedural people (a foreground pool: fg/ + gt/) or backgrounds (im/); resumes; returns new samples."""
-    started, written = time.time(), 0
-    finished = done_ids(root, "train")
-    for index in range(n):
-        sample_id = seeded_id(f"procedural-{kind}", seed, index)
-        if sample_id in finished:
-            continue
-        rng = np.random.default_rng([seed, index])
-        metadata = {"source": "procedural", "license": "Apache-2.0", "seed": seed, "index": index}
-        if kind == "person":
-            person = draw_person(rng, height, width)
-            write_sample(root, "train", sample_id, foreground=person, alpha=person[..., 3], metadata=metadata)
-        else:
-            write_sample(
-                root, "train", sample_id, image=draw_background(rng, height, width), alpha=None, metadata=metadata
-            )
-        written += 1
-    config = {"kind": kind, "n": n, "seed": seed, "height": height, "width": width}
-    write_run_json(
-        root,
-        {
-            "command": "scripts/demo.py",
-            "tool": f"datagen {__version__}",
-            "config": config,
-            "new_samples": written,
-            "seconds": round(time.time() - started, 2),
-        },
-    )
-    what = (
-        "Procedural person-like foregrounds (soft edges, semi-transparent hair strands)"
-        if kind == "person"
-        else "Procedural people-free backgrounds"
-    )
-    write_card(root, f"ormbg demo: procedural {kind}s", f"{what}. Made by `make demo`; for checking the pipeline.")
-    return written
 
 
 def datagen(*args: str) -> None:
@@ -89,9 +44,22 @@ def main() -> int:
     if args.overwrite:
         for name in ("synth", "backgrounds", "composites", "p3m"):
             reset_dataset(data / name)
-    people = write_procedural(data / "synth", "person", 16, args.seed, height=384, width=256)
-    backgrounds = write_procedural(data / "backgrounds", "background", 8, args.seed, height=480, width=640)
-    print(f"procedural inputs: {people} new people, {backgrounds} new backgrounds (others resumed)")
+    seed = ["--seed", str(args.seed), "--no-progress"]
+    datagen("synth", "--backend", "procedural", "-n", "16", "--size", "256x384", "-o", str(data / "synth"), *seed)
+    datagen(
+        "synth",
+        "--backend",
+        "procedural",
+        "--kind",
+        "background",
+        "-n",
+        "8",
+        "--size",
+        "640x448",
+        "-o",
+        str(data / "backgrounds"),
+        *seed,
+    )
     datagen(
         "compose",
         "--fg",

@@ -1,0 +1,156 @@
+"""Time the full-size LayerDiffuse pipeline per image, split into denoising and transparent decoding.
+
+Builds SDXL (UNet, VAE, both CLIP text encoders) and the transparent decoder at their published sizes with
+random weights, since the time does not depend on the weights, and nothing is downloaded. Run it on a GPU:
+
+    python scripts/bench_synth.py --size 1024 --steps 25 --batch-sizes 1 4     # fp16 on CUDA
+    python scripts/bench_synth.py --tiny                                       # CPU smoke run of the script
+
+and record the printed figures, with the GPU's name, in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datagen.layerdiffuse import Generator, TransparentDecoder, decode_transparent  # noqa: E402
+from tests.tiny_sdxl import tiny_decoder, tiny_pipeline, tiny_tokenizer  # noqa: E402
+
+
+def full_pipeline(folder: Path):
+    """SDXL base architecture from its published configs, random weights (fp32 on the CPU, cast later)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(5, 10, 20),
+        transformer_layers_per_block=(1, 2, 10),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=1024,
+        scaling_factor=0.13025,
+    )
+    clip_l = CLIPTextConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_attention_heads=12,
+        num_hidden_layers=12,
+        vocab_size=49408,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    )
+    clip_g = CLIPTextConfig(
+        hidden_size=1280,
+        intermediate_size=5120,
+        num_attention_heads=20,
+        num_hidden_layers=32,
+        vocab_size=49408,
+        projection_dim=1280,
+        hidden_act="gelu",
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(),
+        text_encoder=CLIPTextModel(clip_l),
+        text_encoder_2=CLIPTextModelWithProjection(clip_g),
+        tokenizer=tiny_tokenizer(folder / "t1"),
+        tokenizer_2=tiny_tokenizer(folder / "t2"),
+        add_watermarker=False,
+    )
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--tiny", action="store_true", help="tiny random models at 64 px on the CPU (smoke run)")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    with tempfile.TemporaryDirectory() as folder:
+        if args.tiny:
+            pipeline, decoder, size = tiny_pipeline(Path(folder)), tiny_decoder(), 64
+        else:
+            pipeline, decoder, size = full_pipeline(Path(folder)), TransparentDecoder(), args.size
+    generator = Generator(pipeline.to(device, dtype), decoder.to(device, dtype).eval())
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    results = []
+    for batch in args.batch_sizes:
+        prompts, negatives = ["a person"] * batch, [""] * batch
+        seeds = [torch.Generator(device).manual_seed(i) for i in range(batch)]
+        generator.pipeline(prompt=prompts, num_inference_steps=1, height=size, width=size, output_type="latent")
+        synchronize(device)
+        started = time.perf_counter()
+        latents = generator.pipeline(
+            prompt=prompts,
+            negative_prompt=negatives,
+            generator=seeds,
+            height=size,
+            width=size,
+            num_inference_steps=args.steps,
+            output_type="latent",
+        ).images
+        synchronize(device)
+        denoised = time.perf_counter()
+        vae = generator.pipeline.vae
+        with torch.no_grad():
+            unscaled = latents / vae.config.scaling_factor
+            pixels = (vae.decode(unscaled).sample / 2 + 0.5).clamp(0, 1)
+            decode_transparent(generator.decoder, pixels, unscaled)
+        synchronize(device)
+        finished = time.perf_counter()
+        row = {
+            "device": name,
+            "size": size,
+            "steps": args.steps,
+            "batch": batch,
+            "dtype": str(dtype),
+            "denoise_s_per_image": (denoised - started) / batch,
+            "decode_s_per_image": (finished - denoised) / batch,
+            "total_s_per_image": (finished - started) / batch,
+        }
+        results.append(row)
+        print(
+            f"{name}: {size}x{size}, {args.steps} steps, batch {batch}: denoise {row['denoise_s_per_image']:.2f} s"
+            f" + decode (VAE + 8-way TTA) {row['decode_s_per_image']:.2f} s = {row['total_s_per_image']:.2f} s"
+            " per image",
+            flush=True,
+        )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
