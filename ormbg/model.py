@@ -1,0 +1,113 @@
+"""ORMBG: an IS-Net derivative for background removal, state-dict compatible with the published `ormbg.pth`.
+
+One `RSU(depth, ...)` module says what the original code hand-copied four times (RSU7, RSU6, RSU5, RSU4) plus
+its dilated variant (RSU4F), keeping the published key names (`stageN.rebnconvK.conv_s1.weight`, ...). The
+forward returns the logits of the six side outputs at the input size; the sigmoid belongs to inference and
+metrics. Any input size works: pooling uses ceil mode and every upsampling targets an exact size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class REBNCONV(nn.Module):
+    """3x3 convolution (dilated), batch norm, ReLU. Attribute names are the published ones."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1):
+        super().__init__()
+        self.conv_s1 = nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
+        self.bn_s1 = nn.BatchNorm2d(out_channels)
+        self.relu_s1 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu_s1(self.bn_s1(self.conv_s1(x)))
+
+
+def upsample_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(source, size=target.shape[2:], mode="bilinear", align_corners=False)
+
+
+class RSU(nn.Module):
+    """Residual U-block of `depth` levels (RSU7 ... RSU4), or with `dilated` the flat RSU4F.
+
+    Encoder: rebnconvin, then rebnconv1 .. rebnconv{depth-1} (max-pooled between them, or with dilations 1, 2,
+    4, ... when `dilated`), then rebnconv{depth} with a larger dilation; decoder rebnconv{depth-1}d .. 1d on
+    concatenated skips; output plus the input projection (residual).
+    """
+
+    def __init__(self, depth: int, in_channels: int, mid_channels: int, out_channels: int, dilated: bool = False):
+        super().__init__()
+        self.depth, self.dilated = depth, dilated
+        self.rebnconvin = REBNCONV(in_channels, out_channels)
+        dilations = [2**i for i in range(depth)] if dilated else [1] * (depth - 1) + [2]
+        for level in range(1, depth + 1):
+            channels_in = out_channels if level == 1 else mid_channels
+            setattr(self, f"rebnconv{level}", REBNCONV(channels_in, mid_channels, dilations[level - 1]))
+        for level in range(depth - 1, 0, -1):
+            channels_out = out_channels if level == 1 else mid_channels
+            setattr(self, f"rebnconv{level}d", REBNCONV(2 * mid_channels, channels_out, dilations[level - 1]))
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.rebnconvin(x)
+        features, hidden = [], residual
+        for level in range(1, self.depth):
+            hidden = getattr(self, f"rebnconv{level}")(hidden)
+            features.append(hidden)
+            if not self.dilated and level < self.depth - 1:
+                hidden = self.pool(hidden)
+        hidden = getattr(self, f"rebnconv{self.depth}")(hidden)
+        for level in range(self.depth - 1, 0, -1):
+            skip = features[level - 1]
+            hidden = getattr(self, f"rebnconv{level}d")(torch.cat([hidden, skip], dim=1))
+            if not self.dilated and level > 1:
+                hidden = upsample_like(hidden, features[level - 2])
+        return hidden + residual
+
+
+# (name, depth, in, mid, out, dilated) of the encoder and decoder stages, and the side-output inputs.
+ENCODER = [
+    ("stage1", 7, 64, 32, 64, False),
+    ("stage2", 6, 64, 32, 128, False),
+    ("stage3", 5, 128, 64, 256, False),
+    ("stage4", 4, 256, 128, 512, False),
+    ("stage5", 4, 512, 256, 512, True),
+    ("stage6", 4, 512, 256, 512, True),
+]
+DECODER = [
+    ("stage5d", 4, 1024, 256, 512, True),
+    ("stage4d", 4, 1024, 128, 256, False),
+    ("stage3d", 5, 512, 64, 128, False),
+    ("stage2d", 6, 256, 32, 64, False),
+    ("stage1d", 7, 128, 16, 64, False),
+]
+SIDE_CHANNELS = [64, 64, 128, 256, 512, 512]
+
+
+class ORMBG(nn.Module):
+    """x: Nx3xHxW normalised image -> six Nx1xHxW logits (side outputs 1..6, finest first)."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        for name, depth, cin, mid, cout, dilated in ENCODER + DECODER:
+            setattr(self, name, RSU(depth, cin, mid, cout, dilated))
+        for index, channels in enumerate(SIDE_CHANNELS, start=1):
+            setattr(self, f"side{index}", nn.Conv2d(channels, out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        hidden = self.conv_in(x)
+        encoded = []
+        for index, (name, *_) in enumerate(ENCODER):
+            hidden = getattr(self, name)(hidden if index == 0 else self.pool(hidden))
+            encoded.append(hidden)
+        decoded = [encoded[-1]]  # stage6 feeds side6 directly
+        for (name, *_), skip in zip(DECODER, reversed(encoded[:-1])):
+            hidden = getattr(self, name)(torch.cat([upsample_like(hidden, skip), skip], dim=1))
+            decoded.append(hidden)
+        features = list(reversed(decoded))  # stage1d, stage2d, ..., stage5d, stage6
+        return [upsample_like(getattr(self, f"side{i}")(feature), x) for i, feature in enumerate(features, start=1)]
