@@ -91,6 +91,18 @@ def seeded_id(prefix: str, seed: int, index: int) -> str:
     return f"{sanitize_id(prefix)}-s{seed}-{index:07d}"
 
 
+def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
+    """A valid (I, K) shard; refuses --overwrite with several shards (they would delete each other's work)."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+    if overwrite and count > 1:
+        raise ValueError(
+            "--overwrite with --shard would let shards delete each other's work: clear the output once "
+            "(an unsharded --overwrite run, or rm -r) and start the shards"
+        )
+
+
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

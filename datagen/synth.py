@@ -26,7 +26,16 @@ from datagen.card import write_card
 from datagen.io import write_run_json
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import load_prompts, sample_prompt
-from datagen.records import append_row, done_ids, metadata_path, read_rows, reset_dataset, seeded_id, write_sample_files
+from datagen.records import (
+    append_row,
+    check_shard,
+    done_ids,
+    metadata_path,
+    read_rows,
+    reset_dataset,
+    seeded_id,
+    write_sample_files,
+)
 
 log = logging.getLogger(__name__)
 SDXL_OUTPUT_LICENSE = "CreativeML Open RAIL++-M (outputs of SDXL base; check the licence of the checkpoint used)"
@@ -76,9 +85,7 @@ class SynthConfig:
             raise ValueError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
         if self.n < 1 or self.batch_size < 1 or self.steps < 1 or self.max_attempts < 1:
             raise ValueError("n, batch_size, steps and max_attempts must be at least 1")
-        index, count = self.shard
-        if not 0 <= index < count:
-            raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+        check_shard(self.shard, self.overwrite)
 
 
 def quality_scores(alpha: np.ndarray) -> dict[str, Any]:

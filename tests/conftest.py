@@ -64,3 +64,12 @@ def dataset_dir(tmp_path):
     (root / "README.md").write_text("# demo\n")
     (root / "run.json").write_text("{}\n")
     return root
+
+
+def directory_bytes(out) -> dict[str, bytes]:
+    """Every file below `out` by relative path, except run records (they hold times): for equality checks."""
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not (p.name.startswith("run.") and p.suffix == ".json")
+    }

@@ -18,6 +18,7 @@ from datagen.compose.render import Inputs, _occluder_layer, render
 from datagen.inspect import inspect_dataset
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows
+from tests.conftest import directory_bytes
 
 SIZE = (96, 128)  # (W, H)
 
@@ -196,14 +197,6 @@ def compose(pools, out, **options):
     )
 
 
-def snapshot(out: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "run.json" and not p.name.startswith("run.shard")
-    }
-
-
 def rows(out: Path) -> dict[str, dict]:
     return {row["id"]: row for split in ("train", "validation") for row in read_rows(out, split)}
 
@@ -229,16 +222,16 @@ def test_same_seed_same_bytes_for_any_workers_and_shards(pools, tmp_path):
     compose(pools, reference)
     parallel = tmp_path / "two"
     compose(pools, parallel, workers=2)
-    assert snapshot(parallel) == snapshot(reference)
+    assert directory_bytes(parallel) == directory_bytes(reference)
     sharded = tmp_path / "shards"
     for index in range(3):
         compose(pools, sharded, shard=(index, 3))
     assert rows(sharded) == rows(reference)
-    files = {k: v for k, v in snapshot(sharded).items() if not k.endswith((".jsonl", ".md"))}
-    assert files == {k: v for k, v in snapshot(reference).items() if not k.endswith((".jsonl", ".md"))}
+    files = {k: v for k, v in directory_bytes(sharded).items() if not k.endswith((".jsonl", ".md"))}
+    assert files == {k: v for k, v in directory_bytes(reference).items() if not k.endswith((".jsonl", ".md"))}
     other_seed = tmp_path / "seed1"
     compose(pools, other_seed, seed=1)
-    assert snapshot(other_seed) != snapshot(reference)
+    assert directory_bytes(other_seed) != directory_bytes(reference)
 
 
 def test_killed_run_resumes_to_the_same_result(pools, tmp_path, monkeypatch):
@@ -260,7 +253,7 @@ def test_killed_run_resumes_to_the_same_result(pools, tmp_path, monkeypatch):
     assert len(rows(resumed)) == 5
     result = compose(pools, resumed)
     assert (result.new, result.existing) == (5, 5)
-    assert snapshot(resumed) == snapshot(reference)
+    assert directory_bytes(resumed) == directory_bytes(reference)
 
 
 def test_two_shards_at_the_same_time_give_a_valid_dataset(pools, tmp_path):

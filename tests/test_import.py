@@ -14,6 +14,7 @@ from datagen.importers.samples import draw_pair, make_p3m_tree
 from datagen.inspect import inspect_dataset
 from datagen.io import encode_jpeg, encode_png, read_alpha, read_image, write_atomic
 from datagen.records import iter_samples, read_rows
+from tests.conftest import directory_bytes
 
 
 def put(path: Path, array: np.ndarray, fmt: str | None = None, **kwargs) -> np.ndarray:
@@ -243,14 +244,6 @@ def test_png_sources_are_reencoded_or_kept(tmp_path):
         )
 
 
-def _snapshot(out: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name not in ("run.json",)
-    }
-
-
 def test_resumed_and_parallel_runs_equal_an_uninterrupted_one(tmp_path, monkeypatch):
     src = make_p3m_tree(tmp_path / "src", n_train=6, n_test=2, height=32, width=24, image_ext=".png")
     reference = tmp_path / "reference"
@@ -275,11 +268,11 @@ def test_resumed_and_parallel_runs_equal_an_uninterrupted_one(tmp_path, monkeypa
     monkeypatch.setattr(importers, "import_pair", real)
     result = run_import("p3m", src, ImportConfig(out=resumed, progress=False))
     assert (result.new, result.existing) == (6, 4)
-    assert _snapshot(resumed) == _snapshot(reference)
+    assert directory_bytes(resumed) == directory_bytes(reference)
 
     parallel = tmp_path / "parallel"
     run_import("p3m", src, ImportConfig(out=parallel, workers=2, progress=False))
-    assert _snapshot(parallel) == _snapshot(reference)
+    assert directory_bytes(parallel) == directory_bytes(reference)
 
     again = run_import("p3m", src, ImportConfig(out=parallel, progress=False))
     assert (again.new, again.existing) == (0, 10)

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from datagen.records import check_shard
+
 Range = tuple[float, float]
 
 
@@ -180,14 +182,7 @@ class ComposeConfig:
             raise ValueError(f"size {width}x{height} is too small: at least 16x16")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        index, count = self.shard
-        if not 0 <= index < count:
-            raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
-        if self.overwrite and count > 1:
-            raise ValueError(
-                "--overwrite with --shard would let shards delete each other's work: clear the output "
-                "once (an unsharded --overwrite run, or rm -r) and start the shards"
-            )
+        check_shard(self.shard, self.overwrite)
         if self.workers < 1 or min(self.cache_foreground_mb, self.cache_background_mb) < 0:
             raise ValueError("workers must be >= 1 and cache sizes >= 0")
 

@@ -27,6 +27,7 @@ from datagen.records import (
     SPLITS,
     Skip,
     append_row,
+    check_shard,
     done_ids,
     metadata_path,
     read_rows,
@@ -55,20 +56,13 @@ class ImportConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        index, count = self.shard
-        if not 0 <= index < count:
-            raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+        check_shard(self.shard, self.overwrite)
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.overwrite and count > 1:
-            raise ValueError(
-                "--overwrite with --shard would let shards delete each other's work: "
-                "clear the output once (an unsharded --overwrite run, or rm -r) and start the shards"
-            )
         if bool(self.images) != bool(self.alphas):
             raise ValueError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
 
