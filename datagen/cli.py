@@ -36,25 +36,6 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _not_built(name: str, issue: int, what: str) -> click.Command:
-    """A command whose stage has not landed yet: it says so in one line and exits 1, never pretends."""
-
-    @click.pass_context
-    def command(ctx: click.Context) -> None:
-        raise click.ClickException(f"`datagen {name}` is not built yet (issue #{issue}: {what}).")
-
-    return click.Command(
-        name,
-        callback=command,
-        help=f"{what[0].upper()}{what[1:]}. Not built yet: issue #{issue}.",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-
-
-cli.add_command(_not_built("push", 8, "publish a dataset directory to the Hugging Face Hub"))
-cli.add_command(_not_built("pull", 8, "download a Hub dataset into a dataset directory"))
-
-
 def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
     """'I/K' -> (I, K) with 0 <= I < K."""
     try:
@@ -328,6 +309,61 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
     )
     for reason, count in sorted(result.skipped.items(), key=lambda item: -item[1]):
         click.echo(f"  skipped {count:>6}  {reason}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the Hub repo as private.")
+@click.option("--token", default=None, help="Hub token  [default: HF_TOKEN, else the huggingface_hub login].")
+@click.option("--max-shard-size", default="500MB", show_default=True, help="Parquet shard size (KB, MB, GB).")
+@click.option(
+    "--dry-run",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write exactly what would be uploaded into this folder and upload nothing.",
+)
+def push(directory: Path, repo_id: str, private: bool, token: str | None, max_shard_size: str, dry_run) -> None:
+    """Publish DIRECTORY to the Hugging Face Hub as the dataset REPO_ID (user/name).
+
+    Each split becomes Parquet shards with Image columns (image, alpha, foreground, trimap where present) and
+    the metadata columns; a dataset card (licence: the most restrictive of the sources) and a preview go along.
+    Shards are written to DIRECTORY/.push first and uploaded with huggingface_hub.
+    """
+    from datagen.hub import PushConfig
+    from datagen.hub import push as push_dataset
+
+    try:
+        files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    where = dry_run if dry_run else f"https://huggingface.co/datasets/{repo_id}"
+    click.echo(f"{'wrote' if dry_run else 'pushed'} {len(files)} files -> {where}")
+
+
+@cli.command()
+@click.argument("repo_id")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Dataset directory to write  [default: {DATA_ROOT}/<name>].",
+)
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default=None, help="Only this split.")
+def pull(repo_id: str, out: Path | None, split: str | None) -> None:
+    """Download the Hub dataset REPO_ID (image + alpha columns, or an RGBA image column) into a dataset directory.
+
+    REPO_ID may also be a local folder holding such a dataset (for example a `datagen push --dry-run` output).
+    """
+    from datagen.hub import pull as pull_dataset
+
+    out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
+    try:
+        counts = pull_dataset(repo_id, out, split)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"pulled {', '.join(f'{name} {n}' for name, n in counts.items())} -> {out}")
 
 
 @cli.command()

@@ -1,0 +1,137 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from datagen.cli import cli
+from datagen.hub import PushConfig, license_rank, pull, push
+from datagen.io import read_alpha, read_image
+from datagen.records import iter_samples, read_rows
+from tests.conftest import write_demo_dataset
+
+TOKEN = "hf_secret_token_for_the_test_0123456789"
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "ds"
+    write_demo_dataset(root, n_train=5, n_test=3, trimap=True)
+    return root
+
+
+def test_dry_run_loads_pixel_equal_and_has_a_card(dataset, tmp_path):
+    import datasets
+
+    out = tmp_path / "dry"
+    result = CliRunner().invoke(
+        cli, ["push", str(dataset), "user/demo", "--dry-run", str(out), "--max-shard-size", "8KB"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "data").glob("train-*.parquet"))) > 1, "8KB shards: train must span several"
+    assert (out / "preview.png").is_file()
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert {name: part.num_rows for name, part in loaded.items()} == {"train": 5, "test": 3}
+    source = {s.id: s for s in iter_samples(dataset)}
+    for name, part in loaded.items():
+        for example in part:
+            sample = source[example["id"]]
+            np.testing.assert_array_equal(np.asarray(example["image"]), read_image(sample.path("image")))
+            np.testing.assert_array_equal(np.asarray(example["alpha"]), read_alpha(sample.path("alpha")))
+            np.testing.assert_array_equal(np.asarray(example["trimap"]), read_alpha(sample.path("trimap")))
+            assert example["source"] == "procedural" and example["width"] == sample.row["width"]
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["license"] == "apache-2.0" and header["task_categories"] == ["image-segmentation"]
+    assert {entry["split"] for entry in header["configs"][0]["data_files"]} == {"train", "test"}
+    assert "| procedural | 8 | Apache-2.0 |" in card and "preview.png" in card
+
+
+def test_pull_of_the_dry_run_gives_back_an_equal_directory(dataset, tmp_path):
+    push(PushConfig(dataset, "user/demo", dry_run=tmp_path / "dry"))
+    back = tmp_path / "back"
+    assert pull(str(tmp_path / "dry"), back) == {"train": 5, "test": 3}
+    for split in ("train", "test"):
+        original = {row["id"]: row for row in read_rows(dataset, split)}
+        pulled = {row["id"]: row for row in read_rows(back, split)}
+        assert pulled == original
+    for sample in iter_samples(dataset):
+        twin = back / sample.split
+        assert (twin / sample.row["file_name"]).read_bytes() == sample.path("image").read_bytes()
+        np.testing.assert_array_equal(
+            read_alpha(twin / sample.row["alpha_file_name"]), read_alpha(sample.path("alpha"))
+        )
+        np.testing.assert_array_equal(
+            read_alpha(twin / sample.row["trimap_file_name"]), read_alpha(sample.path("trimap"))
+        )
+
+
+def test_licence_is_the_most_restrictive():
+    assert license_rank("foreground: MIT; background: CC BY-NC-SA 4.0")[1] == "cc-by-nc-sa-4.0"
+    assert license_rank("non-commercial research and education only")[1] == "other"
+    assert license_rank("foreground: unknown; background: Apache-2.0")[1] == "other"
+    assert license_rank("MIT (P3M-10k release agreement)")[1] == "mit"
+
+
+def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
+    import httpx2 as httpx
+    from huggingface_hub.utils import _http
+
+    requests = []
+
+    def handler(request):
+        url, body = str(request.url), request.content
+        requests.append((request.method, url, body, request.headers.get("authorization")))
+        if url.endswith("/api/repos/create"):
+            return httpx.Response(200, json={"url": "https://huggingface.co/datasets/user/demo"})
+        if url.endswith("/api/validate-yaml"):
+            return httpx.Response(200, json={"errors": [], "warnings": []})
+        if "/preupload/" in url:
+            files = json.loads(body)["files"]
+            return httpx.Response(
+                200,
+                json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+            )
+        if "/commit/" in url:
+            return httpx.Response(
+                200,
+                json={
+                    "commitUrl": "https://huggingface.co/datasets/user/demo/commit/a",
+                    "commitOid": "a" * 40,
+                    "pullRequestUrl": None,
+                },
+            )
+        return httpx.Response(404, json={"error": "not mocked"})
+
+    _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(handler)))
+    _http.close_session()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            files = push(PushConfig(dataset, "user/demo", token=TOKEN, private=True))
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+        _http.close_session()
+    create = next(r for r in requests if r[1].endswith("/api/repos/create"))
+    created = json.loads(create[2])
+    assert created["type"] == "dataset"
+    assert created.get("visibility") == "private" or created.get("private") is True  # 2.x or 0.x protocol
+    commit = next(r for r in requests if "/api/datasets/user/demo/commit/main" in r[1])
+    sent = {
+        json.loads(line)["value"]["path"]
+        for line in commit[2].decode().splitlines()
+        if json.loads(line)["key"] == "file"
+    }
+    assert sent == set(files) and "README.md" in sent and any(p.startswith("data/train-") for p in sent)
+    assert create[3] == f"Bearer {TOKEN}", "the token goes to the Hub"
+    output = capsys.readouterr()
+    assert TOKEN not in caplog.text and TOKEN not in output.out + output.err
+    assert not any(TOKEN in p.read_text(errors="ignore") for p in (dataset / ".push").rglob("*") if p.is_file())
+
+
+def test_bad_repo_id_and_not_a_dataset(tmp_path):
+    runner = CliRunner()
+    assert "expected user/name" in runner.invoke(cli, ["push", str(tmp_path), "nope", "--dry-run", "x"]).output
+    result = runner.invoke(cli, ["push", str(tmp_path), "u/n", "--dry-run", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "no split" in result.output
