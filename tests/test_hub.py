@@ -35,7 +35,7 @@ def test_dry_run_loads_pixel_equal_and_has_a_card(dataset, tmp_path):
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
     assert {name: part.num_rows for name, part in loaded.items()} == {"train": 5, "test": 3}
     source = {s.id: s for s in iter_samples(dataset)}
-    for name, part in loaded.items():
+    for part in loaded.values():
         for example in part:
             sample = source[example["id"]]
             np.testing.assert_array_equal(np.asarray(example["image"]), read_image(sample.path("image")))
