@@ -1,0 +1,179 @@
+"""Training data: a recipe of dataset directories mixed by weight, read from their files, augmented on the fly.
+
+Sampling is stateless: the samples of optimizer step s on process r come from default_rng([seed, s, r]), and
+each sample's augmentation is seeded the same way, so `--resume` at step s continues with exactly the batches
+an uninterrupted run would have drawn, for any number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates over the network
+
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch.utils.data import Dataset, Sampler  # noqa: E402
+
+from datagen.io import read_alpha, read_image  # noqa: E402
+from datagen.records import iter_samples  # noqa: E402
+
+HOW_TO_MAKE = {
+    "composites": "datagen compose",
+    "p3m": "datagen import p3m /path/to/P3M-10k",
+    "synth": "datagen synth",
+    "ppm100": "datagen import ppm100 /path/to/PPM-100",
+    "aim500": "datagen import aim500 /path/to/AIM-500",
+    "dis5k": "datagen import dis5k /path/to/DIS5K",
+    "am2k": "datagen import am2k /path/to/AM-2k",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str
+    split: str = "train"
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.path).name}:{self.split}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    train: tuple[Source, ...]
+    validation: tuple[Source, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recipe:
+        with open(path, encoding="utf-8") as file:
+            data = yaml.safe_load(file) or {}
+        return cls(
+            tuple(Source(**item) for item in data.get("train", [])),
+            tuple(Source(**item) for item in data.get("validation", [])),
+        )
+
+    @classmethod
+    def parse(cls, data: list[str], val: list[str]) -> Recipe:
+        """From `DIR[:SPLIT[:WEIGHT]]` and `DIR[:SPLIT]` strings (the --data / --val options)."""
+
+        def source(text: str, default_split: str) -> Source:
+            parts = text.split(":")
+            return Source(
+                parts[0],
+                parts[1] if len(parts) > 1 and parts[1] else default_split,
+                float(parts[2]) if len(parts) > 2 else 1.0,
+            )
+
+        return cls(tuple(source(text, "train") for text in data), tuple(source(text, "test") for text in val))
+
+
+def list_samples(source: Source) -> list[tuple[str, str]]:
+    """(image path, alpha path) of the photo samples of a source; a clear error when it is missing."""
+    if not Path(source.path).is_dir():
+        make = HOW_TO_MAKE.get(Path(source.path).name, "datagen compose or datagen import")
+        raise FileNotFoundError(f"training source {source.path} does not exist: make it with `{make}`")
+    pairs = [
+        (str(s.path("image")), str(s.path("alpha")))
+        for s in iter_samples(source.path, source.split)
+        if s.path("image") and s.path("alpha")
+    ]
+    if not pairs:
+        raise FileNotFoundError(f"{source.path} has no image + alpha samples in split {source.split!r}")
+    return sorted(pairs)
+
+
+def train_transform(size_px: int) -> A.Compose:
+    """Image and alpha together: random resized crop, flip, small rotation (alpha resampled linearly, never
+    thresholded); colour jitter and grid dropout on the image only."""
+    return A.Compose(
+        [
+            A.RandomResizedCrop(
+                size=(size_px, size_px),
+                scale=(0.4, 1.0),
+                ratio=(0.75, 1.333),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_LINEAR,
+            ),
+            A.HorizontalFlip(p=0.5),
+            A.Affine(rotate=(-10, 10), interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_LINEAR, p=0.3),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.5),
+            A.GridDropout(ratio=0.2, p=0.1),
+        ]
+    )
+
+
+def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """HxWx3 uint8 + HxW float alpha -> 3xHxW in [-0.5, 0.5] (the original's normalisation) and 1xHxW in [0, 1]."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0).sub_(0.5)
+    return pixels, torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None]
+
+
+class TrainSet(Dataset):
+    """Map-style dataset indexed by keys (source index, sample index, augmentation seed) from `MixSampler`."""
+
+    def __init__(self, sources: list[list[tuple[str, str]]], size_px: int):
+        self.sources, self.size_px = sources, size_px
+        self.transform = train_transform(size_px)
+
+    def __len__(self) -> int:
+        return sum(len(samples) for samples in self.sources)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        source, index, seed = key
+        image_path, alpha_path = self.sources[source][index]
+        image, alpha = read_image(image_path), read_alpha(alpha_path).astype(np.float32) / 255.0
+        self.transform.set_random_seed(seed)
+        out = self.transform(image=image, mask=alpha)
+        return to_tensors(out["image"], np.clip(out["mask"], 0.0, 1.0))
+
+
+class MixSampler(Sampler):
+    """Keys for `TrainSet`: for step s (from `start_step`), `batch_size` samples drawn by source weight from
+    default_rng([seed, s, rank]). Infinite; the training loop stops it."""
+
+    def __init__(
+        self, sizes: list[int], weights: list[float], batch_size: int, seed: int, rank: int = 0, start_step: int = 0
+    ):
+        total = float(sum(weights))
+        self.sizes, self.probabilities = sizes, [w / total for w in weights]
+        self.batch_size, self.seed, self.rank, self.start_step = batch_size, seed, rank, start_step
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        step = self.start_step
+        while True:
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            for _ in range(self.batch_size):
+                source = int(rng.choice(len(self.sizes), p=self.probabilities))
+                yield source, int(rng.integers(self.sizes[source])), int(rng.integers(2**31))
+            step += 1
+
+
+class EvalSet(Dataset):
+    """Validation samples resized to size_px (image linear, alpha area / linear: soft values kept)."""
+
+    def __init__(self, samples: list[tuple[str, str]], size_px: int):
+        self.samples, self.size_px = samples, size_px
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_path, alpha_path = self.samples[index]
+        size = (self.size_px, self.size_px)
+        image = cv2.resize(read_image(image_path), size, interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(read_alpha(alpha_path).astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
+        return to_tensors(image, alpha)
+
+
+def describe(recipe: Recipe) -> dict[str, Any]:
+    return {"train": [vars(s) for s in recipe.train], "validation": [vars(s) for s in recipe.validation]}

@@ -1,0 +1,385 @@
+"""`python -m ormbg.train`: train ORMBG on a weighted mix of dataset directories.
+
+    python -m ormbg.train                                   # default recipe -> runs/<timestamp>
+    python -m ormbg.train --data datasets/composites:train:0.6 --data datasets/p3m:train:0.4 \\
+        --val datasets/p3m:test --size 1024 --batch-size 8 --precision bf16
+    accelerate launch -m ormbg.train ...                    # several GPUs or machines
+
+Checkpoints (`last.pt`, `best.pt`, and the weights as `.safetensors`) hold model, optimizer, scheduler, step,
+config and RNG states; `--resume` continues exactly. `metrics.jsonl` and `curves.png` are written as it goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples
+from ormbg.losses import LossWeights, ormbg_loss
+from ormbg.metrics import Meter
+from ormbg.model import ORMBG
+from ormbg.plot import plot_curves
+
+log = logging.getLogger(__name__)
+DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: Path = field(default_factory=lambda: Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    recipe: Recipe | None = None  # None: datasets/recipes/default.yaml
+    size: int = 1024  # training side, px
+    batch_size: int = 8
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 20000
+    val_every: int = 1000
+    log_every: int = 10
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; GradScaler for fp16)
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 4  # DataLoader worker processes
+    seed: int = 0
+    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
+    init: Path | None = None  # weights to start from: the published ormbg.pth, or one of ours
+    resume: bool = False
+    losses: LossWeights = field(default_factory=LossWeights)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if min(self.size, self.batch_size, self.grad_accum, self.max_steps, self.val_every, self.log_every) < 1:
+            raise ValueError("size, batch_size, grad_accum, max_steps, val_every and log_every must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["recipe"] = describe(self.recipe) if self.recipe else None
+        return json.loads(json.dumps(values, default=str))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine down to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the published weights are `ormbg.pth` in the Hub repo "
+            "schirrmacher/ormbg (huggingface-cli download schirrmacher/ormbg ormbg.pth)"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+    model.load_state_dict(
+        {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}, strict=True
+    )
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int = 0
+    best_mae: float = float("inf")
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Holds the model, optimizer, data and bookkeeping of one run; `fit()` trains."""
+
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator
+
+        self.config = config
+        precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        self.recipe = config.recipe or Recipe.load(DEFAULT_RECIPE)
+        if not self.recipe.train:
+            raise ValueError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
+        self.train_sources = [list_samples(source) for source in self.recipe.train]
+        self.val_sets = {source.name: list_samples(source) for source in self.recipe.validation}
+        torch.manual_seed(config.seed)
+        model = ORMBG()
+        if config.init:
+            load_weights(model, config.init)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, config.warmup_steps, config.max_steps)
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        if config.compile:
+            self.model = torch.compile(self.model)
+        self.result = TrainResult(Path(config.out))
+        self.bad_validations = 0
+
+    # ----- data -----
+    def train_batches(self, start_step: int):
+        config = self.config
+        dataset = TrainSet(self.train_sources, config.size)
+        sampler = MixSampler(
+            [len(s) for s in self.train_sources],
+            [s.weight for s in self.recipe.train],
+            config.batch_size,
+            config.seed,
+            self.accelerator.process_index,
+            start_step * config.grad_accum,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            persistent_workers=config.workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+        return iter(loader)
+
+    # ----- checkpoints -----
+    def save(self, name: str) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        from safetensors.torch import save_file
+
+        model = self.accelerator.unwrap_model(self.model)
+        model = getattr(model, "_orig_mod", model)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.result.step,
+            "best_mae": self.result.best_mae,
+            "bad_validations": self.bad_validations,
+            "config": self.config.to_dict(),
+            "rng": _rng_state(),
+        }
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        out = self.result.out
+        torch.save(state, out / f"{name}.pt.tmp")
+        (out / f"{name}.pt.tmp").replace(out / f"{name}.pt")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"{name}.safetensors"))
+
+    def restore(self) -> None:
+        path = self.result.out / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: {path} does not exist (start without --resume)")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = self.accelerator.unwrap_model(self.model)
+        getattr(model, "_orig_mod", model).load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        self.result.step, self.result.best_mae = state["step"], state["best_mae"]
+        self.bad_validations = state["bad_validations"]
+        _set_rng_state(state["rng"])
+
+    # ----- validation and logging -----
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, float]]:
+        self.model.eval()
+        results = {}
+        for name, samples in self.val_sets.items():
+            meter = Meter()
+            loader = DataLoader(
+                EvalSet(samples, self.config.size),
+                batch_size=self.config.batch_size,
+                num_workers=min(self.config.workers, 2),
+            )
+            for pixels, alpha in loader:
+                pixels = pixels.to(self.accelerator.device)
+                with self.accelerator.autocast():
+                    logits = self.model(pixels)[0]
+                meter.update(torch.sigmoid(logits.float()), alpha)
+            results[name] = meter.result()
+        self.model.train()
+        return results
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.result.history.append(entry)
+        if self.accelerator.is_main_process:
+            with open(self.result.out / "metrics.jsonl", "a", encoding="utf-8") as file:
+                file.write(json.dumps(entry) + "\n")
+
+    def after_validation(self, scores: dict[str, dict[str, float]]) -> bool:
+        """Record, checkpoint, and say whether to stop early."""
+        self.record({"step": self.result.step, "val": scores})
+        mae = float(np.mean([s["mae"] for s in scores.values()])) if scores else float("nan")
+        if scores and mae < self.result.best_mae:
+            self.result.best_mae, self.bad_validations = mae, 0
+            self.save("best")
+        elif scores:
+            self.bad_validations += 1
+        self.save("last")
+        if self.accelerator.is_main_process:
+            plot_curves(self.result.out / "metrics.jsonl", self.result.out / "curves.png")
+        return bool(self.config.patience) and self.bad_validations >= self.config.patience
+
+    # ----- the loop -----
+    def fit(self) -> TrainResult:
+        config, accelerator = self.config, self.accelerator
+        out = self.result.out
+        out.mkdir(parents=True, exist_ok=True)
+        if config.resume:
+            self.restore()
+        elif accelerator.is_main_process:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        batches = self.train_batches(self.result.step)
+        if not config.resume and self.val_sets:
+            self.record({"step": 0, "val": self.validate()})  # the untrained baseline, the curve's first point
+        self.model.train()
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.result.step,
+            desc="train",
+            unit="step",
+            disable=not (config.progress and accelerator.is_main_process),
+        )
+        window_start, window_images, losses = time.perf_counter(), 0, []
+        while self.result.step < config.max_steps:
+            for _ in range(config.grad_accum):
+                pixels, alpha = next(batches)
+                pixels, alpha = pixels.to(accelerator.device), alpha.to(accelerator.device)
+                if config.channels_last:
+                    pixels = pixels.contiguous(memory_format=torch.channels_last)
+                with accelerator.autocast():
+                    logits = self.model(pixels)
+                parts = ormbg_loss(logits, alpha, config.losses)
+                accelerator.backward(parts["loss"] / config.grad_accum)
+                losses.append({k: float(v.detach()) for k, v in parts.items()})
+                window_images += pixels.shape[0] * accelerator.num_processes
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.result.step += 1
+            bar.update(1)
+            if self.result.step % config.log_every == 0 or self.result.step == config.max_steps:
+                rate = window_images / max(1e-9, time.perf_counter() - window_start)
+                entry = {key: float(np.mean([loss[key] for loss in losses])) for key in losses[0]}
+                entry.update(step=self.result.step, lr=self.scheduler.get_last_lr()[0], images_per_s=rate)
+                self.record(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", img_s=f"{rate:.1f}")
+                window_start, window_images, losses = time.perf_counter(), 0, []
+            if self.result.step % config.val_every == 0 or self.result.step == config.max_steps:
+                if self.after_validation(self.validate()):
+                    self.result.stopped_early = True
+                    break
+        bar.close()
+        return self.result
+
+
+def run_train(config: TrainConfig) -> TrainResult:
+    return Trainer(config).fit()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--recipe",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help=f"Recipe YAML  [default: {DEFAULT_RECIPE} unless --data is given].",
+)
+@click.option("--data", multiple=True, help="Training source DIR[:SPLIT[:WEIGHT]] (repeatable; replaces the recipe).")
+@click.option("--val", multiple=True, help="Validation set DIR[:SPLIT] (repeatable).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder  [default: runs/<timestamp>].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML of TrainConfig fields (the CLI options override it).",
+)
+@click.option("--size", type=int, default=None, help="Training side in px  [1024].")
+@click.option("--batch-size", type=int, default=None, help="[8]")
+@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step  [1].")
+@click.option("--max-steps", type=int, default=None, help="[20000]")
+@click.option("--val-every", type=int, default=None, help="[1000]")
+@click.option("--log-every", type=int, default=None, help="[10]")
+@click.option("--lr", type=float, default=None, help="[1e-4]")
+@click.option("--warmup-steps", type=int, default=None, help="[500]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="[fp32]")
+@click.option("--channels-last/--no-channels-last", default=None)
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
+@click.option("--workers", type=int, default=None, help="DataLoader workers  [4].")
+@click.option("--seed", type=int, default=None, help="[0]")
+@click.option("--patience", type=int, default=None, help="Early stopping after N validations without gain [0: off].")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from ormbg.pth or our weights.")
+@click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
+@click.option("--progress/--no-progress", default=None)
+def main(recipe, data, val, config_file, **options) -> None:
+    """Train ORMBG (see the module docstring for examples)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    values: dict[str, Any] = {}
+    if config_file:
+        values = yaml.safe_load(Path(config_file).read_text()) or {}
+        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise click.ClickException(f"{config_file}: unknown fields {sorted(unknown)}")
+        if "losses" in values:
+            values["losses"] = LossWeights(**values["losses"])
+        values.pop("recipe", None)
+    values.update({key: value for key, value in options.items() if value is not None})
+    if data:
+        values["recipe"] = Recipe.parse(list(data), list(val))
+    elif recipe:
+        values["recipe"] = Recipe.load(recipe)
+    try:
+        result = run_train(TrainConfig(**values))
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"trained to step {result.step}; best validation MAE {result.best_mae:.4f}; "
+        f"{'stopped early; ' if result.stopped_early else ''}results in {result.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Benchmark the training step and the data loader, separately, in one run.
+
+- The step (forward, loss, backward, optimizer) of ORMBG at --size, --batch: images/s, peak memory, and the
+  share of the loss, for fp32, bf16 autocast and channels_last (and torch.compile with --compile).
+- The data loader alone: samples/s per worker reading 1024x1024 JPEG/PNG sources with the training
+  augmentations (no tensor cache).
+
+    python scripts/bench_train.py                         # CPU: 256 px, batch 2
+    python scripts/bench_train.py --size 1024 --batch 8 --compile   # on a GPU; record with the GPU's name
+
+Targets: the loss under 10% of the step; the loader at least 50 samples/s per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datagen.compose.config import ComposeConfig
+from datagen.compose.run import run_compose
+from datagen.procedural import draw_background, draw_person
+from datagen.records import write_sample
+from ormbg.data import MixSampler, Source, TrainSet, list_samples
+from ormbg.losses import ormbg_loss
+from ormbg.model import ORMBG
+
+
+def peak_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = ORMBG().to(device)
+    channels_last = "channels_last" in mode
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if "compile" in mode:
+        model = torch.compile(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixels, alpha = torch.randn(batch, 3, size, size, device=device), torch.rand(batch, 1, size, size, device=device)
+    if channels_last:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if "bf16" in mode else None
+    totals = {"forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for index in range(steps + 1):  # the first step warms up and is not counted
+        sync()
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            logits = model(pixels)
+        sync()
+        t1 = time.perf_counter()
+        loss = ormbg_loss(logits, alpha)["loss"]
+        sync()
+        t2 = time.perf_counter()
+        loss.backward()
+        sync()
+        t3 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        t4 = time.perf_counter()
+        if index:
+            for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[key] += value / steps
+    step = sum(totals.values())
+    return {
+        **{f"{k}_s": v for k, v in totals.items()},  # forward_s, loss_s, backward_s, optimizer_s
+        "step_s": step,
+        "images_per_s": batch / step,
+        "loss_share": totals["loss"] / step,
+        "peak_mb": peak_mb(device),
+    }
+
+
+def loader_rate(root: Path, size: int, n: int) -> float:
+    """Samples/s of one worker's work (read + decode + augment + to tensors), measured in-process."""
+    sources = [list_samples(Source(str(root), "train"))]
+    dataset = TrainSet(sources, size)
+    keys = iter(MixSampler([len(sources[0])], [1.0], 1, seed=0))
+    dataset[next(keys)]
+    started = time.perf_counter()
+    for _ in range(n):
+        dataset[next(keys)]
+    return n / (time.perf_counter() - started)
+
+
+def make_sources(root: Path, count: int = 24) -> Path:
+    """1024x1024 composites (JPEG image, PNG alpha), made by the real compositor from procedural inputs."""
+    for index in range(8):
+        person = draw_person(np.random.default_rng([index]), 512, 384)
+        write_sample(root / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
+        background = draw_background(np.random.default_rng([index, 1]), 600, 800)
+        write_sample(root / "bg", "train", f"b{index}", image=background, alpha=None)
+    run_compose(
+        ComposeConfig(
+            out=root / "data",
+            foregrounds=(root / "fg",),
+            backgrounds=(root / "bg",),
+            n=count,
+            size=(1024, 1024),
+            progress=False,
+        )
+    )
+    return root / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--loader-size", type=int, default=1024, help="training side the loader produces")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    modes = ["fp32", "bf16", "fp32+channels_last", "bf16+channels_last"] + (
+        ["bf16+channels_last+compile"] if args.compile else []
+    )
+    results = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "CPU",
+        "size": args.size,
+        "batch": args.batch,
+    }
+    for mode in modes:
+        row = time_steps(args.size, args.batch, mode, args.steps, device)
+        results[mode] = row
+        print(
+            f"{mode:<28} {row['images_per_s']:6.2f} images/s  step {row['step_s']:.3f} s (forward "
+            f"{row['forward_s']:.3f}, loss {row['loss_s']:.3f} = {row['loss_share']:.1%}, backward "
+            f"{row['backward_s']:.3f}, optimizer {row['optimizer_s']:.3f})"
+            f"  peak {row['peak_mb']:.0f} MB",
+            flush=True,
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        rate = loader_rate(make_sources(Path(folder)), args.loader_size, 60)
+    results["loader_samples_per_s_per_worker"] = rate
+    print(f"data loader, one worker, 1024x1024 sources -> {args.loader_size} px: {rate:.1f} samples/s  (target >= 50)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
