@@ -127,6 +127,7 @@ def test_metrics_perfect_and_hand_computed():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_it_learns(tmp_path):
     """300 CPU steps on 200 procedural composites at 128 px at least halve the validation MAE of the first
     evaluation (step 0, before training), and beat predicting no person at all. Figures in docs/benchmarks.md."""
