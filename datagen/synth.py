@@ -9,7 +9,6 @@ a rerun generates only the missing ids.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +36,6 @@ from datagen.records import (
     write_sample_files,
 )
 
-log = logging.getLogger(__name__)
 SDXL_OUTPUT_LICENSE = "CreativeML Open RAIL++-M (outputs of SDXL base; check the licence of the checkpoint used)"
 
 

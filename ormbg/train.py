@@ -33,7 +33,6 @@ from ormbg.metrics import Meter
 from ormbg.model import ORMBG
 from ormbg.plot import plot_curves
 
-log = logging.getLogger(__name__)
 DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
 
 
