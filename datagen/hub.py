@@ -54,7 +54,7 @@ LICENSE_RANKS = [
 ]
 
 
-def parse_size(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """'500MB' -> bytes (KB, MB, GB; powers of 1000 as the Hub counts)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", text.upper())
     if not match:
@@ -152,8 +152,8 @@ def render_hub_card(directory: Path, repo_id: str, written: dict[str, list[str]]
             source = str(row.get("source", "unknown"))
             licenses.setdefault(source, str(row.get("license", "unknown")))
             counts[source] += 1
-    rank, hub_id = max((license_rank(text) for text in licenses.values()), default=(len(LICENSE_RANKS), "other"))
     strictest = max(licenses.values(), key=lambda text: license_rank(text)[0], default="unknown")
+    hub_id = license_rank(strictest)[1]
     header: dict[str, Any] = {
         "license": hub_id,
         "task_categories": ["image-segmentation"],
@@ -243,7 +243,7 @@ def push(config: PushConfig) -> list[str]:
         raise ValueError(f"repo id {config.repo_id!r}: expected user/name")
     directory = Path(config.directory)
     staging = Path(config.dry_run) if config.dry_run else directory / ".push"
-    files = stage(directory, config.repo_id, staging, parse_size(config.max_shard_size))
+    files = stage(directory, config.repo_id, staging, parse_bytes(config.max_shard_size))
     if config.dry_run:
         return files
     from huggingface_hub import HfApi

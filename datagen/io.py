@@ -81,8 +81,11 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
 
 def is_16bit_png(path: str | os.PathLike) -> bool:
     """True when `path` is a PNG whose IHDR says 16 bits per channel (Pillow would truncate its colour)."""
-    with open(path, "rb") as file:
-        header = file.read(25)
+    try:
+        with open(path, "rb") as file:
+            header = file.read(25)
+    except OSError:
+        return False  # missing or unreadable: open_image reports it with the path
     return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 and header[24] == 16
 
 
@@ -116,12 +119,13 @@ def read_pixels(path: str | os.PathLike, *, upright: bool = True) -> tuple[np.nd
     With `upright`, the EXIF orientation is applied. Palette and CMYK stay as Pillow modes for the caller to
     convert; 16-bit data is scaled to 8 bit with rounding.
     """
-    image = open_image(path)
-    orientation = exif_orientation(image)
-    if is_16bit_png(path):
+    if is_16bit_png(path):  # OpenCV decodes all 16 bits; Pillow would truncate colour to 8
+        orientation = exif_orientation(open_image(path, load=False))
         array = _read_16bit_png(path)
         mode = "L" if array.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
     else:
+        image = open_image(path)
+        orientation = exif_orientation(image)
         image = _to_8bit(image)
         mode = image.mode
         array = np.asarray(image)
@@ -153,10 +157,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if data is not None:
             return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
-    image = open_image(path)
     if is_16bit_png(path):
         array, mode, _ = read_pixels(path)
         return array[..., :3] if mode in ("RGB", "RGBA") else np.repeat(array[..., :1], 3, axis=2)
+    image = open_image(path)
     orientation = exif_orientation(image)
     rgb = np.asarray(_to_8bit(image).convert("RGB"))
     return apply_orientation(rgb, orientation) if orientation != 1 else rgb

@@ -245,20 +245,21 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
 
 def _keep(config: SynthConfig, prefix: str, job: Job, image: np.ndarray, result: SynthResult) -> dict | None:
     """Score and write one generated image; None (and a counted reason) when a person fails the thresholds."""
+    generated = config.backend == "layerdiffuse"  # procedural samples have no prompt, model or sampler settings
     metadata: dict[str, Any] = {
         "source": f"synth-{config.backend}",
-        "license": SDXL_OUTPUT_LICENSE if config.backend == "layerdiffuse" else "Apache-2.0",
+        "license": SDXL_OUTPUT_LICENSE if generated else "Apache-2.0",
         "backend": config.backend,
-        "model": config.model if config.backend == "layerdiffuse" else "procedural",
-        "prompt": job.prompt["prompt"] if config.backend == "layerdiffuse" else "",
-        "negative_prompt": job.prompt["negative_prompt"] if config.backend == "layerdiffuse" else "",
-        "attributes": json.dumps(job.prompt["attributes"] if config.backend == "layerdiffuse" else {}),
+        "model": config.model if generated else "procedural",
+        "prompt": job.prompt["prompt"] if generated else "",
+        "negative_prompt": job.prompt["negative_prompt"] if generated else "",
+        "attributes": json.dumps(job.prompt["attributes"] if generated else {}),
         "seed": config.seed,
         "index": job.index,
         "attempt": job.attempt,
         "torch_seed": attempt_seed(config.seed, job.index, job.attempt),
-        "steps": config.steps if config.backend == "layerdiffuse" else 0,
-        "guidance": config.guidance if config.backend == "layerdiffuse" else 0.0,
+        "steps": config.steps if generated else 0,
+        "guidance": config.guidance if generated else 0.0,
     }
     sample_id = seeded_id(prefix, config.seed, job.index)
     if config.kind == "background":

@@ -60,8 +60,10 @@ def render(inputs: Inputs, params: dict[str, Any], size: tuple[int, int]) -> tup
     width, height = size
     background = adjust_background(place_background(inputs.background, params["bg"], size), params["bg"])
     lighting = params["lighting"]
-    stats = lab_statistics(cv2.resize(background, (STATS_PX, STATS_PX), interpolation=cv2.INTER_AREA))
-    recolor = None if is_neutral(lighting) else functools.partial(relight, lighting=lighting, background_stats=stats)
+    recolor = None
+    if not is_neutral(lighting):  # the background's colour statistics are needed only to relight
+        stats = lab_statistics(cv2.resize(background, (STATS_PX, STATS_PX), interpolation=cv2.INTER_AREA))
+        recolor = functools.partial(relight, lighting=lighting, background_stats=stats)
     person = place_foreground(inputs.foreground, params["placement"], size, recolor)
     if person is None:
         raise EmptyComposite("the person lands outside the frame")
