@@ -68,17 +68,22 @@ def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int
 
 def make_contact_sheet(samples: list[Sample], tile_px: int = 256) -> np.ndarray:
     """HxWx3 uint8 sheet: one row of tiles per sample, each row labelled with the sample id."""
-    columns = max(len(column_titles(s)) for s in samples)
+    return tile_sheet([(f"{s.split}/{s.id}", sample_tiles(s)) for s in samples], tile_px)
+
+
+def tile_sheet(rows: list[tuple[str, list[np.ndarray]]], tile_px: int = 256) -> np.ndarray:
+    """HxWx3 uint8 sheet of (label, RGB tiles) rows; each tile fitted into a tile_px square, the label below."""
+    columns = max(len(tiles) for _, tiles in rows)
     row_h, col_w = tile_px + LABEL_PX + GAP_PX, tile_px + GAP_PX
-    sheet = np.full((row_h * len(samples) + GAP_PX, col_w * columns + GAP_PX, 3), 16, np.uint8)
-    for r, sample in enumerate(samples):
+    sheet = np.full((row_h * len(rows) + GAP_PX, col_w * columns + GAP_PX, 3), 16, np.uint8)
+    for r, (label, tiles) in enumerate(rows):
         top = GAP_PX + r * row_h
-        for c, tile in enumerate(sample_tiles(sample)):
+        for c, tile in enumerate(tiles):
             left = GAP_PX + c * col_w
             sheet[top : top + tile_px, left : left + tile_px] = _fit(tile, tile_px)
         cv2.putText(
             sheet,
-            f"{sample.split}/{sample.id}",
+            label,
             (GAP_PX, top + tile_px + LABEL_PX - 5),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.45,

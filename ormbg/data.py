@@ -159,7 +159,7 @@ class MixSampler(Sampler):
 
 
 class EvalSet(Dataset):
-    """Validation samples resized to size_px (image linear, alpha area / linear: soft values kept)."""
+    """Validation samples: the image as `prepare` makes it, the alpha resized likewise (area: soft values kept)."""
 
     def __init__(self, samples: list[tuple[str, str]], size_px: int):
         self.samples, self.size_px = samples, size_px
@@ -170,9 +170,17 @@ class EvalSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, alpha_path = self.samples[index]
         size = (self.size_px, self.size_px)
-        image = cv2.resize(read_image(image_path), size, interpolation=cv2.INTER_AREA)
         alpha = cv2.resize(read_alpha(alpha_path).astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
-        return to_tensors(image, alpha)
+        return prepare(read_image(image_path), self.size_px), torch.from_numpy(alpha)[None]
+
+
+def prepare(image: np.ndarray, size_px: int) -> torch.Tensor:
+    """The model's input for one HxWx3 uint8 image: resized to size_px x size_px (area when shrinking, linear
+    when enlarging; the aspect ratio is not kept), 3xSxS float in [-0.5, 0.5]. Inference and evaluation use it."""
+    height, width = image.shape[:2]
+    shrink = size_px * size_px < height * width
+    image = cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0).sub_(0.5)
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

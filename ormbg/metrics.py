@@ -1,34 +1,291 @@
-"""Segmentation metrics on alpha maps in [0, 1]: MAE and the F-measure curve (beta^2 = 0.3)."""
+"""Metrics on alpha mattes in [0, 1], per image, and their dataset means.
+
+Segmentation measures (definitions of PySODMetrics, which follow the authors' MATLAB code): MAE; max, mean
+and adaptive F-measure (beta^2 = 0.3); S-measure (alpha 0.5); E-measure (mean and adaptive); weighted
+F-measure (beta^2 = 1). The ground truth is binarised as `alpha * 255 > 128`; the thresholds are the 256
+levels of `uint8(prediction * 255)`. Unlike PySODMetrics, the prediction is *not* min-max stretched per image:
+a matte's values mean something, and stretching invents a subject in an image without one.
+
+Matting measures (Deep Image Matting's MATLAB code, as P3M reports them) on the soft alpha: SAD / 1000, MSE,
+gradient error / 1000 (Gaussian derivatives, sigma 1.4), connectivity error / 1000 (thresholds in steps of 0.1,
+4-connected largest component), over the whole image and, where a trimap exists, over its unknown band
+(trimap == 128; MSE and MAE there are means over the band).
+
+Dataset figures are means of the per-image figures, except max and mean F and E, which are the max and mean
+over thresholds of the per-threshold means.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-BETA2 = 0.3
+import cv2
+import numpy as np
+
+BETA2 = 0.3  # F-measure
+EPS = np.spacing(1)  # MATLAB's eps, which the reference code adds to denominators
+LEVELS = 256
+
+SEGMENTATION = ("mae", "max_f", "mean_f", "adaptive_f", "s_measure", "e_measure", "adaptive_e", "weighted_f")
+MATTING = ("sad", "mse", "grad", "conn")
+
+
+def binarize(alpha: np.ndarray) -> np.ndarray:
+    """Ground-truth mask: alpha above 128/255 (PySODMetrics' `gt > 128` on the uint8 matte)."""
+    return alpha * 255 > 128
+
+
+def _level_counts(prediction: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each threshold t = 0..255: predicted-foreground pixels (level >= t) inside and outside the mask."""
+    levels = (prediction * 255).astype(np.uint8)  # truncation, as the reference code does
+    inside = np.bincount(levels[mask], minlength=LEVELS)
+    outside = np.bincount(levels[~mask], minlength=LEVELS)
+    return np.cumsum(inside[::-1])[::-1], np.cumsum(outside[::-1])[::-1]
+
+
+def _f_measure(precision, recall, beta2: float = BETA2):
+    numerator = (1 + beta2) * precision * recall
+    return numerator / np.where(numerator == 0, 1, beta2 * precision + recall)
+
+
+def f_curve(prediction: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """F-measure (beta^2 = 0.3) at the 256 thresholds; prediction HxW in [0, 1], mask HxW bool."""
+    true_positive, false_positive = _level_counts(prediction, mask)
+    precision = true_positive / np.maximum(true_positive + false_positive, 1)
+    recall = true_positive / max(int(mask.sum()), 1)
+    return _f_measure(precision, recall)
+
+
+def adaptive_f(prediction: np.ndarray, mask: np.ndarray) -> float:
+    """F-measure at the threshold min(2 * mean(prediction), 1)."""
+    binary = prediction >= min(2 * prediction.mean(), 1)
+    hits = int((binary & mask).sum())
+    if hits == 0:
+        return 0.0
+    return float(_f_measure(hits / int(binary.sum()), hits / int(mask.sum())))
+
+
+def _object_score(values: np.ndarray) -> float:
+    mean = values.mean()
+    spread = values.std(ddof=1) if values.size > 1 else 0.0
+    return 2 * mean / (mean**2 + 1 + spread + EPS)
+
+
+def _ssim(prediction: np.ndarray, mask: np.ndarray) -> float:
+    """The S-measure's region similarity of one quadrant (global statistics, not windowed)."""
+    n = prediction.size
+    truth = mask.astype(np.float64)
+    mean_p, mean_t = prediction.mean(), truth.mean()
+    var_p = ((prediction - mean_p) ** 2).sum() / (n - 1 + EPS)
+    var_t = ((truth - mean_t) ** 2).sum() / (n - 1 + EPS)
+    cov = ((prediction - mean_p) * (truth - mean_t)).sum() / (n - 1 + EPS)
+    numerator = 4 * mean_p * mean_t * cov
+    denominator = (mean_p**2 + mean_t**2) * (var_p + var_t)
+    if numerator != 0:
+        return numerator / (denominator + EPS)
+    return 1.0 if denominator == 0 else 0.0
+
+
+def s_measure(prediction: np.ndarray, mask: np.ndarray, weight: float = 0.5) -> float:
+    """Structure measure (Fan et al. 2017): weight * object score + (1 - weight) * region score."""
+    share = mask.mean()
+    if share == 0:
+        return float(1 - prediction.mean())
+    if share == 1:
+        return float(prediction.mean())
+    objects = share * _object_score(prediction[mask]) + (1 - share) * _object_score(1 - prediction[~mask])
+    height, width = mask.shape
+    cy, cx = (int(v) + 1 for v in np.argwhere(mask).mean(axis=0).round())  # +1: MATLAB's 1:X ranges
+    quadrants = [
+        (rows, cols) for rows in (slice(0, cy), slice(cy, height)) for cols in (slice(0, cx), slice(cx, width))
+    ]
+    regions = 0.0
+    for rows, cols in quadrants:
+        area = (rows.stop - rows.start) * (cols.stop - cols.start)
+        if area:  # a centroid on the last row or column leaves two quadrants empty
+            regions += _ssim(prediction[rows, cols], mask[rows, cols]) * area / (height * width)
+    return float(max(0.0, weight * objects + (1 - weight) * regions))
+
+
+def _enhanced_alignment(fg_in, fg_out, n_mask: int, n: int):
+    """Sum of the enhanced alignment matrix from the four pixel counts (vectorised over thresholds)."""
+    predicted = fg_in + fg_out
+    if n_mask == 0:
+        return n - predicted
+    if n_mask == n:
+        return predicted
+    mean_p, mean_t = predicted / n, n_mask / n
+    bg_in = n_mask - fg_in
+    bg_out = n - predicted - bg_in
+    total = 0.0
+    for count, p, t in (
+        (fg_in, 1 - mean_p, 1 - mean_t),
+        (fg_out, 1 - mean_p, -mean_t),
+        (bg_in, -mean_p, 1 - mean_t),
+        (bg_out, -mean_p, -mean_t),
+    ):
+        align = 2 * p * t / (p**2 + t**2 + EPS)
+        total = total + (align + 1) ** 2 / 4 * count
+    return total
+
+
+def e_curve(prediction: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """E-measure (Fan et al. 2018) at the 256 thresholds."""
+    fg_in, fg_out = _level_counts(prediction, mask)
+    return _enhanced_alignment(fg_in, fg_out, int(mask.sum()), mask.size) / (mask.size - 1 + EPS)
+
+
+def adaptive_e(prediction: np.ndarray, mask: np.ndarray) -> float:
+    binary = prediction >= min(2 * prediction.mean(), 1)
+    fg_in, fg_out = int((binary & mask).sum()), int((binary & ~mask).sum())
+    return float(_enhanced_alignment(fg_in, fg_out, int(mask.sum()), mask.size) / (mask.size - 1 + EPS))
+
+
+def _matlab_gaussian(size: int, sigma: float) -> np.ndarray:
+    """fspecial('gaussian', size, sigma)."""
+    half = (size - 1) / 2
+    y, x = np.ogrid[-half : half + 1, -half : half + 1]
+    kernel = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    kernel[kernel < np.finfo(kernel.dtype).eps * kernel.max()] = 0
+    return kernel / kernel.sum()
+
+
+def weighted_f(prediction: np.ndarray, mask: np.ndarray, beta2: float = 1.0) -> float:
+    """Weighted F-measure (Margolin et al. 2014); 0 when the mask is empty."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        return 0.0
+    distance, (rows, cols) = distance_transform_edt(~mask, return_indices=True)  # to the nearest mask pixel
+    error = np.abs(prediction - mask)
+    spread = error[rows, cols]  # outside the mask: the error at the nearest mask pixel (pixel dependency)
+    smoothed = cv2.filter2D(spread, -1, _matlab_gaussian(7, 5), borderType=cv2.BORDER_CONSTANT)
+    error = np.where(mask & (smoothed < error), smoothed, error)
+    weighted = error * np.where(mask, 1.0, 2 - np.exp(np.log(0.5) / 5 * distance))  # pixel importance
+    true_positive = mask.sum() - weighted[mask].sum()
+    recall = 1 - weighted[mask].mean()
+    precision = true_positive / (true_positive + weighted[~mask].sum() + EPS)
+    return float((1 + beta2) * recall * precision / (recall + beta2 * precision + EPS))
+
+
+def _gaussian_derivative_kernels(sigma: float = 1.4) -> tuple[np.ndarray, np.ndarray]:
+    """Deep Image Matting's `gaussgradient` kernels (x derivative, y derivative), unit L2 norm."""
+    half = int(np.ceil(sigma * np.sqrt(-2 * np.log(np.sqrt(2 * np.pi) * sigma * 1e-2))))
+    u = np.arange(-half, half + 1, dtype=np.float64)
+    gauss = np.exp(-(u**2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
+    kernel_x = gauss[:, None] * (-u * gauss / sigma**2)[None, :]
+    kernel_x /= np.sqrt((kernel_x**2).sum())
+    return kernel_x, kernel_x.T
+
+
+def _gradient_magnitude(alpha: np.ndarray) -> np.ndarray:
+    kernel_x, kernel_y = _gaussian_derivative_kernels()
+    # flipped kernels: MATLAB's imfilter(..., 'conv'); cv2.filter2D correlates
+    gx = cv2.filter2D(alpha, cv2.CV_64F, kernel_x[::-1, ::-1], borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.filter2D(alpha, cv2.CV_64F, kernel_y[::-1, ::-1], borderType=cv2.BORDER_REPLICATE)
+    return np.sqrt(gx**2 + gy**2)
+
+
+def gradient_error(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray) -> float:
+    """Sum over `region` of the squared difference of Gaussian gradient magnitudes, / 1000."""
+    difference = (_gradient_magnitude(prediction) - _gradient_magnitude(alpha)) ** 2
+    return float(difference[region].sum() / 1000)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    if count <= 1:
+        return np.zeros_like(mask)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def connectivity_error(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray, step: float = 0.1) -> float:
+    """Deep Image Matting's connectivity error over `region`, / 1000."""
+    thresholds = [round(i * step, 10) for i in range(int(round(1 / step)) + 1)]
+    level = np.full(alpha.shape, -1.0)
+    for previous, threshold in zip(thresholds, thresholds[1:]):
+        connected = _largest_component((prediction >= threshold) & (alpha >= threshold))
+        level[(level == -1) & ~connected] = previous
+    level[level == -1] = 1.0
+
+    def phi(values: np.ndarray) -> np.ndarray:
+        d = values - level
+        return 1 - d * (d >= 0.15)
+
+    return float(np.abs(phi(prediction) - phi(alpha))[region].sum() / 1000)
+
+
+def matting_scores(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray | None = None) -> dict[str, float]:
+    """SAD / 1000, MSE, gradient / 1000, connectivity / 1000 (and MAE) over `region` (default: all pixels)."""
+    region = np.ones(alpha.shape, bool) if region is None else region
+    difference = (prediction - alpha)[region]
+    count = max(int(region.sum()), 1)
+    return {
+        "mae": float(np.abs(difference).sum() / count),
+        "sad": float(np.abs(difference).sum() / 1000),
+        "mse": float((difference**2).sum() / count),
+        "grad": gradient_error(prediction, alpha, region),
+        "conn": connectivity_error(prediction, alpha, region),
+    }
+
+
+def image_scores(
+    prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None, matting: bool = True
+) -> dict[str, Any]:
+    """All measures of one image. prediction, alpha: HxW float in [0, 1] (the same size); trimap: HxW uint8
+    with 128 in the unknown band, or None. Curves ("f_curve", "e_curve") are 256-vectors."""
+    prediction, alpha = np.asarray(prediction, np.float64), np.asarray(alpha, np.float64)
+    if prediction.shape != alpha.shape:
+        raise ValueError(f"prediction {prediction.shape} and alpha {alpha.shape} differ in size")
+    mask = binarize(alpha)
+    scores: dict[str, Any] = {"mae": float(np.abs(prediction - alpha).mean()), "f_curve": f_curve(prediction, mask)}
+    if not matting:
+        return scores
+    scores.update(
+        adaptive_f=adaptive_f(prediction, mask),
+        s_measure=s_measure(prediction, mask),
+        e_curve=e_curve(prediction, mask),
+        adaptive_e=adaptive_e(prediction, mask),
+        weighted_f=weighted_f(prediction, mask),
+    )
+    scores.update({key: value for key, value in matting_scores(prediction, alpha).items() if key != "mae"})
+    if trimap is not None:
+        scores["unknown"] = matting_scores(prediction, alpha, trimap == 128)
+    return scores
 
 
 class Meter:
-    """Accumulates MAE and per-threshold precision/recall counts over batches; max-F as in the literature
-    (thresholds 0..255 on the prediction, ground truth binarised at 0.5, F per image, averaged, then max)."""
+    """Accumulates `image_scores` over a data set. `full=False` keeps only MAE and the F curve (training's
+    validation); `result()` gives the dataset figures."""
 
-    def __init__(self, thresholds: int = 256):
-        self.thresholds = torch.linspace(0, 1, thresholds)
-        self.mae_sum, self.count = 0.0, 0
-        self.f_sum = torch.zeros(thresholds, dtype=torch.float64)
+    def __init__(self, full: bool = True):
+        self.full = full
+        self.images: list[dict[str, Any]] = []
 
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """prediction, target: Nx1xHxW in [0, 1]."""
-        prediction, target = prediction.float().cpu(), target.float().cpu()
-        self.mae_sum += (prediction - target).abs().mean(dim=(1, 2, 3)).sum().item()
-        self.count += prediction.shape[0]
-        binary = target > 0.5
-        for image, truth in zip(prediction.flatten(1), binary.flatten(1)):
-            above = image[None, :] >= self.thresholds[:, None]
-            tp = (above & truth[None, :]).sum(dim=1).double()
-            precision = tp / above.sum(dim=1).clamp(min=1)
-            recall = tp / truth.sum().clamp(min=1)
-            f = (1 + BETA2) * precision * recall / (BETA2 * precision + recall).clamp(min=1e-12)
-            self.f_sum += f
+    def add(self, prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None) -> dict[str, Any]:
+        scores = image_scores(prediction, alpha, trimap, matting=self.full)
+        self.images.append(scores)
+        return scores
 
-    def result(self) -> dict[str, float]:
-        return {"mae": self.mae_sum / max(1, self.count), "max_f": float((self.f_sum / max(1, self.count)).max())}
+    def update(self, prediction, target) -> None:
+        """A batch: prediction, target Nx1xHxW torch tensors in [0, 1]."""
+        for p, t in zip(prediction.detach().float().cpu().numpy(), target.detach().float().cpu().numpy()):
+            self.add(p[0], t[0])
+
+    def result(self) -> dict[str, Any]:
+        if not self.images:
+            return {"n": 0}
+        result: dict[str, Any] = {"n": len(self.images)}
+        for key in self.images[0]:
+            if key in ("f_curve", "e_curve"):
+                curve = np.mean([image[key] for image in self.images], axis=0)
+                prefix = key[0]
+                result[f"max_{prefix}"], result[f"mean_{prefix}"] = float(curve.max()), float(curve.mean())
+            elif key != "unknown":
+                result[key] = float(np.mean([image[key] for image in self.images]))
+        if "mean_e" in result:
+            result["e_measure"] = result.pop("mean_e")  # the mean E-measure, as DIS and IS-Net report it
+        unknown = [image["unknown"] for image in self.images if "unknown" in image]
+        if unknown:
+            result["unknown"] = {"n": len(unknown), **{k: float(np.mean([u[k] for u in unknown])) for k in unknown[0]}}
+        return result

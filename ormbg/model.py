@@ -8,6 +8,8 @@ metrics. Any input size works: pooling uses ceil mode and every upsampling targe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,3 +113,23 @@ class ORMBG(nn.Module):
             decoded.append(hidden)
         features = list(reversed(decoded))  # stage1d, stage2d, ..., stage5d, stage6
         return [upsample_like(getattr(self, f"side{i}")(feature), x) for i, feature in enumerate(features, start=1)]
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the published weights are `ormbg.pth` in the Hub repo "
+            "schirrmacher/ormbg (huggingface-cli download schirrmacher/ormbg ormbg.pth)"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+    model.load_state_dict(
+        {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}, strict=True
+    )

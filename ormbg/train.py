@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
-from ormbg.model import ORMBG
+from ormbg.model import ORMBG, load_weights
 from ormbg.plot import plot_curves
 
 DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
@@ -78,26 +78,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: the published weights are `ormbg.pth` in the Hub repo "
-            "schirrmacher/ormbg (huggingface-cli download schirrmacher/ormbg ormbg.pth)"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state)
-    model.load_state_dict(
-        {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}, strict=True
-    )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -219,7 +199,7 @@ class Trainer:
         self.model.eval()
         results = {}
         for name, samples in self.val_sets.items():
-            meter = Meter()
+            meter = Meter(full=False)
             loader = DataLoader(
                 EvalSet(samples, self.config.size),
                 batch_size=self.config.batch_size,

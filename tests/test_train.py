@@ -9,9 +9,8 @@ from datagen.io import read_alpha
 from datagen.procedural import draw_background, draw_person
 from datagen.records import iter_samples, write_sample
 from ormbg.data import Recipe, Source
-from ormbg.metrics import Meter
-from ormbg.model import ORMBG
-from ormbg.train import TrainConfig, load_weights, run_train
+from ormbg.model import ORMBG, load_weights
+from ormbg.train import TrainConfig, run_train
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +109,6 @@ def test_recipe_from_the_command_line():
     assert recipe.train[0] == Source("datasets/composites", "train", 0.6)
     assert recipe.train[1] == Source("datasets/p3m", "train", 1.0)
     assert recipe.validation == (Source("datasets/p3m", "test", 1.0),)
-
-
-def test_metrics_perfect_and_hand_computed():
-    target = torch.zeros(1, 1, 2, 2)
-    target[0, 0, 0, 0] = 1
-    meter = Meter()
-    meter.update(target.clone(), target)
-    assert meter.result() == {"mae": 0.0, "max_f": pytest.approx(1.0)}
-    prediction = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]]])
-    meter = Meter()
-    meter.update(prediction, target)
-    assert meter.result()["mae"] == pytest.approx(0.5 / 4)
-    # at threshold > 0.5 only the true pixel is positive: precision 1, recall 1
-    assert meter.result()["max_f"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow
