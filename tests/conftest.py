@@ -73,3 +73,23 @@ def directory_bytes(out) -> dict[str, bytes]:
         for p in sorted(out.rglob("*"))
         if p.is_file() and not (p.name.startswith("run.") and p.suffix == ".json")
     }
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A published-layout ORMBG state dict (`ormbg.pth`) with random weights and random batch-norm statistics,
+    so that its mattes vary across the image like a trained model's (default statistics give ~0.5 everywhere)."""
+    import torch
+
+    from ormbg.model import ORMBG
+
+    torch.manual_seed(0)
+    model = ORMBG()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    model.side1.weight.data.mul_(50)  # logits of a few units, as a trained model gives
+    path = tmp_path_factory.mktemp("weights") / "ormbg.pth"
+    torch.save(model.state_dict(), path)
+    return path

@@ -1,0 +1,270 @@
+"""`python -m ormbg.evaluate`: score ORMBG, or mattes any model wrote, on dataset directories.
+
+    python -m ormbg.evaluate --checkpoint ormbg.pth --data datasets/p3m:test --data datasets/ppm100 --json eval.json
+    python -m ormbg.evaluate --predictions other_model/ --data datasets/p3m:test      # PNGs named <id>.png
+    python -m ormbg.evaluate --checkpoint runs/x/best.safetensors --data datasets/p3m:test --worst 16
+
+Protocol: each image is resized to --size x --size (area when shrinking, linear when enlarging), the predicted
+matte is resized back (linear) to the ground truth's size, and every measure is computed at that size on the
+matte as predicted (no min-max stretch). Predictions given as files are resized the same way when their size
+differs. The measures and their units are those of `ormbg.metrics`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datagen.io import encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.records import iter_samples, splits
+from ormbg.data import prepare
+from ormbg.metrics import Meter
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [  # (JSON key, Markdown header)
+    ("n", "n"),
+    ("mae", "MAE"),
+    ("max_f", "maxF"),
+    ("mean_f", "meanF"),
+    ("adaptive_f", "adpF"),
+    ("s_measure", "Sm"),
+    ("e_measure", "Em"),
+    ("weighted_f", "wF"),
+    ("sad", "SAD"),
+    ("mse", "MSE"),
+    ("grad", "Grad"),
+    ("conn", "Conn"),
+]
+UNITS = (
+    "Alpha in [0, 1]. MAE and MSE: means over pixels. SAD, Grad and Conn: sums over the image divided by 1000, "
+    "as the matting papers report them. F-measures: beta^2 = 0.3 (weighted F: beta^2 = 1); Em is the mean "
+    "E-measure; ground truth binarised at 128/255 for the segmentation measures."
+)
+
+
+def resolve_split(spec: str) -> tuple[Path, str]:
+    """`DIR[:SPLIT]` -> (DIR, SPLIT); without a split: test, else validation, else the only split."""
+    path, _, split = spec.partition(":")
+    root = Path(path)
+    present = splits(root)
+    if not present:
+        raise FileNotFoundError(f"{root} is not a dataset directory (no <split>/metadata.jsonl)")
+    if split:
+        if split not in present:
+            raise ValueError(f"{root} has no split {split!r} (it has {', '.join(present)})")
+        return root, split
+    for candidate in ("test", "validation"):
+        if candidate in present:
+            return root, candidate
+    if len(present) == 1:
+        return root, present[0]
+    raise ValueError(f"{root} has splits {', '.join(present)}: say which, as {root}:SPLIT")
+
+
+class ScoredSet(Dataset):
+    """Samples of one split with image and alpha: the prepared pixels (or a prediction read from a folder),
+    the ground truth at its own size, and the trimap where there is one."""
+
+    def __init__(self, root: Path, split: str, size_px: int, predictions: Path | None = None):
+        self.samples = sorted(
+            (s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id
+        )
+        if not self.samples:
+            raise ValueError(f"{root}/{split} has no image + alpha samples")
+        self.size_px, self.predictions = size_px, predictions
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        alpha = read_alpha(sample.path("alpha"))
+        item = {"id": sample.id, "image_path": str(sample.path("image")), "alpha": alpha, "trimap": None}
+        if sample.path("trimap"):
+            item["trimap"] = read_alpha(sample.path("trimap"))
+        if self.predictions is None:
+            item["pixels"] = prepare(read_image(sample.path("image")), self.size_px)
+            return item
+        path = self.predictions / f"{sample.id}.png"
+        if not path.is_file():
+            item["prediction"] = None
+            return item
+        prediction = read_alpha(path).astype(np.float64) / 255
+        if prediction.shape != alpha.shape:
+            prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        item["prediction"] = prediction
+        return item
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    data: tuple[str, ...]  # DIR[:SPLIT] of each dataset
+    checkpoint: Path | None = None  # ours (.pt, .safetensors) or the published ormbg.pth
+    onnx: Path | None = None  # an export of `python -m ormbg.export`
+    predictions: Path | None = None  # instead of a model: <id>.png mattes that another model wrote
+    size: int = 1024  # model input side, px
+    batch_size: int = 4
+    workers: int = 2
+    device: str = "auto"
+    precision: str = "fp32"
+    worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
+    worst_dir: Path = Path(".")
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.checkpoint, self.onnx, self.predictions)) != 1:
+            raise ValueError("give exactly one of --checkpoint, --onnx and --predictions")
+        if not self.data:
+            raise ValueError("give at least one --data DIR[:SPLIT]")
+        if self.predictions is not None and not Path(self.predictions).is_dir():
+            raise FileNotFoundError(f"--predictions {self.predictions} is not a folder")
+
+    def protocol(self) -> str:
+        source = (
+            f"predictions read from {self.predictions} (resized linearly to the ground truth where sizes differ)"
+            if self.predictions
+            else f"{self.checkpoint or self.onnx} at {self.size}x{self.size} px input (area/linear resize, aspect "
+            f"not kept), matte resized back linearly to the ground truth's size, {self.precision}"
+        )
+        return f"{source}; measures at the ground truth's resolution; no min-max stretch of the matte"
+
+
+class WorstSamples:
+    """The n samples with the largest MAE, with their predicted mattes (uint8) for a contact sheet."""
+
+    def __init__(self, n: int):
+        self.n, self.heap = n, []
+
+    def offer(self, mae: float, item: dict[str, Any], prediction: np.ndarray) -> None:
+        if self.n <= 0:
+            return
+        entry = (mae, item["id"], item["image_path"], item["alpha"], np.round(prediction * 255).astype(np.uint8))
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, entry)
+        elif mae > self.heap[0][0]:
+            heapq.heapreplace(self.heap, entry)
+
+    def write_sheet(self, path: Path) -> None:
+        from datagen.preview import tile_sheet
+
+        rows = []
+        for mae, sample_id, image_path, alpha, prediction in sorted(self.heap, reverse=True):
+            error = cv2.applyColorMap(cv2.absdiff(alpha, prediction), cv2.COLORMAP_INFERNO)[..., ::-1]
+            grey = [np.repeat(a[..., None], 3, axis=2) for a in (alpha, prediction)]
+            rows.append((f"{sample_id}  MAE {mae:.4f}", [read_image(image_path), *grey, error]))
+        write_atomic(path, encode_png(tile_sheet(rows)))
+
+
+def evaluate_dataset(config: EvaluateConfig, spec: str, predictor) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    root, split = resolve_split(spec)
+    dataset = ScoredSet(root, split, config.size, config.predictions)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
+    meter, worst, missing = Meter(), WorstSamples(config.worst), []
+    for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
+        if predictor is not None:
+            pixels = torch.stack([item["pixels"] for item in batch])
+            predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
+        else:
+            predictions = [item["prediction"] for item in batch]
+        for item, prediction in zip(batch, predictions):
+            if prediction is None:
+                missing.append(item["id"])
+                continue
+            alpha = item["alpha"].astype(np.float64) / 255
+            scores = meter.add(prediction, alpha, item["trimap"])
+            worst.offer(scores["mae"], item, prediction)
+    if missing and len(missing) == len(dataset):
+        raise FileNotFoundError(f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {spec}")
+    if missing:
+        log.warning("%s: %d predictions missing (first: %s); scored the others", spec, len(missing), missing[0])
+    result = meter.result()
+    result["missing"] = len(missing)
+    if config.worst:
+        sheet = Path(config.worst_dir) / f"worst-{root.name}-{split}.png"
+        worst.write_sheet(sheet)
+        result["worst_sheet"] = str(sheet)
+    return result
+
+
+def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """{"protocol": ..., "datasets": {"DIR:SPLIT": {n, mae, max_f, ..., conn[, unknown: {...}]}}}."""
+    predictor = None
+    if config.predictions is None:
+        from ormbg.infer import Predictor
+
+        predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+    datasets = {}
+    for spec in config.data:
+        root, split = resolve_split(spec)
+        datasets[f"{root}:{split}"] = evaluate_dataset(config, spec, predictor)
+    return {"protocol": config.protocol(), "units": UNITS, "datasets": datasets}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The report as Markdown: protocol and units, one row per dataset, and the trimap band where present."""
+
+    def cell(value) -> str:
+        return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+    lines = [f"Protocol: {report['protocol']}.", "", report["units"], ""]
+    lines += ["| dataset | " + " | ".join(h for _, h in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, scores in report["datasets"].items():
+        lines.append(f"| {name} | " + " | ".join(cell(scores[k]) for k, _ in COLUMNS) + " |")
+    banded = {name: s["unknown"] for name, s in report["datasets"].items() if "unknown" in s}
+    if banded:
+        keys = ["n", "sad", "mse", "grad", "conn"]
+        lines += ["", "Trimap unknown band (trimap = 128; MSE a mean over the band):", ""]
+        lines += ["| dataset | n | SAD | MSE | Grad | Conn |", "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | " + " | ".join(cell(band[k]) for k in keys) + " |" for name, band in banded.items()]
+    return "\n".join(lines) + "\n"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", multiple=True, required=True, help="Dataset DIR[:SPLIT] (repeatable; default split: test).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
+@click.option("--onnx", type=click.Path(path_type=Path), default=None, help="An ONNX export, run with onnxruntime.")
+@click.option("--predictions", type=click.Path(path_type=Path), default=None, help="Folder of <id>.png mattes.")
+@click.option("--size", type=int, default=1024, show_default=True, help="Model input side in px.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table.")
+@click.option("--worst", type=int, default=0, help="Contact sheet of the N worst samples per dataset.")
+@click.option("--worst-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="[beside --json]")
+@click.option("--progress/--no-progress", default=True)
+def main(data, json_path, markdown, worst_dir, **options) -> None:
+    """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    worst_dir = worst_dir or (json_path.parent if json_path else Path("."))
+    try:
+        report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    table = markdown_table(report)
+    click.echo(table, nl=False)
+    if json_path:
+        write_json(json_path, report)
+    if markdown:
+        write_atomic(markdown, table.encode())
+
+
+if __name__ == "__main__":
+    main()

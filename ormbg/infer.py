@@ -1,0 +1,241 @@
+"""`python -m ormbg.infer`: cut people out of images with ORMBG (PyTorch weights or an ONNX export).
+
+    python -m ormbg.infer photos/ -o cutouts/ --checkpoint ormbg.pth                # RGBA PNG cutouts
+    python -m ormbg.infer a.jpg b.png -o out/ --checkpoint runs/x/best.safetensors --mode alpha
+    python -m ormbg.infer photos/ -o out/ --onnx ormbg.onnx --mode composite --color "#00ff00"
+
+Each image is resized to the model's input size and its matte resized back, so every output keeps its
+image's size; outputs keep the input names (relative paths under a folder are kept). The matte is the
+model's probability, with no per-image min-max stretch (a stretch invents a subject where there is none).
+Existing outputs are kept (the run resumes); `--overwrite` redoes them. Unreadable images are skipped and
+listed in `skipped.jsonl` in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+import torch
+
+from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
+from ormbg.data import prepare
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+MODES = ("rgba", "alpha", "composite")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Predictor:
+    """Alpha mattes from ORMBG: `predict(pixels, sizes)` on prepared batches, or `__call__(images)` on
+    HxWx3 uint8 images. Returns HxW float32 mattes in [0, 1] at each image's own size."""
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        onnx: str | os.PathLike | None = None,
+        size_px: int = 1024,
+        device: str = "auto",
+        precision: str = "fp32",
+    ):
+        if (checkpoint is None) == (onnx is None):
+            raise ValueError("give exactly one of a checkpoint (ormbg.pth, .pt, .safetensors) and an ONNX model")
+        self.size_px, self.session, self.model = size_px, None, None
+        if onnx is not None:
+            self.session = _onnx_session(onnx)
+            return
+        from ormbg.model import ORMBG, load_weights
+
+        self.device = pick_device(device)
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        model = ORMBG()
+        load_weights(model, checkpoint)
+        self.model = model.eval().to(self.device)
+
+    @torch.no_grad()
+    def predict(self, pixels: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """pixels: Nx3xSxS from `ormbg.data.prepare`; sizes: (height, width) of each original image."""
+        if self.session is not None:
+            probability = self.session.run(["alpha"], {"image": pixels.numpy()})[0][:, 0]
+        else:
+            pixels = pixels.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.model(pixels)[0]
+            probability = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return [
+            np.clip(cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+            for p, (height, width) in zip(probability.astype(np.float32), sizes)
+        ]
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        pixels = torch.stack([prepare(image, self.size_px) for image in images])
+        return self.predict(pixels, [image.shape[:2] for image in images])
+
+
+def _onnx_session(path: str | os.PathLike):
+    import onnxruntime
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist: make it with `python -m ormbg.export --checkpoint ...`")
+    providers = [
+        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
+    ]
+    return onnxruntime.InferenceSession(str(path), providers=providers)
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#rrggbb', 'rrggbb', 'white', 'black', 'green' -> RGB."""
+    named = {"white": "ffffff", "black": "000000", "green": "00ff00", "grey": "808080", "gray": "808080"}
+    value = named.get(text.lower(), text.lstrip("#"))
+    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"colour {text!r}: give #rrggbb or one of {sorted(named)}")
+    return tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def list_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """(image path, output stem relative to the output folder) for files and folders (searched recursively)."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+                found.append((path, path.relative_to(item).with_suffix("")))
+        elif item.is_file():
+            found.append((item, Path(item.stem)))
+        else:
+            raise FileNotFoundError(f"{item} is neither an image file nor a folder")
+    stems = [stem for _, stem in found]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two inputs would write the same output name: give them from different folders")
+    return found
+
+
+def output_path(out: Path, stem: Path, source: Path, mode: str) -> Path:
+    """Cutouts and mattes are PNG; a composite keeps a JPEG input's format."""
+    keep_jpeg = mode == "composite" and source.suffix.lower() in (".jpg", ".jpeg")
+    return out / stem.with_suffix(".jpg" if keep_jpeg else ".png")
+
+
+def render(image: np.ndarray, alpha: np.ndarray, mode: str, color: tuple[int, int, int], path: Path) -> bytes:
+    """The encoded output for one image: RGBA cutout, alpha matte, or a composite over `color`."""
+    alpha_u8 = np.round(alpha * 255).astype(np.uint8)
+    if mode == "alpha":
+        return encode_png(alpha_u8)
+    if mode == "rgba":
+        return encode_png(np.dstack([image, alpha_u8]))
+    weight = alpha_u8[..., None].astype(np.float32) / 255
+    composite = np.round(image * weight + np.array(color, np.float32) * (1 - weight)).astype(np.uint8)
+    return encode_jpeg(composite) if path.suffix == ".jpg" else encode_png(composite)
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    inputs: tuple[str, ...]
+    out: Path
+    checkpoint: Path | None = None
+    onnx: Path | None = None
+    mode: str = "rgba"  # rgba cutouts, alpha mattes, or composites over `color`
+    color: str = "#ffffff"
+    size: int = 1024  # model input side, px
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "fp32"
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.size < 32 or self.batch_size < 1:
+            raise ValueError("size must be >= 32 and batch_size >= 1")
+        parse_color(self.color)
+
+
+@dataclass
+class InferResult:
+    written: int = 0
+    kept: int = 0
+    skipped: int = 0
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_infer(config: InferConfig) -> InferResult:
+    """Write one output per input image into config.out; returns the counts."""
+    from tqdm import tqdm
+
+    out = Path(config.out)
+    items = [(source, output_path(out, stem, source, config.mode)) for source, stem in list_images(config.inputs)]
+    result = InferResult(kept=sum(1 for _, target in items if target.exists()) if not config.overwrite else 0)
+    todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
+    predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+    color, skipped = parse_color(config.color), []
+    with tqdm(total=len(todo), desc="infer", unit="img", disable=not config.progress) as bar:
+        for batch in _batches(todo, config.batch_size):
+            images, targets = [], []
+            for source, target in batch:
+                try:
+                    images.append(read_image(source))
+                    targets.append((source, target))
+                except ImageReadError as error:
+                    skipped.append({"path": str(source), "reason": str(error)})
+            if images:
+                for image, alpha, (_, target) in zip(images, predictor(images), targets):
+                    write_atomic(target, render(image, alpha, config.mode, color, target))
+                    result.written += 1
+            bar.update(len(batch))
+    result.skipped = len(skipped)
+    if skipped:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped).encode())
+    return result
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
+@click.option("--onnx", type=click.Path(path_type=Path), default=None, help="Run this ONNX export with onnxruntime.")
+@click.option("--mode", type=click.Choice(MODES), default="rgba", show_default=True, help="What to write.")
+@click.option("--color", default="#ffffff", show_default=True, help="Background of --mode composite.")
+@click.option("--size", type=int, default=1024, show_default=True, help="Model input side in px.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Redo outputs that exist.")
+@click.option("--progress/--no-progress", default=True)
+def main(inputs, **options) -> None:
+    """Write RGBA cutouts, alpha mattes or composites for image files and folders."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_infer(InferConfig(inputs=tuple(inputs), **options))
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"wrote {result.written}, kept {result.kept} existing, skipped {result.skipped} unreadable"
+        f"{' (see skipped.jsonl)' if result.skipped else ''}; outputs in {options['out']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from datagen.records import iter_samples
+from ormbg.evaluate import EvaluateConfig, main, resolve_split, run_evaluate
+from tests.conftest import write_demo_dataset
+
+SPEC_KEYS = {"n", "mae", "max_f", "mean_f", "adaptive_f", "s_measure", "e_measure", "weighted_f"}
+SPEC_KEYS |= {"sad", "mse", "grad", "conn"}
+
+
+def test_help():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "--predictions" in result.output and "--worst" in result.output
+
+
+def test_perfect_predictions_score_perfectly(tmp_path, dataset_dir):
+    """Mattes written by 'another model' that equal the ground truth: MAE 0, max-F 1, matting errors 0."""
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for sample in iter_samples(dataset_dir, "test"):
+        shutil.copy(sample.path("alpha"), predictions / f"{sample.id}.png")
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        main, ["--predictions", str(predictions), "--data", str(dataset_dir), "--json", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    scores = report["datasets"][f"{dataset_dir}:test"]
+    assert SPEC_KEYS <= set(scores)
+    assert scores["n"] == 2 and scores["missing"] == 0
+    assert scores["mae"] == 0 and scores["sad"] == 0 and scores["mse"] == 0 and scores["grad"] == 0
+    assert scores["conn"] == 0
+    assert scores["max_f"] == pytest.approx(1.0)
+    assert scores["unknown"]["n"] == 2 and scores["unknown"]["sad"] == 0  # the fixture has trimaps
+    assert "| dataset | n | MAE | maxF" in result.output and "unknown band" in result.output
+    assert "no min-max stretch" in report["protocol"]
+
+
+def test_missing_predictions_are_counted_and_none_is_an_error(tmp_path, dataset_dir):
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    config = EvaluateConfig(data=(str(dataset_dir),), predictions=predictions, workers=0, progress=False)
+    with pytest.raises(FileNotFoundError, match="none of the 2"):
+        run_evaluate(config)
+    first = sorted(iter_samples(dataset_dir, "test"), key=lambda s: s.id)[0]
+    alpha = np.asarray(Image.open(first.path("alpha")))
+    Image.fromarray(255 - alpha).save(predictions / f"{first.id}.png")  # the inverse: as wrong as it gets
+    scores = run_evaluate(config)["datasets"][f"{dataset_dir}:test"]
+    assert scores["n"] == 1 and scores["missing"] == 1
+    assert scores["mae"] == pytest.approx(np.abs(1 - 2 * alpha.astype(float) / 255).mean())
+
+
+def test_checkpoint_evaluation_with_worst_sheet(tmp_path, checkpoint):
+    data = tmp_path / "ds"
+    write_demo_dataset(data, n_train=3, n_test=3, size=(70, 45))
+    out = tmp_path / "report" / "eval.json"
+    args = ["--checkpoint", str(checkpoint), "--data", f"{data}:train", "--data", str(data), "--size", "64"]
+    args += ["--json", str(out), "--worst", "2", "--workers", "0", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    datasets = json.loads(out.read_text())["datasets"]
+    assert set(datasets) == {f"{data}:train", f"{data}:test"}
+    for scores in datasets.values():
+        assert scores["n"] == 3 and 0 < scores["mae"] < 1 and 0 <= scores["max_f"] <= 1
+    sheet = out.parent / "worst-ds-test.png"
+    assert sheet.is_file()
+    assert Image.open(sheet).size[1] > 2 * 64  # two rows
+
+
+def test_split_resolution(tmp_path, dataset_dir):
+    assert resolve_split(str(dataset_dir)) == (dataset_dir, "test")
+    assert resolve_split(f"{dataset_dir}:train") == (dataset_dir, "train")
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        resolve_split(f"{dataset_dir}:validation")
+    with pytest.raises(FileNotFoundError, match="not a dataset directory"):
+        resolve_split(str(tmp_path / "nothing"))
+
+
+def test_exactly_one_source_of_mattes(dataset_dir, checkpoint):
+    with pytest.raises(ValueError, match="exactly one"):
+        EvaluateConfig(data=(str(dataset_dir),))
+    with pytest.raises(ValueError, match="exactly one"):
+        EvaluateConfig(data=(str(dataset_dir),), checkpoint=checkpoint, predictions=dataset_dir)

@@ -1,0 +1,112 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from datagen.procedural import draw_background
+from ormbg.export import ExportConfig, run_export
+from ormbg.export import main as export_main
+from ormbg.infer import InferConfig, Predictor, main, parse_color, run_infer
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Images of odd sizes and formats, one in a subfolder, and one file that is not an image."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, (height, width) in {"a.jpg": (97, 131), "b.png": (50, 33), "sub/c.jpg": (120, 80)}.items():
+        Image.fromarray(draw_background(np.random.default_rng(len(name) + height), height, width)).save(folder / name)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_help():
+    for command in (main, export_main):
+        result = CliRunner().invoke(command, ["--help"])
+        assert result.exit_code == 0 and "--checkpoint" in result.output
+
+
+@pytest.mark.parametrize("mode", ["rgba", "alpha", "composite"])
+def test_outputs_keep_names_and_sizes(tmp_path, photos, checkpoint, mode):
+    out = tmp_path / "out"
+    args = [str(photos), "-o", str(out), "--checkpoint", str(checkpoint), "--size", "64", "--mode", mode]
+    result = CliRunner().invoke(main, [*args, "--batch-size", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 3" in result.output and "skipped 1" in result.output
+    suffix = ".jpg" if mode == "composite" else ".png"
+    for name, size in {"a": (131, 97), "sub/c": (80, 120)}.items():
+        image = Image.open(out / f"{name}{suffix}")
+        assert image.size == size
+        assert image.mode == {"rgba": "RGBA", "alpha": "L", "composite": "RGB"}[mode]
+    assert Image.open(out / "b.png").size == (33, 50)
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert skipped[0]["path"].endswith("broken.jpg") and "unreadable" in skipped[0]["reason"]
+
+
+def test_cutout_alpha_is_the_matte_and_colour_matches(tmp_path, photos, checkpoint):
+    image = np.asarray(Image.open(photos / "b.png"))
+    alpha = Predictor(checkpoint, size_px=64)([image])[0]
+    assert alpha.shape == image.shape[:2] and 0 <= alpha.min() and alpha.max() <= 1
+    assert alpha.max() - alpha.min() > 0.05  # the fixture's weights give a varying matte, not a constant
+    base = dict(inputs=(str(photos / "b.png"),), checkpoint=checkpoint, size=64, progress=False)
+    run_infer(InferConfig(out=tmp_path / "rgba", **base))
+    cutout = np.asarray(Image.open(tmp_path / "rgba/b.png"))
+    np.testing.assert_array_equal(cutout[..., :3], image)
+    np.testing.assert_array_equal(cutout[..., 3], np.round(alpha * 255).astype(np.uint8))
+    run_infer(InferConfig(out=tmp_path / "green", mode="composite", color="#00ff00", **base))
+    composite = np.asarray(Image.open(tmp_path / "green/b.png")).astype(float)
+    weight = cutout[..., 3:].astype(float) / 255
+    expected = image * weight + np.array([0, 255, 0]) * (1 - weight)
+    assert np.abs(composite - expected).max() <= 0.5 + 1e-9
+
+
+def test_rerun_keeps_outputs_and_overwrite_redoes_them(tmp_path, photos, checkpoint):
+    config = dict(inputs=(str(photos),), out=tmp_path / "out", checkpoint=checkpoint, size=64, progress=False)
+    assert run_infer(InferConfig(**config)).written == 3
+    again = run_infer(InferConfig(**config))
+    assert (again.written, again.kept) == (0, 3)
+    assert run_infer(InferConfig(overwrite=True, **config)).written == 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="colour"):
+        parse_color("blue-ish")
+    assert parse_color("#FF8000") == (255, 128, 0)
+    with pytest.raises(ValueError, match="exactly one"):
+        Predictor()
+
+
+def test_onnx_export_parity_and_weights_untouched(tmp_path, checkpoint, photos):
+    """fp32 export beside the weights: parity under 1e-3 on two input shapes, the weights byte-identical, and
+    `infer --onnx` gives the PyTorch mattes."""
+    weights = tmp_path / "ormbg.pth"
+    weights.write_bytes(checkpoint.read_bytes())
+    before = sha256(weights)
+    result = CliRunner().invoke(export_main, ["--checkpoint", str(weights), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "largest |onnx - torch|" in result.output
+    assert (tmp_path / "ormbg.onnx").is_file() and sha256(weights) == before
+    exported = run_export(ExportConfig(checkpoint=weights, out=tmp_path / "again.onnx", size=64))
+    assert exported.max_difference < 1e-3 and len(exported.checked_shapes) == 2
+    image = np.asarray(Image.open(photos / "a.jpg"))
+    torch_alpha = Predictor(checkpoint, size_px=64)([image])[0]
+    onnx_alpha = Predictor(onnx=tmp_path / "ormbg.onnx", size_px=64)([image])[0]
+    assert np.abs(torch_alpha - onnx_alpha).max() < 1e-3
+
+
+def test_export_refuses_to_overwrite_the_weights(tmp_path, checkpoint):
+    weights = tmp_path / "model.onnx"  # weights that happen to carry the output's name
+    weights.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(ValueError, match="checkpoint itself"):
+        ExportConfig(checkpoint=weights)
+    with pytest.raises(ValueError, match=r"must end in \.onnx"):
+        ExportConfig(checkpoint=checkpoint, out=tmp_path / "model.pth")
+    with pytest.raises(FileNotFoundError, match="schirrmacher/ormbg"):
+        ExportConfig(checkpoint=tmp_path / "missing.pth")
