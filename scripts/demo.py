@@ -1,96 +1,137 @@
-"""`make demo`: run what exists of the pipeline on the embedded default (procedural data, CPU, no downloads).
+"""`make demo`: the whole pipeline at small scale on the embedded default (procedural data, CPU, no downloads).
 
-Today that is: `datagen synth --backend procedural` (people and backgrounds) -> `datagen compose` ->
-`datagen import p3m` of a tiny P3M-10k layout built in code -> `datagen inspect` on every dataset ->
-`datagen preview` contact sheets. The stages that have not landed yet are listed at the end with their issue
-numbers; as they land, this script runs them too (issue #9 tracks the whole flow).
+    datagen synth --backend procedural (people, backgrounds) -> datagen compose -> datagen import p3m (a tiny
+    P3M-10k layout built in code) -> datagen inspect / preview -> python -m ormbg.train -> python -m
+    ormbg.evaluate -> python -m ormbg.infer on the held-out composites -> contact sheets
+
+Everything lands under --out (default runs/demo). A rerun resumes: finished stages are kept (datagen resumes
+by sample id, training from its last.pt); --overwrite starts over. The per-stage time and disk figures are
+printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from datagen.importers.samples import make_p3m_tree
-from datagen.records import reset_dataset
-
-MISSING = [
-    ("python -m ormbg.train", 6),
-    ("python -m ormbg.evaluate / infer / export", 7),
-    ("datagen push / pull", 8),
-]
 
 
-def datagen(*args: str) -> None:
-    """Run a `datagen` command as a user would, echoing it; stop the demo if it fails."""
-    print("$ datagen " + " ".join(args), flush=True)
-    if subprocess.run([sys.executable, "-m", "datagen", *args]).returncode != 0:
-        raise SystemExit(f"demo: `datagen {args[0]}` failed (see above)")
+def disk_mb(path: Path) -> float:
+    if not path.exists():
+        return 0.0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+class Demo:
+    """Runs each stage as a user would type it (a subprocess, echoed), timing it and measuring what it wrote."""
+
+    def __init__(self, out: Path):
+        self.out, self.report = out, []
+
+    def run(self, title: str, command: str) -> None:
+        """`command` as a user types it ("datagen ..." or "python -m ..."); it runs in this interpreter."""
+        print(f"$ {command}", flush=True)
+        program, *argv = shlex.split(command)
+        argv = ["-m", "datagen", *argv] if program == "datagen" else argv
+        before, started = disk_mb(self.out), time.time()
+        if not argv[:3] == ["-m", "datagen", "preview"]:
+            argv.append("--no-progress")  # the demo's log stays readable; every other command takes it
+        if subprocess.run([sys.executable, *argv]).returncode != 0:
+            raise SystemExit(f"demo: `{command}` failed (see above)")
+        self.report.append((title, time.time() - started, disk_mb(self.out) - before))
+
+
+def write_cutout_sheet(images: Path, cutouts: Path, out: Path, n: int = 6) -> None:
+    """Rows of composite | cutout over a checkerboard, for the first n cutouts."""
+    from datagen.compose import over
+    from datagen.io import encode_png, read_foreground, read_image, write_atomic
+    from datagen.preview import checkerboard, tile_sheet
+
+    rows = []
+    for path in sorted(cutouts.glob("*.png"))[:n]:
+        cutout = read_foreground(path)
+        height, width = cutout.shape[:2]
+        rows.append((path.stem, [read_image(images / f"{path.stem}.jpg"), over(cutout, checkerboard(height, width))]))
+    write_atomic(out, encode_png(tile_sheet(rows, 192)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything is written")
-    parser.add_argument("--n", type=int, default=48, help="composites to make")
+    parser.add_argument("--n", type=int, default=160, help="composites to make")
+    parser.add_argument("--people", type=int, default=32, help="procedural people to generate")
+    parser.add_argument("--steps", type=int, default=300, help="training steps")
+    parser.add_argument("--size", type=int, default=128, help="training and evaluation side, px")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     args = parser.parse_args()
 
-    started = time.time()
-    data = args.out / "datasets"
-    if args.overwrite:
-        for name in ("synth", "backgrounds", "composites", "p3m"):
-            reset_dataset(data / name)
-    seed = ["--seed", str(args.seed), "--no-progress"]
-    datagen("synth", "--backend", "procedural", "-n", "16", "--size", "256x384", "-o", str(data / "synth"), *seed)
-    datagen(
-        "synth",
-        "--backend",
-        "procedural",
-        "--kind",
-        "background",
-        "-n",
-        "8",
-        "--size",
-        "640x448",
-        "-o",
-        str(data / "backgrounds"),
-        *seed,
+    started, out = time.time(), args.out
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    demo, q = Demo(out), shlex.quote
+    data, run, seed = out / "datasets", out / "train", f"--seed {args.seed}"
+    synth, backgrounds, composites, p3m = (
+        q(str(data / name)) for name in ("synth", "backgrounds", "composites", "p3m")
     )
-    datagen(
-        "compose",
-        "--fg",
-        str(data / "synth"),
-        "--bg",
-        str(data / "backgrounds"),
-        "-n",
-        str(args.n),
-        "--size",
-        "256x320",
-        "--val-fraction",
-        "0.2",
-        "--seed",
-        str(args.seed),
-        "-o",
-        str(data / "composites"),
-        "--no-progress",
-    )
-    p3m_src = make_p3m_tree(args.out / "sources" / "P3M-10k", n_train=8, n_test=2, height=256, width=192)
-    datagen("import", "p3m", str(p3m_src), "--out", str(data / "p3m"), "--no-progress")
-    for name in ("synth", "backgrounds", "composites", "p3m"):
-        datagen("inspect", str(data / name), "--no-progress")
-    datagen("preview", str(data / "composites"), "--out", str(args.out / "composites.png"), "-n", "6")
-    datagen("preview", str(data / "p3m"), "--out", str(args.out / "p3m.png"), "-n", "4", "--split", "test")
+    people, n_backgrounds = args.people, max(4, args.people // 2)
 
-    print(f"\ndemo finished in {time.time() - started:.0f} s. Results:")
-    print(f"  {data}/{{synth,backgrounds,composites,p3m}}   dataset directories (datasets.load_dataset loads each)")
-    print(f"  {args.out / 'composites.png'}, {args.out / 'p3m.png'}   contact sheets: image | alpha | cutout")
-    print("\nNot built yet, so not part of the demo (see `issues`):")
-    for what, issue in MISSING:
-        print(f"  - {what}: issue #{issue}")
+    demo.run("synth people", f"datagen synth --backend procedural -n {people} --size 256x384 -o {synth} {seed}")
+    demo.run(
+        "synth backgrounds",
+        f"datagen synth --backend procedural --kind background -n {n_backgrounds} --size 640x448 "
+        f"-o {backgrounds} {seed}",
+    )
+    demo.run(
+        "compose",
+        f"datagen compose --fg {synth} --bg {backgrounds} -n {args.n} --size 256x320 --val-fraction 0.2 "
+        f"-o {composites} {seed}",
+    )
+    p3m_source = make_p3m_tree(out / "sources" / "P3M-10k", n_train=8, n_test=4, height=256, width=192)
+    demo.run("import p3m", f"datagen import p3m {q(str(p3m_source))} --out {p3m}")
+    for name in (synth, backgrounds, composites, p3m):
+        demo.run(f"inspect {Path(name).name}", f"datagen inspect {name}")
+    demo.run("preview", f"datagen preview {composites} --out {q(str(out / 'composites.png'))} -n 6")
+
+    resume = " --resume" if (run / "last.pt").is_file() else ""
+    demo.run(
+        "train",
+        f"python -m ormbg.train --data {composites}:train:0.8 --data {p3m}:train:0.2 --val {composites}:validation "
+        f"--val {p3m}:test --out {q(str(run))} --size {args.size} --batch-size 4 --max-steps {args.steps} "
+        f"--lr 1e-3 --warmup-steps {min(20, args.steps)} --val-every {max(1, args.steps // 6)} "
+        f"--log-every {max(1, args.steps // 30)} --workers 1 {seed}{resume}",
+    )
+    weights = q(str(run / "best.safetensors"))
+    demo.run(
+        "evaluate",
+        f"python -m ormbg.evaluate --checkpoint {weights} --data {composites}:validation --data {p3m}:test "
+        f"--size {args.size} --json {q(str(out / 'eval.json'))} --markdown {q(str(out / 'eval.md'))} --worst 4 "
+        "--workers 1",
+    )
+    images = data / "composites" / "validation" / "im"
+    cutouts = out / "cutouts"
+    demo.run(
+        "infer",
+        f"python -m ormbg.infer {q(str(images))} -o {q(str(cutouts))} --checkpoint {weights} --size {args.size}",
+    )
+    write_cutout_sheet(images, cutouts, out / "cutouts.png")
+
+    print(f"\ndemo finished in {time.time() - started:.0f} s. Per stage:")
+    print("| stage | seconds | wrote (MB) |\n|---|---:|---:|")
+    for title, seconds, megabytes in demo.report:
+        print(f"| {title} | {seconds:.1f} | {megabytes:.1f} |")
+    print(f"\nResults in {out}:")
+    print("  datasets/{synth,backgrounds,composites,p3m}   dataset directories (datasets.load_dataset loads each)")
+    print("  composites.png                  contact sheet of the composites: image | alpha | cutout")
+    print("  train/curves.png, metrics.jsonl loss and validation curves; best/last .pt and .safetensors")
+    print("  eval.md, eval.json, worst-*.png evaluation table and the worst samples: image | truth | matte | error")
+    print("  cutouts/, cutouts.png           RGBA cutouts of the held-out composites")
     return 0
 
 
