@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
-from ormbg.data import prepare
+from ormbg.data import normalize, prepare
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """pixels: Nx3xSxS from `ormbg.data.prepare`; sizes: (height, width) of each original image."""
+        """pixels: Nx3xSxS uint8 from `ormbg.data.prepare`; sizes: (height, width) of each original image."""
         if self.session is not None:
-            probability = self.session.run(["alpha"], {"image": pixels.numpy()})[0][:, 0]
+            probability = self.session.run(["alpha"], {"image": normalize(pixels).numpy()})[0][:, 0]
         else:
-            pixels = pixels.to(self.device)
+            pixels = normalize(pixels.to(self.device))
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                 logits = self.model(pixels)[0]
             probability = torch.sigmoid(logits.float())[:, 0].cpu().numpy()

@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples
+from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, normalize
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, load_weights
@@ -206,7 +206,7 @@ class Trainer:
                 num_workers=min(self.config.workers, 2),
             )
             for pixels, alpha in loader:
-                pixels = pixels.to(self.accelerator.device)
+                pixels = normalize(pixels.to(self.accelerator.device))
                 with self.accelerator.autocast():
                     logits = self.model(pixels)[0]
                 meter.update(torch.sigmoid(logits.float()), alpha)
@@ -261,7 +261,7 @@ class Trainer:
         while self.result.step < config.max_steps:
             for _ in range(config.grad_accum):
                 pixels, alpha = next(batches)
-                pixels, alpha = pixels.to(accelerator.device), alpha.to(accelerator.device)
+                pixels, alpha = normalize(pixels.to(accelerator.device)), alpha.to(accelerator.device)
                 if config.channels_last:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
                 with accelerator.autocast():
