@@ -166,25 +166,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return apply_orientation(rgb, orientation) if orientation != 1 else rgb
 
 
-def _read_plain_rgba_png(path: str | os.PathLike) -> np.ndarray | None:
-    """Fast path: an 8-bit RGBA PNG without EXIF rotation decoded by OpenCV (about 20% faster than Pillow).
+def _read_plain_png(path: str | os.PathLike, mode: str) -> np.ndarray | None:
+    """Fast path: an 8-bit PNG of Pillow `mode` ("RGBA" or "L") without EXIF rotation, decoded by OpenCV
+    (RGBA: about 20% faster than Pillow; L: about 15%). RGBA comes back as RGBA, L as HxW.
 
     None when the file is anything else (or fails to decode): the caller then takes the general path.
     """
     header = open_image(path, load=False)
     # Only an eXIf chunk before the pixels is seen without decoding (Pillow's getexif() would decode the whole
     # PNG to look for one after them, which defeats the purpose; such files are vanishingly rare).
-    if header.format != "PNG" or header.mode != "RGBA" or "exif" in header.info or is_16bit_png(path):
+    if header.format != "PNG" or header.mode != mode or "exif" in header.info or is_16bit_png(path):
         return None
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None or data.ndim != 3 or data.shape[2] != 4:
+    channels = {"RGBA": 4, "L": None}[mode]
+    if data is None or (data.shape[2] if data.ndim == 3 else None) != channels:
         return None
-    return cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA)
+    return cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA) if channels else data
 
 
 def read_foreground(path: str | os.PathLike) -> np.ndarray:
     """An RGBA foreground as HxWx4 uint8, straight alpha, upright; images without alpha get alpha 255."""
-    fast = _read_plain_rgba_png(path)
+    fast = _read_plain_png(path, "RGBA")
     if fast is not None:
         return fast
     array, mode, _ = read_pixels(path)
@@ -201,6 +203,9 @@ def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
     One channel as is; 16-bit scaled; RGBA or LA: its alpha channel; RGB: channel 0 (mattes stored as three
     equal channels); palette: its grey level. Never thresholded.
     """
+    fast = _read_plain_png(path, "L")  # the contract's own mattes: one-channel 8-bit PNG
+    if fast is not None:
+        return fast
     array, mode, _ = read_pixels(path, upright=upright)
     if mode in ("RGBA", "LA", "PA"):
         return np.ascontiguousarray(array[..., -1])

@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, normalize
+from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, init_worker, list_samples, normalize
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, load_weights
@@ -148,6 +148,7 @@ class Trainer:
             num_workers=config.workers,
             persistent_workers=config.workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=init_worker,
         )
         return iter(loader)
 
@@ -204,6 +205,7 @@ class Trainer:
                 EvalSet(samples, self.config.size),
                 batch_size=self.config.batch_size,
                 num_workers=min(self.config.workers, 2),
+                worker_init_fn=init_worker,
             )
             for pixels, alpha in loader:
                 pixels = normalize(pixels.to(self.accelerator.device))
