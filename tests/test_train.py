@@ -184,3 +184,25 @@ def test_the_model_fits_one_batch(composites):
     with torch.no_grad():
         mae = (torch.sigmoid(model(pixels)[0]) - alpha).abs().mean().item()  # batch statistics, as trained
     assert mae < 0.5 * alpha.mean().item(), (mae, alpha.mean().item())
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_run(tmp_path, composites):
+    """`accelerate launch` with two CPU processes (DDP over gloo): one metrics.jsonl without duplicated rows,
+    checkpoints written once and loadable, as the rank-0-writes rule promises."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ormbg.train"]
+    command += ["--data", f"{composites}:train", "--val", f"{composites}:validation", "--size", "64"]
+    command += ["--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--log-every", "1", "--workers", "0"]
+    command += ["--out", str(out), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], "val" in row) for row in rows] == [(0, True), (1, False), (2, False), (2, True)]
+    assert rows[1]["images_per_s"] > 0
+    load_weights(ORMBG(), out / "last.safetensors")
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
