@@ -148,9 +148,22 @@ class TrainSet(Dataset):
 
 
 def init_worker(_: int) -> None:
-    """DataLoader worker set-up: single-threaded OpenCV (one thread per worker process; a thread pool copied by
-    fork can also deadlock)."""
+    """DataLoader worker set-up: single-threaded OpenCV, one thread per worker process."""
     cv2.setNumThreads(1)
+
+
+def loader_options(workers: int, persistent: bool = False) -> dict[str, Any]:
+    """DataLoader arguments for `workers` worker processes. They are started by forkserver, not fork: a forked
+    copy of a process whose OpenCV thread pool has run (the main process draws curves and resizes with OpenCV)
+    can deadlock, and did in a `make test` run."""
+    if workers == 0:
+        return {"num_workers": 0}
+    return {
+        "num_workers": workers,
+        "multiprocessing_context": "forkserver",
+        "worker_init_fn": init_worker,
+        "persistent_workers": persistent,
+    }
 
 
 class MixSampler(Sampler):

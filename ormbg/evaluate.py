@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datagen.io import encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.records import iter_samples, splits
-from ormbg.data import init_worker, prepare
+from ormbg.data import loader_options, prepare
 from ormbg.metrics import Meter
 
 log = logging.getLogger(__name__)
@@ -177,9 +177,8 @@ def evaluate_dataset(config: EvaluateConfig, spec: str, predictor) -> dict[str, 
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        num_workers=config.workers,
         collate_fn=_collate,
-        worker_init_fn=init_worker,
+        **loader_options(config.workers),
     )
     meter, worst, missing = Meter(), WorstSamples(config.worst), []
     for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):

@@ -169,27 +169,33 @@ def weighted_f(prediction: np.ndarray, mask: np.ndarray, beta2: float = 1.0) -> 
 
 
 def _gaussian_derivative_kernels(sigma: float = 1.4) -> tuple[np.ndarray, np.ndarray]:
-    """Deep Image Matting's `gaussgradient` kernels (x derivative, y derivative), unit L2 norm."""
+    """Deep Image Matting's `gaussgradient` kernel, hx(i, j) = gauss(i) * dgauss(j) scaled to unit L2 norm, as
+    its two separable factors (gauss along y, dgauss along x), each scaled by the square root of that norm."""
     half = int(np.ceil(sigma * np.sqrt(-2 * np.log(np.sqrt(2 * np.pi) * sigma * 1e-2))))
     u = np.arange(-half, half + 1, dtype=np.float64)
     gauss = np.exp(-(u**2) / (2 * sigma**2)) / (sigma * np.sqrt(2 * np.pi))
-    kernel_x = gauss[:, None] * (-u * gauss / sigma**2)[None, :]
-    kernel_x /= np.sqrt((kernel_x**2).sum())
-    return kernel_x, kernel_x.T
+    derivative = -u * gauss / sigma**2
+    norm = np.sqrt((gauss**2).sum() * (derivative**2).sum())
+    return gauss / np.sqrt(norm), derivative / np.sqrt(norm)
 
 
 def _gradient_magnitude(alpha: np.ndarray) -> np.ndarray:
-    kernel_x, kernel_y = _gaussian_derivative_kernels()
-    # flipped kernels: MATLAB's imfilter(..., 'conv'); cv2.filter2D correlates
-    gx = cv2.filter2D(alpha, cv2.CV_64F, kernel_x[::-1, ::-1], borderType=cv2.BORDER_REPLICATE)
-    gy = cv2.filter2D(alpha, cv2.CV_64F, kernel_y[::-1, ::-1], borderType=cv2.BORDER_REPLICATE)
+    smooth, derivative = _gaussian_derivative_kernels()
+    # MATLAB's imfilter(..., 'conv') flips the kernel; cv2 correlates: the derivative factor changes sign, which
+    # the magnitude does not see
+    gx = cv2.sepFilter2D(alpha, cv2.CV_64F, derivative[::-1], smooth, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.sepFilter2D(alpha, cv2.CV_64F, smooth, derivative[::-1], borderType=cv2.BORDER_REPLICATE)
     return np.sqrt(gx**2 + gy**2)
+
+
+def gradient_error_map(prediction: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Per pixel: the squared difference of the Gaussian gradient magnitudes (sigma 1.4)."""
+    return (_gradient_magnitude(prediction) - _gradient_magnitude(alpha)) ** 2
 
 
 def gradient_error(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray) -> float:
     """Sum over `region` of the squared difference of Gaussian gradient magnitudes, / 1000."""
-    difference = (_gradient_magnitude(prediction) - _gradient_magnitude(alpha)) ** 2
-    return float(difference[region].sum() / 1000)
+    return float(gradient_error_map(prediction, alpha)[region].sum() / 1000)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -199,8 +205,8 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def connectivity_error(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray, step: float = 0.1) -> float:
-    """Deep Image Matting's connectivity error over `region`, / 1000."""
+def connectivity_error_map(prediction: np.ndarray, alpha: np.ndarray, step: float = 0.1) -> np.ndarray:
+    """Per pixel: |phi(prediction) - phi(alpha)| of Deep Image Matting's connectivity error."""
     thresholds = [round(i * step, 10) for i in range(int(round(1 / step)) + 1)]
     level = np.full(alpha.shape, -1.0)
     for previous, threshold in zip(thresholds, thresholds[1:]):
@@ -212,21 +218,32 @@ def connectivity_error(prediction: np.ndarray, alpha: np.ndarray, region: np.nda
         d = values - level
         return 1 - d * (d >= 0.15)
 
-    return float(np.abs(phi(prediction) - phi(alpha))[region].sum() / 1000)
+    return np.abs(phi(prediction) - phi(alpha))
 
 
-def matting_scores(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray | None = None) -> dict[str, float]:
-    """SAD / 1000, MSE, gradient / 1000, connectivity / 1000 (and MAE) over `region` (default: all pixels)."""
-    region = np.ones(alpha.shape, bool) if region is None else region
-    difference = (prediction - alpha)[region]
-    count = max(int(region.sum()), 1)
-    return {
-        "mae": float(np.abs(difference).sum() / count),
-        "sad": float(np.abs(difference).sum() / 1000),
-        "mse": float((difference**2).sum() / count),
-        "grad": gradient_error(prediction, alpha, region),
-        "conn": connectivity_error(prediction, alpha, region),
-    }
+def connectivity_error(prediction: np.ndarray, alpha: np.ndarray, region: np.ndarray, step: float = 0.1) -> float:
+    """Deep Image Matting's connectivity error over `region`, / 1000."""
+    return float(connectivity_error_map(prediction, alpha, step)[region].sum() / 1000)
+
+
+def matting_scores(
+    prediction: np.ndarray, alpha: np.ndarray, regions: dict[str, np.ndarray | None]
+) -> dict[str, dict[str, float]]:
+    """SAD / 1000, MSE, gradient / 1000, connectivity / 1000 (and MAE) over each named region (None: every
+    pixel). The per-pixel error maps are computed once and summed per region."""
+    difference = prediction - alpha
+    maps = {"grad": gradient_error_map(prediction, alpha), "conn": connectivity_error_map(prediction, alpha)}
+    scores = {}
+    for name, region in regions.items():
+        region = np.ones(alpha.shape, bool) if region is None else region
+        count, inside = max(int(region.sum()), 1), difference[region]
+        scores[name] = {
+            "mae": float(np.abs(inside).sum() / count),
+            "sad": float(np.abs(inside).sum() / 1000),
+            "mse": float((inside**2).sum() / count),
+            **{key: float(error[region].sum() / 1000) for key, error in maps.items()},
+        }
+    return scores
 
 
 def image_scores(
@@ -248,9 +265,11 @@ def image_scores(
         adaptive_e=adaptive_e(prediction, mask),
         weighted_f=weighted_f(prediction, mask),
     )
-    scores.update({key: value for key, value in matting_scores(prediction, alpha).items() if key != "mae"})
+    regions = {"image": None} if trimap is None else {"image": None, "unknown": trimap == 128}
+    matting = matting_scores(prediction, alpha, regions)
+    scores.update({key: value for key, value in matting["image"].items() if key != "mae"})
     if trimap is not None:
-        scores["unknown"] = matting_scores(prediction, alpha, trimap == 128)
+        scores["unknown"] = matting["unknown"]
     return scores
 
 

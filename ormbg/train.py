@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, init_worker, list_samples, normalize
+from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, loader_options, normalize
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, load_weights
@@ -128,6 +128,7 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.result = TrainResult(Path(config.out))
         self.bad_validations = 0
+        self._val_loaders: dict[str, DataLoader] | None = None
 
     # ----- data -----
     def train_batches(self, start_step: int):
@@ -145,10 +146,8 @@ class Trainer:
             dataset,
             batch_size=config.batch_size,
             sampler=sampler,
-            num_workers=config.workers,
-            persistent_workers=config.workers > 0,
             pin_memory=torch.cuda.is_available(),
-            worker_init_fn=init_worker,
+            **loader_options(config.workers, persistent=True),
         )
         return iter(loader)
 
@@ -195,18 +194,22 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     # ----- validation and logging -----
+    def val_loaders(self) -> dict[str, DataLoader]:
+        """One loader per validation set, made once; its workers stay alive between validations."""
+        if self._val_loaders is None:
+            options = loader_options(min(self.config.workers, 2), persistent=True)
+            self._val_loaders = {
+                name: DataLoader(EvalSet(samples, self.config.size), batch_size=self.config.batch_size, **options)
+                for name, samples in self.val_sets.items()
+            }
+        return self._val_loaders
+
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
         self.model.eval()
         results = {}
-        for name, samples in self.val_sets.items():
+        for name, loader in self.val_loaders().items():
             meter = Meter(full=False)
-            loader = DataLoader(
-                EvalSet(samples, self.config.size),
-                batch_size=self.config.batch_size,
-                num_workers=min(self.config.workers, 2),
-                worker_init_fn=init_worker,
-            )
             for pixels, alpha in loader:
                 pixels = normalize(pixels.to(self.accelerator.device))
                 with self.accelerator.autocast():
