@@ -92,6 +92,34 @@ def list_samples(source: Source) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+class SmallRotation(A.DualTransform):
+    """Rotation about the centre by a uniform angle in [-limit, limit] degrees, bilinear, black border; the alpha
+    rotated as float with the same matrix. The image is warped as four channels: OpenCV's vectorised 4-channel
+    path makes the whole rotation (image + alpha) about 5 ms per 1024 px sample here, A.Affine's 10 or more."""
+
+    def __init__(self, limit: float = 10.0, p: float = 0.5):
+        super().__init__(p=p)
+        self.limit = limit
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        angle = self.py_random.uniform(-self.limit, self.limit)
+        return {"matrix": cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)}
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
+        size = (img.shape[1], img.shape[0])
+        if img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
+            rotated = cv2.warpAffine(cv2.cvtColor(img, cv2.COLOR_RGB2RGBA), matrix, size, flags=cv2.INTER_LINEAR)
+            return cv2.cvtColor(rotated, cv2.COLOR_RGBA2RGB)
+        return cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
+        return cv2.warpAffine(mask, matrix, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_LINEAR)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("limit",)
+
+
 def train_transform(size_px: int) -> A.Compose:
     """Image and alpha together: random resized crop, flip, small rotation (alpha resampled linearly, never
     thresholded); colour jitter (brightness, contrast, hue, saturation) and grid dropout on the image only."""
@@ -105,7 +133,7 @@ def train_transform(size_px: int) -> A.Compose:
                 mask_interpolation=cv2.INTER_LINEAR,
             ),
             A.HorizontalFlip(p=0.5),
-            A.Affine(rotate=(-10, 10), interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_LINEAR, p=0.3),
+            SmallRotation(limit=10, p=0.3),
             # colour jitter as a brightness/contrast lookup table and an HSV shift: albumentations' ColorJitter
             # with hue costs 10.8 ms per 1024 px image here, these 0.1 + 4.9 ms (scripts/bench_train.py)
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),

@@ -206,3 +206,25 @@ def test_two_processes_write_one_run(tmp_path, composites):
     assert rows[1]["images_per_s"] > 0
     load_weights(ORMBG(), out / "last.safetensors")
     assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+
+
+def test_rotation_keeps_image_and_alpha_aligned():
+    """SmallRotation warps the image (as four channels) and the float alpha with one matrix, and is seeded."""
+    import albumentations as A
+    import cv2
+    import numpy as np
+
+    from ormbg.data import SmallRotation
+
+    alpha = np.zeros((90, 120), np.float32)
+    cv2.circle(alpha, (45, 40), 25, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (9, 9), 3)
+    noise = np.random.default_rng(0).integers(0, 256, (90, 120, 2), dtype=np.uint8)
+    image = np.dstack([np.round(alpha * 255).astype(np.uint8), noise])  # red channel = the alpha
+    transform = A.Compose([SmallRotation(limit=10, p=1.0)])
+    transform.set_random_seed(3)
+    out = transform(image=image, mask=alpha)
+    assert out["mask"].dtype == np.float32 and np.abs(out["mask"] - alpha).max() > 0.05  # it did rotate
+    assert np.abs(out["image"][..., 0] - out["mask"] * 255).max() <= 1.0  # together, to rounding
+    transform.set_random_seed(3)
+    np.testing.assert_array_equal(transform(image=image, mask=alpha)["image"], out["image"])
