@@ -48,17 +48,23 @@ def _f_measure(precision, recall, beta2: float = BETA2):
     return numerator / np.where(numerator == 0, 1, beta2 * precision + recall)
 
 
-def f_curve(prediction: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """F-measure (beta^2 = 0.3) at the 256 thresholds; prediction HxW in [0, 1], mask HxW bool."""
-    true_positive, false_positive = _level_counts(prediction, mask)
+def adaptive_binary(prediction: np.ndarray) -> np.ndarray:
+    """The prediction binarised at the adaptive threshold min(2 * mean(prediction), 1)."""
+    return prediction >= min(2 * prediction.mean(), 1)
+
+
+def f_curve(prediction: np.ndarray, mask: np.ndarray, counts: tuple | None = None) -> np.ndarray:
+    """F-measure (beta^2 = 0.3) at the 256 thresholds; prediction HxW in [0, 1], mask HxW bool; `counts`: the
+    `_level_counts` of the pair when the caller has them already."""
+    true_positive, false_positive = counts if counts is not None else _level_counts(prediction, mask)
     precision = true_positive / np.maximum(true_positive + false_positive, 1)
     recall = true_positive / max(int(mask.sum()), 1)
     return _f_measure(precision, recall)
 
 
-def adaptive_f(prediction: np.ndarray, mask: np.ndarray) -> float:
+def adaptive_f(prediction: np.ndarray, mask: np.ndarray, binary: np.ndarray | None = None) -> float:
     """F-measure at the threshold min(2 * mean(prediction), 1)."""
-    binary = prediction >= min(2 * prediction.mean(), 1)
+    binary = adaptive_binary(prediction) if binary is None else binary
     hits = int((binary & mask).sum())
     if hits == 0:
         return 0.0
@@ -129,14 +135,15 @@ def _enhanced_alignment(fg_in, fg_out, n_mask: int, n: int):
     return total
 
 
-def e_curve(prediction: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def e_curve(prediction: np.ndarray, mask: np.ndarray, counts: tuple | None = None) -> np.ndarray:
     """E-measure (Fan et al. 2018) at the 256 thresholds."""
-    fg_in, fg_out = _level_counts(prediction, mask)
+    fg_in, fg_out = counts if counts is not None else _level_counts(prediction, mask)
     return _enhanced_alignment(fg_in, fg_out, int(mask.sum()), mask.size) / (mask.size - 1 + EPS)
 
 
-def adaptive_e(prediction: np.ndarray, mask: np.ndarray) -> float:
-    binary = prediction >= min(2 * prediction.mean(), 1)
+def adaptive_e(prediction: np.ndarray, mask: np.ndarray, binary: np.ndarray | None = None) -> float:
+    """E-measure at the threshold min(2 * mean(prediction), 1)."""
+    binary = adaptive_binary(prediction) if binary is None else binary
     fg_in, fg_out = int((binary & mask).sum()), int((binary & ~mask).sum())
     return float(_enhanced_alignment(fg_in, fg_out, int(mask.sum()), mask.size) / (mask.size - 1 + EPS))
 
@@ -255,21 +262,26 @@ def image_scores(
     if prediction.shape != alpha.shape:
         raise ValueError(f"prediction {prediction.shape} and alpha {alpha.shape} differ in size")
     mask = binarize(alpha)
-    scores: dict[str, Any] = {"mae": float(np.abs(prediction - alpha).mean()), "f_curve": f_curve(prediction, mask)}
+    counts = _level_counts(prediction, mask)  # shared by the F and E curves
+    scores: dict[str, Any] = {
+        "mae": float(np.abs(prediction - alpha).mean()),
+        "f_curve": f_curve(prediction, mask, counts),
+    }
     if not matting:
         return scores
+    binary = adaptive_binary(prediction)
     scores.update(
-        adaptive_f=adaptive_f(prediction, mask),
+        adaptive_f=adaptive_f(prediction, mask, binary),
         s_measure=s_measure(prediction, mask),
-        e_curve=e_curve(prediction, mask),
-        adaptive_e=adaptive_e(prediction, mask),
+        e_curve=e_curve(prediction, mask, counts),
+        adaptive_e=adaptive_e(prediction, mask, binary),
         weighted_f=weighted_f(prediction, mask),
     )
     regions = {"image": None} if trimap is None else {"image": None, "unknown": trimap == 128}
-    matting = matting_scores(prediction, alpha, regions)
-    scores.update({key: value for key, value in matting["image"].items() if key != "mae"})
+    errors = matting_scores(prediction, alpha, regions)
+    scores.update({key: value for key, value in errors["image"].items() if key != "mae"})
     if trimap is not None:
-        scores["unknown"] = matting["unknown"]
+        scores["unknown"] = errors["unknown"]
     return scores
 
 

@@ -128,7 +128,12 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.result = TrainResult(Path(config.out))
         self.bad_validations = 0
-        self._val_loaders: dict[str, DataLoader] | None = None
+        # one loader per validation set; its workers start at the first validation and stay alive
+        options = loader_options(min(config.workers, 2), persistent=True)
+        self.val_loaders = {
+            name: DataLoader(EvalSet(samples, config.size), batch_size=config.batch_size, **options)
+            for name, samples in self.val_sets.items()
+        }
 
     # ----- data -----
     def train_batches(self, start_step: int):
@@ -194,21 +199,11 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     # ----- validation and logging -----
-    def val_loaders(self) -> dict[str, DataLoader]:
-        """One loader per validation set, made once; its workers stay alive between validations."""
-        if self._val_loaders is None:
-            options = loader_options(min(self.config.workers, 2), persistent=True)
-            self._val_loaders = {
-                name: DataLoader(EvalSet(samples, self.config.size), batch_size=self.config.batch_size, **options)
-                for name, samples in self.val_sets.items()
-            }
-        return self._val_loaders
-
     @torch.no_grad()
     def validate(self) -> dict[str, dict[str, float]]:
         self.model.eval()
         results = {}
-        for name, loader in self.val_loaders().items():
+        for name, loader in self.val_loaders.items():
             meter = Meter(full=False)
             for pixels, alpha in loader:
                 pixels = normalize(pixels.to(self.accelerator.device))
