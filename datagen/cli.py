@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -34,6 +36,16 @@ def cli(verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Exceptions of `kinds` (bad arguments or inputs, whose messages say what to do) become a one-line CLI error
+    with exit status 1; anything else propagates with its traceback. Every command of datagen and ormbg uses it."""
+    try:
+        yield
+    except kinds as error:
+        raise click.ClickException(str(error)) from error
 
 
 def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -121,13 +133,11 @@ def synth(out, size, shard, device, **options) -> None:
     if device == "auto" and world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     default_out = Path(DATA_ROOT) / ("synth" if options["kind"] == "person" else "backgrounds")
-    try:
+    with user_errors(MissingWeightsError, ValueError):
         config = SynthConfig(
             out=out or default_out, size=parse_size(size), shard=shard or (rank, world), device=device, **options
         )
         result = run_synth(config, command="datagen synth " + " ".join(sys.argv[2:]))
-    except (MissingWeightsError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.most_common()) or "none"
     click.echo(
         f"new {result.new}, already there {result.existing}, failed every attempt {result.failed}, "
@@ -195,11 +205,9 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     """
     from datagen.importers import ImportConfig, LayoutError, run_import
 
-    try:
+    with user_errors(LayoutError, ValueError):
         config = ImportConfig(out=Path(out or Path(DATA_ROOT) / kind), **options)
         result = run_import(kind, src, config)
-    except (LayoutError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"{'split':<22}{'samples':>9}")
     for name, count in result.counts.items():
         click.echo(f"{name:<22}{count:>9}")
@@ -289,7 +297,7 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
     from datagen.compose.pools import PoolError
     from datagen.compose.run import run_compose
 
-    try:
+    with user_errors(PoolError, ValueError):
         config = ComposeConfig(
             foregrounds=tuple(foregrounds) or (Path(DATA_ROOT) / "synth",),
             backgrounds=tuple(backgrounds) or (Path(DATA_ROOT) / "backgrounds",),
@@ -300,8 +308,6 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
             **options,
         )
         result = run_compose(config, command="datagen compose " + " ".join(sys.argv[2:]))
-    except (PoolError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
     click.echo(
         f"new {result.new}, already there {result.existing}, skipped {sum(result.skipped.values())} "
@@ -333,10 +339,8 @@ def push(directory: Path, repo_id: str, private: bool, token: str | None, max_sh
     from datagen.hub import PushConfig
     from datagen.hub import push as push_dataset
 
-    try:
+    with user_errors(ValueError):
         files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run))
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
     where = dry_run if dry_run else f"https://huggingface.co/datasets/{repo_id}"
     click.echo(f"{'wrote' if dry_run else 'pushed'} {len(files)} files -> {where}")
 
@@ -359,10 +363,8 @@ def pull(repo_id: str, out: Path | None, split: str | None) -> None:
     from datagen.hub import pull as pull_dataset
 
     out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
-    try:
+    with user_errors(ValueError):
         counts = pull_dataset(repo_id, out, split)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"pulled {', '.join(f'{name} {n}' for name, n in counts.items())} -> {out}")
 
 
@@ -412,8 +414,6 @@ def preview(directory: str, out: str, n: int, split: str | None, seed: int, tile
     """
     from datagen.preview import write_preview
 
-    try:
+    with user_errors(ValueError):
         rows = write_preview(directory, out, n=n, split=split, seed=seed, tile_px=tile_px)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"wrote {out} ({rows} samples)")

@@ -146,8 +146,12 @@ def train_transform(size_px: int) -> A.Compose:
 def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """HxWx3 uint8 + HxW float alpha -> 3xHxW uint8 and 1xHxW float in [0, 1]. The image stays uint8 until it is
     on the device (`normalize`): a quarter of the bytes to pin and copy, and no float pass in the workers."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return pixels, torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None]
+    return image_tensor(image), torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None]
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -236,8 +240,9 @@ def prepare(image: np.ndarray, size_px: int) -> torch.Tensor:
     shrinking, linear when enlarging; the aspect ratio is not kept), 3xSxS uint8. Inference and evaluation use it."""
     height, width = image.shape[:2]
     shrink = size_px * size_px < height * width
-    image = cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return image_tensor(
+        cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    )
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datagen.cli import user_errors
 from datagen.io import encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.records import iter_samples, splits
 from ormbg.data import loader_options, prepare
@@ -169,10 +170,9 @@ class WorstSamples:
         write_atomic(path, encode_png(tile_sheet(rows)))
 
 
-def evaluate_dataset(config: EvaluateConfig, spec: str, predictor) -> dict[str, Any]:
+def evaluate_dataset(config: EvaluateConfig, root: Path, split: str, predictor) -> dict[str, Any]:
     from tqdm import tqdm
 
-    root, split = resolve_split(spec)
     dataset = ScoredSet(root, split, config.size, config.predictions)
     loader = DataLoader(
         dataset,
@@ -195,9 +195,11 @@ def evaluate_dataset(config: EvaluateConfig, spec: str, predictor) -> dict[str, 
             scores = meter.add(prediction, alpha, item["trimap"])
             worst.offer(scores["mae"], item, prediction)
     if missing and len(missing) == len(dataset):
-        raise FileNotFoundError(f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {spec}")
+        raise FileNotFoundError(
+            f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {root}:{split}"
+        )
     if missing:
-        log.warning("%s: %d predictions missing (first: %s); scored the others", spec, len(missing), missing[0])
+        log.warning("%s:%s: %d predictions missing (first: %s)", root, split, len(missing), missing[0])
     result = meter.result()
     result["missing"] = len(missing)
     if config.worst:
@@ -217,7 +219,7 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     datasets = {}
     for spec in config.data:
         root, split = resolve_split(spec)
-        datasets[f"{root}:{split}"] = evaluate_dataset(config, spec, predictor)
+        datasets[f"{root}:{split}"] = evaluate_dataset(config, root, split, predictor)
     return {"protocol": config.protocol(), "units": UNITS, "datasets": datasets}
 
 
@@ -259,10 +261,8 @@ def main(data, json_path, markdown, worst_dir, **options) -> None:
     """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     worst_dir = worst_dir or (json_path.parent if json_path else Path("."))
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     table = markdown_table(report)
     click.echo(table, nl=False)
     if json_path:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datagen.cli import user_errors
 from ormbg.model import ORMBG, load_weights
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,8 @@ def run_export(config: ExportConfig) -> ExportResult:
     target = config.target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    dynamic = None if config.static else {"image": {0: "batch", 2: "height", 3: "width"}, "alpha": {0: "batch"}}
-    if dynamic:
-        dynamic["alpha"].update({2: "height", 3: "width"})
+    axes = {0: "batch", 2: "height", 3: "width"}
+    dynamic = None if config.static else {"image": axes, "alpha": axes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: dynamic sizes, no onnxscript
         torch.onnx.export(
@@ -155,10 +155,8 @@ def run_export(config: ExportConfig) -> ExportResult:
 def main(**options) -> None:
     """Export ORMBG weights to ONNX and check the export against PyTorch."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         result = run_export(ExportConfig(**options))
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     shapes = ", ".join("x".join(map(str, s)) for s in result.checked_shapes) or "none"
     click.echo(f"wrote {result.path}; largest |onnx - torch| {result.max_difference:.2e} on inputs {shapes}")
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from datagen.cli import user_errors
 from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from ormbg.data import normalize, prepare
 
@@ -186,8 +187,8 @@ def run_infer(config: InferConfig) -> InferResult:
 
     out = Path(config.out)
     items = [(source, output_path(out, stem, source, config.mode)) for source, stem in list_images(config.inputs)]
-    result = InferResult(kept=sum(1 for _, target in items if target.exists()) if not config.overwrite else 0)
     todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
+    result = InferResult(kept=len(items) - len(todo))
     predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
     color, skipped = parse_color(config.color), []
     with tqdm(total=len(todo), desc="infer", unit="img", disable=not config.progress) as bar:
@@ -227,10 +228,8 @@ def run_infer(config: InferConfig) -> InferResult:
 def main(inputs, **options) -> None:
     """Write RGBA cutouts, alpha mattes or composites for image files and folders."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         result = run_infer(InferConfig(inputs=tuple(inputs), **options))
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     click.echo(
         f"wrote {result.written}, kept {result.kept} existing, skipped {result.skipped} unreadable"
         f"{' (see skipped.jsonl)' if result.skipped else ''}; outputs in {options['out']}"

@@ -27,6 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from datagen.cli import user_errors
 from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, loader_options, normalize
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
@@ -350,10 +351,8 @@ def main(recipe, data, val, config_file, **options) -> None:
         values["recipe"] = Recipe.parse(list(data), list(val))
     elif recipe:
         values["recipe"] = Recipe.load(recipe)
-    try:
+    with user_errors(FileNotFoundError, ValueError):
         result = run_train(TrainConfig(**values))
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     click.echo(
         f"trained to step {result.step}; best validation MAE {result.best_mae:.4f}; "
         f"{'stopped early; ' if result.stopped_early else ''}results in {result.out}"
