@@ -49,6 +49,11 @@ class QualityThresholds:
     max_haze: float = 0.08  # share of the frame with faint alpha (0 < a < 32): large hazy regions
     forbidden_edges: tuple[str, ...] = ("top",)  # frame edges the subject must not touch (a cut-off head)
 
+    @classmethod
+    def accept_all(cls) -> QualityThresholds:
+        """No limits (benchmarks and tests on random weights, whose mattes are noise)."""
+        return cls(min_coverage=0.0, max_coverage=1.0, max_components=10**9, max_haze=1.0, forbidden_edges=())
+
 
 @dataclass(frozen=True)
 class SynthConfig:

@@ -41,6 +41,9 @@ def peak_mb(device: str) -> float:
 
 def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dict[str, float]:
     torch.manual_seed(0)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     model = ORMBG().to(device)
     channels_last = "channels_last" in mode
     if channels_last:
@@ -58,7 +61,9 @@ def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dic
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for index in range(steps + 1):  # the first step warms up and is not counted
+    warmup = 3 if "compile" in mode else 1  # compilation (forward, backward, optimizer) is not counted
+    warmup_s, loop_started = 0.0, time.perf_counter()
+    for index in range(steps + warmup):
         sync()
         t0 = time.perf_counter()
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
@@ -75,7 +80,9 @@ def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dic
         optimizer.zero_grad(set_to_none=True)
         sync()
         t4 = time.perf_counter()
-        if index:
+        if index == warmup - 1:
+            warmup_s = t4 - loop_started
+        if index >= warmup:
             for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 totals[key] += value / steps
     step = sum(totals.values())
@@ -85,6 +92,7 @@ def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dic
         "images_per_s": batch / step,
         "loss_share": totals["loss"] / step,
         "peak_mb": peak_mb(device),
+        "warmup_s": warmup_s,
     }
 
 
@@ -147,13 +155,18 @@ def main() -> None:
         "batch": args.batch,
     }
     for mode in [] if args.loader_only else modes:
-        row = time_steps(args.size, args.batch, mode, args.steps, device)
+        try:
+            row = time_steps(args.size, args.batch, mode, args.steps, device)
+        except Exception as error:  # torch.compile fails on some CPU builds: report it, measure the rest
+            results[mode] = {"error": f"{type(error).__name__}: {str(error).strip()[:300]}"}
+            print(f"{mode:<28} failed: {results[mode]['error']}", flush=True)
+            continue
         results[mode] = row
         print(
             f"{mode:<28} {row['images_per_s']:6.2f} images/s  step {row['step_s']:.3f} s (forward "
             f"{row['forward_s']:.3f}, loss {row['loss_s']:.3f} = {row['loss_share']:.1%}, backward "
             f"{row['backward_s']:.3f}, optimizer {row['optimizer_s']:.3f})"
-            f"  peak {row['peak_mb']:.0f} MB",
+            f"  peak {row['peak_mb']:.0f} MB  warm-up {row['warmup_s']:.1f} s",
             flush=True,
         )
     with tempfile.TemporaryDirectory() as folder:

@@ -27,6 +27,7 @@ from datagen.synth import QualityThresholds, SynthConfig, layerdiffuse_renderer,
 from tests.tiny_sdxl import tiny_decoder, tiny_pipeline
 
 DATA = Path(__file__).parent / "data"
+CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_full_size_decoder_has_exactly_the_published_keys_and_loads_strictly():
@@ -38,13 +39,15 @@ def test_full_size_decoder_has_exactly_the_published_keys_and_loads_strictly():
     decoder.load_state_dict({key: torch.zeros(shape) for key, shape in published.items()}, strict=True)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("size", [(64, 64), (64, 128)])
-def test_batched_tta_equals_the_median_of_eight_single_passes(size):
-    decoder = tiny_decoder()
+def test_batched_tta_equals_the_median_of_eight_single_passes(size, device, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions differ by batch size
+    decoder = tiny_decoder().to(device)
     height, width = size
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.rand(2, 3, height, width, generator=generator)
-    latent = torch.randn(2, 4, height // 8, width // 8, generator=generator)
+    pixels = torch.rand(2, 3, height, width, generator=generator).to(device)
+    latent = torch.randn(2, 4, height // 8, width // 8, generator=generator).to(device)
     batched = decode_transparent(decoder, pixels, latent)
     with torch.no_grad():
         singles = [unview(decoder(view(pixels, *v), view(latent, *v)).clamp(0, 1), *v) for v in VIEWS]
@@ -88,11 +91,6 @@ def tiny_generator(tmp_path_factory):
     return Generator(tiny_pipeline(tmp_path_factory.mktemp("tiny")), tiny_decoder())
 
 
-def lenient(**changes):
-    # Random weights give random alphas: accept them so the test is about the pipeline, not the scores.
-    return QualityThresholds(min_coverage=0.0, max_coverage=1.0, max_components=10**6, max_haze=1.0, forbidden_edges=())
-
-
 def test_synth_with_a_tiny_layerdiffuse_pipeline_writes_a_valid_pool(tmp_path, tiny_generator):
     config = SynthConfig(
         out=tmp_path / "synth",
@@ -102,7 +100,7 @@ def test_synth_with_a_tiny_layerdiffuse_pipeline_writes_a_valid_pool(tmp_path, t
         batch_size=3,
         device="cpu",
         dtype="fp32",
-        quality=lenient(),
+        quality=QualityThresholds.accept_all(),  # random weights give random alphas
         progress=False,
     )
     render = layerdiffuse_renderer(config, tiny_generator)
@@ -126,6 +124,35 @@ def test_synth_with_a_tiny_layerdiffuse_pipeline_writes_a_valid_pool(tmp_path, t
     # order of some floating-point sums, so a few values may move by one level).
     after = read_foreground(config.out / "train/fg/synth-s0-0000003.png").astype(int)
     assert np.abs(after - before).max() <= 2 and np.abs(after - before).mean() < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_synth_on_cuda_in_half_precision(tmp_path, dtype):
+    """The tiny pipeline in half precision on a GPU: finite mattes in [0, 1], a valid pool, seeds on the GPU."""
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    generator = Generator(
+        tiny_pipeline(tmp_path / "tokenizers").to("cuda", torch_dtype), tiny_decoder().to("cuda", torch_dtype)
+    )
+    seeds = [torch.Generator("cuda").manual_seed(i) for i in range(3)]
+    result = generator.generate(["a person"] * 3, [""] * 3, seeds, 64, 128, 2, 7.0)
+    assert result.shape == (3, 4, 64, 128) and result.dtype == torch.float32 and result.device.type == "cpu"
+    assert torch.isfinite(result).all() and 0 <= result.min() and result.max() <= 1
+    config = SynthConfig(
+        out=tmp_path / "synth",
+        n=5,
+        size=(128, 64),
+        steps=2,
+        batch_size=4,
+        device="cuda",
+        dtype=dtype,
+        quality=QualityThresholds.accept_all(),
+        progress=False,
+    )
+    assert run_synth(config, layerdiffuse_renderer(config, generator)).new == 5
+    report = inspect_dataset(config.out)
+    assert report.ok and report.counts == {"train": 5}, report.format_text()
 
 
 def test_size_must_be_a_multiple_of_64():

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -96,6 +97,25 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, composites):
     run_train(config(interrupted, composites, resume=True))
     assert losses(interrupted)[3] == pytest.approx(losses(straight)[3], rel=1e-5)
     assert losses(interrupted)[1] == pytest.approx(losses(straight)[1], rel=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_channels_last_on_cuda(tmp_path, composites, precision):
+    """The GPU path: autocast (GradScaler for fp16), channels_last, forkserver workers; finite losses,
+    validation scores in range, a checkpoint that loads strictly, and a resume that reproduces the loss."""
+    changes = dict(precision=precision, channels_last=True, workers=2, max_steps=4)
+    result = run_train(config(tmp_path / "straight", composites, **changes))
+    assert result.step == 4
+    straight = losses(tmp_path / "straight")
+    assert all(math.isfinite(value) for value in straight.values()), straight
+    rows = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= scores["mae"] <= 1 for row in rows if "val" in row for scores in row["val"].values())
+    load_weights(ORMBG(), tmp_path / "straight/best.safetensors")
+    run_train(config(tmp_path / "resumed", composites, **{**changes, "max_steps": 2}))
+    run_train(config(tmp_path / "resumed", composites, **changes, resume=True))
+    assert losses(tmp_path / "resumed")[4] == pytest.approx(straight[4], rel=1e-2)
 
 
 def test_missing_source_says_which_command_makes_it(tmp_path):
