@@ -18,21 +18,24 @@ class LossWeights:
     ssim: float = 0.5  # on the finest side output
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+def _gaussian(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float32, device=device) - size // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
 
 
 def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM of Nx1xHxW maps in [0, 1] (11x11 Gaussian window, sigma 1.5)."""
-    window = _gaussian_window(device=prediction.device)
-    pad = window.shape[-1] // 2
-    mu_p, mu_t = F.conv2d(prediction, window, padding=pad), F.conv2d(target, window, padding=pad)
-    var_p = F.conv2d(prediction * prediction, window, padding=pad) - mu_p**2
-    var_t = F.conv2d(target * target, window, padding=pad) - mu_t**2
-    cov = F.conv2d(prediction * target, window, padding=pad) - mu_p * mu_t
+    """Mean SSIM of Nx1xHxW maps in [0, 1] (11x11 Gaussian window, sigma 1.5, zero padding).
+
+    The five local means (of p, t, p^2, t^2, pt) come from one grouped, separable convolution: a 1x11 then an
+    11x1 pass over the five maps stacked as channels (22 taps instead of 121, two launches instead of five)."""
+    g = _gaussian(device=prediction.device)
+    pad = g.numel() // 2
+    maps = torch.cat([prediction, target, prediction * prediction, target * target, prediction * target], dim=1)
+    means = F.conv2d(maps, g.view(1, 1, 1, -1).expand(5, 1, 1, -1), padding=(0, pad), groups=5)
+    means = F.conv2d(means, g.view(1, 1, -1, 1).expand(5, 1, -1, 1), padding=(pad, 0), groups=5)
+    mu_p, mu_t, pp, tt, pt = means.unbind(dim=1)
+    var_p, var_t, cov = pp - mu_p**2, tt - mu_t**2, pt - mu_p * mu_t
     c1, c2 = 0.01**2, 0.03**2
     value = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
     return value.mean()

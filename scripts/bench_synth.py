@@ -26,9 +26,27 @@ from datagen.layerdiffuse import Generator, TransparentDecoder, decode_transpare
 from tests.tiny_sdxl import tiny_decoder, tiny_pipeline, tiny_tokenizer  # noqa: E402
 
 
-def full_pipeline(folder: Path):
-    """SDXL base architecture from its published configs, random weights (fp32 on the CPU, cast later)."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+def full_pipeline(folder: Path, device: str):
+    """SDXL base architecture from its published configs, random weights (fp32, cast later). The networks are
+    built on `device` (random init on a GPU takes seconds, on the CPU a minute), the scheduler on the CPU."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    with torch.device(device):
+        unet, vae, text_encoder, text_encoder_2 = full_networks()
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tiny_tokenizer(folder / "t1"),
+        tokenizer_2=tiny_tokenizer(folder / "t2"),
+        add_watermarker=False,
+    )
+
+
+def full_networks():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     unet = UNet2DConditionModel(
@@ -74,16 +92,7 @@ def full_pipeline(folder: Path):
         projection_dim=1280,
         hidden_act="gelu",
     )
-    return StableDiffusionXLPipeline(
-        vae=vae,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(),
-        text_encoder=CLIPTextModel(clip_l),
-        text_encoder_2=CLIPTextModelWithProjection(clip_g),
-        tokenizer=tiny_tokenizer(folder / "t1"),
-        tokenizer_2=tiny_tokenizer(folder / "t2"),
-        add_watermarker=False,
-    )
+    return unet, vae, CLIPTextModel(clip_l), CLIPTextModelWithProjection(clip_g)
 
 
 def synchronize(device: str) -> None:
@@ -184,8 +193,7 @@ def main() -> None:
         if args.tiny:
             pipeline, decoder, size = tiny_pipeline(Path(folder)), tiny_decoder(), 64
         else:
-            with torch.device(device):  # random init on the GPU: seconds instead of minutes on the CPU
-                pipeline, decoder, size = full_pipeline(Path(folder)), TransparentDecoder(), args.size
+            pipeline, decoder, size = full_pipeline(Path(folder), device), TransparentDecoder(), args.size
     generator = Generator(pipeline.to(device, dtype), decoder.to(device, dtype).eval())
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(f"{name}: models built in {time.perf_counter() - started:.1f} s, {dtype}", flush=True)

@@ -5,6 +5,7 @@
 # past its time limit does not stop the next.
 #
 #     bash scripts/gpu_checks.sh                      # in the project's environment, on a machine with a GPU
+#     bash scripts/gpu_checks.sh bench_synth          # only the named steps (bench_synth, pytest_gpu, bench_train)
 #
 # Where the machine's Python lacks some of the project's pure-Python dependencies, put their wheels in .whl/ and
 # they are installed into /tmp/site first (no network needed).
@@ -21,9 +22,11 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
+STEPS=" ${*:-bench_synth pytest_gpu bench_train} "
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.txt, report the exit status
     local name=$1 limit=$2
     shift 2
+    [[ $STEPS == *" $name "* ]] || return 0
     local started=$SECONDS
     echo "=== $name: $*"
     timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1

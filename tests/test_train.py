@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,18 +105,25 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, composites):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_channels_last_on_cuda(tmp_path, composites, precision):
-    """The GPU path: autocast (GradScaler for fp16), channels_last, forkserver workers; finite losses,
-    validation scores in range, a checkpoint that loads strictly, and a resume that reproduces the loss."""
-    changes = dict(precision=precision, channels_last=True, workers=2, max_steps=4)
-    result = run_train(config(tmp_path / "straight", composites, **changes))
-    assert result.step == 4
+    """The GPU path, through the CLI (one process per run: accelerate keeps one precision per process):
+    autocast (GradScaler for fp16), channels_last, forkserver workers; finite losses, validation scores in range,
+    a checkpoint that loads strictly, and a resume that reproduces the loss."""
+
+    def train(out, steps, *extra):
+        command = [sys.executable, "-m", "ormbg.train", "--data", f"{composites}:train"]
+        command += ["--val", f"{composites}:validation", "--out", str(out), "--size", "64", "--batch-size", "2"]
+        command += ["--max-steps", str(steps), "--val-every", "2", "--log-every", "1", "--warmup-steps", "10"]
+        command += ["--precision", precision, "--channels-last", "--workers", "2", "--no-progress", *extra]
+        subprocess.run(command, check=True, timeout=300)
+
+    train(tmp_path / "straight", 4)
     straight = losses(tmp_path / "straight")
-    assert all(math.isfinite(value) for value in straight.values()), straight
+    assert sorted(straight) == [1, 2, 3, 4] and all(math.isfinite(value) for value in straight.values()), straight
     rows = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
     assert all(0 <= scores["mae"] <= 1 for row in rows if "val" in row for scores in row["val"].values())
     load_weights(ORMBG(), tmp_path / "straight/best.safetensors")
-    run_train(config(tmp_path / "resumed", composites, **{**changes, "max_steps": 2}))
-    run_train(config(tmp_path / "resumed", composites, **changes, resume=True))
+    train(tmp_path / "resumed", 2)
+    train(tmp_path / "resumed", 4, "--resume")
     assert losses(tmp_path / "resumed")[4] == pytest.approx(straight[4], rel=1e-2)
 
 
