@@ -2,7 +2,7 @@
 
     python -m ormbg.train                                   # default recipe -> runs/<timestamp>
     python -m ormbg.train --data datasets/composites:train:0.6 --data datasets/p3m:train:0.4 \\
-        --val datasets/p3m:test --size 1024 --batch-size 8 --precision bf16
+        --val datasets/p3m:test --size 1024 --batch-size 8 --precision bf16 --channels-last
     accelerate launch -m ormbg.train ...                    # several GPUs or machines
 
 Checkpoints (`last.pt`, `best.pt`, and the weights as `.safetensors`) hold model, optimizer, scheduler, step,
