@@ -91,18 +91,14 @@ def tiny_generator(tmp_path_factory):
     return Generator(tiny_pipeline(tmp_path_factory.mktemp("tiny")), tiny_decoder())
 
 
+def tiny_config(out, **changes) -> SynthConfig:
+    """Settings for the tiny pipeline; random weights give random alphas, so every quality threshold is open."""
+    values = dict(n=4, size=(64, 64), steps=2, batch_size=3, device="cpu", dtype="fp32", progress=False)
+    return SynthConfig(out=out, quality=QualityThresholds.accept_all(), **{**values, **changes})
+
+
 def test_synth_with_a_tiny_layerdiffuse_pipeline_writes_a_valid_pool(tmp_path, tiny_generator):
-    config = SynthConfig(
-        out=tmp_path / "synth",
-        n=4,
-        size=(64, 64),
-        steps=2,
-        batch_size=3,
-        device="cpu",
-        dtype="fp32",
-        quality=QualityThresholds.accept_all(),  # random weights give random alphas
-        progress=False,
-    )
+    config = tiny_config(tmp_path / "synth")
     render = layerdiffuse_renderer(config, tiny_generator)
     result = run_synth(config, render)
     assert (result.new, result.count) == (4, 4)
@@ -139,17 +135,7 @@ def test_synth_on_cuda_in_half_precision(tmp_path, dtype):
     result = generator.generate(["a person"] * 3, [""] * 3, seeds, 64, 128, 2, 7.0)
     assert result.shape == (3, 4, 64, 128) and result.dtype == torch.float32 and result.device.type == "cpu"
     assert torch.isfinite(result).all() and 0 <= result.min() and result.max() <= 1
-    config = SynthConfig(
-        out=tmp_path / "synth",
-        n=5,
-        size=(128, 64),
-        steps=2,
-        batch_size=4,
-        device="cuda",
-        dtype=dtype,
-        quality=QualityThresholds.accept_all(),
-        progress=False,
-    )
+    config = tiny_config(tmp_path / "synth", n=5, size=(128, 64), batch_size=4, device="cuda", dtype=dtype)
     assert run_synth(config, layerdiffuse_renderer(config, generator)).new == 5
     report = inspect_dataset(config.out)
     assert report.ok and report.counts == {"train": 5}, report.format_text()
