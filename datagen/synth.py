@@ -2,8 +2,8 @@
 
 Sample i takes its prompt from default_rng([seed, i]) and its noise from a torch.Generator seeded from
 (seed, i, attempt); a person failing the quality thresholds is generated again with the next attempt, and the
-rejection is counted by reason in run.json. Rows are written as each batch finishes (constant memory at any n);
-a rerun generates only the missing ids.
+rejection is counted by reason in run.json. Rows are written as each batch finishes, in a thread while the next
+batch is generated (constant memory at any n); a rerun generates only the missing ids.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,12 +205,6 @@ def _prompt(config: SynthConfig, index: int, fixed: list[dict[str, Any]] | None)
     return sample_prompt(np.random.default_rng([config.seed, index]), config.kind)
 
 
-def _batches(pending: list[Job], size: int) -> Iterator[list[Job]]:
-    while pending:
-        batch, pending[:] = pending[:size], pending[size:]
-        yield batch
-
-
 def run_synth(config: SynthConfig, render: Render | None = None, command: str = "datagen synth") -> SynthResult:
     """Make config.n samples (this shard's share) into config.out; resumes unless config.overwrite.
 
@@ -229,11 +224,14 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
     pending = [Job(i, 0, _prompt(config, i, fixed)) for i in mine if seeded_id(prefix, config.seed, i) not in finished]
     result = SynthResult(config.out, existing=len(mine) - len(pending))
     bar = tqdm(total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
-    for batch in _batches(pending, config.batch_size):
-        for job, image in zip(batch, render(batch)):
+
+    def keep(batch: list[Job], images: list[np.ndarray]) -> list[Job]:
+        """Score and write one batch; returns the jobs to generate again (the next attempt of rejected ones)."""
+        retries = []
+        for job, image in zip(batch, images):
             row = _keep(config, prefix, job, image, result)
             if row is None and job.attempt + 1 < config.max_attempts:
-                pending.append(Job(job.index, job.attempt + 1, job.prompt))
+                retries.append(Job(job.index, job.attempt + 1, job.prompt))
                 continue
             if row is None:
                 result.failed += 1
@@ -241,6 +239,18 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
                 append_row(metadata_path(config.out, "train"), row)
                 result.new += 1
             bar.update(1)
+        return retries
+
+    # Batch k is scored and written (PNG encoding, in a thread) while batch k+1 is generated; its retries join
+    # the queue when it is done. An error in either waits for the batch being written, so nothing made is lost.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-writer") as writer:
+        writing = None
+        while pending or writing:
+            batch, pending[:] = pending[: config.batch_size], pending[config.batch_size :]
+            images = render(batch) if batch else []
+            if writing:
+                pending.extend(writing.result())
+            writing = writer.submit(keep, batch, images) if batch else None
     bar.close()
     result.count = len(read_rows(config.out, "train"))
     result.seconds = time.time() - started

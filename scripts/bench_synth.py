@@ -5,6 +5,7 @@ random weights, since the time does not depend on the weights, and nothing is do
 
     python scripts/bench_synth.py --size 1024 --steps 25 --batch-sizes 1 4 --end-to-end 8   # fp16 on CUDA
     python scripts/bench_synth.py --tiny --end-to-end 4                                     # CPU smoke run
+    python scripts/bench_synth.py --overlap 1.13 --end-to-end 24     # the loop around a 1.13 s stand-in generator
 
 and record the printed figures, with the GPU's name, in docs/benchmarks.md.
 """
@@ -176,6 +177,46 @@ def end_to_end(generator: Generator, device: str, dtype: torch.dtype, size: int,
     return {"n": result.new, "batch": batch, "seconds": seconds, "images_per_s": result.new / seconds}
 
 
+def overlap(seconds_per_image: float, size: int, batch: int, n: int) -> dict[str, float]:
+    """`datagen synth`'s loop around a stand-in generator that takes `seconds_per_image` of wall time and no CPU
+    (as a GPU does) and returns 1024 px procedural people: how much of the scoring and PNG writing the loop hides
+    behind generation. The writing cost alone is the same loop with an instant generator."""
+    import numpy as np
+
+    from datagen.procedural import draw_person
+    from datagen.synth import QualityThresholds, SynthConfig, run_synth
+
+    people = [draw_person(np.random.default_rng([i]), size, size) for i in range(batch)]
+
+    def loop(delay: float) -> float:
+        def render(jobs):
+            time.sleep(delay * len(jobs))
+            return [people[i % batch].copy() for i in range(len(jobs))]
+
+        with tempfile.TemporaryDirectory() as folder:
+            config = SynthConfig(
+                out=Path(folder) / "synth",
+                n=n,
+                size=(size, size),
+                batch_size=batch,
+                quality=QualityThresholds.accept_all(),
+                progress=False,
+            )
+            started = time.perf_counter()
+            run_synth(config, render)
+            return (time.perf_counter() - started) / n
+
+    writing = loop(0.0)
+    looped = loop(seconds_per_image)
+    return {
+        "generator_s_per_image": seconds_per_image,
+        "writing_s_per_image": writing,
+        "loop_s_per_image": looped,
+        "serial_s_per_image": seconds_per_image + writing,
+        "share_of_generator_rate": seconds_per_image / looped,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
@@ -185,7 +226,24 @@ def main() -> None:
         "--end-to-end", type=int, default=0, metavar="N", help="also time `datagen synth`'s loop on N images"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny random models at 64 px on the CPU (smoke run)")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        metavar="SECONDS",
+        help="only time the synth loop around a stand-in generator of SECONDS per image (no models, CPU)",
+    )
     args = parser.parse_args()
+    if args.overlap is not None:
+        batch, n = max(args.batch_sizes), max(args.end_to_end, 4 * max(args.batch_sizes))
+        row = overlap(args.overlap, args.size, batch, n)
+        print(
+            f"synth loop, {n} images of {args.size} px, batch {batch}: scoring + writing alone "
+            f"{row['writing_s_per_image']:.3f} s per image; with a {args.overlap:.2f} s generator "
+            f"{row['loop_s_per_image']:.3f} s per image (one after the other would be "
+            f"{row['serial_s_per_image']:.3f}): {row['share_of_generator_rate']:.1%} of the generator's rate"
+        )
+        print(json.dumps(row))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     started = time.perf_counter()

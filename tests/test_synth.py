@@ -23,7 +23,15 @@ from datagen.layerdiffuse import (
 )
 from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
 from datagen.records import read_rows
-from datagen.synth import QualityThresholds, SynthConfig, layerdiffuse_renderer, quality_scores, rejection, run_synth
+from datagen.synth import (
+    QualityThresholds,
+    SynthConfig,
+    layerdiffuse_renderer,
+    procedural_renderer,
+    quality_scores,
+    rejection,
+    run_synth,
+)
 from tests.tiny_sdxl import tiny_decoder, tiny_pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -146,6 +154,37 @@ def test_size_must_be_a_multiple_of_64():
         SynthConfig(out=Path("x"), size=(1000, 1024))
     result = CliRunner().invoke(cli, ["synth", "--size", "100x128", "-o", "x"])
     assert result.exit_code == 1 and "multiples of 64" in result.output
+
+
+def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_pool(tmp_path):
+    """Batch k is written in a thread while batch k+1 renders: an interrupt in the third render still leaves the
+    first two batches on disk, and the rerun ends with the bytes and rows of an uninterrupted run."""
+
+    def settings(out):
+        return SynthConfig(out=out, backend="procedural", n=10, batch_size=3, size=(64, 128), progress=False)
+
+    straight = settings(tmp_path / "straight")
+    run_synth(straight)
+    config = settings(tmp_path / "interrupted")
+    render, calls = procedural_renderer(config), []
+
+    def interrupted(jobs):
+        calls.append(len(jobs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return render(jobs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_synth(config, interrupted)
+    assert len(read_rows(config.out, "train")) == 6
+    assert run_synth(config).new == 4
+
+    def contents(out):
+        rows = sorted(read_rows(out, "train"), key=lambda row: row["id"])
+        files = {path.relative_to(out): path.read_bytes() for path in sorted((out / "train").rglob("*.png"))}
+        return rows, files
+
+    assert contents(config.out) == contents(straight.out)
 
 
 def test_procedural_backend_people_and_backgrounds(tmp_path):
