@@ -2,7 +2,7 @@
 # The GPU checks, in one run: the CUDA tests (`pytest -m gpu`), the full-size synth benchmark (1024 px, 25 steps,
 # batch 1 and 4, plus `datagen synth`'s own loop) and the training-step benchmark (1024 px, batch 8, fp32 / bf16 /
 # channels_last / torch.compile). Each writes its log to $OUT (default ./gpu-results); a step that fails or runs
-# past its time limit does not stop the next. On one H200 the three took 39 s, about 170 s and 189 s (the compile
+# past its time limit does not stop the next. On one H200 the three took 39 s, about 180 s and 189 s (the compile
 # warm-up alone 157 s); the limits below add up to 560 s.
 #
 #     bash scripts/gpu_checks.sh                      # in the project's environment, on a machine with a GPU
