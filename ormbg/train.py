@@ -269,7 +269,7 @@ class Trainer:
                     logits = self.model(pixels)
                 parts = ormbg_loss(logits, alpha, config.losses)
                 accelerator.backward(parts["loss"] / config.grad_accum)
-                losses.append({k: float(v.detach()) for k, v in parts.items()})
+                losses.append(torch.stack([value.detach() for value in parts.values()]))  # no GPU sync here
                 window_images += pixels.shape[0] * accelerator.num_processes
             self.optimizer.step()
             self.scheduler.step()
@@ -278,7 +278,8 @@ class Trainer:
             bar.update(1)
             if self.result.step % config.log_every == 0 or self.result.step == config.max_steps:
                 rate = window_images / max(1e-9, time.perf_counter() - window_start)
-                entry = {key: float(np.mean([loss[key] for loss in losses])) for key in losses[0]}
+                window = accelerator.reduce(torch.stack(losses).mean(dim=0), reduction="mean")  # over ranks
+                entry = dict(zip(parts, window.tolist()))
                 entry.update(step=self.result.step, lr=self.scheduler.get_last_lr()[0], images_per_s=rate)
                 self.record(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", img_s=f"{rate:.1f}")
