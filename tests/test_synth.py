@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,16 +159,25 @@ def test_size_must_be_a_multiple_of_64():
     assert result.exit_code == 1 and "multiples of 64" in result.output
 
 
+def procedural_config(out, **changes) -> SynthConfig:
+    values = dict(backend="procedural", n=10, batch_size=3, size=(64, 128), progress=False)
+    return SynthConfig(out=out, **{**values, **changes})
+
+
+def contents(out):
+    """Rows sorted by id (the metadata files' names and row order differ between shards) and every PNG's bytes."""
+    rows = sorted(read_rows(out, "train"), key=lambda row: row["id"])
+    files = {path.relative_to(out): path.read_bytes() for path in sorted((out / "train").rglob("*.png"))}
+    return rows, files
+
+
 def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_pool(tmp_path):
     """Batch k is written in a thread while batch k+1 renders: an interrupt in the third render still leaves the
     first two batches on disk, and the rerun ends with the bytes and rows of an uninterrupted run."""
 
-    def settings(out):
-        return SynthConfig(out=out, backend="procedural", n=10, batch_size=3, size=(64, 128), progress=False)
-
-    straight = settings(tmp_path / "straight")
+    straight = procedural_config(tmp_path / "straight")
     run_synth(straight)
-    config = settings(tmp_path / "interrupted")
+    config = procedural_config(tmp_path / "interrupted")
     render, calls = procedural_renderer(config), []
 
     def interrupted(jobs):
@@ -178,13 +190,35 @@ def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_p
         run_synth(config, interrupted)
     assert len(read_rows(config.out, "train")) == 6
     assert run_synth(config).new == 4
-
-    def contents(out):
-        rows = sorted(read_rows(out, "train"), key=lambda row: row["id"])
-        files = {path.relative_to(out): path.read_bytes() for path in sorted((out / "train").rglob("*.png"))}
-        return rows, files
-
     assert contents(config.out) == contents(straight.out)
+
+
+def test_shards_make_the_samples_of_one_process(tmp_path):
+    straight = procedural_config(tmp_path / "straight")
+    run_synth(straight)
+    for index in range(3):
+        run_synth(procedural_config(tmp_path / "shards", shard=(index, 3)))
+    assert contents(tmp_path / "shards") == contents(straight.out)
+    assert inspect_dataset(tmp_path / "shards").ok
+
+
+def test_processes_launched_like_accelerate_fill_one_valid_dataset(tmp_path):
+    """`accelerate launch -m datagen synth` sets RANK and WORLD_SIZE: two such processes at the same time, one
+    directory, the samples of a single process."""
+    straight = procedural_config(tmp_path / "straight")
+    run_synth(straight)
+    out = tmp_path / "launched"
+    command = [sys.executable, "-m", "datagen", "synth", "--backend", "procedural", "-n", "10", "-b", "3"]
+    command += ["--size", "64x128", "-o", str(out), "--no-progress"]  # width x height, as procedural_config
+    processes = [
+        subprocess.Popen(command, env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2"}, stderr=subprocess.PIPE)
+        for rank in range(2)
+    ]
+    for process in processes:
+        assert process.wait(timeout=120) == 0, process.stderr.read().decode()
+    assert contents(out) == contents(straight.out)
+    report = inspect_dataset(out)
+    assert report.ok and report.counts == {"train": 10}, report.format_text()
 
 
 def test_procedural_backend_people_and_backgrounds(tmp_path):
