@@ -46,5 +46,5 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffu
 cat "$OUT/env.txt"
 
 step bench_synth 100 "$PY" scripts/bench_synth.py --size 1024 --steps 25 --batch-sizes 1 4 --end-to-end 8
-step pytest_gpu 220 "$PY" -m pytest -m gpu -p no:cacheprovider -q tests/test_synth.py tests/test_train.py
+step pytest_gpu 220 "$PY" -m pytest -m gpu -p no:cacheprovider -q tests/test_synth.py tests/test_train.py tests/test_infer.py
 step bench_train 240 "$PY" scripts/bench_train.py --size 1024 --batch 8 --steps 10 --compile --loader-rounds 3
