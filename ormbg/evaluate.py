@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import heapq
 import logging
-from dataclasses import dataclass
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from datagen.cli import user_errors
 from datagen.io import encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.parallel import process_pool
 from datagen.records import iter_samples, splits
 from ormbg.data import loader_options, prepare
-from ormbg.metrics import Meter
+from ormbg.metrics import Meter, score_matte
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +106,7 @@ class ScoredSet(Dataset):
         if not path.is_file():
             item["prediction"] = None
             return item
-        prediction = read_alpha(path).astype(np.float64) / 255
-        if prediction.shape != alpha.shape:
-            prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        item["prediction"] = prediction
+        item["prediction"] = read_alpha(path)  # uint8: an eighth of the bytes to pass from the loader worker
         return item
 
 
@@ -120,6 +123,7 @@ class EvaluateConfig:
     size: int = 1024  # model input side, px
     batch_size: int = 4
     workers: int = 2
+    metric_workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))  # <= 1: in this process
     device: str = "auto"
     precision: str = "fp32"
     worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
@@ -153,7 +157,12 @@ class WorstSamples:
     def offer(self, mae: float, item: dict[str, Any], prediction: np.ndarray) -> None:
         if self.n <= 0:
             return
-        entry = (mae, item["id"], item["image_path"], item["alpha"], np.round(prediction * 255).astype(np.uint8))
+        alpha = item["alpha"]
+        if prediction.dtype != np.uint8:
+            prediction = np.round(prediction * 255).astype(np.uint8)
+        elif prediction.shape != alpha.shape:  # a matte read from a file, at another size
+            prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        entry = (mae, item["id"], item["image_path"], alpha, prediction)
         if len(self.heap) < self.n:
             heapq.heappush(self.heap, entry)
         elif mae > self.heap[0][0]:
@@ -170,6 +179,23 @@ class WorstSamples:
         write_atomic(path, encode_png(tile_sheet(rows)))
 
 
+@contextmanager
+def _scorer(workers: int) -> Iterator[Callable[..., Future]]:
+    """score(prediction, alpha uint8, trimap) -> a Future of the image's scores: from a pool of `workers`
+    processes, or computed at once in this one when workers <= 1."""
+    if workers <= 1:
+
+        def now(*args) -> Future:
+            future: Future = Future()
+            future.set_result(score_matte(*args))
+            return future
+
+        yield now
+        return
+    with process_pool(workers) as pool:
+        yield lambda *args: pool.submit(score_matte, *args)
+
+
 def evaluate_dataset(config: EvaluateConfig, root: Path, split: str, predictor) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -181,19 +207,27 @@ def evaluate_dataset(config: EvaluateConfig, root: Path, split: str, predictor) 
         **loader_options(config.workers),
     )
     meter, worst, missing = Meter(), WorstSamples(config.worst), []
-    for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
-        if predictor is not None:
-            pixels = torch.stack([item["pixels"] for item in batch])
-            predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
-        else:
-            predictions = [item["prediction"] for item in batch]
-        for item, prediction in zip(batch, predictions):
-            if prediction is None:
-                missing.append(item["id"])
-                continue
-            alpha = item["alpha"].astype(np.float64) / 255
-            scores = meter.add(prediction, alpha, item["trimap"])
-            worst.offer(scores["mae"], item, prediction)
+    scoring: deque[tuple[dict[str, Any], np.ndarray, Future]] = deque()  # in sample order
+
+    def collect(keep: int) -> None:
+        while len(scoring) > keep or (scoring and scoring[0][2].done()):
+            item, prediction, scores = scoring.popleft()
+            worst.offer(meter.record(scores.result())["mae"], item, prediction)
+
+    with _scorer(config.metric_workers) as score:
+        for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
+            if predictor is not None:
+                pixels = torch.stack([item["pixels"] for item in batch])
+                predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
+            else:
+                predictions = [item["prediction"] for item in batch]
+            for item, prediction in zip(batch, predictions):
+                if prediction is None:
+                    missing.append(item["id"])
+                    continue
+                scoring.append((item, prediction, score(prediction, item["alpha"], item["trimap"])))
+            collect(keep=4 * max(1, config.metric_workers))  # bounded: each holds a matte and its truth
+        collect(keep=0)
     if missing and len(missing) == len(dataset):
         raise FileNotFoundError(
             f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {root}:{split}"
@@ -250,6 +284,13 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.option("--size", type=int, default=1024, show_default=True, help="Model input side in px.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option(
+    "--metric-workers",
+    type=int,
+    default=min(8, os.cpu_count() or 1),
+    show_default=True,
+    help="Processes computing the measures (the slow part on a GPU machine; 1: in this process).",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")

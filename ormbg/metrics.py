@@ -285,6 +285,17 @@ def image_scores(
     return scores
 
 
+def score_matte(prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None) -> dict[str, Any]:
+    """`image_scores` of a prediction against a uint8 ground truth. prediction: float in [0, 1], or a uint8 matte
+    read from a file (then resized, linear, to the truth's size). Light to import: evaluate's worker processes
+    run it."""
+    if prediction.dtype == np.uint8:
+        prediction = prediction.astype(np.float64) / 255
+        if prediction.shape != alpha.shape:
+            prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return image_scores(prediction, alpha.astype(np.float64) / 255, trimap)
+
+
 class Meter:
     """Accumulates `image_scores` over a data set. `full=False` keeps only MAE and the F curve (training's
     validation); `result()` gives the dataset figures."""
@@ -294,7 +305,10 @@ class Meter:
         self.images: list[dict[str, Any]] = []
 
     def add(self, prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None) -> dict[str, Any]:
-        scores = image_scores(prediction, alpha, trimap, matting=self.full)
+        return self.record(image_scores(prediction, alpha, trimap, matting=self.full))
+
+    def record(self, scores: dict[str, Any]) -> dict[str, Any]:
+        """Scores of one image computed elsewhere (`image_scores`, e.g. in a worker process)."""
         self.images.append(scores)
         return scores
 

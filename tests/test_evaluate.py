@@ -87,3 +87,28 @@ def test_exactly_one_source_of_mattes(dataset_dir, checkpoint):
         EvaluateConfig(data=(str(dataset_dir),))
     with pytest.raises(ValueError, match="exactly one"):
         EvaluateConfig(data=(str(dataset_dir),), checkpoint=checkpoint, predictions=dataset_dir)
+
+
+def test_scoring_in_worker_processes_gives_the_report_of_one_process(tmp_path, checkpoint):
+    data = tmp_path / "ds"
+    write_demo_dataset(data, n_test=7, size=(70, 45), trimap=True)
+    reports, sheets = [], []
+    for metric_workers in (1, 2):
+        worst = tmp_path / f"worst-{metric_workers}"
+        config = EvaluateConfig(
+            data=(str(data),),
+            checkpoint=checkpoint,
+            size=64,
+            batch_size=2,
+            workers=0,
+            metric_workers=metric_workers,
+            worst=3,
+            worst_dir=worst,
+            progress=False,
+        )
+        report = run_evaluate(config)
+        sheets.append((worst / "worst-ds-test.png").read_bytes())
+        del report["datasets"][f"{data}:test"]["worst_sheet"]
+        reports.append(report)
+    assert reports[0] == reports[1] and sheets[0] == sheets[1]
+    assert reports[0]["datasets"][f"{data}:test"]["n"] == 7
