@@ -152,28 +152,43 @@ def time_batch(generator: Generator, device: str, size: int, steps: int, batch: 
     }
 
 
-def end_to_end(generator: Generator, device: str, dtype: torch.dtype, size: int, steps: int, batch: int, n: int):
-    """images/s of `datagen synth`'s own loop (prompts, generation, quality scores, PNG writes) on this
-    generator; random weights give random mattes, so every quality threshold is open."""
-    from datagen.synth import QualityThresholds, SynthConfig, layerdiffuse_renderer, run_synth
+def timed_synth(make_render, n: int, size: int, batch: int, **settings):
+    """(result, seconds) of `run_synth` into a temporary folder, the renderer made from its config; every quality
+    threshold is open (random weights and stand-ins give random mattes)."""
+    from datagen.synth import QualityThresholds, SynthConfig, run_synth
 
-    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
     with tempfile.TemporaryDirectory() as folder:
         config = SynthConfig(
             out=Path(folder) / "synth",
             n=n,
             size=(size, size),
-            steps=steps,
             batch_size=batch,
-            device=device,
-            dtype=names[dtype],
             quality=QualityThresholds.accept_all(),
             progress=False,
+            **settings,
         )
-        synchronize(device)
+        render = make_render(config)
         started = time.perf_counter()
-        result = run_synth(config, layerdiffuse_renderer(config, generator))
-        seconds = time.perf_counter() - started
+        result = run_synth(config, render)
+        return result, time.perf_counter() - started
+
+
+def end_to_end(generator: Generator, device: str, dtype: torch.dtype, size: int, steps: int, batch: int, n: int):
+    """images/s of `datagen synth`'s own loop (prompts, generation, quality scores, PNG writes) on this
+    generator."""
+    from datagen.synth import layerdiffuse_renderer
+
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+    synchronize(device)
+    result, seconds = timed_synth(
+        lambda config: layerdiffuse_renderer(config, generator),
+        n,
+        size,
+        batch,
+        steps=steps,
+        device=device,
+        dtype=names[dtype],
+    )
     return {"n": result.new, "batch": batch, "seconds": seconds, "images_per_s": result.new / seconds}
 
 
@@ -184,7 +199,6 @@ def overlap(seconds_per_image: float, size: int, batch: int, n: int) -> dict[str
     import numpy as np
 
     from datagen.procedural import draw_person
-    from datagen.synth import QualityThresholds, SynthConfig, run_synth
 
     people = [draw_person(np.random.default_rng([i]), size, size) for i in range(batch)]
 
@@ -193,18 +207,7 @@ def overlap(seconds_per_image: float, size: int, batch: int, n: int) -> dict[str
             time.sleep(delay * len(jobs))
             return [people[i % batch].copy() for i in range(len(jobs))]
 
-        with tempfile.TemporaryDirectory() as folder:
-            config = SynthConfig(
-                out=Path(folder) / "synth",
-                n=n,
-                size=(size, size),
-                batch_size=batch,
-                quality=QualityThresholds.accept_all(),
-                progress=False,
-            )
-            started = time.perf_counter()
-            run_synth(config, render)
-            return (time.perf_counter() - started) / n
+        return timed_synth(lambda config: render, n, size, batch)[1] / n
 
     writing = loop(0.0)
     looped = loop(seconds_per_image)
