@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ class EvaluateConfig:
     size: int = 1024  # model input side, px
     batch_size: int = 4
     workers: int = 2
-    metric_workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))  # <= 1: in this process
+    metric_workers: int | None = None  # processes for the measures (<= 1: this one); None: `auto_metric_workers`
     device: str = "auto"
     precision: str = "fp32"
     worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
@@ -196,7 +196,19 @@ def _scorer(workers: int) -> Iterator[Callable[..., Future]]:
         yield lambda *args: pool.submit(score_matte, *args)
 
 
-def evaluate_dataset(config: EvaluateConfig, root: Path, split: str, predictor) -> dict[str, Any]:
+def auto_metric_workers(predictor) -> int:
+    """1 (score in this process) when the model runs on the CPU: its threads use the cores, and processes beside
+    them slow it down more than they gain (the demo's evaluation: 8.5-9.3 s in one process, 12.0-13.0 s with two
+    metric workers on 2 cores). Otherwise the CPU count, at most 8."""
+    if predictor is not None and predictor.uses_cpu:
+        return 1
+    return min(8, os.cpu_count() or 1)
+
+
+def evaluate_dataset(
+    config: EvaluateConfig, root: Path, split: str, predictor, score: Callable[..., Future], in_flight: int
+) -> dict[str, Any]:
+    """Scores of one DIR:SPLIT; `score` from `_scorer`, at most `in_flight` images waiting for their scores."""
     from tqdm import tqdm
 
     dataset = ScoredSet(root, split, config.size, config.predictions)
@@ -214,20 +226,19 @@ def evaluate_dataset(config: EvaluateConfig, root: Path, split: str, predictor) 
             item, prediction, scores = scoring.popleft()
             worst.offer(meter.record(scores.result())["mae"], item, prediction)
 
-    with _scorer(config.metric_workers) as score:
-        for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
-            if predictor is not None:
-                pixels = torch.stack([item["pixels"] for item in batch])
-                predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
-            else:
-                predictions = [item["prediction"] for item in batch]
-            for item, prediction in zip(batch, predictions):
-                if prediction is None:
-                    missing.append(item["id"])
-                    continue
-                scoring.append((item, prediction, score(prediction, item["alpha"], item["trimap"])))
-            collect(keep=4 * max(1, config.metric_workers))  # bounded: each holds a matte and its truth
-        collect(keep=0)
+    for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
+        if predictor is not None:
+            pixels = torch.stack([item["pixels"] for item in batch])
+            predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
+        else:
+            predictions = [item["prediction"] for item in batch]
+        for item, prediction in zip(batch, predictions):
+            if prediction is None:
+                missing.append(item["id"])
+                continue
+            scoring.append((item, prediction, score(prediction, item["alpha"], item["trimap"])))
+        collect(keep=in_flight)  # bounded: each holds a matte and its truth
+    collect(keep=0)
     if missing and len(missing) == len(dataset):
         raise FileNotFoundError(
             f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {root}:{split}"
@@ -250,10 +261,12 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
         from ormbg.infer import Predictor
 
         predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+    workers = config.metric_workers if config.metric_workers is not None else auto_metric_workers(predictor)
     datasets = {}
-    for spec in config.data:
-        root, split = resolve_split(spec)
-        datasets[f"{root}:{split}"] = evaluate_dataset(config, root, split, predictor)
+    with _scorer(workers) as score:  # one pool for every dataset
+        for spec in config.data:
+            root, split = resolve_split(spec)
+            datasets[f"{root}:{split}"] = evaluate_dataset(config, root, split, predictor, score, 4 * max(1, workers))
     return {"protocol": config.protocol(), "units": UNITS, "datasets": datasets}
 
 
@@ -287,9 +300,9 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.option(
     "--metric-workers",
     type=int,
-    default=min(8, os.cpu_count() or 1),
-    show_default=True,
-    help="Processes computing the measures (the slow part on a GPU machine; 1: in this process).",
+    default=None,
+    help="Processes computing the measures, the slow part on a GPU machine [the CPU count, at most 8; 1 (this "
+    "process) when the model runs on the CPU].",
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)

@@ -71,6 +71,13 @@ class Predictor:
         load_weights(model, checkpoint)
         self.model = model.eval().to(self.device)
 
+    @property
+    def uses_cpu(self) -> bool:
+        """Whether the model runs on the CPU (its threads then already use the cores)."""
+        if self.session is not None:
+            return self.session.get_providers()[0] == "CPUExecutionProvider"
+        return self.device.type == "cpu"
+
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         """pixels: Nx3xSxS uint8 from `ormbg.data.prepare`; sizes: (height, width) of each original image."""

@@ -112,3 +112,12 @@ def test_scoring_in_worker_processes_gives_the_report_of_one_process(tmp_path, c
         reports.append(report)
     assert reports[0] == reports[1] and sheets[0] == sheets[1]
     assert reports[0]["datasets"][f"{data}:test"]["n"] == 7
+
+
+def test_measures_stay_in_this_process_when_the_model_uses_the_cpu(checkpoint, monkeypatch):
+    from ormbg.evaluate import auto_metric_workers
+    from ormbg.infer import Predictor
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert auto_metric_workers(Predictor(checkpoint, size_px=64, device="cpu")) == 1
+    assert auto_metric_workers(None) == 8  # mattes from files: the cores are free
