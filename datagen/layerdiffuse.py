@@ -238,10 +238,24 @@ class Generator:
         guidance: float,
     ) -> torch.Tensor:
         """A batch of transparent images: Nx4xHxW float in [0, 1] (alpha, straight RGB) on the CPU."""
+        latents = self.denoise(prompts, negative_prompts, generators, height, width, steps, guidance)
+        return self.decode_alpha(*self.decode_rgb(latents)).float().cpu()
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        prompts: list[str],
+        negative_prompts: list[str],
+        generators: list[torch.Generator],
+        height: int,
+        width: int,
+        steps: int,
+        guidance: float,
+    ) -> torch.Tensor:
+        """SDXL's latents of a batch (the patched UNet, classifier-free guidance)."""
         if height % 64 or width % 64:
             raise ValueError(f"size {width}x{height}: LayerDiffuse needs width and height that are multiples of 64")
-        pipe = self.pipeline
-        latents = pipe(
+        return self.pipeline(
             prompt=prompts,
             negative_prompt=negative_prompts,
             generator=generators,
@@ -251,12 +265,19 @@ class Generator:
             guidance_scale=guidance,
             output_type="latent",
         ).images
-        vae = pipe.vae
+
+    @torch.no_grad()
+    def decode_rgb(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(VAE-decoded RGB in [0, 1], unscaled latent), in the transparent decoder's dtype."""
+        vae = self.pipeline.vae
         unscaled = latents.to(vae.dtype) / vae.config.scaling_factor
         pixels = (vae.decode(unscaled).sample.float() / 2 + 0.5).clamp(0, 1)
-        decoder_dtype = next(self.decoder.parameters()).dtype
-        result = decode_transparent(self.decoder, pixels.to(decoder_dtype), unscaled.to(decoder_dtype))
-        return result.float().cpu()
+        dtype = next(self.decoder.parameters()).dtype
+        return pixels.to(dtype), unscaled.to(dtype)
+
+    def decode_alpha(self, pixels: torch.Tensor, unscaled: torch.Tensor) -> torch.Tensor:
+        """Nx4xHxW (alpha, straight RGB) on the device: the transparent decoder's 8-view TTA."""
+        return decode_transparent(self.decoder, pixels, unscaled)
 
 
 def load_generator(

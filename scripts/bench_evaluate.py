@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from datagen.compose import over
+from datagen.importers.convert import trimap_from_alpha
 from datagen.io import encode_png, write_atomic
 from datagen.procedural import draw_background, draw_person
 from datagen.records import write_sample
@@ -25,13 +26,14 @@ from ormbg.evaluate import EvaluateConfig, run_evaluate
 
 
 def make_dataset(root: Path, n: int, side: int) -> tuple[Path, Path]:
-    """n people over backgrounds with trimaps, and a blurred copy of each alpha as 'another model's' matte."""
+    """n people over backgrounds with trimaps (the importers' band recipe), and a blurred copy of each alpha as
+    'another model's' matte."""
     predictions = root / "predictions"
     for index in range(n):
         rng = np.random.default_rng([index])
         person = draw_person(rng, side, side)
         alpha = person[..., 3]
-        trimap = np.where(alpha == 0, 0, np.where(alpha == 255, 255, 128)).astype(np.uint8)
+        trimap = trimap_from_alpha(alpha)
         image = over(person, draw_background(rng, side, side))
         write_sample(root / "data", "test", f"s{index:04d}", image=image, alpha=alpha, trimap=trimap)
         write_atomic(predictions / f"s{index:04d}.png", encode_png(cv2.GaussianBlur(alpha, (0, 0), 4)))
