@@ -7,8 +7,10 @@ CMYK, 16-bit PNG) and always returns those shapes; writing is always atomic (tem
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,14 @@ def open_image(path: str | os.PathLike, *, load: bool = True) -> Image.Image:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid."""
-    value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid.
+
+    Raises ImageReadError when reading the EXIF block fails (a PNG truncated before its eXIf chunk).
+    """
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(getattr(image, "filename", "") or "image", f"unreadable or truncated image ({error})") from error
     return value if value in range(1, 9) else 1
 
 
@@ -102,7 +110,17 @@ def _read_16bit_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Scale single-channel integer or float modes (I;16, I, F) to L without truncating."""
+    """Scale single-channel integer or float modes (I;16, I, F) to L without truncating; resolve a palette.
+
+    A palette image is converted through its palette (its indices mean nothing on their own): to RGBA when it
+    has transparency (tRNS), to L when every palette colour is grey, else to RGB.
+    """
+    if image.mode in ("P", "PA"):
+        if image.mode == "PA" or "transparency" in image.info:
+            return image.convert("RGBA")
+        palette = np.asarray(image.getpalette() or [], np.uint8).reshape(-1, 3)
+        grey = bool(np.all(palette == palette[:, :1]))
+        return image.convert("L" if grey else "RGB")
     if image.mode in ("L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "1", "LAB", "HSV", "RGBX"):
         return image
     array = np.asarray(image)
@@ -201,13 +219,14 @@ def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
     """A matte as HxW uint8, soft values kept.
 
     One channel as is; 16-bit scaled; RGBA or LA: its alpha channel; RGB: channel 0 (mattes stored as three
-    equal channels); palette: its grey level. Never thresholded.
+    equal channels); palette: through its palette (its alpha where it has transparency, else its grey level).
+    Never thresholded.
     """
     fast = _read_plain_png(path, "L")  # the contract's own mattes: one-channel 8-bit PNG
     if fast is not None:
         return fast
     array, mode, _ = read_pixels(path, upright=upright)
-    if mode in ("RGBA", "LA", "PA"):
+    if mode in ("RGBA", "LA"):
         return np.ascontiguousarray(array[..., -1])
     if mode in ("RGB", "CMYK", "YCbCr"):
         return np.ascontiguousarray(_convert(array, mode, "RGB")[..., 0])
@@ -235,19 +254,77 @@ def encode_png(array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+class OutputError(OSError):
+    """An output that cannot be written (disk full, read-only, no permission): one line with the path and cause.
+
+    Built as OutputError(errno, message) so that it pickles across worker processes like any OSError.
+    """
+
+
+# The errors of a full, read-only or forbidden output: what a user fixes by freeing space or choosing --out.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OSError:
+    """`error` as an OutputError naming `path` when it is one of OUTPUT_ERRNOS, else `error` unchanged."""
+    if isinstance(error, OutputError) or error.errno not in OUTPUT_ERRNOS:
+        return error
+    return OutputError(error.errno, f"cannot write {path}: {error.strerror} (free space or choose another output)")
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `write_atomic` writes `path` before the rename: `.<name>.<pid>.tmp` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename.
 
-    A reader never sees a half-written file under `path`: either the old content, the new, or nothing.
+    A reader never sees a half-written file under `path`: either the old content, the new, or nothing. On
+    failure the temporary file is removed; a full or read-only output raises OutputError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    temporary = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise output_error(path, error) from error
+        raise
+
+
+TEMPORARY_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete `.<name>.<pid>.tmp` files below `root` whose writing process is gone (a killed run's leftovers).
+
+    Files of live processes (another shard writing now) are left alone. Returns how many were removed.
+    """
+    removed = 0
+    for path in Path(root).rglob(".*.tmp"):
+        match = TEMPORARY_PATTERN.match(path.name)
+        if match and not pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process `pid` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

@@ -17,6 +17,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,78 @@ def iter_samples(root: str | os.PathLike, split: str | None = None) -> Iterator[
 def done_ids(root: str | os.PathLike, split: str) -> set[str]:
     """Ids of the complete samples of a split: what a resumed run skips."""
     return {sample.id for sample in iter_samples(root, split)}
+
+
+@dataclass
+class ResumeState:
+    """What a rerun finds in a dataset directory, read once: per split, the ids of complete samples (skipped)
+    and the ids that have a row (a row whose file went missing: the rerun rewrites the files, keeps the row)."""
+
+    root: Path
+    done: dict[str, set[str]]
+    rowed: dict[str, set[str]]
+
+    @classmethod
+    def read(cls, root: str | os.PathLike) -> ResumeState:
+        root, done, rowed = Path(root), {}, {}
+        for split in SPLITS:
+            rows = read_rows(root, split)
+            rowed[split] = {row["id"] for row in rows}
+            done[split] = {
+                row["id"]
+                for row in rows
+                if all(path.is_file() for kind in FILE_KINDS if (path := Sample(root, split, row).path(kind)))
+            }
+        return cls(root, done, rowed)
+
+    def is_done(self, split: str, sample_id: str) -> bool:
+        return sample_id in self.done[split]
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        """Append `row` to the split's metadata unless its id already has one (never two rows for one id)."""
+        if row["id"] not in self.rowed[split]:
+            append_row(metadata_path(self.root, split), row)
+            self.rowed[split].add(row["id"])
+        self.done[split].add(row["id"])
+
+
+class BusyError(RuntimeError):
+    """Another run holds the lock of a dataset directory (or of the same shard of it)."""
+
+
+def lock_name(shard: tuple[int, int] = (0, 1)) -> str:
+    index, count = shard
+    return ".lock" if count == 1 else f".lock.shard-{index}-of-{count}"
+
+
+@contextmanager
+def dataset_lock(root: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Hold an advisory lock on `root` (one per shard) while a run writes there; BusyError names the holder.
+
+    The lock file `root/.lock` (`.lock.shard-I-of-K`) holds the writer's pid while it runs and is emptied when
+    it ends; the kernel drops the lock when the process dies, so a killed run never blocks the rerun.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / lock_name(shard)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        what = "" if shard[1] == 1 else f" (shard {shard[0]}/{shard[1]})"
+        raise BusyError(
+            f"{root}{what} is being written by another run (pid {holder}, lock {path}): wait for it to end, "
+            "or write elsewhere with --out"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        os.close(fd)  # closing releases the lock
 
 
 def _drop_partial_tail(fd: int) -> None:

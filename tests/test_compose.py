@@ -1,5 +1,6 @@
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -299,17 +300,49 @@ def test_validation_split_never_shares_a_foreground_or_background(pools, tmp_pat
         assert not train & validation, key
 
 
-def test_bad_foreground_is_skipped_and_recorded(pools, tmp_path):
-    fg, _ = pools
+def test_bad_pool_files_are_recorded_once_and_redrawn(pools, tmp_path):
+    fg, bg = pools
     (fg / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     Image.fromarray(np.zeros((10, 10, 4), np.uint8)).save(fg / "empty.png")
+    (bg / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     out = tmp_path / "out"
-    result = compose(pools, out, n=30)
-    assert result.skipped.keys() == {"unreadable input", "bad foreground"}
-    assert result.new + sum(result.skipped.values()) == 30
+    result = compose(pools, out, n=40)
+    assert result.new == 40, "every sample is redrawn until its inputs are usable"
+    assert result.skipped == {"unreadable input": 2, "bad foreground": 1}, "each bad file recorded once"
+    skipped = [json.loads(line)["path"] for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert sorted(Path(path).name for path in skipped) == ["broken.png", "empty.png", "truncated.jpg"]
     record = json.loads((out / "run.json").read_text())
     assert record["failures_by_reason"] == result.skipped
+    assert any(row["draw"] > 0 for row in rows(out).values())
+    assert not any("broken" in row["params"] or "truncated" in row["params"] for row in rows(out).values())
     assert inspect_dataset(out).ok
+    parallel = tmp_path / "parallel"
+    compose(pools, parallel, n=40, workers=2)
+    assert directory_bytes(parallel) == directory_bytes(out), "which draw a sample gets never depends on workers"
+
+
+def test_resume_after_a_lost_file_restores_it_without_a_second_row(pools, tmp_path):
+    out = tmp_path / "out"
+    compose(pools, out)
+    reference = directory_bytes(out)
+    lost = next(iter(rows(out)))
+    (out / "train" / "gt" / f"{lost}.png").unlink()
+    result = compose(pools, out)
+    assert (result.new, result.existing) == (1, 9)
+    assert len(read_rows(out, "train")) == 10
+    assert directory_bytes(out) == reference
+    assert inspect_dataset(out).ok
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(pools, tmp_path):
+    from datagen.records import BusyError, dataset_lock
+
+    out = tmp_path / "out"
+    with dataset_lock(out):
+        with pytest.raises(BusyError, match=rf"pid {os.getpid()}"):
+            compose(pools, out)
+        compose(pools, out, shard=(1, 2))  # another shard has its own lock
+    assert compose(pools, out).new == 5  # the lock is released with its holder
 
 
 def test_cli_compose_and_missing_pool_message(pools, tmp_path):

@@ -24,14 +24,12 @@ from datagen.compose.geometry import EmptyAlphaError
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
-from datagen.io import ImageReadError, write_run_json
+from datagen.io import ImageReadError, remove_stale_temporaries, write_run_json
 from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import (
+    ResumeState,
     Skip,
-    append_row,
-    done_ids,
-    metadata_path,
-    read_rows,
+    dataset_lock,
     reset_dataset,
     seeded_id,
     write_sample_files,
@@ -88,10 +86,18 @@ def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]
     return pools, occluders
 
 
-def make_job(index: int, config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]) -> ComposeJob:
-    """Everything random about sample `index`, from numpy.random.default_rng([seed, index])."""
+MAX_DRAWS = 10  # parameter draws per sample before it is skipped (unreadable inputs, empty composites)
+
+
+def make_job(
+    index: int, config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], draw: int = 0
+) -> ComposeJob:
+    """Everything random about sample `index`: its split from numpy.random.default_rng([seed, index]), its
+    parameters from the same generator (draw 0) or, when an earlier draw failed, from ([seed, index, draw])."""
     rng = np.random.default_rng([config.seed, index])
     split = "validation" if rng.random() < config.val_fraction else "train"
+    if draw:
+        rng = np.random.default_rng([config.seed, index, draw])
     pool = pools[split]
     params = sample_params(rng, config.augment, len(pool.foregrounds), len(pool.backgrounds), len(occluders))
     foreground, background = pool.foregrounds[params["foreground"]], pool.backgrounds[params["background"]]
@@ -110,43 +116,76 @@ def make_job(index: int, config: ComposeConfig, pools: dict[str, Pools], occlude
 
 
 class _Worker:
-    """Per-process state: the config and the decoded-image caches."""
+    """Per-process state: the config, the pools, the decoded-image caches and the pool items found unreadable."""
 
     config: ComposeConfig
+    pools: dict[str, Pools]
+    occluders: list[PoolItem]
     foregrounds: Cache
     backgrounds: Cache
+    bad: dict[str, Skip]
 
 
-def _init_worker(config: ComposeConfig) -> None:
-    _Worker.config = config
+def _init_worker(config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]) -> None:
+    _Worker.config, _Worker.pools, _Worker.occluders = config, pools, occluders
     _Worker.foregrounds = Cache(config.cache_foreground_mb)
     _Worker.backgrounds = Cache(config.cache_background_mb)
+    _Worker.bad = {}
 
 
-def compose_one(job: ComposeJob) -> dict[str, Any] | Skip:
-    """Render and write one sample (files only; the caller appends the row). Bad inputs become a Skip."""
-    config = _Worker.config
-    fg_cache, bg_cache = _Worker.foregrounds, _Worker.backgrounds
-    max_side = 2 * max(config.size)
-    current = job.foreground
+class BadItem(Exception):
+    """A pool item that cannot be used (unreadable file, empty alpha): excluded for the rest of the run."""
+
+    def __init__(self, item: PoolItem, skip: Skip):
+        super().__init__(skip.reason)
+        self.item, self.skip = item, skip
+
+
+def _load(item: PoolItem, cache: Cache, loader) -> np.ndarray:
+    if item.id in _Worker.bad:
+        raise BadItem(item, _Worker.bad[item.id])
     try:
-        inputs = Inputs(
-            fg_cache.get(job.foreground.id, lambda: load_foreground(job.foreground)),
-            bg_cache.get(job.background.id, lambda: load_background(job.background, max_side)),
-        )
-        for item in job.extra_people:
-            current = item
-            inputs.extra_people.append(fg_cache.get(item.id, lambda item=item: load_foreground(item)))
-        for item in job.occluders:
-            current = item
-            inputs.occluders.append(fg_cache.get(item.id, lambda item=item: load_foreground(item)) if item else None)
-        image, alpha = render(inputs, job.params, config.size)
+        return cache.get(item.id, lambda: loader(item))  # load_foreground raises EmptyAlphaError
     except ImageReadError as error:
-        return Skip(error.path, f"unreadable input: {error.reason}")
-    except EmptyComposite as error:
-        return Skip(job.sample_id, f"empty composite: {error}")
+        skip = Skip(error.path, f"unreadable input: {error.reason}")
     except EmptyAlphaError as error:
-        return Skip(str(current.path), f"bad foreground: {error}")
+        skip = Skip(str(item.path), f"bad foreground: {error}")
+    _Worker.bad[item.id] = skip
+    raise BadItem(item, skip)
+
+
+def _render(job: ComposeJob) -> tuple[np.ndarray, np.ndarray]:
+    max_side = 2 * max(_Worker.config.size)
+    fg_cache, bg_cache = _Worker.foregrounds, _Worker.backgrounds
+    inputs = Inputs(
+        _load(job.foreground, fg_cache, load_foreground),
+        _load(job.background, bg_cache, lambda item: load_background(item, max_side)),
+    )
+    inputs.extra_people.extend(_load(item, fg_cache, load_foreground) for item in job.extra_people)
+    inputs.occluders.extend(_load(item, fg_cache, load_foreground) if item else None for item in job.occluders)
+    return render(inputs, job.params, _Worker.config.size)
+
+
+def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
+    """Render and write one sample (files only; the caller appends the row), and the pool items found bad.
+
+    A draw that uses an unusable pool item (unreadable, empty alpha) or gives an empty composite is drawn
+    again (`make_job`'s draw 1, 2, ...); which draw a sample gets depends only on the files, never on the order
+    or the worker, so the output stays the same for any worker count. After MAX_DRAWS the sample is a Skip.
+    """
+    config, found_bad = _Worker.config, []
+    for draw in range(MAX_DRAWS):
+        if draw:
+            job = make_job(job.index, config, _Worker.pools, _Worker.occluders, draw)
+        try:
+            image, alpha = _render(job)
+            break
+        except BadItem as error:
+            found_bad.append(error.skip)
+        except (EmptyComposite, EmptyAlphaError):
+            pass
+    else:
+        return Skip(job.sample_id, f"no usable draw in {MAX_DRAWS} (unreadable inputs or empty composites)"), found_bad
     metadata = {
         "source": "composite",
         "license": f"foreground: {job.foreground.license}; background: {job.background.license}",
@@ -157,9 +196,11 @@ def compose_one(job: ComposeJob) -> dict[str, Any] | Skip:
         "preset": config.preset,
         "seed": config.seed,
         "index": job.index,
+        "draw": draw,
         "params": json.dumps(job.params, sort_keys=True),
     }
-    return write_sample_files(config.out, job.split, job.sample_id, image=image, alpha=alpha, metadata=metadata)
+    row = write_sample_files(config.out, job.split, job.sample_id, image=image, alpha=alpha, metadata=metadata)
+    return row, found_bad
 
 
 IN_FLIGHT_PER_WORKER = 16  # submitted but not yet recorded; what a kill can lose (files are rewritten on resume)
@@ -181,54 +222,62 @@ def assign_workers(jobs: list[ComposeJob], workers: int) -> dict[str, int]:
     return owner
 
 
-def _results(jobs: list[ComposeJob], config: ComposeConfig) -> Iterator[dict[str, Any] | Skip]:
+def _results(
+    jobs: list[ComposeJob], config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]
+) -> Iterator[tuple[dict[str, Any] | Skip, list[Skip]]]:
     """Outcomes in job order. Several workers: jobs routed by foreground, a bounded window in flight."""
     if config.workers == 1:
-        _init_worker(config)
+        _init_worker(config, pools, occluders)
         with single_threaded_opencv():
             yield from map(compose_one, jobs)
         return
     owner = assign_workers(jobs, config.workers)
-    pools = [process_pool(1, _init_worker, (config,)) for _ in range(config.workers)]
+    executors = [process_pool(1, _init_worker, (config, pools, occluders)) for _ in range(config.workers)]
     window: deque = deque()
     try:
         for job in jobs:
-            window.append(pools[owner[job.foreground.id]].submit(compose_one, job))
+            window.append(executors[owner[job.foreground.id]].submit(compose_one, job))
             if len(window) >= IN_FLIGHT_PER_WORKER * config.workers:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
     finally:
-        for pool in pools:
-            pool.shutdown(cancel_futures=True)
+        for executor in executors:
+            executor.shutdown(cancel_futures=True)
 
 
 def run_compose(config: ComposeConfig, command: str = "datagen compose") -> ComposeResult:
     """Write config.n composites (this shard's share) into config.out; resumes unless config.overwrite."""
     started = time.time()
     pools, occluders = split_pools(config)
-    if config.overwrite:
-        reset_dataset(config.out)
-    finished = done_ids(config.out, "train") | done_ids(config.out, "validation")
-    index, count = config.shard
-    mine = range(index, config.n, count)
-    jobs = [
-        make_job(i, config, pools, occluders) for i in mine if seeded_id("composite", config.seed, i) not in finished
-    ]
-    result = ComposeResult(config.out, existing=len(mine) - len(jobs))
-    skipped: list[Skip] = []
-    bar = tqdm(_results(jobs, config), total=len(jobs), desc="compose", unit="image", disable=not config.progress)
-    for job, outcome in zip(jobs, bar):
-        if isinstance(outcome, Skip):
-            skipped.append(outcome)
-        else:
-            append_row(metadata_path(config.out, job.split), outcome)
-            result.new += 1
-    result.skipped = dict(write_skipped(config.out, skipped, config.shard))
-    result.counts = {split: len(read_rows(config.out, split)) for split in ("train", "validation")}
-    result.counts = {split: n for split, n in result.counts.items() if n}
-    result.seconds = time.time() - started
-    _write_records(config, command, result)
+    with dataset_lock(config.out, config.shard):
+        if config.overwrite:
+            reset_dataset(config.out)
+        remove_stale_temporaries(config.out)
+        state = ResumeState.read(config.out)
+        index, count = config.shard
+        mine = range(index, config.n, count)
+        jobs = [
+            job
+            for job in (make_job(i, config, pools, occluders) for i in mine)
+            if not state.is_done(job.split, job.sample_id)
+        ]
+        result = ComposeResult(config.out, existing=len(mine) - len(jobs))
+        skipped: dict[str, Skip] = {}  # by path or id: an unreadable file is recorded once
+        outcomes = _results(jobs, config, pools, occluders)
+        bar = tqdm(outcomes, total=len(jobs), desc="compose", unit="image", disable=not config.progress)
+        for job, (outcome, found_bad) in zip(jobs, bar):
+            for skip in found_bad:
+                skipped.setdefault(skip.path, skip)
+            if isinstance(outcome, Skip):
+                skipped.setdefault(outcome.path, outcome)
+            else:
+                state.add(job.split, outcome)
+                result.new += 1
+        result.skipped = dict(write_skipped(config.out, skipped.values(), config.shard))
+        result.counts = {split: len(state.rowed[split]) for split in ("train", "validation") if state.rowed[split]}
+        result.seconds = time.time() - started
+        _write_records(config, command, result)
     return result
 
 
