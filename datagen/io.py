@@ -68,7 +68,9 @@ def exif_orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(getattr(image, "filename", "") or "image", f"unreadable or truncated image ({error})") from error
+        raise ImageReadError(
+            getattr(image, "filename", "") or "image", f"unreadable or truncated image ({error})"
+        ) from error
     return value if value in range(1, 9) else 1
 
 

@@ -325,3 +325,54 @@ def test_foreground_pool_loads_with_datasets(tmp_path, person):
     example = loaded["train"][0]
     np.testing.assert_array_equal(np.asarray(example["foreground"]), person)
     np.testing.assert_array_equal(np.asarray(example["alpha"]), person[..., 3])
+
+
+def test_palette_files_truncated_png_and_rounded_matte_sizes(tmp_path, person):
+    src = tmp_path / "PPM-100"
+    image, alpha = pair(8, height=30, width=20)
+    put(src / "image/palette.jpg", image)
+    (src / "matte").mkdir()
+    Image.fromarray(alpha, "L").convert("P").save(src / "matte/palette.png")  # a palette matte: its grey levels
+    put(src / "image/rounded.jpg", image)
+    bigger = np.asarray(Image.fromarray(alpha).resize((27, 40)))  # 20x30 at 4/3 with rounding: 26.7 -> 27
+    put(src / "matte/rounded.png", bigger)
+    png = encode_png(image)
+    (src / "image/cut.png").write_bytes(png[: len(png) // 2])
+    put(src / "matte/cut.png", alpha)
+    put(src / "image/unreadable_matte.jpg", image)
+    (src / "matte/unreadable_matte.png").write_bytes(b"\x89PNG\r\n\x1a\n nothing")
+    out = tmp_path / "out"
+    result = import_ok("ppm100", src, out)
+    assert result.counts == {"test": 2}
+    assert dict(result.skipped) == {"unreadable image": 1, "unreadable matte": 1}
+    skipped = {json.loads(line)["path"] for line in (out / "skipped.jsonl").read_text().splitlines()}
+    assert skipped == {"image/cut.png", "matte/unreadable_matte.png"}, "every skip path relative to SRC"
+    rows = rows_by_original(out)
+    np.testing.assert_array_equal(read_alpha(out / "test/gt/ppm100-palette.png"), alpha)
+    assert rows["image/rounded.jpg"]["notes"] == "alpha resized from 27x40"
+    assert read_alpha(out / "test/gt/ppm100-rounded.png").shape == (30, 20)
+
+    cutouts = tmp_path / "cutouts"
+    cutouts.mkdir()
+    Image.fromarray(person).quantize(method=Image.Quantize.FASTOCTREE).save(cutouts / "p.png")
+    assert Image.open(cutouts / "p.png").mode == "P" and "transparency" in Image.open(cutouts / "p.png").info
+    pool = tmp_path / "pool"
+    import_ok("folder", cutouts, pool)
+    (sample,) = iter_samples(pool)
+    foreground = io.read_foreground(sample.path("foreground"))
+    expected = np.asarray(Image.open(cutouts / "p.png").convert("RGBA"))
+    np.testing.assert_array_equal(foreground, expected)
+    assert foreground[..., 3].min() == 0 and foreground[..., 3].max() == 255
+
+
+def test_rerun_after_a_lost_matte_restores_it_without_a_second_row(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=3, n_test=1, height=32, width=24)
+    out = tmp_path / "out"
+    import_ok("p3m", src, out)
+    reference = directory_bytes(out)
+    total = sum(len(read_rows(out, split)) for split in ("train", "test"))
+    lost = read_rows(out, "train")[0]
+    (out / "train" / lost["alpha_file_name"]).unlink()
+    result = import_ok("p3m", src, out)
+    assert (result.new, result.existing) == (1, total - 1)
+    assert directory_bytes(out) == reference

@@ -102,3 +102,77 @@ def test_truncated_jpeg_is_an_error_not_grey_pixels(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="cut.jpg"):
         read_image(tmp_path / "cut.jpg")
+
+
+def test_palette_matte_and_palette_cutout_keep_their_values(tmp_path):
+    """A P-mode matte is its grey levels, a P-mode cut-out with tRNS its colours and alpha (never the indices)."""
+    matte = np.tile(np.array([0, 37, 128, 200, 255], np.uint8), (4, 1))
+    Image.fromarray(matte, "L").convert("P").save(tmp_path / "matte.png")
+    assert Image.open(tmp_path / "matte.png").mode == "P"
+    np.testing.assert_array_equal(read_alpha(tmp_path / "matte.png"), matte)
+
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., :3] = (200, 30, 90)
+    rgba[1:3, 1:4, 3] = 255
+    palette = Image.new("P", (5, 4))
+    palette.putpalette([0, 0, 0, 200, 30, 90])
+    palette.putdata([1 if a else 0 for a in rgba[..., 3].ravel()])
+    palette.save(tmp_path / "cutout.png", transparency=0)
+    assert Image.open(tmp_path / "cutout.png").mode == "P"
+    read = read_foreground(tmp_path / "cutout.png")
+    np.testing.assert_array_equal(read[..., 3], rgba[..., 3])
+    np.testing.assert_array_equal(read[rgba[..., 3] > 0][:, :3], rgba[rgba[..., 3] > 0][:, :3])
+    np.testing.assert_array_equal(read_alpha(tmp_path / "cutout.png"), rgba[..., 3])
+
+
+def test_truncated_png_is_an_image_read_error(tmp_path):
+    data = io.encode_png(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cut.png"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(ImageReadError, match="cut.png"):
+        io.exif_orientation(io.open_image(tmp_path / "cut.png", load=False))
+
+
+def test_write_atomic_on_a_full_disk_names_the_path_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "sub" / "x.png"
+    with pytest.raises(io.OutputError, match=r"cannot write .*x\.png: No space left on device"):
+        io.write_atomic(target, b"data")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not target.exists() and list((tmp_path / "sub").iterdir()) == []
+
+
+def test_write_atomic_into_a_read_only_folder(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def read_only(source, target):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only)  # the tests run as root, where chmod does not stop a write
+    with pytest.raises(io.OutputError, match=r"ro/x\.png: Read-only file system"):
+        io.write_atomic(tmp_path / "ro" / "x.png", b"data")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "train" / "im" / f".a.jpg.{int(dead.stdout)}.tmp"
+    live = tmp_path / "train" / "im" / f".b.jpg.{os.getpid()}.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x"), live.write_bytes(b"x")
+    assert io.remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and live.exists()

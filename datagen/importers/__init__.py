@@ -21,15 +21,14 @@ from datagen.card import write_card
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError
-from datagen.io import write_run_json
+from datagen.io import remove_stale_temporaries, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
+    ResumeState,
     Skip,
-    append_row,
     check_shard,
-    done_ids,
-    metadata_path,
+    dataset_lock,
     read_rows,
     reset_dataset,
     unique_ids,
@@ -93,33 +92,42 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     discovery: Discovery = module.discover(src, config)
-    if config.overwrite:
-        reset_dataset(out)
-    ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
-    index, count = config.shard
-    mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
-    finished = {split: done_ids(out, split) for split in SPLITS}
-    trimaps = any(pair.trimap for pair in discovery.pairs)
-    jobs = [
-        PairJob(pair, ids[pair.key], out, kind, module.LICENSE, config.keep_png, config.jpeg_quality, trimaps)
-        for pair in mine
-        if ids[pair.key] not in finished[pair.split]
-    ]
-    result = ImportResult(out, existing=len(mine) - len(jobs))
-    skipped = list(discovery.skipped) if index == 0 else []
-    bar = tqdm(
-        _convert(jobs, config.workers), total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress
-    )
-    for job, outcome in zip(jobs, bar):
-        if isinstance(outcome, Skip):
-            skipped.append(outcome)
-        else:
-            append_row(metadata_path(out, job.pair.split), outcome)
-            result.new += 1
-    result.counts = _counts(out)
-    result.seconds = time.time() - started
-    _write_records(kind, src, config, result, skipped, module)
+    with dataset_lock(out, config.shard):
+        if config.overwrite:
+            reset_dataset(out)
+        remove_stale_temporaries(out)
+        ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
+        index, count = config.shard
+        mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
+        state = ResumeState.read(out)
+        trimaps = any(pair.trimap for pair in discovery.pairs)
+        jobs = [
+            PairJob(pair, ids[pair.key], out, kind, module.LICENSE, config.keep_png, config.jpeg_quality, trimaps)
+            for pair in mine
+            if not state.is_done(pair.split, ids[pair.key])
+        ]
+        result = ImportResult(out, existing=len(mine) - len(jobs))
+        skipped = list(discovery.skipped) if index == 0 else []
+        outcomes = _convert(jobs, config.workers)
+        bar = tqdm(outcomes, total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress)
+        for job, outcome in zip(jobs, bar):
+            if isinstance(outcome, Skip):
+                skipped.append(Skip(_relative(outcome.path, src), outcome.reason))
+            else:
+                state.add(job.pair.split, outcome)
+                result.new += 1
+        result.counts = _counts(out)
+        result.seconds = time.time() - started
+        _write_records(kind, src, config, result, skipped, module)
     return result
+
+
+def _relative(path: str, src: Path) -> str:
+    """A skip's path relative to SRC (workers report matte paths below SRC; image skips are already relative)."""
+    for base in (src, src.resolve()):
+        if Path(path).is_relative_to(base):
+            return str(Path(path).relative_to(base))
+    return path
 
 
 def _counts(out: Path) -> dict[str, int]:

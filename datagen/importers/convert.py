@@ -50,7 +50,8 @@ def _fit(
     """Bring a matte or trimap (HxW, read on its own raw grid) onto the upright image grid.
 
     It gets the image's EXIF rotation only when it fits the raw grid and not the upright one; then, if its
-    size still differs, it is resized only when the aspect ratio matches exactly. Returns None otherwise.
+    size still differs, it is resized only when it is the image at another scale: each side scaled by the other
+    side's ratio lands within one pixel (2667x4000 for a 2000x3000 photo). Returns None otherwise.
     Sizes are (width, height). What was done is appended to `notes`.
     """
     size = (array.shape[1], array.shape[0])
@@ -62,11 +63,20 @@ def _fit(
             notes.append(f"{what} kept as stored (it already fit the upright image)")
     if size == upright:
         return array
-    if size[0] * upright[1] != size[1] * upright[0]:
+    if not same_shape_at_another_scale(size, upright):
         return None
     notes.append(f"{what} resized from {size[0]}x{size[1]}")
     shrink = size[0] > upright[0]
     return cv2.resize(array, upright, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def same_shape_at_another_scale(size: tuple[int, int], target: tuple[int, int]) -> bool:
+    """True when (width, height) `size` scaled to either side of `target` gives the other side within 1 px."""
+    (width, height), (target_width, target_height) = size, target
+    return (
+        abs(height * target_width / width - target_height) <= 1
+        or abs(width * target_height / height - target_width) <= 1
+    )
 
 
 def _snap_trimap(trimap: np.ndarray) -> np.ndarray:
@@ -123,9 +133,9 @@ def import_pair(job: PairJob) -> dict[str, Any] | Skip:
     pair = job.pair
     try:
         source = open_image(pair.image, load=False)
+        orientation = exif_orientation(source)
     except ImageReadError as error:
         return Skip(pair.key, f"unreadable image: {error.reason}")
-    orientation = exif_orientation(source)
     raw = source.size
     upright = raw[::-1] if orientation in (5, 6, 7, 8) else raw
     notes: list[str] = []
@@ -141,7 +151,10 @@ def import_pair(job: PairJob) -> dict[str, Any] | Skip:
     if pair.rgba:
         if "A" not in source.getbands() and "transparency" not in source.info:
             return Skip(pair.key, "no alpha channel: not an RGBA cut-out")
-        foreground = read_foreground(pair.image)
+        try:
+            foreground = read_foreground(pair.image)
+        except ImageReadError as error:
+            return Skip(pair.key, f"unreadable image: {error.reason}")
         metadata["notes"] = ""
         return write_sample_files(
             job.out,
