@@ -6,20 +6,18 @@ Heavy libraries (torch, diffusers, datasets) are imported inside commands, so `d
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from datagen import __version__
+from datagen.console import CONTEXT_SETTINGS, parse_shard, setup_logging, user_errors
 
 DATA_ROOT = "datasets"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="datagen")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
@@ -34,29 +32,7 @@ def cli(verbose: int) -> None:
       datagen preview DIR -o sheet.png   contact sheet to look at
       datagen push DIR user/name         publish to the Hugging Face Hub
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-@contextmanager
-def user_errors(*kinds: type[Exception]) -> Iterator[None]:
-    """Exceptions of `kinds` (bad arguments or inputs, whose messages say what to do) become a one-line CLI error
-    with exit status 1; anything else propagates with its traceback. Every command of datagen and ormbg uses it."""
-    try:
-        yield
-    except kinds as error:
-        raise click.ClickException(str(error)) from error
-
-
-def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    """'I/K' -> (I, K) with 0 <= I < K."""
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not I/K, for example 0/4") from None
-    if not 0 <= index < count:
-        raise click.BadParameter(f"{value!r}: need 0 <= I < K")
-    return index, count
+    setup_logging(verbose)
 
 
 @cli.command()
@@ -341,12 +317,12 @@ def push(directory: Path, repo_id: str, private: bool, token: str | None, max_sh
 
     Each split becomes Parquet shards with Image columns (image, alpha, foreground, trimap where present) and
     the metadata columns; a dataset card (licence: the most restrictive of the sources) and a preview go along.
-    Shards are written to DIRECTORY/.push first and uploaded with huggingface_hub.
+    Shards are staged in a folder beside DIRECTORY (removed afterwards) and uploaded with huggingface_hub.
     """
-    from datagen.hub import PushConfig
+    from datagen.hub import HubError, PushConfig
     from datagen.hub import push as push_dataset
 
-    with user_errors(ValueError):
+    with user_errors(ValueError, HubError):
         files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run))
     where = dry_run if dry_run else f"https://huggingface.co/datasets/{repo_id}"
     click.echo(f"{'wrote' if dry_run else 'pushed'} {len(files)} files -> {where}")
@@ -361,18 +337,40 @@ def push(directory: Path, repo_id: str, private: bool, token: str | None, max_sh
     default=None,
     help=f"Dataset directory to write  [default: {DATA_ROOT}/<name>].",
 )
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default=None, help="Only this split.")
-def pull(repo_id: str, out: Path | None, split: str | None) -> None:
-    """Download the Hub dataset REPO_ID (image + alpha columns, or an RGBA image column) into a dataset directory.
+@click.option("--split", default=None, help="Only this split of the Hub dataset (its own name).")
+@click.option(
+    "--alpha-column",
+    default=None,
+    help="Image column holding the matte  [default: the first of alpha, mask, matte, gt, label; else the alpha "
+    "channel of an RGBA image column].",
+)
+@click.option(
+    "--split-map",
+    multiple=True,
+    help="NAME=SPLIT: where a Hub split lands (repeatable). Without it val/valid/dev -> validation and any "
+    "unknown name -> test, so nothing unknown feeds training.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def pull(repo_id: str, out: Path | None, split: str | None, alpha_column, split_map, progress: bool) -> None:
+    """Download the Hub dataset REPO_ID (image + matte columns, or an RGBA image column) into a dataset directory.
 
     REPO_ID may also be a local folder holding such a dataset (for example a `datagen push --dry-run` output).
+    Rows are streamed to disk; a rerun resumes.
     """
     from datagen.hub import pull as pull_dataset
 
     out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
-    with user_errors(ValueError):
-        counts = pull_dataset(repo_id, out, split)
-    click.echo(f"pulled {', '.join(f'{name} {n}' for name, n in counts.items())} -> {out}")
+    with user_errors(ValueError, FileNotFoundError):
+        mapping = dict(item.split("=", 1) for item in split_map if "=" in item)
+        if len(mapping) != len(split_map):
+            raise ValueError(f"--split-map takes NAME=SPLIT, got {list(split_map)}")
+        result = pull_dataset(repo_id, out, split, alpha_column, mapping, progress)
+    renamed = ", ".join(f"{hub} -> {ours}" for hub, ours in result.splits.items() if hub != ours)
+    click.echo(f"matte from column `{result.alpha_column}`" + (f"; splits mapped: {renamed}" if renamed else ""))
+    for reason, count in result.skipped.most_common():
+        click.echo(f"  skipped {count:>6}  {reason}  (each in {out / 'skipped.jsonl'})")
+    counts = ", ".join(f"{name} {n}" for name, n in result.counts.items())
+    click.echo(f"new {result.new}, already there {result.existing}; {counts} -> {out}")
 
 
 @cli.command()

@@ -15,7 +15,8 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,22 @@ import yaml
 
 from datagen.card import size_category
 from datagen.inspect import inspect_dataset
-from datagen.io import read_json, write_atomic
+from datagen.io import read_json, remove_stale_temporaries, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
     FILE_KINDS,
     SPLITS,
+    ResumeState,
     Sample,
-    append_row,
+    Skip,
+    check_split,
+    dataset_lock,
     iter_samples,
-    metadata_path,
     read_rows,
     sanitize_id,
     splits,
     write_sample_files,
+    write_skipped,
 )
 
 log = logging.getLogger(__name__)
@@ -237,30 +241,74 @@ class PushConfig:
     dry_run: Path | None = None  # write what would be uploaded here and upload nothing
 
 
+class HubError(RuntimeError):
+    """A Hub call that failed for a reason the user fixes: no network, no or a wrong token, no such repo."""
+
+
+def _is_hub_failure(error: Exception) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(
+        error, (HfHubHTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, ConnectionError, TimeoutError)
+    ):
+        return True
+    # the HTTP client's own transport errors (httpx, httpx2 or requests, by huggingface_hub version)
+    return type(error).__module__.split(".")[0] in {"httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+
+def check_repo_id(repo_id: str) -> None:
+    """A valid Hub dataset id `user/name`, checked as the Hub checks it, before any work is done."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if "/" not in repo_id:
+        raise ValueError(f"repo id {repo_id!r}: expected user/name")
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as error:
+        raise ValueError(f"repo id {repo_id!r}: expected user/name ({error})") from None
+
+
 def push(config: PushConfig) -> list[str]:
-    """Stage the dataset (to `dry_run`, or to DIR/.push) and, unless dry-run, upload it. Returns the files."""
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", config.repo_id):
-        raise ValueError(f"repo id {config.repo_id!r}: expected user/name")
+    """Stage the dataset (to `dry_run`, or to a folder beside DIR that is removed afterwards) and, unless dry-run,
+    upload it. Returns the staged files. A Hub or network failure raises HubError with one line."""
+    check_repo_id(config.repo_id)
     directory = Path(config.directory)
-    staging = Path(config.dry_run) if config.dry_run else directory / ".push"
-    files = stage(directory, config.repo_id, staging, parse_bytes(config.max_shard_size))
     if config.dry_run:
-        return files
+        return stage(directory, config.repo_id, Path(config.dry_run), parse_bytes(config.max_shard_size))
+    staging = directory.resolve().parent / f".{directory.resolve().name}.push-staging"
+    log.info("staging the upload in %s (removed afterwards)", staging)
+    try:
+        files = stage(directory, config.repo_id, staging, parse_bytes(config.max_shard_size))
+        _upload(config, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("pushed %d files to datasets/%s", len(files), config.repo_id)
+    return files
+
+
+def _upload(config: PushConfig, staging: Path) -> None:
     from huggingface_hub import HfApi
 
     api = HfApi(token=config.token)
-    api.create_repo(config.repo_id, repo_type="dataset", private=config.private, exist_ok=True)
-    if hasattr(api, "upload_large_folder"):  # resumable, many commits; missing from some huggingface_hub versions
-        api.upload_large_folder(repo_id=config.repo_id, folder_path=str(staging), repo_type="dataset")
-    else:
-        api.upload_folder(
-            repo_id=config.repo_id,
-            folder_path=str(staging),
-            repo_type="dataset",
-            commit_message=f"datagen push of {directory.name}",
-        )
-    log.info("pushed %d files to datasets/%s", len(files), config.repo_id)
-    return files
+    try:
+        api.create_repo(config.repo_id, repo_type="dataset", private=config.private, exist_ok=True)
+        if hasattr(api, "upload_large_folder"):  # resumable, many commits; missing from some huggingface_hub versions
+            api.upload_large_folder(repo_id=config.repo_id, folder_path=str(staging), repo_type="dataset")
+        else:
+            api.upload_folder(
+                repo_id=config.repo_id,
+                folder_path=str(staging),
+                repo_type="dataset",
+                commit_message=f"datagen push of {Path(config.directory).name}",
+            )
+    except Exception as error:
+        if not _is_hub_failure(error):
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HubError(
+            f"push to datasets/{config.repo_id} failed: {reason}. Check the network, the repo id and the token "
+            "(--token, HF_TOKEN or `hf auth login`); a rerun uploads again"
+        ) from error
 
 
 def _extension(data: bytes) -> str:
@@ -275,50 +323,153 @@ def _decode(data: bytes, reader):
         return reader(file.name)
 
 
-def pull(repo_id: str, out: Path, split: str | None = None) -> dict[str, int]:
-    """A Hub dataset (or a local copy of one) with image + alpha columns, or an RGBA `image` column, into `out`.
+MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # the usual names of the matte column on the Hub
+SPLIT_NAMES = {"training": "train", "val": "validation", "valid": "validation", "dev": "validation", "testing": "test"}
 
-    Image bytes are kept as they are (JPEG stays the same file); mattes become one-channel 8-bit PNGs.
+
+@dataclass
+class PullResult:
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)  # our split -> rows after the pull
+    splits: dict[str, str] = field(default_factory=dict)  # the Hub's split -> ours
+    alpha_column: str = ""  # the column the matte came from ("image" for an RGBA image column)
+    new: int = 0
+    existing: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+
+def map_split(name: str, split_map: dict[str, str]) -> str:
+    """Our split for a Hub split: as named by `split_map`, a known synonym, or `test` for any other name (so an
+    unknown split never feeds training unless the user maps it there)."""
+    target = split_map.get(name) or (name if name in SPLITS else SPLIT_NAMES.get(name.lower(), "test"))
+    return check_split(target)
+
+
+def matte_column(features: dict[str, Any], wanted: str | None, source: str) -> str:
+    """The Image column holding the matte: `wanted`, else the first of MATTE_COLUMNS, else "image" (RGBA)."""
+    import datasets
+
+    images = [column for column, feature in features.items() if isinstance(feature, datasets.Image)]
+    if wanted:
+        if wanted not in images:
+            raise ValueError(f"{source}: --alpha-column {wanted!r} is not an image column (image columns: {images})")
+        return wanted
+    for column in MATTE_COLUMNS:
+        if column in images:
+            return column
+    if "image" not in images:
+        raise ValueError(f"{source}: no `image` column and no matte column (found {sorted(features)})")
+    return "image"
+
+
+def _has_alpha_channel(data: bytes) -> bool:
+    from PIL import Image
+
+    with Image.open(BytesIO(data)) as image:
+        return "A" in image.getbands() or "transparency" in image.info
+
+
+def pull(
+    repo_id: str,
+    out: Path,
+    split: str | None = None,
+    alpha_column: str | None = None,
+    split_map: dict[str, str] | None = None,
+    progress: bool = False,
+) -> PullResult:
+    """A Hub dataset (or a local copy of one) into the dataset directory `out`, streamed row by row.
+
+    The matte comes from `alpha_column`, else the first Image column named alpha, mask, matte, gt or label, else the
+    alpha channel of an RGBA `image` column (a row whose image has none is skipped and recorded: never a matte of
+    all 255). Split names are mapped by `split_map`, then synonyms (val -> validation), and any other name to
+    `test`. Image bytes are kept as they are (JPEG stays the same file); mattes become one-channel 8-bit PNGs.
+    A rerun resumes (rows already pulled are skipped); the directory is locked while it runs.
     """
+    from tqdm import tqdm
+
+    import datasets
+
+    loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
+    parts = {split: loaded} if split else dict(loaded)
+    result, split_map = PullResult(Path(out)), split_map or {}
+    with dataset_lock(out):
+        remove_stale_temporaries(out)
+        state = ResumeState.read(out)
+        skipped: list[Skip] = []
+        prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
+        renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from
+        for name, part in parts.items():
+            target = map_split(name, split_map)
+            result.splits[name] = target
+            features = part.features or {}
+            column = matte_column(features, alpha_column, repo_id)
+            if result.alpha_column and result.alpha_column != column:
+                raise ValueError(f"{repo_id}: the splits keep their mattes in different columns; pass --alpha-column")
+            result.alpha_column = column
+            undecoded = {
+                c: datasets.Image(decode=False) if isinstance(f, datasets.Image) else f for c, f in features.items()
+            }
+            part = part.cast(datasets.Features(undecoded))
+            if column == "image":
+                _check_first_image_has_alpha(part, repo_id, name)
+            rows = tqdm(part, desc=f"pull {name}", unit="row", disable=not progress)
+            for index, example in enumerate(rows):
+                sample_id = str(example.get("id") or f"{prefix}-{sanitize_id(name)}-{index:07d}")
+                if state.is_done(target, sample_id):
+                    result.existing += 1
+                    continue
+                outcome = _pull_row(example, column, features, sample_id, f"{repo_id}:{name}:{index}")
+                if isinstance(outcome, Skip):
+                    skipped.append(outcome)
+                    continue
+                files, metadata = outcome
+                if renamed:
+                    metadata["hub_split"] = name
+                state.add(target, write_sample_files(out, target, sample_id, metadata=metadata, **files))
+                result.new += 1
+        result.skipped = write_skipped(out, skipped)
+        result.counts = {name: len(ids) for name, ids in state.rowed.items() if ids}
+    return result
+
+
+def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
+    """Refuse a dataset whose only image column has no alpha channel: its 'matte' would be 255 everywhere."""
+    first = next(iter(part), None)
+    if first and first.get("image") and not _has_alpha_channel(first["image"]["bytes"]):
+        raise ValueError(
+            f"{repo_id} ({name}): no matte column ({', '.join(MATTE_COLUMNS)}) and its images have no alpha "
+            "channel; name the matte's column with --alpha-column"
+        )
+
+
+def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, where: str):
+    """(files, metadata) for write_sample_files from one streamed row, or a Skip."""
     import numpy as np
 
     import datasets
-    from datagen.io import read_alpha, read_foreground
+    from datagen.io import ImageReadError, read_alpha, read_foreground
 
-    loaded = datasets.load_dataset(repo_id, split=split)
-    parts = {split: loaded} if split else dict(loaded)
-    counts = {}
-    for name, part in parts.items():
-        if name not in SPLITS:
-            raise ValueError(f"split {name!r} of {repo_id} is not one of {', '.join(SPLITS)}")
-        images = [column for column, feature in part.features.items() if isinstance(feature, datasets.Image)]
-        if "alpha" not in images and "image" not in images:
-            raise ValueError(f"{repo_id}: no `alpha` or RGBA `image` column (found {sorted(part.features)})")
-        part = part.cast(
-            datasets.Features(
-                {
-                    column: datasets.Image(decode=False) if column in images else feature
-                    for column, feature in part.features.items()
-                }
-            )
-        )
-        path = metadata_path(out, name)
-        for index, example in enumerate(part):
-            sample_id = str(example.get("id") or f"{sanitize_id(repo_id.split('/')[-1])}-{index:07d}")
-            metadata = {k: v for k, v in example.items() if k not in images and k not in ("id", "width", "height")}
-            files: dict[str, Any] = {}
-            if "alpha" in images:
-                files["alpha"] = _decode(example["alpha"]["bytes"], read_alpha)
-                if example.get("image"):
-                    data = example["image"]["bytes"]
-                    files.update(image_bytes=data, image_format=_extension(data))
-                if example.get("foreground"):
-                    files["foreground"] = _decode(example["foreground"]["bytes"], read_foreground)
-                if example.get("trimap"):
-                    files["trimap"] = _decode(example["trimap"]["bytes"], read_alpha)
-            else:  # an RGBA image column: its alpha channel is the matte
-                rgba = _decode(example["image"]["bytes"], read_foreground)
-                files.update(foreground=rgba, alpha=np.ascontiguousarray(rgba[..., 3]))
-            append_row(path, write_sample_files(out, name, sample_id, metadata=metadata, **files))
-        counts[name] = len(part)
-    return counts
+    images = {c for c, f in features.items() if isinstance(f, datasets.Image)}
+    metadata = {k: v for k, v in example.items() if k not in images and k not in ("id", "width", "height")}
+    files: dict[str, Any] = {}
+    try:
+        if column == "image":  # an RGBA image column: its alpha channel is the matte
+            data = example["image"]["bytes"]
+            if not _has_alpha_channel(data):
+                return Skip(where, "no matte: the image has no alpha channel and the dataset no matte column")
+            rgba = _decode(data, read_foreground)
+            files.update(foreground=rgba, alpha=np.ascontiguousarray(rgba[..., 3]))
+            return files, metadata
+        if not example.get(column):
+            return Skip(where, f"no matte: empty `{column}`")
+        files["alpha"] = _decode(example[column]["bytes"], read_alpha)
+        if example.get("image"):
+            data = example["image"]["bytes"]
+            files.update(image_bytes=data, image_format=_extension(data))
+        if example.get("foreground"):
+            files["foreground"] = _decode(example["foreground"]["bytes"], read_foreground)
+        if example.get("trimap"):
+            files["trimap"] = _decode(example["trimap"]["bytes"], read_alpha)
+    except ImageReadError as error:
+        return Skip(where, f"unreadable image: {error.reason}")
+    return files, metadata

@@ -23,15 +23,13 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.card import write_card
-from datagen.io import write_run_json
+from datagen.io import remove_stale_temporaries, write_run_json
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import load_prompts, sample_prompt
 from datagen.records import (
-    append_row,
+    ResumeState,
     check_shard,
-    done_ids,
-    metadata_path,
-    read_rows,
+    dataset_lock,
     reset_dataset,
     seeded_id,
     write_sample_files,
@@ -211,17 +209,27 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
     `render` replaces the backend (tests pass a tiny LayerDiffuse pipeline through `layerdiffuse_renderer`).
     """
     started = time.time()
-    if config.overwrite:
-        reset_dataset(config.out)
-    render = render or (
-        procedural_renderer(config) if config.backend == "procedural" else layerdiffuse_renderer(config)
-    )
+    with dataset_lock(config.out, config.shard):
+        if config.overwrite:
+            reset_dataset(config.out)
+        remove_stale_temporaries(config.out)
+        render = render or (
+            procedural_renderer(config) if config.backend == "procedural" else layerdiffuse_renderer(config)
+        )
+        result = _generate(config, render)
+        result.seconds = time.time() - started
+        _write_records(config, command, result)
+    return result
+
+
+def _generate(config: SynthConfig, render: Render) -> SynthResult:
     fixed = load_prompts(config.prompts) if config.prompts else None
-    finished = done_ids(config.out, "train")
+    state = ResumeState.read(config.out)
     prefix = "synth" if config.kind == "person" else "background"
     index, count = config.shard
     mine = range(index, config.n, count)
-    pending = [Job(i, 0, _prompt(config, i, fixed)) for i in mine if seeded_id(prefix, config.seed, i) not in finished]
+    todo = [i for i in mine if not state.is_done("train", seeded_id(prefix, config.seed, i))]
+    pending = [Job(i, 0, _prompt(config, i, fixed)) for i in todo]
     result = SynthResult(config.out, existing=len(mine) - len(pending))
     bar = tqdm(total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
 
@@ -236,7 +244,7 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
             if row is None:
                 result.failed += 1
             else:
-                append_row(metadata_path(config.out, "train"), row)
+                state.add("train", row)
                 result.new += 1
             bar.update(1)
         return retries
@@ -252,9 +260,7 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
                 pending.extend(writing.result())
             writing = writer.submit(keep, batch, images) if batch else None
     bar.close()
-    result.count = len(read_rows(config.out, "train"))
-    result.seconds = time.time() - started
-    _write_records(config, command, result)
+    result.count = len(state.rowed["train"])
     return result
 
 

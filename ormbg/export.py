@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datagen.cli import user_errors
+from datagen.console import user_errors
 from ormbg.model import ORMBG, load_weights
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from datagen.cli import user_errors
+from datagen.console import user_errors
 from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from ormbg.data import normalize, prepare
 

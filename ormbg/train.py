@@ -27,7 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from datagen.cli import user_errors
+from datagen.console import user_errors
 from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, loader_options, normalize
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter

@@ -52,7 +52,7 @@ def test_dry_run_loads_pixel_equal_and_has_a_card(dataset, tmp_path):
 def test_pull_of_the_dry_run_gives_back_an_equal_directory(dataset, tmp_path):
     push(PushConfig(dataset, "user/demo", dry_run=tmp_path / "dry"))
     back = tmp_path / "back"
-    assert pull(str(tmp_path / "dry"), back) == {"train": 5, "test": 3}
+    assert pull(str(tmp_path / "dry"), back).counts == {"train": 5, "test": 3}
     for split in ("train", "test"):
         original = {row["id"]: row for row in read_rows(dataset, split)}
         pulled = {row["id"]: row for row in read_rows(back, split)}
@@ -127,7 +127,7 @@ def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
     assert create[3] == f"Bearer {TOKEN}", "the token goes to the Hub"
     output = capsys.readouterr()
     assert TOKEN not in caplog.text and TOKEN not in output.out + output.err
-    assert not any(TOKEN in p.read_text(errors="ignore") for p in (dataset / ".push").rglob("*") if p.is_file())
+    assert not (dataset / ".push").exists() and not any("staging" in p.name for p in dataset.parent.iterdir())
 
 
 def test_bad_repo_id_and_not_a_dataset(tmp_path):
@@ -135,3 +135,87 @@ def test_bad_repo_id_and_not_a_dataset(tmp_path):
     assert "expected user/name" in runner.invoke(cli, ["push", str(tmp_path), "nope", "--dry-run", "x"]).output
     result = runner.invoke(cli, ["push", str(tmp_path), "u/n", "--dry-run", str(tmp_path / "x")])
     assert result.exit_code == 1 and "no split" in result.output
+
+
+def _hub_layout(root, columns, splits=("train", "val"), rows=3):
+    """A local Hub-style Parquet dataset (data/<split>-00000-of-00001.parquet) with the given image columns."""
+    import io as bytes_io
+
+    import datasets
+    from PIL import Image
+
+    from datagen.procedural import draw_background, draw_person
+
+    for split in splits:
+        data = {name: [] for name in columns}
+        for index in range(rows):
+            person = draw_person(np.random.default_rng([index, len(split)]), 48, 32)
+            photo = draw_background(np.random.default_rng([index]), 48, 32)
+            for name, kind in columns.items():
+                array = {"rgb": photo, "rgba": person, "mask": person[..., 3]}[kind]
+                buffer = bytes_io.BytesIO()
+                Image.fromarray(array).save(buffer, format="PNG")
+                data[name].append({"bytes": buffer.getvalue(), "path": None})
+        features = datasets.Features({name: datasets.Image() for name in columns})
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(data, features=features).to_parquet(
+            str(root / f"data/{split}-00000-of-00001.parquet")
+        )
+    return root
+
+
+def test_pull_takes_the_mask_column_maps_splits_and_resumes(tmp_path):
+    from datagen.inspect import inspect_dataset
+
+    src = _hub_layout(tmp_path / "hub", {"image": "rgb", "mask": "mask"})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["pull", str(src), "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "matte from column `mask`" in result.output and "val -> validation" in result.output
+    report = inspect_dataset(out)
+    assert report.ok, report.format_text()
+    rows = read_rows(out, "validation")
+    assert len(rows) == 3 and rows[0]["hub_split"] == "val"
+    alpha = read_alpha(out / "validation" / rows[0]["alpha_file_name"])
+    assert alpha.min() == 0 and 0 < alpha.mean() < 255, "the mask column is the matte, not an opaque image"
+    before = {split: read_rows(out, split) for split in ("train", "validation")}
+    again = CliRunner().invoke(cli, ["pull", str(src), "-o", str(out), "--no-progress"])
+    assert again.exit_code == 0 and "new 0, already there 6" in again.output
+    assert {split: read_rows(out, split) for split in ("train", "validation")} == before, "no row twice"
+    mapped = pull(str(src), tmp_path / "mapped", split_map={"val": "train"})
+    assert mapped.counts == {"train": 6}
+
+
+def test_pull_refuses_images_without_a_matte(tmp_path):
+    src = _hub_layout(tmp_path / "hub", {"image": "rgb"}, splits=("train",))
+    result = CliRunner().invoke(cli, ["pull", str(src), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 1 and "no matte column" in result.output and "--alpha-column" in result.output
+    assert "Traceback" not in result.output
+    rgba = _hub_layout(tmp_path / "rgba", {"image": "rgba"}, splits=("test",))
+    assert pull(str(rgba), tmp_path / "pool").alpha_column == "image"
+
+
+@pytest.mark.parametrize("repo_id", ["user/-x", "user/" + "a" * 120, "nope", "a/b/c"])
+def test_push_checks_the_repo_id_before_any_work(dataset, tmp_path, repo_id):
+    result = CliRunner().invoke(cli, ["push", str(dataset), repo_id])
+    assert result.exit_code == 1 and "expected user/name" in result.output
+    assert not any(".push" in p.name for p in dataset.parent.iterdir())
+
+
+def test_push_without_network_is_one_line_and_leaves_no_staging(dataset):
+    import httpx2 as httpx
+    from huggingface_hub.utils import _http
+
+    def unreachable(request):
+        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+
+    _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(unreachable)))
+    _http.close_session()
+    try:
+        result = CliRunner().invoke(cli, ["push", str(dataset), "user/demo", "--token", TOKEN])
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+        _http.close_session()
+    assert result.exit_code == 1, result.output
+    assert "push to datasets/user/demo failed" in result.output and "Traceback" not in result.output
+    assert not (dataset / ".push").exists() and not any("staging" in p.name for p in dataset.parent.iterdir())

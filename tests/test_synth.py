@@ -193,6 +193,20 @@ def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_p
     assert contents(config.out) == contents(straight.out)
 
 
+def test_a_lost_file_is_made_again_without_a_second_row_and_a_busy_output_is_refused(tmp_path):
+    from datagen.records import BusyError, dataset_lock
+
+    config = procedural_config(tmp_path / "pool")
+    run_synth(config)
+    reference = contents(config.out)
+    lost = read_rows(config.out, "train")[3]
+    (config.out / "train" / lost["foreground_file_name"]).unlink()
+    assert run_synth(config).new == 1
+    assert contents(config.out) == reference
+    with dataset_lock(config.out), pytest.raises(BusyError, match="another run"):
+        run_synth(config)
+
+
 def test_shards_make_the_samples_of_one_process(tmp_path):
     straight = procedural_config(tmp_path / "straight")
     run_synth(straight)
