@@ -9,12 +9,13 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 install: $(VENV)/.installed
 
-# Without CUDA, torch==2.13.0 first (a CPU wheel); a bare `torch` would pull a multi-GB CUDA build.
+# Without CUDA, torch==2.13.0 first, the CPU build from PyTorch's index where it can be reached
+# (scripts/install_torch.sh says which); a bare `torch` would pull a multi-GB CUDA build.
 # The project's own range (torch>=2.2) is then already met.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch==2.13.0; fi
+	bash scripts/install_torch.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 

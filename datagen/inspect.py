@@ -280,7 +280,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         if workers <= 1:
             yield from (check_sample(str(root), split, row) for split, row in jobs)
             return
-        with process_pool(workers) as pool:
+        with process_pool(workers, preload=[__name__]) as pool:
             yield from pool.map(check_sample, [str(root)] * len(jobs), *zip(*jobs), chunksize=32)
 
     bar = tqdm(checks(), total=len(jobs), desc="inspect", unit="sample", disable=not progress)

@@ -211,7 +211,7 @@ def fetch(repo_or_path: str, filename: str, offline: bool) -> Path:
     except (LocalEntryNotFoundError, OSError) as error:
         raise MissingWeightsError(
             f"{repo_or_path}/{filename} is not available{' offline' if offline else ''}: on a machine with "
-            f"Hub access run `huggingface-cli download {repo_or_path} {filename}` (or pass a local folder), "
+            f"Hub access run `hf download {repo_or_path} {filename}` (or pass a local folder), "
             f"then rerun{' with --offline' if offline else ''}"
         ) from error
 
@@ -299,7 +299,7 @@ def load_generator(
     except OSError as error:
         raise MissingWeightsError(
             f"could not load {model}{' offline' if offline else ''} ({error}); on a machine with Hub access run "
-            f"`huggingface-cli download {model}`, or pass --model with a local folder"
+            f"`hf download {model}`, or pass --model with a local folder"
         ) from error
     patched = merge_offset(pipeline.unet, load_file(fetch(layerdiffuse, ATTN_FILE, offline)))
     log.info("merged the LayerDiffuse offset into %d UNet tensors", patched)

@@ -8,31 +8,48 @@ N cores instead of oversubscribing them.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-PRELOAD = ["numpy", "cv2", "PIL.Image", "datagen.compose.run", "datagen.importers", "datagen.inspect"]
+from datagen.io import pid_alive
+
+PRELOAD = ["numpy", "cv2", "PIL.Image"]
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that made its pool is alive
 
 
-def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker as soon as `parent` is gone (killed with SIGKILL, it cannot shut its pool down; the
+    workers would otherwise wait for work that never comes, holding memory and the resource tracker)."""
+    while pid_alive(parent):
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     import cv2
 
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     cv2.setNumThreads(1)
     if initializer is not None:
         initializer(*initargs)
 
 
 def process_pool(
-    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = (), preload: Sequence[str] = ()
 ) -> ProcessPoolExecutor:
-    """A ProcessPoolExecutor of `workers` forkserver processes with single-threaded OpenCV."""
+    """A ProcessPoolExecutor of `workers` forkserver processes with single-threaded OpenCV, which exit when this
+    process dies. `preload`: the caller's modules, imported once by the server (see below)."""
     context = multiprocessing.get_context("forkserver")
     # The server imports these once; each worker is then a fork of it, started in milliseconds instead of
-    # re-importing numpy, OpenCV and datagen (about a second). Importing starts no OpenCV threads.
-    context.set_forkserver_preload(PRELOAD)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs))
+    # re-importing numpy, OpenCV and the caller's modules (about a second). Importing starts no OpenCV threads.
+    context.set_forkserver_preload([*PRELOAD, *preload])
+    initargs = (os.getpid(), initializer, initargs)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=initargs)
 
 
 @contextmanager

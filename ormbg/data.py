@@ -11,8 +11,11 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates over the network
 
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -23,9 +26,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
-from datagen.io import read_alpha, read_image  # noqa: E402
-from datagen.records import iter_samples  # noqa: E402
+from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
+from datagen.records import SPLITS, iter_samples  # noqa: E402
 
+log = logging.getLogger(__name__)
 HOW_TO_MAKE = {
     "composites": "datagen compose",
     "p3m": "datagen import p3m /path/to/P3M-10k",
@@ -39,13 +43,41 @@ HOW_TO_MAKE = {
 
 @dataclass(frozen=True)
 class Source:
+    """One dataset directory's split in a recipe, sampled with `weight` (relative to the other sources)."""
+
     path: str
     split: str = "train"
     weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"{self.path}: split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight <= 0:
+            raise ValueError(f"{self.path}: weight {self.weight!r} must be a number above 0")
+
     @property
     def name(self) -> str:
         return f"{Path(self.path).name}:{self.split}"
+
+    @classmethod
+    def parse(cls, text: str, default_split: str, option: str) -> Source:
+        """`DIR[:SPLIT[:WEIGHT]]` (the --data, --val and --fg/--bg strings); errors name the `option`."""
+        path, *rest = text.split(":")
+        if not path or len(rest) > 2:
+            raise ValueError(f"{option} {text!r}: expected DIR[:SPLIT[:WEIGHT]]")
+        split = rest[0] if rest and rest[0] else default_split
+        try:
+            weight = float(rest[1]) if len(rest) > 1 else 1.0
+        except ValueError:
+            raise ValueError(f"{option} {text!r}: weight {rest[1]!r} is not a number") from None
+        try:
+            return cls(path, split, weight)
+        except ValueError as error:
+            raise ValueError(f"{option} {error}") from None
+
+
+RECIPE_KEYS = ("train", "validation")
+SOURCE_KEYS = tuple(f.name for f in fields(Source))
 
 
 @dataclass(frozen=True)
@@ -55,40 +87,62 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
+        """A recipe YAML (`train:` and `validation:` lists of {path, split, weight})."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no recipe at {path}: run from the repository root (where datasets/recipes/ is), or give the "
+                "training data with --data DIR[:SPLIT[:WEIGHT]] (and --val DIR[:SPLIT]) or --recipe FILE"
+            )
         with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file) or {}
-        return cls(
-            tuple(Source(**item) for item in data.get("train", [])),
-            tuple(Source(**item) for item in data.get("validation", [])),
-        )
+            return cls.from_dict(yaml.safe_load(file) or {}, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Recipe:
+        """From {"train": [...], "validation": [...]} (a recipe file, or the `recipe` of a run's config.yaml);
+        unknown keys and bad values are errors that name `where` and the key."""
+        if not isinstance(data, dict) or set(data) - set(RECIPE_KEYS):
+            unknown = sorted(set(data) - set(RECIPE_KEYS)) if isinstance(data, dict) else data
+            raise ValueError(f"{where}: unknown recipe keys {unknown}; a recipe has {' and '.join(RECIPE_KEYS)}")
+
+        def sources(key: str) -> tuple[Source, ...]:
+            items = data.get(key) or []
+            if not isinstance(items, list):
+                raise ValueError(f"{where}: `{key}` must be a list of {{path, split, weight}}")
+            result = []
+            for item in items:
+                if not isinstance(item, dict) or "path" not in item or set(item) - set(SOURCE_KEYS):
+                    unknown = sorted(set(item) - set(SOURCE_KEYS)) if isinstance(item, dict) else item
+                    raise ValueError(f"{where}: `{key}` entry {item!r}: unknown keys {unknown} (use {SOURCE_KEYS})")
+                try:
+                    result.append(Source(**item))
+                except ValueError as error:
+                    raise ValueError(f"{where}: `{key}`: {error}") from None
+            return tuple(result)
+
+        return cls(sources("train"), sources("validation"))
 
     @classmethod
     def parse(cls, data: list[str], val: list[str]) -> Recipe:
-        """From `DIR[:SPLIT[:WEIGHT]]` and `DIR[:SPLIT]` strings (the --data / --val options)."""
-
-        def source(text: str, default_split: str) -> Source:
-            parts = text.split(":")
-            return Source(
-                parts[0],
-                parts[1] if len(parts) > 1 and parts[1] else default_split,
-                float(parts[2]) if len(parts) > 2 else 1.0,
-            )
-
-        return cls(tuple(source(text, "train") for text in data), tuple(source(text, "test") for text in val))
+        """From `DIR[:SPLIT[:WEIGHT]]` and `DIR[:SPLIT]` strings (the --data / --val options). The default split of
+        --data is train, of --val validation (test splits are benchmarks: named, never assumed)."""
+        return cls(
+            tuple(Source.parse(text, "train", "--data") for text in data),
+            tuple(Source.parse(text, "validation", "--val") for text in val),
+        )
 
 
-def list_samples(source: Source) -> list[tuple[str, str]]:
-    """(image path, alpha path) of the photo samples of a source; a clear error when it is missing."""
+def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]]:
+    """(image path, alpha path) of the photo samples of a source; a clear error naming `option` when it is missing."""
     if not Path(source.path).is_dir():
         make = HOW_TO_MAKE.get(Path(source.path).name, "datagen compose or datagen import")
-        raise FileNotFoundError(f"training source {source.path} does not exist: make it with `{make}`")
+        raise FileNotFoundError(f"{option} {source.path} does not exist: make it with `{make}`")
     pairs = [
         (str(s.path("image")), str(s.path("alpha")))
         for s in iter_samples(source.path, source.split)
         if s.path("image") and s.path("alpha")
     ]
     if not pairs:
-        raise FileNotFoundError(f"{source.path} has no image + alpha samples in split {source.split!r}")
+        raise FileNotFoundError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
     return sorted(pairs)
 
 
@@ -169,14 +223,63 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return sum(len(samples) for samples in self.sources)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(3xSxS uint8 image, 1xSxS float alpha, unreadable): an unreadable sample is replaced by the next one of its
+        source (deterministically); `unreadable` lists the files passed over, as JSON [[path, reason], ...]."""
         source, index, seed = key
-        image_path, alpha_path = self.sources[source][index]
-        image, alpha = read_image(image_path), np.multiply(read_alpha(alpha_path), 1 / 255, dtype=np.float32)
+        samples, unreadable = self.sources[source], []
+        for offset in range(MAX_SUBSTITUTES):
+            image_path, alpha_path = samples[(index + offset) % len(samples)]
+            try:
+                image, alpha = read_image(image_path), np.multiply(read_alpha(alpha_path), 1 / 255, dtype=np.float32)
+                break
+            except ImageReadError as error:
+                unreadable.append([error.path, error.reason])
+        else:
+            raise ValueError(
+                f"{MAX_SUBSTITUTES} unreadable samples in a row, last {unreadable[-1][0]}: run datagen inspect"
+            )
         self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=alpha)
         mask = np.asarray(out["mask"], dtype=np.float32)
-        return to_tensors(out["image"], np.clip(mask, 0.0, 1.0, out=mask))  # linear resampling stays in [0, 1]
+        pixels, alpha = to_tensors(out["image"], np.clip(mask, 0.0, 1.0, out=mask))  # linear resampling stays in [0, 1]
+        return pixels, alpha, json.dumps(unreadable)
+
+
+MAX_SUBSTITUTES = 8  # unreadable samples passed over for one slot before training stops
+
+
+class BadSamples:
+    """Unreadable samples met by training or evaluation: each logged once with its path, appended to a JSONL file
+    (`path`), counted; more than `limit` stops the job with a ValueError."""
+
+    def __init__(self, limit: int, path: Path | None = None):
+        self.limit, self.path, self.seen = limit, path, {}
+
+    @staticmethod
+    def default_limit(total: int) -> int:
+        """1% of the samples, at least 1: a few bad files are skipped, a broken dataset stops the job."""
+        return max(1, total // 100)
+
+    def add(self, path: str, reason: str) -> None:
+        if path in self.seen:
+            return
+        self.seen[path] = reason
+        log.warning("unreadable sample skipped: %s (%s)", path, reason)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"path": path, "reason": reason}) + "\n")
+        if len(self.seen) > self.limit:
+            raise ValueError(
+                f"{len(self.seen)} unreadable samples, more than --max-bad-samples {self.limit} (listed in "
+                f"{self.path or 'the log'}): check the data with `datagen inspect DIR`"
+            )
+
+    def add_json(self, batch: list[str]) -> None:
+        """Add the [[path, reason], ...] lists that the datasets return with each sample."""
+        for text in batch:
+            for path, reason in json.loads(text):
+                self.add(path, reason)
 
 
 def init_worker(_: int) -> None:
@@ -228,11 +331,18 @@ class EvalSet(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(image, alpha, unreadable JSON as TrainSet); an unreadable sample gives zeros, to be left out."""
         image_path, alpha_path = self.samples[index]
         size = (self.size_px, self.size_px)
-        alpha = cv2.resize(read_alpha(alpha_path).astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
-        return prepare(read_image(image_path), self.size_px), torch.from_numpy(alpha)[None]
+        try:
+            alpha = read_alpha(alpha_path).astype(np.float32) / 255.0
+            image = read_image(image_path)
+        except ImageReadError as error:
+            zeros = torch.zeros((3, *size), dtype=torch.uint8), torch.zeros((1, *size))
+            return *zeros, json.dumps([[error.path, error.reason]])
+        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        return prepare(image, self.size_px), torch.from_numpy(alpha)[None], "[]"
 
 
 def prepare(image: np.ndarray, size_px: int) -> torch.Tensor:

@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datagen.console import user_errors
-from datagen.io import encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, splits
-from ormbg.data import loader_options, prepare
+from ormbg.data import BadSamples, loader_options, prepare
 from ormbg.metrics import Meter, score_matte
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,13 @@ class ScoredSet(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+        """The item's arrays, or {"id", "unreadable": [path, reason]} when a file of it cannot be read."""
+        try:
+            return self._read(self.samples[index])
+        except ImageReadError as error:
+            return {"id": self.samples[index].id, "unreadable": [error.path, error.reason]}
+
+    def _read(self, sample) -> dict[str, Any]:
         alpha = read_alpha(sample.path("alpha"))
         item = {"id": sample.id, "image_path": str(sample.path("image")), "alpha": alpha, "trimap": None}
         if sample.path("trimap"):
@@ -127,6 +133,7 @@ class EvaluateConfig:
     device: str = "auto"
     precision: str = "fp32"
     worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
+    max_bad_samples: int | None = None  # unreadable samples left out (and counted) per dataset; None: 1% of them
     worst_dir: Path = Path(".")
     progress: bool = True
 
@@ -226,7 +233,16 @@ def evaluate_dataset(
             item, prediction, scores = scoring.popleft()
             worst.offer(meter.record(scores.result())["mae"], item, prediction)
 
+    bad = BadSamples(
+        config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(len(dataset))
+    )
     for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
+        for item in batch:
+            if "unreadable" in item:
+                bad.add(*item["unreadable"])
+        batch = [item for item in batch if "unreadable" not in item]
+        if not batch:
+            continue
         if predictor is not None:
             pixels = torch.stack([item["pixels"] for item in batch])
             predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
@@ -247,6 +263,7 @@ def evaluate_dataset(
         log.warning("%s:%s: %d predictions missing (first: %s)", root, split, len(missing), missing[0])
     result = meter.result()
     result["missing"] = len(missing)
+    result["unreadable"] = len(bad.seen)
     if config.worst:
         sheet = Path(config.worst_dir) / f"worst-{root.name}-{split}.png"
         worst.write_sheet(sheet)
@@ -309,6 +326,12 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON.")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the table.")
 @click.option("--worst", type=int, default=0, help="Contact sheet of the N worst samples per dataset.")
+@click.option(
+    "--max-bad-samples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Unreadable samples left out (counted in the report) before a dataset's evaluation stops  [1% of it].",
+)
 @click.option("--worst-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="[beside --json]")
 @click.option("--progress/--no-progress", default=True)
 def main(data, json_path, markdown, worst_dir, **options) -> None:
@@ -318,11 +341,14 @@ def main(data, json_path, markdown, worst_dir, **options) -> None:
     with user_errors(FileNotFoundError, ValueError):
         report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))
     table = markdown_table(report)
-    click.echo(table, nl=False)
-    if json_path:
-        write_json(json_path, report)
-    if markdown:
-        write_atomic(markdown, table.encode())
+    with user_errors():
+        try:  # the files first; the table is printed even when they cannot be written, so no result is lost
+            if json_path:
+                write_json(json_path, report)
+            if markdown:
+                write_atomic(markdown, table.encode())
+        finally:
+            click.echo(table, nl=False)
 
 
 if __name__ == "__main__":

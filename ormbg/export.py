@@ -59,7 +59,7 @@ class ExportConfig:
         if not Path(self.checkpoint).is_file():
             raise FileNotFoundError(
                 f"{self.checkpoint} does not exist: the published weights are `ormbg.pth` in the Hub repo "
-                "schirrmacher/ormbg (huggingface-cli download schirrmacher/ormbg ormbg.pth)"
+                "schirrmacher/ormbg (hf download schirrmacher/ormbg ormbg.pth)"
             )
         if self.target.suffix != ".onnx":
             raise ValueError(f"the output {self.target} must end in .onnx")

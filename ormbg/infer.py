@@ -119,26 +119,46 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def list_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """(image path, output stem relative to the output folder) for files and folders (searched recursively)."""
+    """(image path, output stem relative to the output folder) for files and folders (searched recursively).
+
+    The stem is the whole name without its last suffix (`shot.v1.jpg` -> `shot.v1`); relative folders are kept.
+    """
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
             for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-                found.append((path, path.relative_to(item).with_suffix("")))
+                relative = path.relative_to(item)
+                found.append((path, relative.with_name(relative.stem)))
         elif item.is_file():
             found.append((item, Path(item.stem)))
         else:
             raise FileNotFoundError(f"{item} is neither an image file nor a folder")
-    stems = [stem for _, stem in found]
-    if len(set(stems)) != len(stems):
-        raise ValueError("two inputs would write the same output name: give them from different folders")
+    if not found:
+        shown = ", ".join(map(str, inputs))
+        raise FileNotFoundError(f"no images in {shown} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return found
 
 
 def output_path(out: Path, stem: Path, source: Path, mode: str) -> Path:
-    """Cutouts and mattes are PNG; a composite keeps a JPEG input's format."""
+    """Cutouts and mattes are PNG; a composite keeps a JPEG input's format. The stem is kept whole."""
     keep_jpeg = mode == "composite" and source.suffix.lower() in (".jpg", ".jpeg")
-    return out / stem.with_suffix(".jpg" if keep_jpeg else ".png")
+    return out / stem.with_name(stem.name + (".jpg" if keep_jpeg else ".png"))
+
+
+def plan_outputs(inputs: list[str | os.PathLike], out: Path, mode: str) -> list[tuple[Path, Path]]:
+    """(input, output file) pairs. One input file and an `out` with an image suffix: that file is the output.
+
+    Two inputs that would write the same file are refused (the final names are compared, not the stems)."""
+    images = list_images(inputs)
+    if len(images) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in IMAGE_SUFFIXES:
+        return [(images[0][0], out)]
+    items = [(source, output_path(out, stem, source, mode)) for source, stem in images]
+    seen: dict[Path, Path] = {}
+    for source, target in items:
+        if target in seen:
+            raise ValueError(f"{seen[target]} and {source} would both write {target}: give them from different folders")
+        seen[target] = source
+    return items
 
 
 def render(image: np.ndarray, alpha: np.ndarray, mode: str, color: tuple[int, int, int], path: Path) -> bytes:
@@ -193,7 +213,7 @@ def run_infer(config: InferConfig) -> InferResult:
     from tqdm import tqdm
 
     out = Path(config.out)
-    items = [(source, output_path(out, stem, source, config.mode)) for source, stem in list_images(config.inputs)]
+    items = plan_outputs(list(config.inputs), out, config.mode)
     todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
     result = InferResult(kept=len(items) - len(todo))
     predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
@@ -214,14 +234,20 @@ def run_infer(config: InferConfig) -> InferResult:
             bar.update(len(batch))
     result.skipped = len(skipped)
     if skipped:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped).encode())
+        folder = out.parent if out.suffix.lower() in IMAGE_SUFFIXES else out
+        write_atomic(folder / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped).encode())
     return result
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder; for one input image, a file name with an image suffix (cutout.png) is the output file.",
+)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
 @click.option("--onnx", type=click.Path(path_type=Path), default=None, help="Run this ONNX export with onnxruntime.")
 @click.option("--mode", type=click.Choice(MODES), default="rgba", show_default=True, help="What to write.")

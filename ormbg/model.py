@@ -8,6 +8,8 @@ metrics. Any input size works: pooling uses ceil mode and every upsampling targe
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -115,21 +117,62 @@ class ORMBG(nn.Module):
         return [upsample_like(getattr(self, f"side{i}")(feature), x) for i, feature in enumerate(features, start=1)]
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict."""
+class WeightsError(ValueError):
+    """A weights or checkpoint file that cannot be used: names the file and says what it should be."""
+
+
+PUBLISHED = "the published weights: `hf download schirrmacher/ormbg ormbg.pth` (the Hub repo schirrmacher/ormbg)"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict stored in a .pt/.pth (tensors, numbers, strings and containers only: `weights_only=True`, so a
+    pickle cannot run code) or a .safetensors file. Raises WeightsError naming the file when it is unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: the published weights are `ormbg.pth` in the Hub repo "
-            "schirrmacher/ormbg (huggingface-cli download schirrmacher/ormbg ormbg.pth)"
-        )
+        raise FileNotFoundError(f"{path} does not exist: {PUBLISHED}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state)
-    model.load_state_dict(
-        {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}, strict=True
-    )
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise WeightsError(f"{path}: not a readable .safetensors file ({error}); it may be truncated") from error
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        if not found:
+            raise WeightsError(
+                f"{path}: not a readable PyTorch checkpoint; it may be truncated or another format"
+            ) from error
+        raise WeightsError(
+            f"{path}: refused: not a plain PyTorch checkpoint of tensors (it names the Python object {found.group(1)}, "
+            "and a pickle can run code). Only weights are loaded (weights_only=True): use a state dict or .safetensors"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({error}); it may be truncated") from error
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict.
+
+    Raises FileNotFoundError (with how to get the weights) or WeightsError (unreadable, or not this model's keys).
+    """
+    state = read_checkpoint(path)
+    state = state.get("model", state)
+    state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        expected = set(model.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        detail = (
+            f"{len(missing)} keys missing (first {missing[:2]}), {len(unexpected)} unexpected (first {unexpected[:2]})"
+        )
+        if not missing and not unexpected:
+            detail = str(error).splitlines()[-1].strip()
+        raise WeightsError(f"{path}: not weights of this ORMBG ({detail}); {PUBLISHED}") from error

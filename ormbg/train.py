@@ -12,9 +12,10 @@ config and RNG states; `--resume` continues exactly. `metrics.jsonl` and `curves
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,14 +28,28 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from datagen.console import user_errors
-from ormbg.data import EvalSet, MixSampler, Recipe, TrainSet, describe, list_samples, loader_options, normalize
+from datagen.console import CONTEXT_SETTINGS, setup_logging, user_errors
+from datagen.io import write_atomic
+from ormbg.data import (
+    BadSamples,
+    EvalSet,
+    MixSampler,
+    Recipe,
+    TrainSet,
+    describe,
+    list_samples,
+    loader_options,
+    normalize,
+)
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
-from ormbg.model import ORMBG, load_weights
+from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
 from ormbg.plot import plot_curves
 
 DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
+# What a run writes into its folder: a folder holding any of these has a run (refused without --resume/--overwrite).
+RUN_FILES = ("metrics.jsonl", "config.yaml", "last.pt", "best.pt", "last.safetensors", "best.safetensors")
+RUN_FILES += ("curves.png", "bad_samples.jsonl")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,8 @@ class TrainConfig:
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
     init: Path | None = None  # weights to start from: the published ormbg.pth, or one of ours
     resume: bool = False
+    overwrite: bool = False  # train into a run folder that holds another run, replacing it
+    max_bad_samples: int | None = None  # unreadable samples skipped before the run stops; None: 1% of them
     losses: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
 
@@ -82,12 +99,18 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states as tensors, numbers and tuples only, so a checkpoint loads with weights_only=True."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": position}
+    numpy_state.update(has_gauss=has_gauss, cached_gaussian=cached)
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    keys = saved["keys"].numpy().astype(np.uint32)
+    np.random.set_state((saved["name"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -98,6 +121,7 @@ class TrainResult:
     best_mae: float = float("inf")
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    bad_samples: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
 
 
 class Trainer:
@@ -113,7 +137,12 @@ class Trainer:
         if not self.recipe.train:
             raise ValueError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
         self.train_sources = [list_samples(source) for source in self.recipe.train]
-        self.val_sets = {source.name: list_samples(source) for source in self.recipe.validation}
+        self.val_sets = {source.name: list_samples(source, "--val") for source in self.recipe.validation}
+        total = sum(map(len, self.train_sources)) + sum(map(len, self.val_sets.values()))
+        limit = config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(total)
+        self.bad = BadSamples(
+            limit, Path(config.out) / "bad_samples.jsonl" if self.accelerator.is_main_process else None
+        )
         torch.manual_seed(config.seed)
         model = ORMBG()
         if config.init:
@@ -161,7 +190,7 @@ class Trainer:
     def save(self, name: str) -> None:
         if not self.accelerator.is_main_process:
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save as save_safetensors
 
         model = self.accelerator.unwrap_model(self.model)
         model = getattr(model, "_orig_mod", model)
@@ -178,16 +207,23 @@ class Trainer:
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
-        out = self.result.out
-        torch.save(state, out / f"{name}.pt.tmp")
-        (out / f"{name}.pt.tmp").replace(out / f"{name}.pt")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"{name}.safetensors"))
+        out, buffer = self.result.out, io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(out / f"{name}.pt", buffer.getbuffer())  # atomic, the run folder's file mode, clear disk errors
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        write_atomic(out / f"{name}.safetensors", save_safetensors(weights))
 
     def restore(self) -> None:
         path = self.result.out / "last.pt"
         if not path.is_file():
             raise FileNotFoundError(f"--resume: {path} does not exist (start without --resume)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = read_checkpoint(path)
+        except WeightsError as error:
+            raise WeightsError(
+                f"--resume: {error}. To go on from the best checkpoint instead, copy {path.with_name('best.pt')} to "
+                f"{path.name}; or start a new run from the weights with --init {path.with_suffix('.safetensors')}"
+            ) from error
         model = self.accelerator.unwrap_model(self.model)
         getattr(model, "_orig_mod", model).load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -206,7 +242,12 @@ class Trainer:
         results = {}
         for name, loader in self.val_loaders.items():
             meter = Meter(full=False)
-            for pixels, alpha in loader:
+            for pixels, alpha, unreadable in loader:
+                self.bad.add_json(unreadable)
+                readable = torch.tensor([text == "[]" for text in unreadable])
+                if not readable.any():
+                    continue
+                pixels, alpha = pixels[readable], alpha[readable]
                 pixels = normalize(pixels.to(self.accelerator.device))
                 with self.accelerator.autocast():
                     logits = self.model(pixels)[0]
@@ -239,11 +280,14 @@ class Trainer:
     def fit(self) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         out = self.result.out
+        if not config.resume and not config.overwrite and any((out / name).exists() for name in RUN_FILES):
+            raise ValueError(f"run folder {out} has a run; pass --resume or a new --out (or --overwrite)")
         out.mkdir(parents=True, exist_ok=True)
         if config.resume:
             self.restore()
         elif accelerator.is_main_process:
-            (out / "metrics.jsonl").unlink(missing_ok=True)
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
             (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         batches = self.train_batches(self.result.step)
         if not config.resume and self.val_sets:
@@ -261,7 +305,8 @@ class Trainer:
         window_start, window_images, losses = time.perf_counter(), 0, []
         while self.result.step < config.max_steps:
             for _ in range(config.grad_accum):
-                pixels, alpha = next(batches)
+                pixels, alpha, unreadable = next(batches)
+                self.bad.add_json(unreadable)
                 pixels, alpha = normalize(pixels.to(accelerator.device)), alpha.to(accelerator.device)
                 if config.channels_last:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -289,6 +334,7 @@ class Trainer:
                     self.result.stopped_early = True
                     break
         bar.close()
+        self.result.bad_samples = dict(self.bad.seen)
         return self.result
 
 
@@ -296,15 +342,48 @@ def run_train(config: TrainConfig) -> TrainResult:
     return Trainer(config).fit()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _default(name: str) -> str:
+    """The TrainConfig default of field `name`, for option help (one place for defaults: the dataclass)."""
+    return f"  [default: {TrainConfig.__dataclass_fields__[name].default}]"
+
+
+def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
+    """TrainConfig fields from a YAML file (a run's own config.yaml round-trips, its recipe included); unknown
+    fields and bad values are errors naming the file and the key."""
+    values = yaml.safe_load(Path(config_file).read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_file}: expected a mapping of TrainConfig fields")
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"{config_file}: unknown fields {sorted(unknown)}")
+    if values.get("losses") is not None:
+        known = {f.name for f in dataclasses.fields(LossWeights)}
+        if not isinstance(values["losses"], dict) or set(values["losses"]) - known:
+            wrong = sorted(set(values["losses"]) - known) if isinstance(values["losses"], dict) else values["losses"]
+            raise ValueError(f"{config_file}: `losses` has unknown keys {wrong} (use {sorted(known)})")
+        values["losses"] = LossWeights(**values["losses"])
+    if values.get("recipe") is not None:
+        values["recipe"] = Recipe.from_dict(values["recipe"], str(config_file))
+    for key in ("out", "init"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    return values
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--recipe",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help=f"Recipe YAML  [default: {DEFAULT_RECIPE} unless --data is given].",
+    help=f"Recipe YAML  [default: {DEFAULT_RECIPE}, relative to where you run, unless --data or --config gives one].",
 )
-@click.option("--data", multiple=True, help="Training source DIR[:SPLIT[:WEIGHT]] (repeatable; replaces the recipe).")
-@click.option("--val", multiple=True, help="Validation set DIR[:SPLIT] (repeatable).")
+@click.option("--data", multiple=True, help="Training source DIR[:SPLIT[:WEIGHT]] (repeatable; replaces the recipe's).")
+@click.option(
+    "--val",
+    multiple=True,
+    help="Validation set DIR[:SPLIT] (repeatable; replaces the recipe's; split default: validation). Checkpoints "
+    "are selected on these: keep test splits (benchmarks) out.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -316,47 +395,72 @@ def run_train(config: TrainConfig) -> TrainResult:
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="YAML of TrainConfig fields (the CLI options override it).",
+    help="YAML of TrainConfig fields, such as a run's config.yaml (the options given here override it).",
 )
-@click.option("--size", type=int, default=None, help="Training side in px  [1024].")
-@click.option("--batch-size", type=int, default=None, help="[8]")
-@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step  [1].")
-@click.option("--max-steps", type=int, default=None, help="[20000]")
-@click.option("--val-every", type=int, default=None, help="[1000]")
-@click.option("--log-every", type=int, default=None, help="[10]")
-@click.option("--lr", type=float, default=None, help="[1e-4]")
-@click.option("--warmup-steps", type=int, default=None, help="[500]")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="[fp32]")
-@click.option("--channels-last/--no-channels-last", default=None)
-@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
-@click.option("--workers", type=int, default=None, help="DataLoader workers  [4].")
-@click.option("--seed", type=int, default=None, help="[0]")
-@click.option("--patience", type=int, default=None, help="Early stopping after N validations without gain [0: off].")
+@click.option("--size", type=int, default=None, help="Training side in px." + _default("size"))
+@click.option("--batch-size", type=int, default=None, help="Images per step and process." + _default("batch_size"))
+@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step." + _default("grad_accum"))
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps." + _default("max_steps"))
+@click.option("--val-every", type=int, default=None, help="Steps between validations." + _default("val_every"))
+@click.option("--log-every", type=int, default=None, help="Steps between loss records." + _default("log_every"))
+@click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW)." + _default("lr"))
+@click.option("--warmup-steps", type=int, default=None, help="Linear warm-up, then cosine." + _default("warmup_steps"))
+@click.option(
+    "--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="Autocast." + _default("precision")
+)
+@click.option(
+    "--channels-last/--no-channels-last", default=None, help="NHWC memory format." + _default("channels_last")
+)
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model." + _default("compile"))
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes." + _default("workers"))
+@click.option("--seed", type=int, default=None, help="Batches and augmentation draw from it." + _default("seed"))
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Stop after N validations without gain (0: never)." + _default("patience"),
+)
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from ormbg.pth or our weights.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
-@click.option("--progress/--no-progress", default=None)
-def main(recipe, data, val, config_file, **options) -> None:
-    """Train ORMBG (see the module docstring for examples)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    values: dict[str, Any] = {}
-    if config_file:
-        values = yaml.safe_load(Path(config_file).read_text()) or {}
-        unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise click.ClickException(f"{config_file}: unknown fields {sorted(unknown)}")
-        if "losses" in values:
-            values["losses"] = LossWeights(**values["losses"])
-        values.pop("recipe", None)
-    values.update({key: value for key, value in options.items() if value is not None})
-    if data:
-        values["recipe"] = Recipe.parse(list(data), list(val))
-    elif recipe:
-        values["recipe"] = Recipe.load(recipe)
+@click.option("--overwrite", is_flag=True, default=None, help="Replace the run that --out holds.")
+@click.option(
+    "--max-bad-samples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Unreadable samples skipped (listed in bad_samples.jsonl) before the run stops  [default: 1% of them].",
+)
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
+def main(recipe, data, val, config_file, verbose, quiet, **options) -> None:
+    """Train ORMBG on a weighted mix of dataset directories.
+
+    \b
+    python -m ormbg.train                                     # datasets/recipes/default.yaml -> runs/<timestamp>
+    python -m ormbg.train --data datasets/composites:train:0.6 --data datasets/p3m:train:0.4 \\
+        --val datasets/composites:validation --size 1024 --batch-size 8 --precision bf16 --channels-last
+    python -m ormbg.train --out runs/x --resume               # continue exactly where it stopped
+    python -m ormbg.train --config runs/x/config.yaml --out runs/y   # the same run again
+    accelerate launch -m ormbg.train ...                      # several GPUs or machines
+
+    Writes last.pt / best.pt (model, optimizer, scheduler, step, config, RNG states), the weights as .safetensors,
+    metrics.jsonl, curves.png and config.yaml into the run folder.
+    """
+    setup_logging(1 + verbose, quiet)
     with user_errors(FileNotFoundError, ValueError):
+        values = config_values(config_file) if config_file else {}
+        values.update({key: value for key, value in options.items() if value is not None})
+        if data:
+            values["recipe"] = Recipe.parse(list(data), list(val))
+        elif recipe or val:
+            base = Recipe.load(recipe) if recipe else values.get("recipe") or Recipe.load(DEFAULT_RECIPE)
+            validation = Recipe.parse([], list(val)).validation if val else base.validation
+            values["recipe"] = Recipe(base.train, validation)
         result = run_train(TrainConfig(**values))
+    bad = f"; {len(result.bad_samples)} unreadable samples skipped (bad_samples.jsonl)" if result.bad_samples else ""
     click.echo(
         f"trained to step {result.step}; best validation MAE {result.best_mae:.4f}; "
-        f"{'stopped early; ' if result.stopped_early else ''}results in {result.out}"
+        f"{'stopped early; ' if result.stopped_early else ''}results in {result.out}{bad}"
     )
 
 

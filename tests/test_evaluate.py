@@ -121,3 +121,38 @@ def test_measures_stay_in_this_process_when_the_model_uses_the_cpu(checkpoint, m
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert auto_metric_workers(Predictor(checkpoint, size_px=64, device="cpu")) == 1
     assert auto_metric_workers(None) == 8  # mattes from files: the cores are free
+
+
+def test_an_unreadable_sample_is_left_out_counted_and_limited(tmp_path, dataset_dir):
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    samples = sorted(iter_samples(dataset_dir, "test"), key=lambda s: s.id)
+    for sample in samples:
+        shutil.copy(sample.path("alpha"), predictions / f"{sample.id}.png")
+    samples[0].path("alpha").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = dict(data=(str(dataset_dir),), predictions=predictions, workers=2, progress=False)
+    scores = run_evaluate(EvaluateConfig(**config))["datasets"][f"{dataset_dir}:test"]
+    assert scores["n"] == 1 and scores["unreadable"] == 1 and scores["mae"] == 0
+    with pytest.raises(ValueError, match="more than --max-bad-samples 0"):
+        run_evaluate(EvaluateConfig(max_bad_samples=0, **config))
+
+
+def test_the_report_is_printed_even_when_the_json_cannot_be_written(tmp_path, dataset_dir, monkeypatch):
+    import errno
+    import os
+
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for sample in iter_samples(dataset_dir, "test"):
+        shutil.copy(sample.path("alpha"), predictions / f"{sample.id}.png")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "eval.json"
+    args = ["--predictions", str(predictions), "--data", str(dataset_dir), "--json", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "| dataset | n | MAE" in result.output
+    assert f"cannot write {out}: No space left on device" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.glob(".eval.json*")) == []

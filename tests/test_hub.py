@@ -141,9 +141,9 @@ def _hub_layout(root, columns, splits=("train", "val"), rows=3):
     """A local Hub-style Parquet dataset (data/<split>-00000-of-00001.parquet) with the given image columns."""
     import io as bytes_io
 
-    import datasets
     from PIL import Image
 
+    import datasets
     from datagen.procedural import draw_background, draw_person
 
     for split in splits:

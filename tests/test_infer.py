@@ -77,6 +77,32 @@ def test_rerun_keeps_outputs_and_overwrite_redoes_them(tmp_path, photos, checkpo
     assert run_infer(InferConfig(overwrite=True, **config)).written == 3
 
 
+def test_names_with_dots_single_file_output_collisions_and_empty_input(tmp_path, checkpoint):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("shot.v1.jpg", "shot.v2.jpg", "x.y.z.png"):
+        Image.fromarray(draw_background(np.random.default_rng(len(name)), 40, 30)).save(folder / name)
+    base = ["--checkpoint", str(checkpoint), "--size", "64", "--no-progress"]
+    result = CliRunner().invoke(main, [str(folder), "-o", str(tmp_path / "out"), *base])
+    assert result.exit_code == 0 and "wrote 3" in result.output, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shot.v1.png", "shot.v2.png", "x.y.z.png"]
+
+    single = tmp_path / "cutout.png"
+    result = CliRunner().invoke(main, [str(folder / "shot.v1.jpg"), "-o", str(single), *base])
+    assert result.exit_code == 0 and single.is_file() and Image.open(single).mode == "RGBA", result.output
+
+    Image.fromarray(draw_background(np.random.default_rng(0), 40, 30)).save(folder / "shot.v1.png")
+    result = CliRunner().invoke(main, [str(folder), "-o", str(tmp_path / "clash"), *base])
+    assert result.exit_code == 1 and "would both write" in result.output and "shot.v1.png" in result.output
+    composite = CliRunner().invoke(main, [str(folder), "-o", str(tmp_path / "c"), "--mode", "composite", *base])
+    assert composite.exit_code == 0 and "wrote 4" in composite.output, "a.jpg and a.png differ as composites"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, [str(empty), "-o", str(tmp_path / "none"), *base])
+    assert result.exit_code == 1 and "no images in" in result.output
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colour"):
         parse_color("blue-ish")

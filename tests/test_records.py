@@ -181,3 +181,40 @@ def test_background_rows_have_no_alpha(tmp_path, background):
     assert loaded[0]["image"].size == (background.shape[1], background.shape[0])
     with pytest.raises(ValueError, match="background"):
         write_sample(tmp_path, "train", "bad", image=background, alpha=None, trimap=background[..., 0])
+
+
+def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A run killed with SIGKILL cannot shut its pool down: its workers notice and exit within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from datagen.io import pid_alive
+
+    script = (
+        "import os, sys, time\n"
+        "from datagen.parallel import process_pool\n"
+        "pool = process_pool(2)\n"
+        "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "print(' '.join(map(str, pids)), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers and all(pid_alive(pid) for pid in workers)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(pid_alive(pid) and not _zombie(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(pid_alive(pid) and not _zombie(pid) for pid in workers), "workers outlived their parent"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

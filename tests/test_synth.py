@@ -89,7 +89,7 @@ def test_offset_merge_changes_exactly_the_named_tensors():
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download lllyasviel/LayerDiffuse_Diffusers"):
+    with pytest.raises(MissingWeightsError, match="hf download lllyasviel/LayerDiffuse_Diffusers"):
         fetch("lllyasviel/LayerDiffuse_Diffusers", "ld_diffusers_sdxl_attn.safetensors", offline=True)
     with pytest.raises(MissingWeightsError, match="copy ld_diffusers_sdxl_attn.safetensors"):
         fetch(str(tmp_path), "ld_diffusers_sdxl_attn.safetensors", offline=True)

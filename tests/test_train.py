@@ -1,10 +1,12 @@
 import json
 import math
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
+import yaml
 
 from datagen.compose.config import PRESETS, ComposeConfig
 from datagen.compose.run import run_compose
@@ -84,7 +86,7 @@ def test_three_steps_write_checkpoints_metrics_and_curves(tmp_path, composites):
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "val" in row] == [0, 2, 3]
     assert all(0 <= scores["mae"] <= 1 for row in rows if "val" in row for scores in row["val"].values())
-    checkpoint = torch.load(tmp_path / "run/last.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "run/last.pt", weights_only=True)
     assert checkpoint["step"] == 3 and checkpoint["config"]["size"] == 64
     assert {"model", "optimizer", "scheduler", "rng"} <= checkpoint.keys()
     model = ORMBG()
@@ -134,10 +136,139 @@ def test_missing_source_says_which_command_makes_it(tmp_path):
 
 
 def test_recipe_from_the_command_line():
-    recipe = Recipe.parse(["datasets/composites:train:0.6", "datasets/p3m"], ["datasets/p3m:test"])
+    recipe = Recipe.parse(["datasets/composites:train:0.6", "datasets/p3m"], ["datasets/p3m:test", "datasets/c"])
     assert recipe.train[0] == Source("datasets/composites", "train", 0.6)
     assert recipe.train[1] == Source("datasets/p3m", "train", 1.0)
-    assert recipe.validation == (Source("datasets/p3m", "test", 1.0),)
+    assert recipe.validation == (Source("datasets/p3m", "test", 1.0), Source("datasets/c", "validation", 1.0))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("d:train:-1", "weight -1.0 must be a number above 0"),
+        ("d:train:0", "weight 0.0 must be a number above 0"),
+        ("d:train:x", "weight 'x' is not a number"),
+        ("d:trian", "split 'trian' is not one of"),
+        ("d:train:1:2", "expected DIR"),
+    ],
+)
+def test_bad_data_options_are_one_line_errors(tmp_path, data, message):
+    from click.testing import CliRunner
+
+    from ormbg.train import main
+
+    result = CliRunner().invoke(main, ["--data", data, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and message in result.output and "--data" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  - {path: d}\nvaldation:\n  - {path: d}\n", "unknown recipe keys ['valdation']"),
+        ("train:\n  - {path: d, wieght: 2}\n", "unknown keys ['wieght']"),
+        ("train:\n  - {path: d, weight: 0}\n", "weight 0 must be a number above 0"),
+    ],
+)
+def test_bad_recipe_files_name_the_file_and_the_key(tmp_path, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        Recipe.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_written_config_round_trips_with_its_recipe(tmp_path, composites):
+    from ormbg.train import config_values
+
+    run_train(config(tmp_path / "run", composites, max_steps=1, val_every=1))
+    values = config_values(tmp_path / "run/config.yaml")
+    assert values["recipe"] == config(tmp_path / "x", composites).recipe
+    assert TrainConfig(**values).to_dict() == yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    (tmp_path / "losses.yaml").write_text("losses: {bce: 1.0, dice: 2.0}\n")
+    with pytest.raises(ValueError, match=r"losses.yaml: `losses` has unknown keys \['dice'\]"):
+        config_values(tmp_path / "losses.yaml")
+
+
+def test_an_existing_run_is_refused_without_resume_or_overwrite(tmp_path, composites):
+    out = tmp_path / "run"
+    run_train(config(out, composites, max_steps=1, val_every=1))
+    history = (out / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="has a run; pass --resume or a new --out"):
+        run_train(config(out, composites, max_steps=1, val_every=1))
+    assert (out / "metrics.jsonl").read_text() == history
+    run_train(config(out, composites, max_steps=1, val_every=1, overwrite=True))
+    assert (
+        (out / "last.safetensors").stat().st_mode
+        == (out / "last.pt").stat().st_mode
+        == (out / "config.yaml").stat().st_mode
+    )
+
+
+def test_missing_val_and_default_recipe_name_what_to_give(tmp_path, composites, monkeypatch):
+    from click.testing import CliRunner
+
+    from ormbg.train import main
+
+    result = CliRunner().invoke(
+        main, ["--data", str(composites), "--val", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1 and f"--val {tmp_path / 'nope'} does not exist" in result.output, result.output
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "r2")])
+    assert result.exit_code == 1 and "no recipe at datasets/recipes/default.yaml" in result.output
+    assert "--data" in result.output
+
+
+def test_unreadable_weights_are_named_and_pickles_refused(tmp_path, composites):
+    import pickle
+
+    from ormbg.model import WeightsError
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model": Exploit()}, tmp_path / "evil.pth")
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "random.safetensors").write_bytes(bytes(range(256)) * 4)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    for name, message in (
+        ("evil.pth", "refused: not a plain PyTorch checkpoint"),
+        ("random.pth", "not a readable PyTorch checkpoint"),
+        ("random.safetensors", "not a readable .safetensors file"),
+        ("other.pth", "not weights of this ORMBG"),
+    ):
+        with pytest.raises(WeightsError, match=re.escape(message)) as error:
+            load_weights(ORMBG(), tmp_path / name)
+        assert name in str(error.value)
+    assert pickle  # the exploit class pickles by reference, never runs
+
+    out = tmp_path / "run"
+    run_train(config(out, composites, max_steps=1, val_every=1))
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=r"--resume: .*last.pt.*best.pt.*--init .*last.safetensors"):
+        run_train(config(out, composites, max_steps=2, val_every=1, resume=True))
+
+
+def test_unreadable_samples_are_skipped_recorded_and_limited(tmp_path, composites):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(composites, data)
+    broken = sorted((data / "train" / "im").iterdir())[:2]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:100])
+    (data / "validation" / "gt").joinpath(
+        sorted(p.name for p in (data / "validation" / "gt").iterdir())[0]
+    ).write_bytes(b"x")
+    result = run_train(config(tmp_path / "run", data, max_steps=4, batch_size=4, workers=2, max_bad_samples=10))
+    assert result.step == 4 and 1 <= len(result.bad_samples) <= 3
+    listed = [json.loads(line)["path"] for line in (tmp_path / "run/bad_samples.jsonl").read_text().splitlines()]
+    assert sorted(listed) == sorted(result.bad_samples) and len(set(listed)) == len(listed), "each file once"
+    with pytest.raises(ValueError, match="more than --max-bad-samples 0"):
+        run_train(config(tmp_path / "strict", data, max_steps=4, batch_size=4, max_bad_samples=0))
 
 
 @pytest.mark.slow
@@ -202,7 +333,7 @@ def test_the_model_fits_one_batch(composites):
     from ormbg.losses import ormbg_loss
 
     torch.manual_seed(0)
-    pixels, alpha = next(iter(DataLoader(EvalSet(list_samples(Source(str(composites))), 64), batch_size=4)))
+    pixels, alpha, _ = next(iter(DataLoader(EvalSet(list_samples(Source(str(composites))), 64), batch_size=4)))
     pixels = normalize(pixels)
     model = ORMBG()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -234,7 +365,7 @@ def test_two_processes_write_one_run(tmp_path, composites):
     assert [(row["step"], "val" in row) for row in rows] == [(0, True), (1, False), (2, False), (2, True)]
     assert rows[1]["images_per_s"] > 0
     load_weights(ORMBG(), out / "last.safetensors")
-    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
 
 def test_rotation_keeps_image_and_alpha_aligned():

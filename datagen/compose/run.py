@@ -232,7 +232,9 @@ def _results(
             yield from map(compose_one, jobs)
         return
     owner = assign_workers(jobs, config.workers)
-    executors = [process_pool(1, _init_worker, (config, pools, occluders)) for _ in range(config.workers)]
+    executors = [
+        process_pool(1, _init_worker, (config, pools, occluders), preload=[__name__]) for _ in range(config.workers)
+    ]
     window: deque = deque()
     try:
         for job in jobs:

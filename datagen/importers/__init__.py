@@ -80,7 +80,7 @@ def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Ski
     if workers == 1:
         yield from map(import_pair, jobs)
         return
-    with process_pool(workers) as pool:
+    with process_pool(workers, preload=[__name__]) as pool:
         yield from pool.map(import_pair, jobs, chunksize=4)
 
 
