@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from datagen.console import user_errors
+from datagen.io import output_error
 from ormbg.model import ORMBG, load_weights
 
 log = logging.getLogger(__name__)
@@ -115,23 +116,31 @@ def run_export(config: ExportConfig) -> ExportResult:
     wrapped = wrapped.to(device)
     example = torch.zeros(1, 3, config.size, config.size, device=device)
     target = config.target
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     axes = {0: "batch", 2: "height", 3: "width"}
     dynamic = None if config.static else {"image": axes, "alpha": axes}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: dynamic sizes, no onnxscript
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(partial),
-            dynamo=False,
-            input_names=["image"],
-            output_names=["alpha"],
-            dynamic_axes=dynamic,
-            opset_version=config.opset,
-        )
-    os.replace(partial, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", DeprecationWarning
+            )  # the TorchScript exporter: dynamic sizes, no onnxscript
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(partial),
+                dynamo=False,
+                input_names=["image"],
+                output_names=["alpha"],
+                dynamic_axes=dynamic,
+                opset_version=config.opset,
+            )
+        os.replace(partial, target)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise output_error(target, error) from error
+        raise
     side = config.size
     shapes = [(1, 3, side, side)] if config.static else [(1, 3, side, side), (2, 3, side // 2 + 7, side * 3 // 4)]
     difference = check_parity(target, wrapped, shapes, config.fp16)
