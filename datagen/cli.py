@@ -12,15 +12,15 @@ from pathlib import Path
 import click
 
 from datagen import __version__
-from datagen.console import CONTEXT_SETTINGS, parse_shard, setup_logging, user_errors
+from datagen.console import CONTEXT_SETTINGS, logging_options, parse_shard, user_errors
 
 DATA_ROOT = "datasets"
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="datagen")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@logging_options()
+def cli() -> None:
     """Make exactly matted training data for background removal.
 
     \b
@@ -32,10 +32,10 @@ def cli(verbose: int) -> None:
       datagen preview DIR -o sheet.png   contact sheet to look at
       datagen push DIR user/name         publish to the Hugging Face Hub
     """
-    setup_logging(verbose)
 
 
 @cli.command()
+@logging_options()
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Samples to make.")
 @click.option(
     "--kind",
@@ -132,6 +132,7 @@ IMPORT_KINDS = ["p3m", "ppm100", "aim500", "dis5k", "am2k", "folder"]
 
 
 @cli.command("import")
+@logging_options()
 @click.argument("kind", type=click.Choice(IMPORT_KINDS))
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -205,6 +206,7 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
 
 
 @cli.command()
+@logging_options()
 @click.option(
     "--fg",
     "foregrounds",
@@ -301,6 +303,7 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
 
 
 @cli.command()
+@logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
@@ -329,6 +332,7 @@ def push(directory: Path, repo_id: str, private: bool, token: str | None, max_sh
 
 
 @cli.command()
+@logging_options()
 @click.argument("repo_id")
 @click.option(
     "-o",
@@ -374,6 +378,7 @@ def pull(repo_id: str, out: Path | None, split: str | None, alpha_column, split_
 
 
 @cli.command()
+@logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @click.option(
@@ -400,6 +405,7 @@ def inspect(directory: str, as_json: bool, workers: int, progress: bool) -> None
 
 
 @cli.command()
+@logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Contact sheet PNG to write.")
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples (rows).")

@@ -6,8 +6,9 @@ Light on purpose: `datagen --help` imports it, so nothing here imports numpy, Op
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -41,7 +42,33 @@ def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     return index, count
 
 
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """Configure logging once, in an entry point: warnings by default, -v info, -vv debug, -q errors only."""
-    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+LEVELS = [logging.WARNING, logging.INFO, logging.DEBUG]
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False, base: int = logging.WARNING) -> None:
+    """Configure logging in an entry point: `base` by default, each -v one level more (info, debug), -q errors only."""
+    start = LEVELS.index(base) if base in LEVELS else 0
+    level = logging.ERROR if quiet else LEVELS[min(len(LEVELS) - 1, start + verbose)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def logging_options(base: int = logging.WARNING) -> Callable:
+    """Decorator: `-v/--verbose` (repeatable) and `-q/--quiet` on a command, configuring logging as they are parsed.
+
+    The counts live in the click context's shared `meta`, so `datagen -v compose` and `datagen compose -v` agree.
+    """
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        key = param.name or ""
+        ctx.meta[key] = max(ctx.meta.get(key, 0), int(value or 0))
+        setup_logging(ctx.meta.get("verbose", 0), bool(ctx.meta.get("quiet", 0)), base)
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "-v", "--verbose", count=True, expose_value=False, callback=remember, help="More log output (-v, -vv)."
+        )(command)
+        return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=remember, help="Errors only.")(
+            command
+        )
+
+    return decorate

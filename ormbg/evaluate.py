@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datagen.console import user_errors
+from datagen import __version__
+from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, splits
@@ -306,7 +307,9 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="ormbg")
+@logging_options(logging.INFO)
 @click.option("--data", multiple=True, required=True, help="Dataset DIR[:SPLIT] (repeatable; default split: test).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
 @click.option("--onnx", type=click.Path(path_type=Path), default=None, help="An ONNX export, run with onnxruntime.")
@@ -336,7 +339,6 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.option("--progress/--no-progress", default=True)
 def main(data, json_path, markdown, worst_dir, **options) -> None:
     """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     worst_dir = worst_dir or (json_path.parent if json_path else Path("."))
     with user_errors(FileNotFoundError, ValueError):
         report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))

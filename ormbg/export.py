@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from datagen.console import user_errors
+from datagen import __version__
+from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import output_error
 from ormbg.model import ORMBG, load_weights
 
@@ -153,7 +154,9 @@ def run_export(config: ExportConfig) -> ExportResult:
     return ExportResult(target, difference, shapes)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="ormbg")
+@logging_options(logging.INFO)
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="ormbg.pth, .pt or .safetensors.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="[<checkpoint>.onnx]")
 @click.option("--size", type=int, default=1024, show_default=True, help="Traced input side (static: the only one).")
@@ -163,7 +166,6 @@ def run_export(config: ExportConfig) -> ExportResult:
 @click.option("--tolerance", type=float, default=None, help="Largest allowed difference [1e-3; fp16 2e-2].")
 def main(**options) -> None:
     """Export ORMBG weights to ONNX and check the export against PyTorch."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(FileNotFoundError, ValueError):
         result = run_export(ExportConfig(**options))
     shapes = ", ".join("x".join(map(str, s)) for s in result.checked_shapes) or "none"

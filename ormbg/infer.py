@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from datagen.console import user_errors
+from datagen import __version__
+from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from ormbg.data import normalize, prepare
 
@@ -239,7 +240,9 @@ def run_infer(config: InferConfig) -> InferResult:
     return result
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="ormbg")
+@logging_options(logging.INFO)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "-o",
@@ -260,7 +263,6 @@ def run_infer(config: InferConfig) -> InferResult:
 @click.option("--progress/--no-progress", default=True)
 def main(inputs, **options) -> None:
     """Write RGBA cutouts, alpha mattes or composites for image files and folders."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(FileNotFoundError, ValueError):
         result = run_infer(InferConfig(inputs=tuple(inputs), **options))
     click.echo(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -28,7 +29,8 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from datagen.console import CONTEXT_SETTINGS, setup_logging, user_errors
+from datagen import __version__
+from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import write_atomic
 from ormbg.data import (
     BadSamples,
@@ -430,9 +432,9 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     help="Unreadable samples skipped (listed in bad_samples.jsonl) before the run stops  [default: 1% of them].",
 )
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
-def main(recipe, data, val, config_file, verbose, quiet, **options) -> None:
+@click.version_option(__version__, prog_name="ormbg")
+@logging_options(logging.INFO)
+def main(recipe, data, val, config_file, **options) -> None:
     """Train ORMBG on a weighted mix of dataset directories.
 
     \b
@@ -446,7 +448,6 @@ def main(recipe, data, val, config_file, verbose, quiet, **options) -> None:
     Writes last.pt / best.pt (model, optimizer, scheduler, step, config, RNG states), the weights as .safetensors,
     metrics.jsonl, curves.png and config.yaml into the run folder.
     """
-    setup_logging(1 + verbose, quiet)
     with user_errors(FileNotFoundError, ValueError):
         values = config_values(config_file) if config_file else {}
         values.update({key: value for key, value in options.items() if value is not None})

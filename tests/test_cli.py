@@ -103,3 +103,33 @@ def test_compose_and_import_on_a_full_disk(tmp_path, full_disk):
             result.output
         )
     assert leftovers(tmp_path) == []
+
+
+def test_ormbg_console_script_version_and_commands():
+    from ormbg.cli import cli as ormbg_cli
+
+    result = CliRunner().invoke(ormbg_cli, ["--help"])
+    assert result.exit_code == 0 and all(
+        f"  {name} " in result.output for name in ("train", "evaluate", "infer", "export")
+    )
+    for name in ("train", "evaluate", "infer", "export"):
+        sub = CliRunner().invoke(ormbg_cli, [name, "--help"])
+        assert sub.exit_code == 0 and "-q, --quiet" in sub.output and "-v, --verbose" in sub.output, name
+        assert "see the module docstring" not in sub.output
+    version = subprocess.run([sys.executable, "-m", "ormbg.train", "--version"], capture_output=True, text=True)
+    assert "ormbg, version" in version.stdout, version.stderr
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ormbg"  # installed by `pip install -e .` (make install)
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert "ormbg, version" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["-v", "inspect"], ["inspect", "-v"], ["inspect", "-q"], ["-q", "inspect"]])
+def test_verbosity_before_or_after_the_subcommand(args, dataset_dir):
+    import logging
+
+    result = CliRunner().invoke(cli, [*args, str(dataset_dir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    expected = logging.ERROR if "-q" in args else logging.INFO
+    assert logging.getLogger().level == expected
