@@ -29,21 +29,12 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from ormbg.data import normalize, prepare
+from ormbg.device import pick_device
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 MODES = ("rgba", "alpha", "composite")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class Predictor:

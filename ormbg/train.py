@@ -43,6 +43,7 @@ from ormbg.data import (
     loader_options,
     normalize,
 )
+from ormbg.device import pick_device
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
@@ -77,12 +78,15 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # train into a run folder that holds another run, replacing it
     max_bad_samples: int | None = None  # unreadable samples skipped before the run stops; None: 1% of them
+    log_with: str | None = None  # also log to "tensorboard" (RUN/tracking/) or "wandb", through accelerate's trackers
     losses: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.log_with not in (None, "tensorboard", "wandb"):
+            raise ValueError(f"log_with must be tensorboard or wandb, got {self.log_with!r}")
         if min(self.size, self.batch_size, self.grad_accum, self.max_steps, self.val_every, self.log_every) < 1:
             raise ValueError("size, batch_size, grad_accum, max_steps, val_every and log_every must be >= 1")
 
@@ -134,7 +138,13 @@ class Trainer:
 
         self.config = config
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
-        self.accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        # the device rule of inference (ormbg.device): CUDA, else MPS, else the CPU; accelerate then picks the same
+        self.accelerator = Accelerator(
+            mixed_precision=precision,
+            cpu=pick_device().type == "cpu",
+            log_with=config.log_with,
+            project_dir=Path(config.out) / "tracking",
+        )
         self.recipe = config.recipe or Recipe.load(DEFAULT_RECIPE)
         if not self.recipe.train:
             raise ValueError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
@@ -259,10 +269,16 @@ class Trainer:
         return results
 
     def record(self, entry: dict[str, Any]) -> None:
+        """Append to metrics.jsonl (and the --log-with tracker, as flat `val/<set>/<measure>` scalars)."""
         self.result.history.append(entry)
         if self.accelerator.is_main_process:
             with open(self.result.out / "metrics.jsonl", "a", encoding="utf-8") as file:
                 file.write(json.dumps(entry) + "\n")
+        if self.config.log_with:
+            scalars = {f"train/{k}": v for k, v in entry.items() if k != "step" and isinstance(v, (int, float))}
+            for name, scores in entry.get("val", {}).items():
+                scalars.update({f"val/{name}/{k}": v for k, v in scores.items() if isinstance(v, (int, float))})
+            self.accelerator.log(scalars, step=entry["step"])
 
     def after_validation(self, scores: dict[str, dict[str, float]]) -> bool:
         """Record, checkpoint, and say whether to stop early."""
@@ -291,6 +307,11 @@ class Trainer:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
             (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if config.log_with:
+            flat = {
+                k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in config.to_dict().items()
+            }
+            accelerator.init_trackers(out.name, config=flat)
         batches = self.train_batches(self.result.step)
         if not config.resume and self.val_sets:
             self.record({"step": 0, "val": self.validate()})  # the untrained baseline, the curve's first point
@@ -336,6 +357,8 @@ class Trainer:
                     self.result.stopped_early = True
                     break
         bar.close()
+        if config.log_with:
+            accelerator.end_training()
         self.result.bad_samples = dict(self.bad.seen)
         return self.result
 
@@ -430,6 +453,13 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     type=click.IntRange(min=0),
     default=None,
     help="Unreadable samples skipped (listed in bad_samples.jsonl) before the run stops  [default: 1% of them].",
+)
+@click.option(
+    "--log-with",
+    type=click.Choice(["tensorboard", "wandb"]),
+    default=None,
+    help="Also log losses and validation scores to TensorBoard (RUN/tracking/) or Weights & Biases (needs "
+    "`pip install tensorboard` or `wandb`), beside metrics.jsonl and curves.png.",
 )
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar.")
 @click.version_option(__version__, prog_name="ormbg")

@@ -388,3 +388,43 @@ def test_rotation_keeps_image_and_alpha_aligned():
     assert np.abs(out["image"][..., 0] - out["mask"] * 255).max() <= 1.0  # together, to rounding
     transform.set_random_seed(3)
     np.testing.assert_array_equal(transform(image=image, mask=alpha)["image"], out["image"])
+
+
+def test_training_and_inference_share_one_device_rule(tmp_path, composites, monkeypatch):
+    """On Apple silicon (no CUDA, MPS present) both pick MPS; training used to fall back to the CPU."""
+    import accelerate
+
+    from ormbg.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device().type == "mps" and pick_device("cpu").type == "cpu"
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def recording_accelerator(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(accelerate, "Accelerator", recording_accelerator)
+    with pytest.raises(Stop):
+        run_train(config(tmp_path / "run", composites))
+    assert seen["cpu"] is False, "training must use MPS where inference does"
+
+
+def test_log_with_tensorboard_writes_the_losses_and_scores(tmp_path, composites):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_train(config(out, composites, max_steps=2, val_every=2, log_with="tensorboard"))
+    events = list((out / "tracking").rglob("events.out.tfevents.*"))
+    assert events, list(out.rglob("*"))
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert "train/loss" in tags and any(tag.startswith("val/") and tag.endswith("/mae") for tag in tags), tags
+    assert [event.step for event in accumulator.Scalars("train/loss")] == [1, 2]
+    with pytest.raises(ValueError, match="log_with"):
+        TrainConfig(log_with="mlflow")
