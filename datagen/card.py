@@ -1,67 +1,157 @@
-"""The dataset card: DIR/README.md with a Hugging Face YAML header, written from the directory itself."""
+"""The dataset card, one writer for both places it goes: DIR/README.md and the card `datagen push` uploads.
+
+Built with huggingface_hub's `DatasetCard` / `DatasetCardData`: licence (the most restrictive of the sources, with
+`license_name` and `license_link` when it is not a Hub licence id), task, size bucket, tags, the `dataset_info`
+features, and on the Hub the Parquet `configs`. The body says what the directory holds (its row shapes: photos,
+a foreground pool, backgrounds), counts per split and the sources with their licences.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from datagen.io import write_atomic
-from datagen.records import read_rows, splits
+from datagen.records import FILE_KINDS, Sample, read_rows, splits
 
-# Hub licence ids for the licences our sources state; anything else is "other" and named in the body.
-HUB_LICENSES = {"Apache-2.0": "apache-2.0", "MIT": "mit", "CC BY-NC-SA 4.0": "cc-by-nc-sa-4.0", "CC0-1.0": "cc0-1.0"}
+# Licences from least to most restrictive; the card names the most restrictive one of the dataset's sources.
+LICENSE_RANKS = [
+    (r"cc0|public domain", "cc0-1.0"),
+    (r"\bmit\b", "mit"),
+    (r"apache", "apache-2.0"),
+    (r"cc by 4|cc-by-4", "cc-by-4.0"),
+    (r"cc by-sa|cc-by-sa", "cc-by-sa-4.0"),
+    (r"open ?rail", "openrail++"),
+    (r"cc by-nc 4|cc-by-nc-4", "cc-by-nc-4.0"),
+    (r"by-nc-sa", "cc-by-nc-sa-4.0"),
+    (r"non-commercial|research", "other"),
+]
+# The Hub's size buckets (its card schema allows only these).
+SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M")]
+SIZE_CATEGORIES += [(10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B")]
+IMAGE_COLUMNS = {key: kind for kind, (key, _) in FILE_KINDS.items()}  # file_name -> image, ...
+LICENSE_FILE = "LICENSE.md"  # the sources' licence statements, linked from the card when the licence is "other"
 
 
 def size_category(count: int) -> str:
     """The Hub's size bucket for `count` samples."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if count < limit:
-            return label
-    return "n>1M"
+    return next((label for limit, label in SIZE_CATEGORIES if count < limit), "n>1T")
 
 
-def render_card(root: str | os.PathLike, title: str, description: str) -> str:
-    """README.md text for the dataset directory `root`: YAML header, counts per split, sources and licences."""
-    counts = {split: read_rows(root, split) for split in splits(root)}
-    licenses = Counter(str(row.get("license", "unknown")) for rows in counts.values() for row in rows)
-    sources = Counter(str(row.get("source", "unknown")) for rows in counts.values() for row in rows)
-    total = sum(len(rows) for rows in counts.values())
-    only = next(iter(licenses)) if len(licenses) == 1 else None
-    header = {
-        "license": HUB_LICENSES.get(only, "other") if only else "other",
-        "task_categories": ["image-segmentation"],
-        "size_categories": [size_category(total)],
-        "tags": ["background-removal", "alpha-matting", "ormbg"],
-        "pretty_name": title,
+def license_rank(text: str) -> tuple[int, str]:
+    """(rank, Hub licence id) of a licence statement: the most restrictive licence it names (a composite's
+    statement names its foreground's and its background's); unknown statements rank as the most restrictive."""
+    lowered = text.lower()
+    ranks = [rank for rank, (pattern, _) in enumerate(LICENSE_RANKS) if re.search(pattern, lowered)]
+    if not ranks or "unknown" in lowered:
+        return len(LICENSE_RANKS), "other"
+    return max(ranks), LICENSE_RANKS[max(ranks)][1]
+
+
+def feature_type(key: str, value: Any) -> str:
+    """The `datasets` type of a metadata column (image columns are Image features)."""
+    if key in IMAGE_COLUMNS:
+        return "image"
+    if isinstance(value, bool):
+        return "bool"
+    return {int: "int64", float: "float64"}.get(type(value), "string")
+
+
+def layout_line(first: Sample) -> str:
+    """What the files of a row shape are (a foreground pool has no im/, a background set no gt/)."""
+    if first.is_foreground_only:
+        return "`<split>/fg/<id>.png` RGBA foreground (straight alpha), `<split>/gt/<id>.png` its alpha matte"
+    if first.is_background:
+        return "`<split>/im/<id>.jpg` people-free background image (no matte)"
+    return "`<split>/im/<id>.jpg` image, `<split>/gt/<id>.png` alpha matte (one 8-bit channel, soft values kept)"
+
+
+def render_card(
+    root: str | os.PathLike,
+    title: str,
+    description: str,
+    *,
+    data_files: dict[str, list[str]] | None = None,
+    extra: list[str] | None = None,
+) -> tuple[str, str | None]:
+    """(card text, LICENSE.md text or None) for the dataset directory `root`.
+
+    `data_files` (split -> Parquet files) makes the Hub card: its `configs` point at them. `extra`: more Markdown
+    lines for the body (the Hub card's provenance, statistics and preview).
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    rows = {split: read_rows(root, split) for split in splits(root) if not data_files or split in data_files}
+    licenses: dict[str, str] = {}
+    sources: Counter = Counter()
+    for split_rows in rows.values():
+        for row in split_rows:
+            source = str(row.get("source", "unknown"))
+            licenses.setdefault(source, str(row.get("license", "unknown")))
+            sources[source] += 1
+    strictest = max(licenses.values(), key=lambda text: license_rank(text)[0], default="unknown")
+    hub_id = license_rank(strictest)[1]
+    first_rows = [split_rows[0] for split_rows in rows.values() if split_rows]
+    columns = {
+        (IMAGE_COLUMNS.get(key, key)): feature_type(key, value) for row in first_rows[:1] for key, value in row.items()
     }
-    lines = [
-        "---",
-        yaml.safe_dump(header, sort_keys=False).rstrip(),
-        "---",
-        "",
+    data = DatasetCardData(
+        license=hub_id,
+        task_categories=["image-segmentation"],
+        size_categories=[size_category(sum(map(len, rows.values())))],
+        tags=["background-removal", "alpha-matting", "ormbg"],
+        pretty_name=title,
+        dataset_info={"features": [{"name": name, "dtype": dtype} for name, dtype in columns.items()]},
+    )
+    if hub_id == "other":
+        data.license_name = re.sub(r"[^a-z0-9]+", "-", strictest.lower()).strip("-")[:64] or "unknown"
+        data.license_link = LICENSE_FILE
+    if data_files:
+        data.configs = [
+            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in data_files]}
+        ]
+    layout = layout_line(Sample(Path(root), next(iter(rows)), first_rows[0])) if first_rows else "empty"
+    where = "the Parquet files under data/" if data_files else "`datasets.load_dataset(DIR)` loads it as is"
+    body = [
         f"# {title}",
         "",
         description,
         "",
-        "Layout: `<split>/im/<id>.jpg` image, `<split>/gt/<id>.png` alpha matte (one 8-bit channel, soft values "
-        "kept), `<split>/metadata.jsonl` one row per sample; `datasets.load_dataset(DIR)` loads it as is.",
+        f"Files: {layout}; `<split>/metadata.jsonl` one row per sample ({where}). Columns: "
+        + ", ".join(f"`{name}`" for name in columns)
+        + ".",
         "",
         "| split | samples |",
         "| --- | ---: |",
-        *(f"| {split} | {len(rows)} |" for split, rows in counts.items()),
+        *(f"| {split} | {len(split_rows)} |" for split, split_rows in rows.items()),
         "",
-        "Sources: " + ", ".join(f"{name} ({n})" for name, n in sources.most_common()) + ".",
-        "Licences: " + ", ".join(f"{name} ({n} samples)" for name, n in licenses.most_common()) + ".",
+        "## Sources and licences",
         "",
+        f"The card's licence is the most restrictive of the sources: **{strictest}**.",
+        "",
+        "| source | samples | licence |",
+        "| --- | ---: | --- |",
+        *(f"| {source} | {sources[source]} | {licenses[source]} |" for source in sorted(licenses)),
+        "",
+        *(extra or []),
     ]
-    return "\n".join(lines)
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    license_text = None
+    if hub_id == "other":
+        license_text = "# Licences of the sources\n\n" + "".join(
+            f"- **{source}**: {text}\n" for source, text in sorted(licenses.items())
+        )
+    return str(card), license_text
 
 
 def write_card(root: str | os.PathLike, title: str, description: str) -> Path:
-    """Write DIR/README.md atomically; returns its path."""
+    """Write DIR/README.md (and DIR/LICENSE.md when the licence is not a Hub id) atomically; returns README's path."""
+    text, license_text = render_card(root, title, description)
     path = Path(root) / "README.md"
-    write_atomic(path, render_card(root, title, description).encode())
+    write_atomic(path, text.encode())
+    if license_text:
+        write_atomic(Path(root) / LICENSE_FILE, license_text.encode())
     return path

@@ -20,14 +20,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from datagen.card import size_category
+from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, render_card
 from datagen.inspect import inspect_dataset
 from datagen.io import read_json, remove_stale_temporaries, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
-    FILE_KINDS,
     SPLITS,
     ResumeState,
     Sample,
@@ -43,19 +40,6 @@ from datagen.records import (
 )
 
 log = logging.getLogger(__name__)
-IMAGE_COLUMNS = {key: kind for kind, (key, _) in FILE_KINDS.items()}  # file_name -> image, ...
-# Licences from least to most restrictive; the card names the most restrictive one of the dataset's sources.
-LICENSE_RANKS = [
-    (r"cc0|public domain", "cc0-1.0"),
-    (r"\bmit\b", "mit"),
-    (r"apache", "apache-2.0"),
-    (r"cc by 4|cc-by-4", "cc-by-4.0"),
-    (r"cc by-sa|cc-by-sa", "cc-by-sa-4.0"),
-    (r"open ?rail", "openrail++"),
-    (r"cc by-nc 4|cc-by-nc-4", "cc-by-nc-4.0"),
-    (r"by-nc-sa", "cc-by-nc-sa-4.0"),
-    (r"non-commercial|research", "other"),
-]
 
 
 def parse_bytes(text: str) -> int:
@@ -64,16 +48,6 @@ def parse_bytes(text: str) -> int:
     if not match:
         raise ValueError(f"size {text!r}: give a number with KB, MB or GB, e.g. 500MB")
     return int(float(match[1]) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match[2]])
-
-
-def license_rank(text: str) -> tuple[int, str]:
-    """(rank, Hub licence id) of a licence statement: the most restrictive licence it names (a composite's
-    statement names its foreground's and its background's); unknown statements rank as the most restrictive."""
-    lowered = text.lower()
-    ranks = [rank for rank, (pattern, _) in enumerate(LICENSE_RANKS) if re.search(pattern, lowered)]
-    if not ranks or "unknown" in lowered:
-        return len(LICENSE_RANKS), "other"
-    return max(ranks), LICENSE_RANKS[max(ranks)][1]
 
 
 def _features(rows: list[dict[str, Any]]):
@@ -146,60 +120,15 @@ def export_parquet(directory: Path, staging: Path, max_shard_bytes: int) -> dict
     return written
 
 
-def render_hub_card(directory: Path, repo_id: str, written: dict[str, list[str]], preview: str | None) -> str:
-    """The dataset card: YAML header (licence, task, size, configs) and a body from the directory and run.json."""
-    rows = {split: read_rows(directory, split) for split in written}
-    licenses: dict[str, str] = {}
-    counts: Counter = Counter()
-    for split_rows in rows.values():
-        for row in split_rows:
-            source = str(row.get("source", "unknown"))
-            licenses.setdefault(source, str(row.get("license", "unknown")))
-            counts[source] += 1
-    strictest = max(licenses.values(), key=lambda text: license_rank(text)[0], default="unknown")
-    hub_id = license_rank(strictest)[1]
-    header: dict[str, Any] = {
-        "license": hub_id,
-        "task_categories": ["image-segmentation"],
-        "size_categories": [size_category(sum(len(r) for r in rows.values()))],
-        "tags": ["background-removal", "alpha-matting", "ormbg"],
-        "pretty_name": repo_id.split("/")[-1],
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*"} for split in written]}
-        ],
-    }
-    if hub_id == "other":
-        header["license_name"] = re.sub(r"[^a-z0-9]+", "-", strictest.lower()).strip("-")[:64] or "unknown"
-        header["license_details"] = strictest
+def hub_card(
+    directory: Path, repo_id: str, written: dict[str, list[str]], preview: str | None
+) -> tuple[str, str | None]:
+    """The card `push` uploads: the local card's header and body (one writer, card.render_card) with the Parquet
+    `configs`, plus how the data was made, its alpha statistics and the preview."""
     report = inspect_dataset(directory)
     share = report.to_dict()["alpha_share"]
     made = read_json(directory / "run.json") if (directory / "run.json").is_file() else {}
-    present = {
-        IMAGE_COLUMNS[key]
-        for split_rows in rows.values()
-        for row in split_rows[:1]
-        for key in row
-        if key in IMAGE_COLUMNS
-    }
-    columns = ", ".join(f"`{name}`" for name in ("image", "alpha", "foreground", "trimap") if name in present)
-    body = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
-        "Images of people with exact alpha mattes for training background removal, made with "
-        f"[ormbg](https://github.com/schirrmacher/ormbg) `datagen`. Columns: {columns} and each sample's metadata.",
-        "",
-        "| split | samples |",
-        "| --- | ---: |",
-        *(f"| {split} | {len(r)} |" for split, r in rows.items()),
-        "",
-        "## Sources and licences",
-        "",
-        f"The card's licence is the most restrictive of the sources: **{strictest}**.",
-        "",
-        "| source | samples | licence |",
-        "| --- | ---: | --- |",
-        *(f"| {source} | {counts[source]} | {licenses[source]} |" for source in sorted(licenses)),
-        "",
+    extra = [
         "## How it was made",
         "",
         f"`{made.get('command', 'unknown command')}` ({made.get('tool', 'datagen')})." if made else "No run.json.",
@@ -211,8 +140,12 @@ def render_hub_card(directory: Path, repo_id: str, written: dict[str, list[str]]
         "",
     ]
     if preview:
-        body += ["## Preview", "", f"![image, alpha, cutout]({preview})", ""]
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n".join(body)
+        extra += ["## Preview", "", f"![image, alpha, cutout]({preview})", ""]
+    description = (
+        "Images of people with exact alpha mattes for training background removal, made with "
+        "[ormbg](https://github.com/schirrmacher/ormbg) `datagen`."
+    )
+    return render_card(directory, repo_id.split("/")[-1], description, data_files=written, extra=extra)
 
 
 def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int) -> list[str]:
@@ -227,7 +160,10 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int) -> lis
     if any(not s.is_background for s in iter_samples(directory)):
         write_preview(directory, out / "preview.png", n=8, tile_px=192)
         preview = "preview.png"
-    write_atomic(out / "README.md", render_hub_card(directory, repo_id, written, preview).encode())
+    card, license_text = hub_card(directory, repo_id, written, preview)
+    write_atomic(out / "README.md", card.encode())
+    if license_text:
+        write_atomic(out / LICENSE_FILE, license_text.encode())
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
 
 

@@ -391,7 +391,7 @@ def reset_dataset(root: str | os.PathLike) -> None:
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
-    for name in ("run.json", "README.md", "skipped.jsonl"):
+    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl"):
         (root / name).unlink(missing_ok=True)
     for path in root.glob("*.shard-*-of-*.*"):
         path.unlink()

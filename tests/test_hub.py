@@ -7,7 +7,8 @@ import yaml
 from click.testing import CliRunner
 
 from datagen.cli import cli
-from datagen.hub import PushConfig, license_rank, pull, push
+from datagen.card import license_rank
+from datagen.hub import PushConfig, pull, push
 from datagen.io import read_alpha, read_image
 from datagen.records import iter_samples, read_rows
 from tests.conftest import write_demo_dataset
@@ -219,3 +220,37 @@ def test_push_without_network_is_one_line_and_leaves_no_staging(dataset):
     assert result.exit_code == 1, result.output
     assert "push to datasets/user/demo failed" in result.output and "Traceback" not in result.output
     assert not (dataset / ".push").exists() and not any("staging" in p.name for p in dataset.parent.iterdir())
+
+
+def test_local_and_hub_cards_agree_and_describe_what_is_there(tmp_path, person):
+    from datagen.card import SIZE_CATEGORIES, size_category, write_card
+    from datagen.records import write_sample
+
+    out = tmp_path / "mixed"
+    image = np.zeros((8, 8, 3), np.uint8)
+    alpha = np.full((8, 8), 255, np.uint8)
+    write_sample(out, "train", "a", image=image, alpha=alpha, metadata={"source": "p3m", "license": "MIT"})
+    write_sample(
+        out, "train", "b", image=image, alpha=alpha, metadata={"source": "dis5k", "license": "non-commercial research"}
+    )
+    write_card(out, "mixed", "Two sources.")
+    local = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    push(PushConfig(out, "user/mixed", dry_run=tmp_path / "dry"))
+    hub = yaml.safe_load((tmp_path / "dry/README.md").read_text().split("---")[1])
+    for key in ("license", "license_name", "license_link", "size_categories", "task_categories"):
+        assert local[key] == hub[key], key
+    assert local["license"] == "other" and local["license_link"] == "LICENSE.md" and "license_details" not in local
+    assert "non-commercial research" in (out / "LICENSE.md").read_text() and (tmp_path / "dry/LICENSE.md").is_file()
+    assert {"name": "alpha", "dtype": "image"} in local["dataset_info"]["features"]
+    assert "configs" in hub and "configs" not in local
+
+    pool = tmp_path / "pool"
+    write_sample(
+        pool, "train", "p", foreground=person, alpha=person[..., 3], metadata={"source": "s", "license": "MIT"}
+    )
+    write_card(pool, "pool", "People.")
+    text = (pool / "README.md").read_text()
+    assert "fg/<id>.png" in text and "im/" not in text
+
+    allowed = {label for _, label in SIZE_CATEGORIES} | {"n>1T"}
+    assert size_category(2_000_000) == "1M<n<10M" and all(size_category(10**k) in allowed for k in range(13))
