@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from datagen.cli import cli
 from datagen.card import license_rank
+from datagen.cli import cli
 from datagen.hub import PushConfig, pull, push
 from datagen.io import read_alpha, read_image
 from datagen.records import iter_samples, read_rows
