@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,16 +232,30 @@ def run_infer(config: InferConfig) -> InferResult:
     return result
 
 
+def infer_bytes(data: bytes, config: InferConfig) -> bytes:
+    """One encoded image in, its encoded output (`config.mode`; PNG) out: `infer - -` reads stdin, writes stdout."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "stdin"
+        source.write_bytes(data)
+        image = read_image(source)  # ImageReadError names "stdin" when the bytes are not an image
+    predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+    (alpha,) = predictor([image])
+    return render(image, alpha, config.mode, parse_color(config.color), Path("stdout.png"))
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="ormbg")
 @logging_options(logging.INFO)
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @click.option(
     "-o",
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="Output folder; for one input image, a file name with an image suffix (cutout.png) is the output file.",
+    help="Output folder; for one input image, a file name with an image suffix (cutout.png) is the output file; "
+    "`-` writes one image's PNG to stdout (`- -o -`: stdin to stdout).",
 )
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
 @click.option("--onnx", type=click.Path(path_type=Path), default=None, help="Run this ONNX export with onnxruntime.")
@@ -253,7 +268,27 @@ def run_infer(config: InferConfig) -> InferResult:
 @click.option("--overwrite", is_flag=True, help="Redo outputs that exist.")
 @click.option("--progress/--no-progress", default=True)
 def main(inputs, **options) -> None:
-    """Write RGBA cutouts, alpha mattes or composites for image files and folders."""
+    """Write RGBA cutouts, alpha mattes or composites for image files and folders.
+
+    \b
+    python -m ormbg.infer photos/ -o cutouts/ --checkpoint ormbg.pth            # RGBA PNG cutouts, names kept
+    python -m ormbg.infer a.jpg -o a-cutout.png --checkpoint ormbg.pth          # one image to one file
+    cat a.jpg | python -m ormbg.infer - -o - --checkpoint ormbg.pth > cut.png   # stdin to stdout
+    """
+    if "-" in inputs or str(options["out"]) == "-":
+        with user_errors(FileNotFoundError, ValueError):
+            if inputs != ("-",) and len(inputs) != 1:
+                raise ValueError("`-` takes exactly one image (stdin in, or one file to stdout)")
+            config = InferConfig(inputs=tuple(inputs), **{**options, "out": Path("-")})
+            data = sys.stdin.buffer.read() if inputs == ("-",) else Path(inputs[0]).read_bytes()
+            output = infer_bytes(data, config)
+        if str(options["out"]) == "-":
+            sys.stdout.buffer.write(output)
+            sys.stdout.buffer.flush()
+        else:
+            with user_errors():
+                write_atomic(options["out"], output)
+        return
     with user_errors(FileNotFoundError, ValueError):
         result = run_infer(InferConfig(inputs=tuple(inputs), **options))
     click.echo(

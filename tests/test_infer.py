@@ -103,6 +103,21 @@ def test_names_with_dots_single_file_output_collisions_and_empty_input(tmp_path,
     assert result.exit_code == 1 and "no images in" in result.output
 
 
+def test_stdin_to_stdout(tmp_path, photos, checkpoint):
+    import io
+    import subprocess
+    import sys
+
+    data = (photos / "a.jpg").read_bytes()
+    command = [sys.executable, "-m", "ormbg.infer", "-", "-o", "-", "--checkpoint", str(checkpoint), "--size", "64"]
+    result = subprocess.run(command, input=data, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    cutout = Image.open(io.BytesIO(result.stdout))
+    assert cutout.format == "PNG" and cutout.mode == "RGBA" and cutout.size == (131, 97)
+    bad = subprocess.run(command, input=b"not an image", capture_output=True, timeout=120)
+    assert bad.returncode == 1 and b"stdin" in bad.stderr and b"Traceback" not in bad.stderr and not bad.stdout
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colour"):
         parse_color("blue-ish")
