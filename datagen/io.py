@@ -24,6 +24,13 @@ from PIL import Image, UnidentifiedImageError
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 EXIF_ORIENTATION_TAG = 0x0112
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # what readers take as images
+SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden and system files (macOS `._*` forks, .DS_Store, Thumbs.db) that archives carry along."""
+    return name.startswith(".") or name in SYSTEM_FILES
 
 
 class ImageReadError(ValueError):

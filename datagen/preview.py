@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datagen.compose import over
+from datagen.alpha import over
 from datagen.io import encode_png, read_alpha, read_foreground, read_image, write_atomic
 from datagen.records import Sample, iter_samples, splits
 

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
 from datagen.records import SPLITS, iter_samples  # noqa: E402
+from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
 log = logging.getLogger(__name__)
 HOW_TO_MAKE = {
@@ -203,16 +204,6 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torc
     return image_tensor(image), torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None]
 
 
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-
-
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """Nx3xHxW uint8 -> float in [-0.5, 0.5], the original's input normalisation (RGB / 255 - 0.5)."""
-    return pixels.float() / 255.0 - 0.5
-
-
 class TrainSet(Dataset):
     """Map-style dataset indexed by keys (source index, sample index, augmentation seed) from `MixSampler`."""
 
@@ -343,16 +334,6 @@ class EvalSet(Dataset):
             return *zeros, json.dumps([[error.path, error.reason]])
         alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
         return prepare(image, self.size_px), torch.from_numpy(alpha)[None], "[]"
-
-
-def prepare(image: np.ndarray, size_px: int) -> torch.Tensor:
-    """The model's input for one HxWx3 uint8 image before `normalize`: resized to size_px x size_px (area when
-    shrinking, linear when enlarging; the aspect ratio is not kept), 3xSxS uint8. Inference and evaluation use it."""
-    height, width = image.shape[:2]
-    shrink = size_px * size_px < height * width
-    return image_tensor(
-        cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    )
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

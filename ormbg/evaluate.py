@@ -34,8 +34,9 @@ from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, splits
-from ormbg.data import BadSamples, loader_options, prepare
+from ormbg.data import BadSamples, loader_options
 from ormbg.metrics import Meter, score_matte
+from ormbg.preprocess import prepare
 
 log = logging.getLogger(__name__)
 

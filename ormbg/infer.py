@@ -28,13 +28,12 @@ import torch
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
-from datagen.io import ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
-from ormbg.data import normalize, prepare
+from datagen.io import IMAGE_EXTENSIONS, ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from ormbg.device import pick_device
+from ormbg.preprocess import normalize, prepare
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 MODES = ("rgba", "alpha", "composite")
 
 
@@ -73,7 +72,7 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """pixels: Nx3xSxS uint8 from `ormbg.data.prepare`; sizes: (height, width) of each original image."""
+        """pixels: Nx3xSxS uint8 from `ormbg.preprocess.prepare`; sizes: (height, width) of each original image."""
         if self.session is not None:
             probability = self.session.run(["alpha"], {"image": normalize(pixels).numpy()})[0][:, 0]
         else:
@@ -119,7 +118,7 @@ def list_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
                 relative = path.relative_to(item)
                 found.append((path, relative.with_name(relative.stem)))
         elif item.is_file():
@@ -128,7 +127,7 @@ def list_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
             raise FileNotFoundError(f"{item} is neither an image file nor a folder")
     if not found:
         shown = ", ".join(map(str, inputs))
-        raise FileNotFoundError(f"no images in {shown} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"no images in {shown} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
 
 
@@ -143,7 +142,7 @@ def plan_outputs(inputs: list[str | os.PathLike], out: Path, mode: str) -> list[
 
     Two inputs that would write the same file are refused (the final names are compared, not the stems)."""
     images = list_images(inputs)
-    if len(images) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in IMAGE_SUFFIXES:
+    if len(images) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS:
         return [(images[0][0], out)]
     items = [(source, output_path(out, stem, source, mode)) for source, stem in images]
     seen: dict[Path, Path] = {}
@@ -227,7 +226,7 @@ def run_infer(config: InferConfig) -> InferResult:
             bar.update(len(batch))
     result.skipped = len(skipped)
     if skipped:
-        folder = out.parent if out.suffix.lower() in IMAGE_SUFFIXES else out
+        folder = out.parent if out.suffix.lower() in IMAGE_EXTENSIONS else out
         write_atomic(folder / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped).encode())
     return result
 

@@ -41,13 +41,13 @@ from ormbg.data import (
     describe,
     list_samples,
     loader_options,
-    normalize,
 )
 from ormbg.device import pick_device
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
 from ormbg.plot import plot_curves
+from ormbg.preprocess import normalize
 
 DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
 # What a run writes into its folder: a folder holding any of these has a run (refused without --resume/--overwrite).

@@ -17,8 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datagen.compose import over
-from datagen.importers.convert import trimap_from_alpha
+from datagen.alpha import over, trimap_from_alpha
 from datagen.io import encode_png, write_atomic
 from datagen.procedural import draw_background, draw_person
 from datagen.records import write_sample

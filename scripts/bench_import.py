@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from datagen.importers import ImportConfig, run_import
-from datagen.importers.samples import draw_pair
 from datagen.io import encode_jpeg, encode_png, write_atomic
+from datagen.samples import draw_pair
 
 WIDTH, HEIGHT, DISTINCT = 1920, 1080, 8
 

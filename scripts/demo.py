@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from datagen.importers.samples import make_p3m_tree
+from datagen.samples import make_p3m_tree
 
 
 def disk_mb(path: Path) -> float:
@@ -49,7 +49,7 @@ class Demo:
 
 def write_cutout_sheet(images: Path, cutouts: Path, out: Path, n: int = 6) -> None:
     """Rows of composite | cutout over a checkerboard, for the first n cutouts."""
-    from datagen.compose import over
+    from datagen.alpha import over
     from datagen.io import encode_png, read_foreground, read_image, write_atomic
     from datagen.preview import checkerboard, tile_sheet
 

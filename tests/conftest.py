@@ -11,7 +11,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from datagen.compose import over  # noqa: E402
+from datagen.alpha import over  # noqa: E402
 from datagen.procedural import draw_background, draw_person  # noqa: E402
 from datagen.records import write_sample  # noqa: E402
 

@@ -77,9 +77,9 @@ def test_a_full_disk_is_one_line_for_every_writer(tmp_path, full_disk, checkpoin
 def test_compose_and_import_on_a_full_disk(tmp_path, full_disk):
     import numpy as np
 
-    from datagen.importers.samples import make_p3m_tree
     from datagen.procedural import draw_background, draw_person
     from datagen.records import write_sample
+    from datagen.samples import make_p3m_tree
 
     for index in range(2):
         person = draw_person(np.random.default_rng([index]), 60, 40)

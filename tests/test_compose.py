@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from datagen.alpha import crop_to_alpha
 from datagen.cli import cli
 from datagen.compose import run as compose_run
 from datagen.compose.config import PRESETS, AugmentConfig, ComposeConfig, load_augment
-from datagen.compose.geometry import crop_to_alpha, place_background, place_foreground
+from datagen.compose.geometry import place_background, place_foreground
 from datagen.compose.params import sample_params
 from datagen.compose.render import Inputs, _occluder_layer, render
 from datagen.inspect import inspect_dataset

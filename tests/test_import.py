@@ -10,10 +10,10 @@ from datagen import io
 from datagen.cli import cli
 from datagen.importers import ImportConfig, run_import
 from datagen.importers import convert as convert_module
-from datagen.importers.samples import draw_pair, make_p3m_tree
 from datagen.inspect import inspect_dataset
 from datagen.io import encode_jpeg, encode_png, read_alpha, read_image, write_atomic
 from datagen.records import iter_samples, read_rows
+from datagen.samples import draw_pair, make_p3m_tree
 from tests.conftest import directory_bytes
 
 
@@ -305,7 +305,7 @@ def test_overwrite_starts_over(tmp_path):
 
 
 def test_trimap_from_alpha_marks_soft_pixels_unknown(person):
-    from datagen.importers.convert import trimap_from_alpha
+    from datagen.alpha import trimap_from_alpha
 
     alpha = person[..., 3]
     trimap = trimap_from_alpha(alpha, radius_px=2)

@@ -166,6 +166,31 @@ def test_cli_import_does_not_load_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_dependencies_point_one_way():
+    """ormbg never reaches into datagen's command line; inference does not load the training augmentations; the
+    compositor and the importers do not import each other (the alpha primitives and file-name rules sit below)."""
+    import ast
+
+    for package in ("ormbg", "datagen/compose", "datagen/importers"):
+        for path in (REPO / package).rglob("*.py"):
+            imported = {
+                node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names
+                if not isinstance(node, ast.ImportFrom) or node.module
+            }
+            forbidden = {
+                "ormbg": "datagen.cli",
+                "datagen/compose": "datagen.importers",
+                "datagen/importers": "datagen.compose",
+            }
+            assert not any(name and name.startswith(forbidden[package]) for name in imported), (path, imported)
+    code = "import sys, ormbg.infer; print('albumentations' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_background_rows_have_no_alpha(tmp_path, background):
     import datasets
     from datagen.inspect import inspect_dataset

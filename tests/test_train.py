@@ -329,8 +329,9 @@ def test_the_model_fits_one_batch(composites):
     """Loop, loss and model are sound: 60 steps on one fixed batch take its MAE far below predicting nothing."""
     from torch.utils.data import DataLoader
 
-    from ormbg.data import EvalSet, list_samples, normalize
+    from ormbg.data import EvalSet, list_samples
     from ormbg.losses import ormbg_loss
+    from ormbg.preprocess import normalize
 
     torch.manual_seed(0)
     pixels, alpha, _ = next(iter(DataLoader(EvalSet(list_samples(Source(str(composites))), 64), batch_size=4)))

@@ -1,10 +1,7 @@
 """Compositing foregrounds onto backgrounds with an exact ground-truth alpha (`datagen compose`).
 
-blend.over         the straight-alpha blend
 geometry, photometric, effects   pixel steps;  params   parameter drawing;  render   the compositor
 pools, run         inputs and the batch job (`run_compose`)
+
+The blend itself (`over`) and the other alpha primitives are in datagen/alpha.py.
 """
-
-from datagen.compose.blend import over
-
-__all__ = ["over"]

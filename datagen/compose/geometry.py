@@ -17,9 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-
-class EmptyAlphaError(ValueError):
-    """A foreground whose alpha is zero everywhere."""
+from datagen.alpha import premultiply
 
 
 @dataclass
@@ -40,23 +38,6 @@ class Layer:
         return slice(self.top, self.top + height), slice(self.left, self.left + width)
 
 
-def alpha_bbox(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(top, left, bottom, right) (exclusive) of the pixels with alpha > 0; None if there are none."""
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-
-
-def crop_to_alpha(foreground: np.ndarray) -> np.ndarray:
-    """The RGBA foreground cropped to its alpha bounding box (a view); raises on an empty alpha."""
-    box = alpha_bbox(foreground[..., 3])
-    if box is None:
-        raise EmptyAlphaError("its alpha is empty (zero everywhere)")
-    top, left, bottom, right = box
-    return foreground[top:bottom, left:right]
-
-
 def place_background(background: np.ndarray, params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
     """Crop the background to the output's aspect ratio and scale it to `size` (W, H); flip. HxWx3 uint8.
 
@@ -74,11 +55,6 @@ def place_background(background: np.ndarray, params: dict[str, Any], size: tuple
     shrink = crop.shape[1] > width
     placed = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return cv2.flip(placed, 1) if params["flip"] else placed
-
-
-def premultiply(foreground: np.ndarray) -> np.ndarray:
-    """HxWx4 uint8 straight RGBA -> HxWx4 uint8 premultiplied: colour round(F * a / 255), alpha unchanged."""
-    return cv2.cvtColor(foreground, cv2.COLOR_RGBA2mRGBA)
 
 
 def place_foreground(

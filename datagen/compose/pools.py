@@ -10,9 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datagen.compose.geometry import crop_to_alpha
-from datagen.importers.layout import IMAGE_EXTENSIONS, is_hidden
-from datagen.io import read_alpha, read_foreground, read_image
+from datagen.alpha import crop_to_alpha
+from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image
 from datagen.records import iter_samples, splits
 
 

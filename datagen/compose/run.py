@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen import __version__
+from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
 from datagen.compose.config import ComposeConfig
-from datagen.compose.geometry import EmptyAlphaError
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render

@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from datagen.alpha import trimap_from_alpha
 from datagen.importers.layout import Pair
 from datagen.io import (
     ImageReadError,
@@ -82,19 +83,6 @@ def same_shape_at_another_scale(size: tuple[int, int], target: tuple[int, int]) 
 def _snap_trimap(trimap: np.ndarray) -> np.ndarray:
     """Nearest of 0 / 128 / 255 for every pixel (trimaps resized or saved lossy drift off the levels)."""
     return TRIMAP_LEVELS[np.abs(trimap[..., None].astype(np.int16) - TRIMAP_LEVELS).argmin(axis=-1)]
-
-
-def trimap_from_alpha(alpha: np.ndarray, radius_px: int | None = None) -> np.ndarray:
-    """A trimap (HxW uint8: 0 / 128 / 255) from an alpha: unknown within `radius_px` of any soft pixel.
-
-    The band is the dilation of alpha > 0 minus the erosion of alpha == 255 by a disc of `radius_px`
-    (default 1% of the short side, at least 3 px): the usual recipe of Deep Image Matting.
-    """
-    radius_px = radius_px or max(3, round(min(alpha.shape) * 0.01))
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
-    maybe = cv2.dilate((alpha > 0).astype(np.uint8), disc)
-    sure = cv2.erode((alpha == 255).astype(np.uint8), disc)
-    return np.where(sure > 0, 255, np.where(maybe > 0, 128, 0)).astype(np.uint8)
 
 
 def _image(job: PairJob, source, orientation: int, metadata: dict[str, Any]) -> dict[str, Any]:

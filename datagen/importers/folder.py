@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from datagen.importers.layout import (
-    IMAGE_EXTENSIONS,
     Discovery,
     LayoutError,
     Pair,
     index_by_stem,
-    is_hidden,
     pair_files,
 )
+from datagen.io import IMAGE_EXTENSIONS, is_hidden
 from datagen.records import Skip
 
 KIND = "folder"

@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.io import IMAGE_EXTENSIONS, is_hidden
 from datagen.records import Skip
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,6 @@ class LayoutError(ValueError):
             f"{src} does not look like {kind}: expected {' and '.join(expected)}; found {shown}. "
             f"Point SRC at the folder that holds them (or pick the right KIND, see `datagen import --help`)."
         )
-
-
-def is_hidden(name: str) -> bool:
-    """Hidden and system files (macOS `._*` forks, .DS_Store, Thumbs.db) that archives carry along."""
-    return name.startswith(".") or name in SYSTEM_FILES
 
 
 def index_by_stem(paths: Iterable[Path], root: Path, skipped: list[Skip]) -> dict[str, Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datagen.compose import over
+from datagen.alpha import over
 from datagen.io import encode_jpeg, encode_png, write_atomic
 from datagen.procedural import draw_background, draw_person
 
