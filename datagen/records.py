@@ -104,6 +104,29 @@ def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
         )
 
 
+def parse_spec(text: str, option: str, weighted: bool = False) -> tuple[str, str | None, float]:
+    """`DIR[:SPLIT[:WEIGHT]]` (`DIR[:SPLIT]` unless `weighted`) -> (DIR, SPLIT or None, WEIGHT or 1.0).
+
+    The one parser of dataset references for train (--data, --val), evaluate (--data) and compose (--fg, --bg);
+    errors are ValueErrors that name `option` and say what was expected.
+    """
+    path, *rest = text.split(":")
+    if not path or len(rest) > (2 if weighted else 1):
+        raise ValueError(f"{option} {text!r}: expected DIR[:SPLIT{'[:WEIGHT]' if weighted else ''}]")
+    split = rest[0] or None if rest else None
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"{option} {text!r}: split {split!r} is not one of {', '.join(SPLITS)}")
+    weight = 1.0
+    if len(rest) > 1:
+        try:
+            weight = float(rest[1])
+        except ValueError:
+            raise ValueError(f"{option} {text!r}: weight {rest[1]!r} is not a number") from None
+        if not weight > 0 or weight == float("inf"):
+            raise ValueError(f"{option} {text!r}: weight {weight} must be a number above 0")
+    return path, split, weight
+
+
 def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

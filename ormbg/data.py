@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
-from datagen.records import SPLITS, iter_samples  # noqa: E402
+from datagen.records import SPLITS, iter_samples, parse_spec  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,9 @@ class Source:
 
     @classmethod
     def parse(cls, text: str, default_split: str, option: str) -> Source:
-        """`DIR[:SPLIT[:WEIGHT]]` (the --data, --val and --fg/--bg strings); errors name the `option`."""
-        path, *rest = text.split(":")
-        if not path or len(rest) > 2:
-            raise ValueError(f"{option} {text!r}: expected DIR[:SPLIT[:WEIGHT]]")
-        split = rest[0] if rest and rest[0] else default_split
-        try:
-            weight = float(rest[1]) if len(rest) > 1 else 1.0
-        except ValueError:
-            raise ValueError(f"{option} {text!r}: weight {rest[1]!r} is not a number") from None
-        try:
-            return cls(path, split, weight)
-        except ValueError as error:
-            raise ValueError(f"{option} {error}") from None
+        """`DIR[:SPLIT[:WEIGHT]]` (the --data and --val strings) through records.parse_spec."""
+        path, split, weight = parse_spec(text, option, weighted=True)
+        return cls(path, split or default_split, weight)
 
 
 RECIPE_KEYS = ("train", "validation")

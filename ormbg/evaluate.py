@@ -33,7 +33,7 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
-from datagen.records import iter_samples, splits
+from datagen.records import iter_samples, parse_spec, splits
 from ormbg.data import BadSamples, loader_options
 from ormbg.metrics import Meter, score_matte
 from ormbg.preprocess import prepare
@@ -62,8 +62,9 @@ UNITS = (
 
 
 def resolve_split(spec: str) -> tuple[Path, str]:
-    """`DIR[:SPLIT]` -> (DIR, SPLIT); without a split: test, else validation, else the only split."""
-    path, _, split = spec.partition(":")
+    """`DIR[:SPLIT]` -> (DIR, SPLIT); without a split: test (evaluation is on benchmarks), else validation, else
+    the only split."""
+    path, split, _ = parse_spec(spec, "--data")
     root = Path(path)
     present = splits(root)
     if not present:

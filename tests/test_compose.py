@@ -372,3 +372,28 @@ def test_cli_compose_and_missing_pool_message(pools, tmp_path):
     assert "new 3" in result.output and Image.open(out / "train/im/composite-s0-0000000.jpg").size == (32, 48)
     missing = CliRunner().invoke(cli, ["compose", "--fg", str(tmp_path / "nope"), "--bg", str(bg)])
     assert missing.exit_code == 1 and "datagen synth" in missing.output
+
+
+def test_the_preset_named_is_the_preset_rendered(pools, tmp_path):
+    assert ComposeConfig(preset="strong").augment == PRESETS["strong"]
+    out = tmp_path / "strong"
+    compose(pools, out, preset="strong", n=3)
+    row = read_rows(out, "train")[0]
+    params = json.loads(row["params"])
+    config = ComposeConfig(out=out, foregrounds=(pools[0],), backgrounds=(pools[1],), preset="strong", n=3)
+    pools_by_split, occluders = compose_run.split_pools(config)
+    expected = compose_run.make_job(row["index"], config, pools_by_split, occluders).params
+    assert row["preset"] == "strong" and params == json.loads(json.dumps(expected, sort_keys=True))
+    default = compose_run.make_job(
+        row["index"],
+        ComposeConfig(out=out, foregrounds=(pools[0],), backgrounds=(pools[1],)),
+        pools_by_split,
+        occluders,
+    )
+    assert default.params != expected, "strong ranges draw other parameters than the default ones"
+    yaml_file = tmp_path / "aug.yaml"
+    yaml_file.write_text("shadow_p: 0.0\n")
+    custom = ComposeConfig(preset="strong", augment=load_augment("strong", yaml_file))
+    assert custom.preset == "custom" and custom.augment.shadow_p == 0.0
+    with pytest.raises(ValueError, match="unknown preset"):
+        ComposeConfig(preset="custom")

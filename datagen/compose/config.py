@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,8 @@ class ComposeConfig:
     occluders: Path | None = None  # RGBA pool for occluders; None: procedural occluders
     n: int = 1000
     size: tuple[int, int] = (1024, 1024)  # (width, height)
-    preset: str = "default"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preset: str = "default"  # named ranges (PRESETS); recorded as "custom" when `augment` differs from them
+    augment: AugmentConfig | None = None  # None: the preset's ranges
     seed: int = 0
     val_fraction: float = 0.0  # share of foregrounds and backgrounds (and so samples) kept for validation
     workers: int = 1
@@ -175,6 +175,13 @@ class ComposeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS and not (self.preset == "custom" and self.augment is not None):
+            raise ValueError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+        # one source of truth: the ranges rendered are the ranges recorded (a row never says "strong" for others)
+        if self.augment is None:
+            object.__setattr__(self, "augment", PRESETS[self.preset])
+        elif self.augment != PRESETS.get(self.preset):
+            object.__setattr__(self, "preset", "custom")
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
         width, height = self.size
