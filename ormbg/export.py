@@ -26,7 +26,7 @@ from torch import nn
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import output_error
-from ormbg.model import ORMBG, load_weights
+from ormbg.model import ORMBG, load_model
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def check_parity(path: Path, model: nn.Module, shapes: list[tuple[int, ...]], fp
 
 def run_export(config: ExportConfig) -> ExportResult:
     """Write the ONNX graph atomically next to (never over) the weights, then check it against PyTorch."""
-    model = ORMBG()
-    load_weights(model, config.checkpoint)
+    model = load_model(config.checkpoint)
     if config.fp16 and not torch.cuda.is_available():
         raise ValueError("--fp16 export needs a CUDA GPU (to run half precision and to check parity)")
     wrapped = AlphaModel(model.eval(), half=config.fp16).eval()

@@ -55,13 +55,11 @@ class Predictor:
         if onnx is not None:
             self.session = _onnx_session(onnx)
             return
-        from ormbg.model import ORMBG, load_weights
+        from ormbg.model import load_model
 
         self.device = pick_device(device)
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        model = ORMBG()
-        load_weights(model, checkpoint)
-        self.model = model.eval().to(self.device)
+        self.model = load_model(checkpoint).eval().to(self.device)
 
     @property
     def uses_cpu(self) -> bool:

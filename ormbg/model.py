@@ -92,16 +92,28 @@ SIDE_CHANNELS = [64, 64, 128, 256, 512, 512]
 
 
 class ORMBG(nn.Module):
-    """x: Nx3xHxW normalised image -> six Nx1xHxW logits (side outputs 1..6, finest first)."""
+    """x: Nx3xHxW normalised image -> six Nx1xHxW logits (side outputs 1..6, finest first).
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1):
+    `width_divisor` divides every channel count of the tables above: 1 (the default) is the published ORMBG
+    (44,046,790 parameters, the 798 keys of `ormbg.pth`); 8 gives the same keys at 1/64 of the parameters, for
+    tests and quick experiments.
+    """
+
+    def __init__(self, width_divisor: int = 1, in_channels: int = 3, out_channels: int = 1):
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1)
+        if width_divisor < 1 or 16 % width_divisor:
+            raise ValueError(f"width_divisor must divide 16 (1, 2, 4, 8 or 16), got {width_divisor}")
+        self.width_divisor = width_divisor
+
+        def width(channels: int) -> int:
+            return channels // width_divisor
+
+        self.conv_in = nn.Conv2d(in_channels, width(64), 3, stride=2, padding=1)
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
         for name, depth, cin, mid, cout, dilated in ENCODER + DECODER:
-            setattr(self, name, RSU(depth, cin, mid, cout, dilated))
+            setattr(self, name, RSU(depth, width(cin), width(mid), width(cout), dilated))
         for index, channels in enumerate(SIDE_CHANNELS, start=1):
-            setattr(self, f"side{index}", nn.Conv2d(channels, out_channels, 3, padding=1))
+            setattr(self, f"side{index}", nn.Conv2d(width(channels), out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         hidden = self.conv_in(x)
@@ -157,12 +169,28 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
+def width_divisor_of(state: dict) -> int:
+    """The `width_divisor` of an ORMBG state dict (from its first convolution's 64 / width output channels)."""
+    weight = state.get("conv_in.weight", state.get("module.conv_in.weight", state.get("_orig_mod.conv_in.weight")))
+    if weight is None or 64 % weight.shape[0]:
+        return 1  # not ORMBG's keys: load_weights says so
+    return 64 // weight.shape[0]
+
+
+def load_model(path: str | Path) -> ORMBG:
+    """An ORMBG of the width the weights at `path` have (the published one, or a narrower one of ours), loaded."""
+    state = read_checkpoint(path)
+    model = ORMBG(width_divisor_of(state.get("model", state)))
+    load_weights(model, path, state)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, state: dict | None = None) -> None:
     """Weights from the published ormbg.pth (a plain state dict), our checkpoints, or .safetensors; strict.
 
     Raises FileNotFoundError (with how to get the weights) or WeightsError (unreadable, or not this model's keys).
     """
-    state = read_checkpoint(path)
+    state = read_checkpoint(path) if state is None else state
     state = state.get("model", state)
     state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
     try:

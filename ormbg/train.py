@@ -78,6 +78,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # train into a run folder that holds another run, replacing it
     max_bad_samples: int | None = None  # unreadable samples skipped before the run stops; None: 1% of them
+    width_divisor: int = 1  # model widths divided by this; 1 is the published ORMBG (tests use 8)
     log_with: str | None = None  # also log to "tensorboard" (RUN/tracking/) or "wandb", through accelerate's trackers
     losses: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
@@ -156,7 +157,7 @@ class Trainer:
             limit, Path(config.out) / "bad_samples.jsonl" if self.accelerator.is_main_process else None
         )
         torch.manual_seed(config.seed)
-        model = ORMBG()
+        model = ORMBG(config.width_divisor)
         if config.init:
             load_weights(model, config.init)
         if config.channels_last:
@@ -446,6 +447,14 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     help="Stop after N validations without gain (0: never)." + _default("patience"),
 )
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from ormbg.pth or our weights.")
+@click.option(
+    "--width-divisor",
+    type=click.Choice(["1", "2", "4", "8", "16"]),
+    default=None,
+    callback=lambda c, p, v: int(v) if v else None,
+    help="Every channel count divided by it (1: the published ORMBG; 8: 1/64 of the parameters, for quick "
+    "experiments)." + _default("width_divisor"),
+)
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace the run that --out holds.")
 @click.option(

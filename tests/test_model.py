@@ -34,3 +34,20 @@ def test_rsu_keeps_size_and_channels():
     flat = RSU(4, 8, 4, 16, dilated=True).eval()
     with torch.no_grad():
         assert flat(torch.randn(1, 8, 9, 7)).shape == (1, 16, 9, 7)
+
+
+def test_a_narrow_ormbg_has_the_published_keys_and_loads_by_its_width(tmp_path):
+    from safetensors.torch import save_file
+
+    from ormbg.model import load_model
+
+    tiny = ORMBG(width_divisor=8)
+    assert list(tiny.state_dict()) == list(KEYS), "the same 798 keys, in order"
+    assert sum(p.numel() for p in tiny.parameters()) < 44_046_790 / 50
+    assert tiny.state_dict()["conv_in.weight"].shape[0] == 8
+    save_file(tiny.state_dict(), str(tmp_path / "tiny.safetensors"))
+    torch.save(ORMBG().state_dict(), tmp_path / "full.pth")
+    assert load_model(tmp_path / "tiny.safetensors").width_divisor == 8
+    assert load_model(tmp_path / "full.pth").width_divisor == 1
+    with pytest.raises(ValueError, match="width_divisor"):
+        ORMBG(width_divisor=3)

@@ -14,7 +14,7 @@ from datagen.io import read_alpha
 from datagen.procedural import draw_background, draw_person
 from datagen.records import iter_samples, write_sample
 from ormbg.data import Recipe, Source
-from ormbg.model import ORMBG, load_weights
+from ormbg.model import ORMBG, load_model, load_weights
 from ormbg.train import TrainConfig, run_train
 
 
@@ -60,6 +60,7 @@ def config(out, data, **changes):
         log_every=1,
         workers=0,
         warmup_steps=10,
+        width_divisor=8,  # the published layout's keys at 1/64 of its parameters: fast, same code paths
         progress=False,
     )
     return TrainConfig(**{**values, **changes})
@@ -89,8 +90,8 @@ def test_three_steps_write_checkpoints_metrics_and_curves(tmp_path, composites):
     checkpoint = torch.load(tmp_path / "run/last.pt", weights_only=True)
     assert checkpoint["step"] == 3 and checkpoint["config"]["size"] == 64
     assert {"model", "optimizer", "scheduler", "rng"} <= checkpoint.keys()
-    model = ORMBG()
-    load_weights(model, tmp_path / "run/best.safetensors")  # --init path: strict
+    load_weights(ORMBG(8), tmp_path / "run/best.safetensors")  # --init path: strict
+    assert load_model(tmp_path / "run/best.safetensors").width_divisor == 8
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, composites):
@@ -123,7 +124,7 @@ def test_mixed_precision_channels_last_on_cuda(tmp_path, composites, precision):
     assert sorted(straight) == [1, 2, 3, 4] and all(math.isfinite(value) for value in straight.values()), straight
     rows = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
     assert all(0 <= scores["mae"] <= 1 for row in rows if "val" in row for scores in row["val"].values())
-    load_weights(ORMBG(), tmp_path / "straight/best.safetensors")
+    load_model(tmp_path / "straight/best.safetensors")
     train(tmp_path / "resumed", 2)
     train(tmp_path / "resumed", 4, "--resume")
     assert losses(tmp_path / "resumed")[4] == pytest.approx(straight[4], rel=1e-2)
@@ -313,6 +314,7 @@ def test_it_learns(tmp_path):
             log_every=25,
             lr=1e-3,
             warmup_steps=20,
+            width_divisor=1,  # the published network itself learns (the other tests use a narrow one)
         )
     )
     scores = [next(iter(row["val"].values())) for row in result.history if "val" in row]
@@ -358,6 +360,7 @@ def test_two_processes_write_one_run(tmp_path, composites):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ormbg.train"]
     command += ["--data", f"{composites}:train", "--val", f"{composites}:validation", "--size", "64"]
+    command += ["--width-divisor", "8"]
     command += ["--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--log-every", "1", "--workers", "0"]
     command += ["--out", str(out), "--no-progress"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -365,7 +368,7 @@ def test_two_processes_write_one_run(tmp_path, composites):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(row["step"], "val" in row) for row in rows] == [(0, True), (1, False), (2, False), (2, True)]
     assert rows[1]["images_per_s"] > 0
-    load_weights(ORMBG(), out / "last.safetensors")
+    load_weights(ORMBG(8), out / "last.safetensors")
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
 
