@@ -79,7 +79,8 @@ def cli() -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Images per GPU batch. 1024 px fp16 on an H200: batch 1 1.90 s/image in 12.9 GiB, batch 4 1.13 s in 31 GiB.",
+    help="Images per GPU batch; larger batches are faster per image and need more GPU memory (measured figures: "
+    "docs/benchmarks.md).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i draws from (seed, i).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True)

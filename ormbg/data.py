@@ -140,7 +140,7 @@ def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]
 class SmallRotation(A.DualTransform):
     """Rotation about the centre by a uniform angle in [-limit, limit] degrees, bilinear, black border; the alpha
     rotated as float with the same matrix. The image is warped as four channels: OpenCV's vectorised 4-channel
-    path makes the whole rotation (image + alpha) about 5 ms per 1024 px sample here, A.Affine's 10 or more."""
+    path makes the whole rotation about half as costly as A.Affine's (figures: docs/benchmarks.md)."""
 
     def __init__(self, limit: float = 10.0, p: float = 0.5):
         super().__init__(p=p)
@@ -180,7 +180,7 @@ def train_transform(size_px: int) -> A.Compose:
             A.HorizontalFlip(p=0.5),
             SmallRotation(limit=10, p=0.3),
             # colour jitter as a brightness/contrast lookup table and an HSV shift: albumentations' ColorJitter
-            # with hue costs 10.8 ms per 1024 px image here, these 0.1 + 4.9 ms (scripts/bench_train.py)
+            # with hue costs about twice as much (scripts/bench_train.py; figures in docs/benchmarks.md)
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=0, p=0.5),
             A.GridDropout(ratio=0.2, p=0.1),
