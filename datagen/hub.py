@@ -22,17 +22,16 @@ from typing import Any
 
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, render_card
 from datagen.inspect import inspect_dataset
-from datagen.io import read_json, remove_stale_temporaries, write_atomic
+from datagen.io import read_json, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
     SPLITS,
-    ResumeState,
     Sample,
     Skip,
     check_split,
-    dataset_lock,
     iter_samples,
     read_rows,
+    resume_run,
     sanitize_id,
     splits,
     write_sample_files,
@@ -328,9 +327,7 @@ def pull(
     loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), split_map or {}
-    with dataset_lock(out):
-        remove_stale_temporaries(out)
-        state = ResumeState.read(out)
+    with resume_run(out) as state:
         skipped: list[Skip] = []
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
         renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from

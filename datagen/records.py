@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.io import encode_jpeg, encode_png, shard_file_name, write_atomic
+from datagen.io import encode_jpeg, encode_png, remove_stale_temporaries, shard_file_name, write_atomic
 
 SPLITS = ("train", "validation", "test")
 METADATA = "metadata.jsonl"
@@ -253,6 +253,19 @@ class ResumeState:
             append_row(metadata_path(self.root, split), row)
             self.rowed[split].add(row["id"])
         self.done[split].add(row["id"])
+
+
+@contextmanager
+def resume_run(
+    root: str | os.PathLike, shard: tuple[int, int] = (0, 1), overwrite: bool = False
+) -> Iterator[ResumeState]:
+    """How every writing stage starts: lock the output (this shard), start over if asked (`--overwrite`), delete a
+    killed run's temporary files, and read what is done. Yields the ResumeState; the lock is held until the end."""
+    with dataset_lock(root, shard):
+        if overwrite:
+            reset_dataset(root)
+        remove_stale_temporaries(root)
+        yield ResumeState.read(root)
 
 
 class BusyError(RuntimeError):

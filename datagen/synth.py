@@ -23,14 +23,13 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.card import write_card
-from datagen.io import remove_stale_temporaries, write_run_json
+from datagen.io import write_run_json
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import load_prompts, sample_prompt
 from datagen.records import (
     ResumeState,
     check_shard,
-    dataset_lock,
-    reset_dataset,
+    resume_run,
     seeded_id,
     write_sample_files,
 )
@@ -209,22 +208,18 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
     `render` replaces the backend (tests pass a tiny LayerDiffuse pipeline through `layerdiffuse_renderer`).
     """
     started = time.time()
-    with dataset_lock(config.out, config.shard):
-        if config.overwrite:
-            reset_dataset(config.out)
-        remove_stale_temporaries(config.out)
+    with resume_run(config.out, config.shard, config.overwrite) as state:
         render = render or (
             procedural_renderer(config) if config.backend == "procedural" else layerdiffuse_renderer(config)
         )
-        result = _generate(config, render)
+        result = _generate(config, render, state)
         result.seconds = time.time() - started
         _write_records(config, command, result)
     return result
 
 
-def _generate(config: SynthConfig, render: Render) -> SynthResult:
+def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthResult:
     fixed = load_prompts(config.prompts) if config.prompts else None
-    state = ResumeState.read(config.out)
     prefix = "synth" if config.kind == "person" else "background"
     index, count = config.shard
     mine = range(index, config.n, count)

@@ -24,13 +24,11 @@ from datagen.compose.config import ComposeConfig
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
-from datagen.io import ImageReadError, remove_stale_temporaries, write_run_json
+from datagen.io import ImageReadError, write_run_json
 from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import (
-    ResumeState,
     Skip,
-    dataset_lock,
-    reset_dataset,
+    resume_run,
     seeded_id,
     write_sample_files,
     write_skipped,
@@ -252,11 +250,7 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
     """Write config.n composites (this shard's share) into config.out; resumes unless config.overwrite."""
     started = time.time()
     pools, occluders = split_pools(config)
-    with dataset_lock(config.out, config.shard):
-        if config.overwrite:
-            reset_dataset(config.out)
-        remove_stale_temporaries(config.out)
-        state = ResumeState.read(config.out)
+    with resume_run(config.out, config.shard, config.overwrite) as state:
         index, count = config.shard
         mine = range(index, config.n, count)
         jobs = [

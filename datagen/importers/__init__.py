@@ -21,16 +21,14 @@ from datagen.card import write_card
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError
-from datagen.io import remove_stale_temporaries, write_run_json
+from datagen.io import write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
-    ResumeState,
     Skip,
     check_shard,
-    dataset_lock,
     read_rows,
-    reset_dataset,
+    resume_run,
     unique_ids,
     write_skipped,
 )
@@ -92,14 +90,10 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     discovery: Discovery = module.discover(src, config)
-    with dataset_lock(out, config.shard):
-        if config.overwrite:
-            reset_dataset(out)
-        remove_stale_temporaries(out)
+    with resume_run(out, config.shard, config.overwrite) as state:
         ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
         index, count = config.shard
         mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
-        state = ResumeState.read(out)
         trimaps = any(pair.trimap for pair in discovery.pairs)
         jobs = [
             PairJob(pair, ids[pair.key], out, kind, module.LICENSE, config.keep_png, config.jpeg_quality, trimaps)
