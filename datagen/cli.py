@@ -107,20 +107,13 @@ def synth(out, size, shard, device, **options) -> None:
     stray components, haze, a cut-off head) are generated again with the next seed and counted in run.json.
     Several GPUs: `accelerate launch -m datagen synth ...` (each process takes its share of the indices).
     """
-    import os
-
     from datagen.compose.config import parse_size
     from datagen.layerdiffuse import MissingWeightsError
     from datagen.synth import SynthConfig, run_synth
 
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    if device == "auto" and world > 1:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     default_out = Path(DATA_ROOT) / ("synth" if options["kind"] == "person" else "backgrounds")
     with user_errors(MissingWeightsError, ValueError):
-        config = SynthConfig(
-            out=out or default_out, size=parse_size(size), shard=shard or (rank, world), device=device, **options
-        )
+        config = SynthConfig(out=out or default_out, size=parse_size(size), shard=shard, device=device, **options)
         result = run_synth(config, command="datagen synth " + " ".join(sys.argv[2:]))
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.most_common()) or "none"
     click.echo(

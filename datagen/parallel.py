@@ -22,6 +22,32 @@ PRELOAD = ["numpy", "cv2", "PIL.Image"]
 PARENT_POLL_S = 0.5  # how often a worker checks that the process that made its pool is alive
 
 
+def launcher() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment (`accelerate launch`, `torchrun`); (0, 1, 0)
+    when started alone."""
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def pick_device(device: str = "auto"):
+    """One rule for where torch work runs (synth, training, inference, evaluation): `device` as given ("cpu", "cuda",
+    "cuda:1", "mps"), or for "auto": this process's CUDA device (cuda:LOCAL_RANK under a launcher), else Apple's
+    MPS, else the CPU. Returns a torch.device."""
+    import torch
+
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        _, world, local_rank = launcher()
+        return torch.device(f"cuda:{local_rank}" if world > 1 else "cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def _exit_with_parent(parent: int) -> None:
     """Exit this worker as soon as `parent` is gone (killed with SIGKILL, it cannot shut its pool down; the
     workers would otherwise wait for work that never comes, holding memory and the resource tracker)."""

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.card import write_card
 from datagen.io import write_run_json
+from datagen.parallel import launcher, pick_device
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import load_prompts, sample_prompt
 from datagen.records import (
@@ -70,7 +71,7 @@ class SynthConfig:
     dtype: str = "auto"
     prompts: Path | None = None
     offline: bool = False
-    shard: tuple[int, int] = (0, 1)  # (I, K): this process makes the indices with index % K == I
+    shard: tuple[int, int] | None = None  # (I, K): indices with index % K == I; None: the launcher's (RANK, WORLD_SIZE)
     max_attempts: int = 4
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     overwrite: bool = False
@@ -86,6 +87,9 @@ class SynthConfig:
             raise ValueError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
         if self.n < 1 or self.batch_size < 1 or self.steps < 1 or self.max_attempts < 1:
             raise ValueError("n, batch_size, steps and max_attempts must be at least 1")
+        if self.shard is None:
+            rank, world, _ = launcher()
+            object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard, self.overwrite)
 
 
@@ -164,11 +168,7 @@ def layerdiffuse_renderer(config: SynthConfig, generator=None) -> Render:
 
     from datagen.layerdiffuse import load_generator
 
-    device = (
-        config.device
-        if config.device != "auto"
-        else ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
-    )
+    device = str(pick_device(config.device))
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     dtype = dtypes[config.dtype] if config.dtype != "auto" else (torch.float16 if device != "cpu" else torch.float32)
     if generator is None:

@@ -29,7 +29,7 @@ import torch
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import IMAGE_EXTENSIONS, ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
-from ormbg.device import pick_device
+from datagen.parallel import pick_device
 from ormbg.preprocess import normalize, prepare
 
 log = logging.getLogger(__name__)

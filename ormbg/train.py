@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import write_atomic
+from datagen.parallel import pick_device
 from ormbg.data import (
     BadSamples,
     EvalSet,
@@ -42,7 +43,6 @@ from ormbg.data import (
     list_samples,
     loader_options,
 )
-from ormbg.device import pick_device
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint

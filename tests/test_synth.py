@@ -303,3 +303,17 @@ def test_prompts_are_seeded_balanced_and_overridable(tmp_path):
     assert "people" in scene["negative_prompt"] and "no people" in scene["prompt"]
     (tmp_path / "p.txt").write_text("# mine\na dancer\n\na chef\n")
     assert [p["prompt"] for p in load_prompts(tmp_path / "p.txt")] == ["a dancer", "a chef"]
+
+
+def test_the_library_takes_its_shard_and_device_from_the_launcher(tmp_path, monkeypatch):
+    import torch
+
+    from datagen.parallel import pick_device
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert SynthConfig(out=tmp_path, backend="procedural").shard == (1, 3)
+    assert SynthConfig(out=tmp_path, backend="procedural", shard=(0, 2)).shard == (0, 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert str(pick_device()) == "cuda:1" and str(pick_device("cpu")) == "cpu"

@@ -398,7 +398,7 @@ def test_training_and_inference_share_one_device_rule(tmp_path, composites, monk
     """On Apple silicon (no CUDA, MPS present) both pick MPS; training used to fall back to the CPU."""
     import accelerate
 
-    from ormbg.device import pick_device
+    from datagen.parallel import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
