@@ -164,6 +164,22 @@ IMPORT_KINDS = ["p3m", "ppm100", "aim500", "dis5k", "am2k", "folder"]
     show_default=True,
     help="folder: the split to write.",
 )
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="For data sets without a validation split of their own (p3m, folder): the share of train pairs held out "
+    "as split validation, chosen by a hash of each file name (stable when files are added or the run is sharded). "
+    "Checkpoints are selected on it, never on the test benchmarks.",
+)
+@click.option(
+    "--foreground",
+    "foreground",
+    type=click.Choice(["blur-fusion", "ml"]),
+    default=None,
+    help="Also estimate each photo's foreground colour into fg/ (as `datagen foreground` does), for compose.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     """Import a matting data set at SRC into a dataset directory.
@@ -205,16 +221,21 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     "--fg",
     "foregrounds",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="Foreground pool: a dataset directory (fg/, or im/ + gt/) or a folder of RGBA images. "
-    f"Repeatable  [default: {DATA_ROOT}/synth].",
+    help="Foreground pool DIR[:SPLIT]: a dataset directory (fg/ rows; photo rows need `datagen foreground DIR` "
+    "first) or a folder of RGBA images. Without :SPLIT every split but test (benchmarks are used only when "
+    f"named). Repeatable  [default: {DATA_ROOT}/synth].",
 )
 @click.option(
     "--bg",
     "backgrounds",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help=f"Backgrounds: a dataset directory or any folder of images. Repeatable  [default: {DATA_ROOT}/backgrounds].",
+    help="Backgrounds DIR[:SPLIT]: a dataset directory (every split but test unless named) or any folder of "
+    f"images. Repeatable  [default: {DATA_ROOT}/backgrounds].",
+)
+@click.option(
+    "--raw-foreground",
+    is_flag=True,
+    help="Use photo rows without fg/ as they are: their soft pixels keep the old background (a halo).",
 )
 @click.option(
     "--occluders",
@@ -278,8 +299,8 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
 
     with user_errors(PoolError, ValueError):
         config = ComposeConfig(
-            foregrounds=tuple(foregrounds) or (Path(DATA_ROOT) / "synth",),
-            backgrounds=tuple(backgrounds) or (Path(DATA_ROOT) / "backgrounds",),
+            foregrounds=tuple(foregrounds) or (f"{DATA_ROOT}/synth",),
+            backgrounds=tuple(backgrounds) or (f"{DATA_ROOT}/backgrounds",),
             occluders=occluders,
             size=parse_size(size),
             preset=preset,
@@ -294,6 +315,51 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
     )
     for reason, count in sorted(result.skipped.items(), key=lambda item: -item[1]):
         click.echo(f"  skipped {count:>6}  {reason}")
+
+
+@cli.command()
+@logging_options()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "validation", "test"]),
+    help="Only this split (repeatable)  [default: every split].",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["ml", "blur-fusion"]),
+    default="ml",
+    show_default=True,
+    help="ml: pymatting's multi-level estimator (the most accurate); blur-fusion: Forte & Pitie's approximation "
+    "(OpenCV, faster, less accurate). Both measured in docs/benchmarks.md.",
+)
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
+@click.option(
+    "--shard", default="0/1", callback=parse_shard, show_default=True, help="I/K: every K-th photo row from the I-th."
+)
+@click.option("--overwrite", is_flag=True, help="Estimate again (another --method), replacing fg/ files.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def foreground(directory: Path, splits, method: str, workers: int, shard, overwrite: bool, progress: bool) -> None:
+    """Estimate the foreground colour of DIRECTORY's photos: fg/<id>.png for every photo row (image + alpha).
+
+    In every soft pixel (hair above all) a photo holds its old background; `datagen compose` needs the person's
+    own colour F (I = aF + (1 - a)B), or the person carries a halo of the old background onto the new one. The
+    fg/ file is F with the row's own alpha; rows gain foreground_file_name and foreground_method once every row of
+    the split has its file. A rerun resumes; shards share one directory.
+    """
+    from datagen.foreground import ForegroundConfig, run_foreground
+
+    with user_errors(ValueError, FileNotFoundError):
+        config = ForegroundConfig(directory, tuple(splits), method, workers, shard, overwrite, progress)
+        result = run_foreground(config, command="datagen foreground " + " ".join(sys.argv[2:]))
+    updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
+    click.echo(f"new {result.new}, already there {result.existing}; rows updated: {updated} ({result.seconds:.1f} s)")
+    for split, n in result.waiting.items():
+        click.echo(f"  {split}: {n} photo rows still without fg/ (other shards, or skipped): rows not updated yet")
+    for reason, count in result.skipped.items():
+        click.echo(f"  skipped {count:>6}  {reason}  (each in {directory / 'skipped.jsonl'})")
 
 
 @cli.command()

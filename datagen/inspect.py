@@ -125,14 +125,20 @@ def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np
 def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
     """Check the files of one metadata row: existence, decodability, mode, sizes, trimap values."""
     sample, check = Sample(Path(root), split, row), SampleCheck()
-    shapes = ({"file_name", "alpha_file_name"}, {"foreground_file_name", "alpha_file_name"}, {"file_name"})
+    shapes = (
+        {"file_name", "alpha_file_name"},
+        {"file_name", "alpha_file_name", "foreground_file_name"},  # a photo with its estimated foreground colour
+        {"foreground_file_name", "alpha_file_name"},
+        {"file_name"},
+    )
     files = {key for key, _ in FILE_KINDS.values() if key in row} - {"trimap_file_name"}
     if files not in shapes:
         check.problems.append(
             Problem(
                 f"{split}/{METADATA}",
-                f"row {row['id']!r} names {sorted(files)}: a row is a photo (file_name, alpha_file_name), a "
-                "foreground (foreground_file_name, alpha_file_name) or a background (file_name alone)",
+                f"row {row['id']!r} names {sorted(files)}: a row is a photo (file_name, alpha_file_name, and "
+                "foreground_file_name where its colour was estimated), a foreground (foreground_file_name, "
+                "alpha_file_name) or a background (file_name alone)",
             )
         )
     present = {kind: sample.path(kind) for kind in FILE_KINDS if sample.path(kind)}

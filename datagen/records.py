@@ -427,7 +427,7 @@ def reset_dataset(root: str | os.PathLike) -> None:
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
-    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl"):
+    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json"):
         (root / name).unlink(missing_ok=True)
     for path in root.glob("*.shard-*-of-*.*"):
         path.unlink()

@@ -283,7 +283,7 @@ def test_shards_fill_one_directory(tmp_path):
     out = tmp_path / "out"
     for index in range(3):
         run_import("p3m", src, ImportConfig(out=out, shard=(index, 3), progress=False))
-    assert _counts(out) == {"train": 5, "test": 2}
+    assert _counts(out) == {"train": 4, "validation": 1, "test": 2}  # validation: the 5% held out by name
     assert inspect_dataset(out).ok
     assert (out / "run.shard-2-of-3.json").is_file()
     with pytest.raises(ValueError, match="overwrite"):
@@ -291,7 +291,7 @@ def test_shards_fill_one_directory(tmp_path):
 
 
 def _counts(out):
-    return {split: len(read_rows(out, split)) for split in ("train", "test")}
+    return {split: len(read_rows(out, split)) for split in ("train", "validation", "test") if read_rows(out, split)}
 
 
 def test_overwrite_starts_over(tmp_path):
@@ -376,3 +376,33 @@ def test_rerun_after_a_lost_matte_restores_it_without_a_second_row(tmp_path):
     result = import_ok("p3m", src, out)
     assert (result.new, result.existing) == (1, total - 1)
     assert directory_bytes(out) == reference
+
+
+def test_held_out_validation_is_the_same_for_any_workers_shards_and_added_files(tmp_path):
+    src = make_p3m_tree(tmp_path / "src", n_train=40, n_test=1, height=24, width=16)
+
+    def held(out):
+        return sorted(row["original_path"] for row in read_rows(out, "validation"))
+
+    one = tmp_path / "one"
+    import_ok("p3m", src, one, val_fraction=0.2)
+    assert 2 <= len(held(one)) <= 16 and all(path.startswith("train/") for path in held(one))
+    assert not {row["id"] for row in read_rows(one, "validation")} & {row["id"] for row in read_rows(one, "train")}
+    two = tmp_path / "two"
+    import_ok("p3m", src, two, val_fraction=0.2, workers=2)
+    assert held(two) == held(one)
+    sharded = tmp_path / "sharded"
+    for index in range(3):
+        run_import("p3m", src, ImportConfig(out=sharded, shard=(index, 3), val_fraction=0.2, progress=False))
+    assert held(sharded) == held(one)
+    more = make_p3m_tree(tmp_path / "more", n_train=60, n_test=1, height=24, width=16, seed=1)
+    for path in (more / "train").rglob("*.*"):  # other files added beside the first 40
+        target = src / path.relative_to(more)
+        if not target.exists():
+            target.write_bytes(path.read_bytes())
+    grown = tmp_path / "grown"
+    import_ok("p3m", src, grown, val_fraction=0.2)
+    assert set(held(one)) <= set(held(grown)), "adding files never moves a held-out pair back to train"
+    none = tmp_path / "none"
+    import_ok("p3m", src, none, val_fraction=0.0)
+    assert held(none) == []

@@ -158,8 +158,10 @@ def load_augment(preset: str, path: str | os.PathLike | None = None) -> AugmentC
 @dataclass(frozen=True)
 class ComposeConfig:
     out: Path = Path("datasets/composites")
-    foregrounds: tuple[Path, ...] = (Path("datasets/synth"),)  # contract directories or folders of RGBA images
-    backgrounds: tuple[Path, ...] = (Path("datasets/backgrounds"),)  # contract directories or image folders
+    # DIR[:SPLIT] of contract directories (every split but test unless one is named) or folders of RGBA images
+    foregrounds: tuple[str | Path, ...] = ("datasets/synth",)
+    backgrounds: tuple[str | Path, ...] = ("datasets/backgrounds",)  # DIR[:SPLIT] of contract dirs or image folders
+    raw_foreground: bool = False  # use photo rows without fg/ as they are (their old background shows in soft pixels)
     occluders: Path | None = None  # RGBA pool for occluders; None: procedural occluders
     n: int = 1000
     size: tuple[int, int] = (1024, 1024)  # (width, height)

@@ -12,7 +12,7 @@ import numpy as np
 
 from datagen.alpha import crop_to_alpha
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image
-from datagen.records import iter_samples, splits
+from datagen.records import iter_samples, parse_spec, splits
 
 
 @dataclass(frozen=True)
@@ -30,36 +30,63 @@ class PoolError(ValueError):
     """A pool that is missing or empty: says where and how to make one."""
 
 
-def list_pool(roots: Sequence[Path], kind: str) -> list[PoolItem]:
+def pool_splits(root: Path, split: str | None) -> list[str]:
+    """The splits a pool reads: the one named, else every split but `test` (test splits hold the field's
+    benchmarks: they feed composites, and so training, only when a user names them)."""
+    present = splits(root)
+    if split:
+        if split not in present:
+            raise PoolError(f"{root} has no split {split!r} (it has {', '.join(present)})")
+        return [split]
+    return [name for name in present if name != "test"]
+
+
+def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = False) -> list[PoolItem]:
     """All items of dataset directories or plain image folders, sorted by id (`kind`: foreground or background).
 
-    Dataset directories give their complete samples of every split: foregrounds from `fg/` where present,
-    else image + alpha; backgrounds from `im/`. Plain folders give every image file below them.
+    `specs` are `DIR[:SPLIT]`. Dataset directories give their complete samples of the split named, or of every split
+    but `test`: foregrounds from `fg/`; backgrounds from `im/`. A photo row (im/ + gt/) without `fg/` is refused as
+    a foreground (its colour holds its old background: `datagen foreground DIR` estimates the person's own) unless
+    `raw_foreground`. Plain folders give every image file below them.
     """
     items: list[PoolItem] = []
-    for root in map(Path, roots):
+    for spec in specs:
+        path, split, _ = parse_spec(str(spec), OPTIONS[kind])
+        root = Path(path)
         if not root.is_dir():
             raise PoolError(f"{kind} pool {root} does not exist: " + HOW_TO_MAKE[kind])
         name = root.name
         if splits(root):
-            for sample in iter_samples(root):
-                license = str(sample.row.get("license", "unknown"))
-                if kind == "foreground" and sample.path("foreground"):
-                    items.append(PoolItem(f"{name}:{sample.id}", sample.path("foreground"), None, license))
-                elif kind == "foreground" and sample.is_background:
-                    continue  # no alpha: not a foreground
-                elif sample.path("image"):
-                    alpha = sample.path("alpha") if kind != "background" else None
-                    items.append(PoolItem(f"{name}:{sample.id}", sample.path("image"), alpha, license))
+            raw = []
+            for split_name in pool_splits(root, split):
+                for sample in iter_samples(root, split_name):
+                    license = str(sample.row.get("license", "unknown"))
+                    if kind != "background" and sample.path("foreground"):
+                        items.append(PoolItem(f"{name}:{sample.id}", sample.path("foreground"), None, license))
+                    elif kind != "background" and sample.is_background:
+                        continue  # no alpha: not a foreground
+                    elif sample.path("image"):
+                        alpha = sample.path("alpha") if kind != "background" else None
+                        items.append(PoolItem(f"{name}:{sample.id}", sample.path("image"), alpha, license))
+                        raw += [sample.id] if alpha else []
+            if raw and not raw_foreground:
+                raise PoolError(
+                    f"{kind} pool {root}: {len(raw)} photo rows have no fg/ (the person's own colour; the photo's "
+                    f"holds its old background, a halo in every composite): run `datagen foreground {root}` first, "
+                    "or pass --raw-foreground to composite the photos as they are"
+                )
+        elif split:
+            raise PoolError(f"{kind} pool {root} is a plain folder: it has no splits, so give it without :{split}")
         else:
             for path in sorted(root.rglob("*")):
                 if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path.name):
                     items.append(PoolItem(f"{name}:{path.relative_to(root)}", path))
     if not items:
-        raise PoolError(f"{kind} pool {', '.join(map(str, roots))} is empty: " + HOW_TO_MAKE[kind])
+        raise PoolError(f"{kind} pool {', '.join(map(str, specs))} is empty: " + HOW_TO_MAKE[kind])
     return sorted(items, key=lambda item: item.id)
 
 
+OPTIONS = {"foreground": "--fg", "background": "--bg", "occluder": "--occluders"}
 HOW_TO_MAKE = {
     "foreground": "make one with `datagen synth` (or `datagen import folder DIR` for RGBA cut-outs), or pass --fg",
     "background": "make one with `datagen synth --kind background`, or pass --bg with any folder of images",

@@ -69,7 +69,7 @@ class Pools:
 
 def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]]:
     """Foreground and background pools per split (one item never in both splits), and the occluder pool."""
-    foregrounds = list_pool(config.foregrounds, "foreground")
+    foregrounds = list_pool(config.foregrounds, "foreground", config.raw_foreground)
     backgrounds = list_pool(config.backgrounds, "background")
     occluders = list_pool([config.occluders], "occluder") if config.occluders else []
     held_fg = partition(len(foregrounds), config.val_fraction, config.seed, 1)
@@ -290,16 +290,27 @@ def _write_records(config: ComposeConfig, command: str, result: ComposeResult) -
             "new_samples": result.new,
             "resumed_existing": result.existing,
             "failures_by_reason": result.skipped,
+            "test_splits_used": benchmark_specs(config),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         },
         config.shard,
     )
     if result.counts:
-        write_card(
-            config.out,
-            "ormbg composites",
+        description = (
             "People composited onto backgrounds by `datagen compose`: placement, lighting, shadow, occlusion "
             "and camera degradations, with the person's exact alpha as ground truth. Each row's `params` "
-            "holds every drawn parameter; `foreground_id` and `background_id` name the inputs.",
+            "holds every drawn parameter; `foreground_id` and `background_id` name the inputs."
         )
+        used = benchmark_specs(config)
+        if used:
+            description += (
+                f"\n\n**Made from test splits, named by the user: {', '.join(used)}.** These hold benchmark images: "
+                "do not evaluate a model trained on these composites on those benchmarks."
+            )
+        write_card(config.out, "ormbg composites", description)
+
+
+def benchmark_specs(config: ComposeConfig) -> list[str]:
+    """The pool specs that name a test split (pools never read one unless named)."""
+    return [str(spec) for spec in (*config.foregrounds, *config.backgrounds) if str(spec).endswith(":test")]

@@ -6,6 +6,8 @@ skips what is done, converts in worker processes and appends rows in a fixed ord
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -20,7 +22,7 @@ from datagen import __version__
 from datagen.card import write_card
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
-from datagen.importers.layout import Discovery, LayoutError
+from datagen.importers.layout import Discovery, LayoutError, Pair
 from datagen.io import write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
@@ -50,6 +52,10 @@ class ImportConfig:
     images: str | None = None  # folder kind: glob of images under SRC
     alphas: str | None = None  # folder kind: glob of mattes under SRC
     split: str = "train"  # folder kind: the split to write
+    # share of train pairs held out as split validation, for data sets without a validation split of their own
+    # (P3M-10k, folder): chosen by a hash of each pair's source path, so stable when files are added or sharded
+    val_fraction: float = 0.05
+    foreground: str | None = None  # also estimate fg/ during import with this method (see datagen foreground)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -60,6 +66,10 @@ class ImportConfig:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.foreground is not None and self.foreground not in ("blur-fusion", "ml"):
+            raise ValueError(f"foreground method {self.foreground!r}: use blur-fusion or ml")
         if bool(self.images) != bool(self.alphas):
             raise ValueError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
 
@@ -90,13 +100,24 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     discovery: Discovery = module.discover(src, config)
+    discovery.pairs = hold_out(discovery.pairs, kind, config.val_fraction)
     with resume_run(out, config.shard, config.overwrite) as state:
         ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
         index, count = config.shard
         mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
         trimaps = any(pair.trimap for pair in discovery.pairs)
         jobs = [
-            PairJob(pair, ids[pair.key], out, kind, module.LICENSE, config.keep_png, config.jpeg_quality, trimaps)
+            PairJob(
+                pair,
+                ids[pair.key],
+                out,
+                kind,
+                module.LICENSE,
+                config.keep_png,
+                config.jpeg_quality,
+                trimaps,
+                config.foreground,
+            )
             for pair in mine
             if not state.is_done(pair.split, ids[pair.key])
         ]
@@ -114,6 +135,25 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
         result.seconds = time.time() - started
         _write_records(kind, src, config, result, skipped, module)
     return result
+
+
+def held_out(kind: str, key: str, fraction: float) -> bool:
+    """Whether the pair `key` of data set `kind` is in the held-out share `fraction`: by a hash of its name, never
+    by position, so the split does not move when files are added, removed or sharded."""
+    value = int(hashlib.sha1(f"{kind}:{key}".encode()).hexdigest()[:8], 16) / 2**32
+    return value < fraction
+
+
+def hold_out(pairs: list[Pair], kind: str, fraction: float) -> list[Pair]:
+    """Train pairs of a data set without a validation split of its own move to validation by `held_out`."""
+    if not fraction or any(pair.split == "validation" for pair in pairs):
+        return pairs
+    return [
+        dataclasses.replace(pair, split="validation")
+        if pair.split == "train" and held_out(kind, pair.key, fraction)
+        else pair
+        for pair in pairs
+    ]
 
 
 def _relative(path: str, src: Path) -> str:

@@ -43,6 +43,7 @@ class PairJob:
     keep_png: bool
     jpeg_quality: int
     trimaps: bool  # the data set has trimaps: every sample gets one (generated where the source has none)
+    foreground: str | None = None  # estimate fg/ with this method (datagen.foreground) as the pair is imported
 
 
 def _fit(
@@ -172,6 +173,12 @@ def import_pair(job: PairJob) -> dict[str, Any] | Skip:
     except ImageReadError as error:
         return Skip(pair.key, f"unreadable image: {error.reason}")
     extra.update(_trimap(job, fitted, fit, metadata, notes))
+    if job.foreground:
+        from datagen.foreground import estimate_foreground
+
+        image = extra["image"] if "image" in extra else read_image(pair.image)
+        extra["foreground"] = np.dstack([estimate_foreground(image, fitted, job.foreground), fitted])
+        metadata["foreground_method"] = job.foreground
     metadata["notes"] = "; ".join(notes)
     return write_sample_files(
         job.out, pair.split, job.sample_id, alpha=fitted, metadata=metadata, jpeg_quality=job.jpeg_quality, **extra

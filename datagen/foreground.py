@@ -1,0 +1,252 @@
+"""Foreground colour estimation: real matted photos become compositing material (`datagen foreground DIR`).
+
+A photo I with matte a is I = a F + (1 - a) B. Where 0 < a < 1 (hair above all) the photo's colour holds the old
+background, so compositing I itself onto a new background carries a halo of the old one. `estimate_foreground`
+recovers F:
+
+- "ml" (the default): pymatting's multi-level estimator (`estimate_foreground_ml`, MIT), the field's reference
+  (rembg uses it); numba compiles it at its first import in an environment (about half a minute), then it is
+  cached.
+- "blur-fusion": Forte & Pitie, "Approximate Fast Foreground Colour Estimation" (ICIP 2021). Local means of
+  foreground and background colour (box blurs weighted by a and 1 - a), then F = F_mean + a (I - a F_mean -
+  (1 - a) B_mean), clipped; a second pass with a small radius starts from the first pass's F and B.
+  OpenCV box filters only: about half the time of "ml", with about 1.6x its error (docs/benchmarks.md).
+
+`run_foreground` writes `fg/<id>.png` (straight RGBA: F with the row's own alpha, byte for byte) for every photo row
+of a split that has none, then adds `foreground_file_name` and `foreground_method` to the rows once every row of the
+split has its file (rows stay uniform). Resumable, sharded, atomic like every writer; scripts/bench_foreground.py
+measures the methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datagen import __version__
+from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.parallel import process_pool
+from datagen.records import (
+    SPLITS,
+    Sample,
+    Skip,
+    check_shard,
+    metadata_path,
+    read_rows,
+    resume_run,
+    write_skipped,
+)
+
+METHODS = ("blur-fusion", "ml")
+DEFAULT_METHOD = "ml"  # the most accurate, and fast enough: scripts/bench_foreground.py (docs/benchmarks.md)
+BLUR_RADIUS_AT_1024 = 90  # the paper's first-pass radius for images of about 1000 px; scaled with the image
+SECOND_RADIUS = 6  # the paper's second pass
+
+
+def _blur_fusion_pass(
+    image: np.ndarray, foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray, radius: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of blur fusion on float32 arrays in [0, 1] (HxWx3, alpha HxWx1): (F, local background mean)."""
+    size = (radius, radius)
+    alpha_mean = cv2.blur(alpha, size)[..., None]
+    foreground_mean = cv2.blur(foreground * alpha, size) / (alpha_mean + 1e-5)
+    background_mean = cv2.blur(background * (1 - alpha), size) / (1 - alpha_mean + 1e-5)
+    estimate = foreground_mean + alpha * (image - alpha * foreground_mean - (1 - alpha) * background_mean)
+    return np.clip(estimate, 0, 1, out=estimate), background_mean
+
+
+def blur_fusion(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """F (HxWx3 float32 in [0, 1]) of an HxWx3 float32 image and HxW float32 alpha in [0, 1], two passes."""
+    radius = max(3, round(BLUR_RADIUS_AT_1024 * max(alpha.shape) / 1024))
+    alpha3 = alpha[..., None]
+    foreground, background = _blur_fusion_pass(image, image, image, alpha3, radius)
+    return _blur_fusion_pass(image, foreground, background, alpha3, SECOND_RADIUS)[0]
+
+
+def _multilevel(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    try:
+        from pymatting import estimate_foreground_ml
+    except ImportError as error:
+        raise ValueError(
+            "--method ml needs pymatting, a dependency of this project: pip install pymatting; "
+            "--method blur-fusion needs nothing"
+        ) from error
+    return estimate_foreground_ml(image.astype(np.float64), alpha.astype(np.float64)).astype(np.float32)
+
+
+def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFAULT_METHOD) -> np.ndarray:
+    """The foreground colour F of a photo: image HxWx3 uint8 RGB, alpha HxW uint8 -> F HxWx3 uint8.
+
+    Where alpha is 255 F is the image itself (exactly); where it is 0 F is an extrapolation (never seen through the
+    alpha); in between, the old background is taken out.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if image.shape[:2] != alpha.shape:
+        raise ValueError(f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
+    pixels = image.astype(np.float32) / 255
+    weight = alpha.astype(np.float32) / 255
+    estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
+    result = np.rint(estimate * 255).astype(np.uint8)
+    opaque = alpha == 255
+    result[opaque] = image[opaque]  # a = 1: the photo is the foreground, to the byte
+    return result
+
+
+@dataclass(frozen=True)
+class ForegroundConfig:
+    root: Path  # the dataset directory whose photo rows get fg/
+    splits: tuple[str, ...] = ()  # empty: every split present
+    method: str = DEFAULT_METHOD
+    workers: int = 1
+    shard: tuple[int, int] = (0, 1)
+    overwrite: bool = False  # estimate again (e.g. with another method), replacing fg/ files and the row keys
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        for split in self.splits:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        check_shard(self.shard)
+
+
+@dataclass
+class ForegroundResult:
+    root: Path
+    new: int = 0  # fg/ files written now
+    existing: int = 0  # photo rows whose fg/ file was already there
+    rows_updated: dict[str, int] = field(default_factory=dict)  # split -> rows given foreground_file_name
+    waiting: dict[str, int] = field(default_factory=dict)  # split -> photo rows still without fg/ (other shards)
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ForegroundJob:
+    image: Path
+    alpha: Path
+    target: Path
+    method: str
+
+
+def foreground_path(sample: Sample) -> Path:
+    return sample.root / sample.split / "fg" / f"{sample.id}.png"
+
+
+def estimate_one(job: ForegroundJob) -> Skip | None:
+    """Estimate and write one fg/ file (F with the row's own alpha); a Skip when an input cannot be read."""
+    try:
+        image, alpha = read_image(job.image), read_alpha(job.alpha)
+    except ImageReadError as error:
+        return Skip(error.path, f"unreadable input: {error.reason}")
+    if image.shape[:2] != alpha.shape:
+        return Skip(str(job.image), f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
+    rgba = np.dstack([estimate_foreground(image, alpha, job.method), alpha])
+    write_atomic(job.target, encode_png(rgba))
+    return None
+
+
+def _outcomes(jobs: list[ForegroundJob], workers: int) -> Iterator[Skip | None]:
+    if workers == 1:
+        yield from map(estimate_one, jobs)
+        return
+    with process_pool(workers, preload=[__name__]) as pool:
+        yield from pool.map(estimate_one, jobs, chunksize=2)
+
+
+def photo_rows(root: Path, split: str) -> list[Sample]:
+    """The rows of a split that are photos (an image and an alpha), in file order."""
+    return [
+        sample
+        for sample in (Sample(root, split, row) for row in read_rows(root, split))
+        if sample.row.get("file_name") and sample.row.get("alpha_file_name")
+    ]
+
+
+def run_foreground(config: ForegroundConfig, command: str = "datagen foreground") -> ForegroundResult:
+    """Write fg/ for the photo rows of `config.root` (this shard's share) and record them in the rows."""
+    started, root = time.time(), Path(config.root)
+    result = ForegroundResult(root)
+    chosen = list(config.splits) or [split for split in SPLITS if metadata_path(root, split).is_file()]
+    if not chosen:
+        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    skipped: list[Skip] = []
+    with resume_run(root, config.shard):
+        for split in chosen:
+            samples = photo_rows(root, split)
+            if not samples:
+                raise ValueError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
+            index, count = config.shard
+            mine = samples[index::count]
+            stale = config.overwrite and any(s.row.get("foreground_method") != config.method for s in samples)
+            todo = [s for s in mine if stale or not foreground_path(s).is_file()]
+            result.existing += len(mine) - len(todo)
+            jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
+            outcomes = _outcomes(jobs, config.workers)
+            bar = tqdm(outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress)
+            for outcome in bar:
+                if outcome is None:
+                    result.new += 1
+                else:
+                    skipped.append(outcome)
+            waiting = sum(not foreground_path(s).is_file() for s in samples)
+            if waiting:
+                result.waiting[split] = waiting
+            else:
+                result.rows_updated[split] = record_foregrounds(root, split, config.method)
+        result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
+        result.seconds = time.time() - started
+        record = {
+            "command": command,
+            "tool": f"datagen {__version__}",
+            "config": json.loads(json.dumps(asdict(config), default=str)),
+            "new_foregrounds": result.new,
+            "already_there": result.existing,
+            "rows_updated": result.rows_updated,
+            "waiting": result.waiting,
+            "failures_by_reason": result.skipped,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(result.seconds, 2),
+        }
+        write_json(root / shard_record_name(config.shard), record)
+    return result
+
+
+def shard_record_name(shard: tuple[int, int]) -> str:
+    """foreground.json (foreground.shard-I-of-K.json): what the last `datagen foreground` did, beside run.json."""
+    index, count = shard
+    return "foreground.json" if count == 1 else f"foreground.shard-{index}-of-{count}.json"
+
+
+def record_foregrounds(root: Path, split: str, method: str) -> int:
+    """Give every photo row of the split `foreground_file_name` and `foreground_method` (one atomic rewrite of its
+    metadata.jsonl under the append lock); returns how many rows changed."""
+    import fcntl
+
+    path = metadata_path(root, split)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # appenders wait; readers see the old file or the new one
+        rows, changed = read_rows(root, split), 0
+        for row in rows:
+            if row.get("file_name") and row.get("alpha_file_name"):
+                wanted = {"foreground_file_name": f"fg/{row['id']}.png", "foreground_method": method}
+                changed += any(row.get(key) != value for key, value in wanted.items())
+                row.update(wanted)
+        if changed:
+            write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+    finally:
+        os.close(fd)
+    return changed
