@@ -106,6 +106,7 @@ class ScoredSet(Dataset):
     def _read(self, sample) -> dict[str, Any]:
         alpha = read_alpha(sample.path("alpha"))
         item = {"id": sample.id, "image_path": str(sample.path("image")), "alpha": alpha, "trimap": None}
+        item["subset"] = str(sample.row.get("subset") or "")
         if sample.path("trimap"):
             item["trimap"] = read_alpha(sample.path("trimap"))
         if self.predictions is None:
@@ -229,12 +230,15 @@ def evaluate_dataset(
         **loader_options(config.workers),
     )
     meter, worst, missing = Meter(), WorstSamples(config.worst), []
+    subsets: dict[str, Meter] = {}  # the field reports P3M-500-P and -NP apart: one line per subset too
     scoring: deque[tuple[dict[str, Any], np.ndarray, Future]] = deque()  # in sample order
 
     def collect(keep: int) -> None:
         while len(scoring) > keep or (scoring and scoring[0][2].done()):
             item, prediction, scores = scoring.popleft()
             worst.offer(meter.record(scores.result())["mae"], item, prediction)
+            if item["subset"]:
+                subsets.setdefault(item["subset"], Meter()).record(scores.result())
 
     bad = BadSamples(
         config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(len(dataset))
@@ -267,6 +271,8 @@ def evaluate_dataset(
     result = meter.result()
     result["missing"] = len(missing)
     result["unreadable"] = len(bad.seen)
+    if subsets:
+        result["subsets"] = {name: subsets[name].result() for name in sorted(subsets)}
     if config.worst:
         sheet = Path(config.worst_dir) / f"worst-{root.name}-{split}.png"
         worst.write_sheet(sheet)
@@ -300,6 +306,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines += ["| dataset | " + " | ".join(h for _, h in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, scores in report["datasets"].items():
         lines.append(f"| {name} | " + " | ".join(cell(scores[k]) for k, _ in COLUMNS) + " |")
+        for subset, part in scores.get("subsets", {}).items():
+            lines.append(f"| {name} / {subset} | " + " | ".join(cell(part[k]) for k, _ in COLUMNS) + " |")
     banded = {name: s["unknown"] for name, s in report["datasets"].items() if "unknown" in s}
     if banded:
         keys = ["n", "sad", "mse", "grad", "conn"]

@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline at small scale on the embedded default (procedural data, CPU, no downloads).
 
-    datagen synth --backend procedural (people, backgrounds) -> datagen compose -> datagen import p3m (a tiny
-    P3M-10k layout built in code) -> datagen inspect / preview -> python -m ormbg.train -> python -m
+    datagen synth --backend procedural (people, backgrounds) -> datagen import p3m --foreground (a tiny P3M-10k
+    layout built in code) -> datagen compose -> datagen inspect / preview -> python -m ormbg.train -> python -m
     ormbg.evaluate -> python -m ormbg.infer on the held-out composites -> contact sheets
 
 Everything lands under --out (default runs/demo). A rerun resumes: finished stages are kept (datagen resumes
@@ -88,13 +88,15 @@ def main() -> int:
         f"datagen synth --backend procedural --kind background -n {n_backgrounds} --size 640x448 "
         f"-o {backgrounds} {seed}",
     )
+    # a tiny P3M-10k layout: its photos get their foreground colour estimated (--foreground) and its train people
+    # join the compositor's (:train, so the held-out validation people stay unseen); its test split is a benchmark
+    p3m_source = make_p3m_tree(out / "sources" / "P3M-10k", n_train=12, n_test=4, height=256, width=192)
+    demo.run("import p3m", f"datagen import p3m {q(str(p3m_source))} --out {p3m} --foreground ml --val-fraction 0.25")
     demo.run(
         "compose",
-        f"datagen compose --fg {synth} --bg {backgrounds} -n {args.n} --size 256x320 --val-fraction 0.2 "
-        f"-o {composites} {seed}",
+        f"datagen compose --fg {synth} --fg {p3m}:train --bg {backgrounds} -n {args.n} --size 256x320 "
+        f"--val-fraction 0.2 -o {composites} {seed}",
     )
-    p3m_source = make_p3m_tree(out / "sources" / "P3M-10k", n_train=8, n_test=4, height=256, width=192)
-    demo.run("import p3m", f"datagen import p3m {q(str(p3m_source))} --out {p3m}")
     for name in (synth, backgrounds, composites, p3m):
         demo.run(f"inspect {Path(name).name}", f"datagen inspect {name}")
     demo.run("preview", f"datagen preview {composites} --out {q(str(out / 'composites.png'))} -n 6")
@@ -103,7 +105,7 @@ def main() -> int:
     demo.run(
         "train",
         f"python -m ormbg.train --data {composites}:train:0.8 --data {p3m}:train:0.2 --val {composites}:validation "
-        f"--val {p3m}:test --out {q(str(run))} --size {args.size} --batch-size 4 --max-steps {args.steps} "
+        f"--val {p3m}:validation --out {q(str(run))} --size {args.size} --batch-size 4 --max-steps {args.steps} "
         f"--lr 1e-3 --warmup-steps {min(20, args.steps)} --val-every {max(1, args.steps // 6)} "
         f"--log-every {max(1, args.steps // 30)} --workers 1 {seed}{resume}",
     )

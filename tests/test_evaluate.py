@@ -156,3 +156,27 @@ def test_the_report_is_printed_even_when_the_json_cannot_be_written(tmp_path, da
     assert result.exit_code == 1 and "| dataset | n | MAE" in result.output
     assert f"cannot write {out}: No space left on device" in result.output and "Traceback" not in result.output
     assert list(tmp_path.glob(".eval.json*")) == []
+
+
+def test_subsets_are_reported_apart_and_together(tmp_path):
+    """P3M-500-P and -NP are reported apart in the field's papers: one line per subset, and the whole split."""
+    from datagen.importers import ImportConfig, run_import
+    from datagen.samples import make_p3m_tree
+
+    src = make_p3m_tree(tmp_path / "src", n_train=0, n_test=3, height=40, width=32)
+    data = tmp_path / "p3m"
+    run_import("p3m", src, ImportConfig(out=data, progress=False))
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for sample in iter_samples(data, "test"):
+        alpha = np.asarray(Image.open(sample.path("alpha")))
+        wrong = alpha if sample.row["subset"] == "P3M-500-P" else 255 - alpha  # perfect on P, inverted on NP
+        Image.fromarray(wrong).save(predictions / f"{sample.id}.png")
+    args = ["--predictions", str(predictions), "--data", f"{data}:test", "--json", str(tmp_path / "e.json")]
+    result = CliRunner().invoke(main, [*args, "--no-progress", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "e.json").read_text())["datasets"][f"{data}:test"]
+    assert scores["n"] == 6 and set(scores["subsets"]) == {"P3M-500-P", "P3M-500-NP"}
+    assert scores["subsets"]["P3M-500-P"]["mae"] == 0 and scores["subsets"]["P3M-500-NP"]["mae"] > 0.3
+    assert scores["mae"] == pytest.approx(scores["subsets"]["P3M-500-NP"]["mae"] / 2)
+    assert f"| {data}:test / P3M-500-NP |" in result.output and f"| {data}:test / P3M-500-P |" in result.output
