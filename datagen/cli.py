@@ -365,6 +365,89 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
 @cli.command()
 @logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "validation", "test"]),
+    help="Only this split (repeatable)  [default: every split].",
+)
+@click.option(
+    "--model",
+    default="hustvl/vitmatte-small-composition-1k",
+    show_default=True,
+    help="ViTMatte Hub id or local folder (also -base-composition-1k, -small/-base-distinctions-646).",
+)
+@click.option(
+    "--band",
+    "band_px",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Half-width of the unknown band in px  [default: --band-fraction of the person's height].",
+)
+@click.option(
+    "--band-fraction",
+    type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+    default=0.02,
+    show_default=True,
+    help="Band half-width as a share of the mask's bounding-box height (at least 3 px).",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    help="FIELD=VALUE: only rows whose metadata field has this value (repeatable, all must hold).",
+)
+@click.option("--force", is_flag=True, help="Refine mattes that are already soft too (more than 5% soft pixels).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option(
+    "-b",
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Images per batch (of equal padded size).",
+)
+@click.option(
+    "--max-side",
+    "max_side_px",
+    type=click.IntRange(min=64),
+    default=2048,
+    show_default=True,
+    help="Longer images take a resized pass; the known region is kept at full size.",
+)
+@click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache or a local folder.")
+@click.option(
+    "--shard", default="0/1", callback=parse_shard, show_default=True, help="I/K: every K-th row from the I-th."
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def refine(directory: Path, splits, where, **options) -> None:
+    """Turn DIRECTORY's coarse mattes (binary masks) into soft ones with ViTMatte.
+
+    A trimap is drawn from each mask (an unknown band around its edge, its width scaled with the person), ViTMatte
+    fills the band, and outside it the alpha stays the mask's exact 0 or 255. Nothing is lost: the original mask
+    is kept in mask/, the trimap used in trimap/, and each row records alpha_source, refine_model and
+    refine_band_px. Mattes that are already soft are skipped and counted unless --force. A rerun resumes.
+    """
+    from datagen.refine import MissingModelError, RefineConfig, parse_where, run_refine
+
+    with user_errors(ValueError, FileNotFoundError, MissingModelError):
+        config = RefineConfig(directory, tuple(splits), where=parse_where(where), **options)
+        result = run_refine(config, command="datagen refine " + " ".join(sys.argv[2:]))
+    updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
+    click.echo(
+        f"refined {result.refined}, already refined {result.existing}, kept (already soft) {result.soft_skipped}; "
+        f"rows updated: {updated} ({result.seconds:.1f} s)"
+    )
+    for split, n in result.waiting.items():
+        click.echo(f"  {split}: {n} rows still to refine (other shards, or skipped): rows not updated yet")
+    for reason, count in result.skipped.items():
+        click.echo(f"  skipped {count:>6}  {reason}  (each in {directory / 'skipped.jsonl'})")
+
+
+@cli.command()
+@logging_options()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
 @click.option("--token", default=None, help="Hub token  [default: HF_TOKEN, else the huggingface_hub login].")

@@ -403,6 +403,8 @@ def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, wh
             files["foreground"] = _decode(example["foreground"]["bytes"], read_foreground)
         if example.get("trimap"):
             files["trimap"] = _decode(example["trimap"]["bytes"], read_alpha)
+        if column != "mask" and example.get("mask"):  # a refined dataset's original coarse matte
+            files["mask"] = _decode(example["mask"]["bytes"], read_alpha)
     except ImageReadError as error:
         return Skip(where, f"unreadable image: {error.reason}")
     return files, metadata

@@ -112,11 +112,13 @@ def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np
     except ImageReadError as error:
         check.problems.append(Problem(relative, error.reason))
         return None
-    expected = {"image": ("RGB",), "alpha": ("L",), "foreground": ("RGBA",), "trimap": ("L",)}[kind]
+    expected = {"image": ("RGB",), "alpha": ("L",), "foreground": ("RGBA",), "trimap": ("L",), "mask": ("L",)}[kind]
     if kind != "image" and image.format != "PNG":
         check.problems.append(Problem(relative, f"{kind} must be a lossless PNG, found {image.format}"))
     if image.mode not in expected:
-        what = {"alpha": "one 8-bit channel", "trimap": "one 8-bit channel"}.get(kind, f"8-bit {expected[0]}")
+        what = {"alpha": "one 8-bit channel", "trimap": "one 8-bit channel", "mask": "one 8-bit channel"}.get(
+            kind, f"8-bit {expected[0]}"
+        )
         check.problems.append(Problem(relative, f"{kind} must be {what}, found mode {image.mode}"))
         return None
     return np.asarray(image)
@@ -131,7 +133,7 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
         {"foreground_file_name", "alpha_file_name"},
         {"file_name"},
     )
-    files = {key for key, _ in FILE_KINDS.values() if key in row} - {"trimap_file_name"}
+    files = {key for key, _ in FILE_KINDS.values() if key in row} - {"trimap_file_name", "mask_file_name"}
     if files not in shapes:
         check.problems.append(
             Problem(

@@ -34,6 +34,7 @@ FILE_KINDS = {
     "alpha": ("alpha_file_name", "gt"),
     "foreground": ("foreground_file_name", "fg"),
     "trimap": ("trimap_file_name", "trimap"),
+    "mask": ("mask_file_name", "mask"),  # the coarse matte a refined alpha came from (`datagen refine`)
 }
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -348,6 +349,7 @@ def write_sample_files(
     image_format: str = "jpg",
     foreground: np.ndarray | None = None,
     trimap: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
     jpeg_quality: int = 95,
 ) -> dict[str, Any]:
@@ -374,7 +376,7 @@ def write_sample_files(
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     height, width = (alpha if alpha is not None else image).shape[:2]
-    for name, array in (("image", image), ("foreground", foreground), ("trimap", trimap)):
+    for name, array in (("image", image), ("foreground", foreground), ("trimap", trimap), ("mask", mask)):
         if array is not None and array.shape[:2] != (height, width):
             raise ValueError(f"{name} is {array.shape[:2]}, alpha is {(height, width)}: sizes must match")
 
@@ -390,6 +392,8 @@ def write_sample_files(
         files["foreground"] = (f"fg/{sample_id}.png", encode_png(foreground))
     if trimap is not None:
         files["trimap"] = (f"trimap/{sample_id}.png", encode_png(trimap))
+    if mask is not None:
+        files["mask"] = (f"mask/{sample_id}.png", encode_png(mask))
 
     row: dict[str, Any] = {"id": sample_id}
     for kind, (relative, data) in files.items():
@@ -427,7 +431,7 @@ def reset_dataset(root: str | os.PathLike) -> None:
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
-    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json"):
+    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json", "refine.json"):
         (root / name).unlink(missing_ok=True)
     for path in root.glob("*.shard-*-of-*.*"):
         path.unlink()

@@ -1,0 +1,359 @@
+"""ViTMatte: soft mattes from coarse masks (`datagen refine DIR`) and the second stage of `ormbg.infer --refine`.
+
+One implementation for both uses:
+
+- `band_trimap(mask, band_px)`: a trimap from a coarse matte: unknown (128) within `band_px` of its edge, the mask's
+  own 0 / 255 elsewhere. `band_width` scales the width with the person (a share of the mask's bounding-box height).
+- `Matter`: `transformers`' `VitMatteForImageMatting` from a Hub id or a local folder (`--offline`), run on image +
+  trimap prepared as its image processor does (RGB / 255, normalised with mean 0.5 and std 0.5; the trimap / 255 as
+  a fourth channel; zero padding at the bottom and right to a multiple of 32), in batches of equal padded size.
+  Images longer than `max_side_px` take a resized pass (image area-resized, trimap nearest) whose alpha is resized
+  back linearly; the known region is then restored from the full-size trimap, so only the band is resampled.
+- `refine_alpha`: the final alpha is ViTMatte's inside the band and exactly the trimap's 0 / 255 outside it.
+
+`run_refine` rewrites the alpha of the coarse photo rows of a dataset directory: the original matte is kept in
+`mask/`, the trimap used in `trimap/`, and the rows record `alpha_source`, `refine_model` and `refine_band_px`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datagen import __version__
+from datagen.alpha import alpha_bbox, trimap_from_alpha
+from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.parallel import pick_device
+from datagen.records import SPLITS, Sample, Skip, check_shard, metadata_path, read_rows, resume_run, write_skipped
+
+DEFAULT_MODEL = "hustvl/vitmatte-small-composition-1k"
+PAD_MULTIPLE = 32  # the image processor pads height and width to a multiple of this
+SOFT_SHARE = 0.05  # a matte with more soft pixels than this share of its foreground is already soft: skipped
+
+
+class MissingModelError(FileNotFoundError):
+    """A ViTMatte checkpoint that is neither a local folder nor in the Hugging Face cache: says how to get it."""
+
+
+def band_width(mask: np.ndarray, band_px: int | None = None, band_fraction: float = 0.02) -> int:
+    """The unknown band's half-width in px: `band_px`, else `band_fraction` of the mask's bounding-box height
+    (at least 3 px), so a small person gets a narrow band and a close-up a wide one."""
+    if band_px:
+        return band_px
+    box = alpha_bbox(mask > 127)
+    height = box[2] - box[0] if box else min(mask.shape)
+    return max(3, round(band_fraction * height))
+
+
+def band_trimap(mask: np.ndarray, band_px: int) -> np.ndarray:
+    """HxW uint8 trimap of a coarse matte: 128 within `band_px` of the edge of (mask > 127), else 0 or 255."""
+    binary = (mask > 127).astype(np.uint8)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
+    grown, shrunk = cv2.dilate(binary, disc), cv2.erode(binary, disc)
+    return np.where(shrunk > 0, 255, np.where(grown > 0, 128, 0)).astype(np.uint8)
+
+
+def uncertain_trimap(alpha: np.ndarray, widen_px: int = 4, low: int = 16, high: int = 239) -> np.ndarray:
+    """The trimap of a predicted matte (ORMBG's, for `infer --refine`): unknown where it is soft or uncertain
+    (low < alpha < high) and on the edge of its mask, widened by `widen_px`; known elsewhere."""
+    unsure = ((alpha > low) & (alpha < high)).astype(np.uint8)
+    edge = band_trimap(alpha, 1) == 128
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * widen_px + 1, 2 * widen_px + 1))
+    unknown = cv2.dilate((unsure | edge).astype(np.uint8), disc) > 0
+    return np.where(unknown, 128, np.where(alpha >= 128, 255, 0)).astype(np.uint8)
+
+
+def load_matting_model(model: str, offline: bool = False):
+    """VitMatteForImageMatting from a local folder or a Hub id; a missing one raises MissingModelError with the
+    command that fetches it."""
+    from transformers import VitMatteForImageMatting
+
+    try:
+        return VitMatteForImageMatting.from_pretrained(model, local_files_only=offline or _hub_offline())
+    except (OSError, ValueError) as error:
+        where = f"the folder {model}" if Path(model).exists() else f"the Hub model {model}"
+        raise MissingModelError(
+            f"cannot load ViTMatte from {where} ({str(error).splitlines()[0]}); with Hub access run "
+            f"`hf download {model}`, or pass --model with a local folder that holds config.json and the weights"
+        ) from error
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+class Matter:
+    """ViTMatte on HxWx3 uint8 images and HxW uint8 trimaps -> HxW uint8 alphas (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        dtype: str = "fp32",
+        offline: bool = False,
+        max_side_px: int = 2048,
+    ):
+        import torch
+
+        self.name, self.max_side_px = model, max_side_px
+        self.device = pick_device(device)
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        self.model = load_matting_model(model, offline).to(self.device, self.dtype).eval()
+
+    def prepare(self, image: np.ndarray, trimap: np.ndarray):
+        """4xHpxWp float tensor as the image processor makes it (normalised RGB, trimap / 255, zero padding)."""
+        import torch
+
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+        pixels = (pixels - 0.5) / 0.5
+        channels = torch.cat([pixels, torch.from_numpy(trimap).float()[None] / 255])
+        height, width = trimap.shape
+        pad_h, pad_w = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
+        return torch.nn.functional.pad(channels, (0, pad_w, 0, pad_h))
+
+    def predict(self, images: list[np.ndarray], trimaps: list[np.ndarray]) -> list[np.ndarray]:
+        """Raw ViTMatte alphas (HxW float32 in [0, 1]) of images and trimaps of one padded size, in one batch."""
+        import torch
+
+        batch = torch.stack([self.prepare(i, t) for i, t in zip(images, trimaps)]).to(self.device, self.dtype)
+        with torch.no_grad():
+            alphas = self.model(pixel_values=batch).alphas.float().clamp(0, 1).cpu().numpy()
+        return [alpha[0, : t.shape[0], : t.shape[1]] for alpha, t in zip(alphas, trimaps)]
+
+    def __call__(self, images: list[np.ndarray], trimaps: list[np.ndarray]) -> list[np.ndarray]:
+        """Final alphas (HxW uint8): ViTMatte's inside each trimap's band, the trimap's 0 / 255 outside."""
+        results: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        small = []
+        for index, (image, trimap) in enumerate(zip(images, trimaps)):
+            scale = min(1.0, self.max_side_px / max(trimap.shape))
+            small.append(_shrink(image, trimap, scale))
+            height, width = small[-1][1].shape
+            groups.setdefault((-(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE)), []).append(index)
+        for indices in groups.values():
+            predicted = self.predict([small[i][0] for i in indices], [small[i][1] for i in indices])
+            for index, alpha in zip(indices, predicted):
+                height, width = trimaps[index].shape
+                if alpha.shape != (height, width):  # the resized pass: back to full size, linearly
+                    alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
+                results[index] = restore_known(alpha, trimaps[index])
+        return results
+
+
+def _shrink(image: np.ndarray, trimap: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    if scale >= 1.0:
+        return image, trimap
+    size = (max(1, round(trimap.shape[1] * scale)), max(1, round(trimap.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.resize(
+        trimap, size, interpolation=cv2.INTER_NEAREST
+    )
+
+
+def restore_known(alpha: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """HxW uint8: round(alpha * 255) in the unknown band (trimap 128), the trimap's own 0 / 255 elsewhere."""
+    refined = np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+    return np.where(trimap == 128, refined, trimap).astype(np.uint8)
+
+
+def soft_share(alpha: np.ndarray) -> float:
+    """Share of the foreground (alpha > 0) that is soft (0 < alpha < 255)."""
+    foreground = int((alpha > 0).sum())
+    return float(((alpha > 0) & (alpha < 255)).sum() / foreground) if foreground else 0.0
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    root: Path
+    splits: tuple[str, ...] = ()  # empty: every split present
+    model: str = DEFAULT_MODEL  # Hub id or local folder
+    band_px: int | None = None  # fixed half-width of the unknown band; None: band_fraction of the person's height
+    band_fraction: float = 0.02
+    where: tuple[tuple[str, str], ...] = ()  # only rows whose FIELD equals VALUE (all must hold)
+    force: bool = False  # refine mattes that are already soft too
+    device: str = "auto"
+    dtype: str = "fp32"
+    batch_size: int = 4
+    max_side_px: int = 2048  # longer images take a resized pass (the band restored at full size)
+    offline: bool = False
+    shard: tuple[int, int] = (0, 1)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for split in self.splits:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        if self.band_px is not None and self.band_px < 1:
+            raise ValueError(f"band_px must be at least 1, got {self.band_px}")
+        if not 0 < self.band_fraction < 0.5 or self.batch_size < 1 or self.max_side_px < 64:
+            raise ValueError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
+        check_shard(self.shard)
+
+
+@dataclass
+class RefineResult:
+    root: Path
+    refined: int = 0  # mattes refined now
+    existing: int = 0  # already refined by an earlier run
+    soft_skipped: int = 0  # already soft (more than SOFT_SHARE soft pixels): kept unless --force
+    rows_updated: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)  # rows still to refine (other shards, or skipped)
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _paths(sample: Sample) -> dict[str, Path]:
+    folder = sample.root / sample.split
+    return {
+        "alpha": sample.path("alpha"),
+        "mask": folder / "mask" / f"{sample.id}.png",
+        "trimap": folder / "trimap" / f"{sample.id}.png",
+    }
+
+
+def is_refined(sample: Sample, refined_now: set[str]) -> bool:
+    """Whether a row's alpha is ViTMatte's: recorded in the row, refined by this run, or (a row not yet recorded)
+    its files say so: the original is in mask/ and trimap/ was written after the new alpha, the last step."""
+    source = sample.row.get("alpha_source")
+    if source == "vitmatte" or sample.id in refined_now:
+        return True
+    if source is not None:
+        return False
+    paths = _paths(sample)
+    if not (paths["mask"].is_file() and paths["trimap"].is_file()):
+        return False
+    return paths["trimap"].stat().st_mtime_ns >= paths["alpha"].stat().st_mtime_ns
+
+
+def wanted(sample: Sample, config: RefineConfig, refined_now: set[str]) -> bool:
+    """A row this run should refine: a photo row, matching --where, not refined yet, and coarse (or --force)."""
+    if not sample.row.get("file_name") or not all(str(sample.row.get(k)) == v for k, v in config.where):
+        return False
+    if is_refined(sample, refined_now):
+        return False
+    return config.force or soft_share(read_alpha(_paths(sample)["alpha"])) <= SOFT_SHARE
+
+
+def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> Iterator[Skip | str]:
+    """Refine a batch of rows: original to mask/ (once), new alpha to gt/, the trimap used to trimap/ (last).
+    Yields each refined id, or a Skip."""
+    images, trimaps, ready = [], [], []
+    for sample in samples:
+        paths = _paths(sample)
+        source = paths["mask"] if paths["mask"].is_file() else paths["alpha"]  # a resumed row: the original
+        try:
+            image, mask = read_image(sample.path("image")), read_alpha(source)
+        except ImageReadError as error:
+            yield Skip(error.path, f"unreadable input: {error.reason}")
+            continue
+        if not paths["mask"].is_file():
+            write_atomic(paths["mask"], source.read_bytes())  # the original matte, byte for byte, before anything
+        images.append(image)
+        trimaps.append(band_trimap(mask, band_width(mask, config.band_px, config.band_fraction)))
+        ready.append(sample)
+    for sample, trimap, alpha in zip(ready, trimaps, matter(images, trimaps) if images else []):
+        paths = _paths(sample)
+        write_atomic(paths["alpha"], encode_png(alpha))
+        write_atomic(paths["trimap"], encode_png(trimap))  # last: its presence (newer than gt/) marks the row done
+        yield sample.id
+
+
+def run_refine(config: RefineConfig, matter: Matter | None = None, command: str = "datagen refine") -> RefineResult:
+    """Refine the coarse photo rows of `config.root` (this shard's share) with ViTMatte; see the module docstring.
+
+    `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
+    started, root = time.time(), Path(config.root)
+    result, skipped, refined_now = RefineResult(root), [], set()
+    chosen = list(config.splits) or [split for split in SPLITS if metadata_path(root, split).is_file()]
+    if not chosen:
+        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    with resume_run(root, config.shard):
+        todo: list[Sample] = []
+        for split in chosen:
+            samples = [Sample(root, split, row) for row in read_rows(root, split)]
+            for sample in samples[config.shard[0] :: config.shard[1]]:
+                if sample.row.get("file_name") and is_refined(sample, refined_now):
+                    result.existing += 1
+                elif wanted(sample, config, refined_now):
+                    todo.append(sample)
+                elif sample.row.get("file_name") and all(str(sample.row.get(k)) == v for k, v in config.where):
+                    result.soft_skipped += 1
+        if todo:
+            matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
+        bar = tqdm(total=len(todo), desc="refine", unit="image", disable=not config.progress)
+        for start in range(0, len(todo), config.batch_size):
+            for outcome in _refine_batch(matter, todo[start : start + config.batch_size], config):
+                if isinstance(outcome, Skip):
+                    skipped.append(outcome)
+                else:
+                    refined_now.add(outcome)
+                    result.refined += 1
+                bar.update(1)
+        bar.close()
+        for split in chosen:
+            _record_split(root, split, config, result, refined_now)
+        result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
+        result.seconds = time.time() - started
+        record = {
+            "command": command,
+            "tool": f"datagen {__version__}",
+            "config": json.loads(json.dumps(asdict(config), default=str)),
+            **{k: v for k, v in asdict(result).items() if k not in ("root", "seconds")},
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(result.seconds, 2),
+        }
+        index, count = config.shard
+        write_json(root / ("refine.json" if count == 1 else f"refine.shard-{index}-of-{count}.json"), record)
+    return result
+
+
+def _record_split(root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str]) -> None:
+    """Once no row of the split waits, give every photo row mask/, trimap/ and the refine columns (rows stay
+    uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`)."""
+    samples = [Sample(root, split, row) for row in read_rows(root, split)]
+    waiting = sum(wanted(sample, config, refined_now) for sample in samples)
+    if waiting:
+        result.waiting[split] = waiting
+        return
+    rows, changed = [], 0
+    for sample in samples:
+        row, paths = dict(sample.row), _paths(sample)
+        if row.get("file_name") and row.get("alpha_file_name"):
+            refined = is_refined(sample, refined_now)
+            if not paths["mask"].is_file():
+                write_atomic(paths["mask"], paths["alpha"].read_bytes())
+            if not paths["trimap"].is_file():
+                write_atomic(paths["trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
+            band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction) if refined else 0
+            update = {
+                "mask_file_name": f"mask/{sample.id}.png",
+                "trimap_file_name": f"trimap/{sample.id}.png",
+                "alpha_source": "vitmatte" if refined else row.get("alpha_source", "original"),
+                "refine_model": (row.get("refine_model") or config.model) if refined else "",
+                "refine_band_px": (row.get("refine_band_px") or band) if refined else 0,
+            }
+            changed += any(row.get(key) != value for key, value in update.items())
+            row.update(update)
+        rows.append(row)
+    if changed:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_atomic(metadata_path(root, split), text.encode())
+    result.rows_updated[split] = changed
+
+
+def parse_where(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`FIELD=VALUE` strings -> pairs; a string without `=` is a ValueError naming --where."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--where {item!r}: expected FIELD=VALUE, for example source=dis5k")
+        pairs.append((key, value))
+    return tuple(pairs)
