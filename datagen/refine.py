@@ -112,7 +112,7 @@ class Matter:
         """4xHpxWp float tensor as the image processor makes it (normalised RGB, trimap / 255, zero padding)."""
         import torch
 
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255  # a copy: inputs may be read-only
         pixels = (pixels - 0.5) / 0.5
         channels = torch.cat([pixels, torch.from_numpy(trimap).float()[None] / 255])
         height, width = trimap.shape

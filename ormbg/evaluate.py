@@ -85,13 +85,13 @@ class ScoredSet(Dataset):
     """Samples of one split with image and alpha: the prepared pixels (or a prediction read from a folder),
     the ground truth at its own size, and the trimap where there is one."""
 
-    def __init__(self, root: Path, split: str, size_px: int, predictions: Path | None = None):
+    def __init__(self, root: Path, split: str, size_px: int, predictions: Path | None = None, images: bool = False):
         self.samples = sorted(
             (s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id
         )
         if not self.samples:
             raise ValueError(f"{root}/{split} has no image + alpha samples")
-        self.size_px, self.predictions = size_px, predictions
+        self.size_px, self.predictions, self.images = size_px, predictions, images  # images: the second stage's input
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -110,7 +110,10 @@ class ScoredSet(Dataset):
         if sample.path("trimap"):
             item["trimap"] = read_alpha(sample.path("trimap"))
         if self.predictions is None:
-            item["pixels"] = prepare(read_image(sample.path("image")), self.size_px)
+            image = read_image(sample.path("image"))
+            item["pixels"] = prepare(image, self.size_px)
+            if self.images:
+                item["image"] = image
             return item
         path = self.predictions / f"{sample.id}.png"
         if not path.is_file():
@@ -138,6 +141,8 @@ class EvaluateConfig:
     precision: str = "fp32"
     worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
     max_bad_samples: int | None = None  # unreadable samples left out (and counted) per dataset; None: 1% of them
+    refine: str | None = None  # "vitmatte": score the two-stage output (ORMBG, then ViTMatte in the uncertain band)
+    refine_model: str = "hustvl/vitmatte-small-composition-1k"
     worst_dir: Path = Path(".")
     progress: bool = True
 
@@ -148,6 +153,8 @@ class EvaluateConfig:
             raise ValueError("give at least one --data DIR[:SPLIT]")
         if self.predictions is not None and not Path(self.predictions).is_dir():
             raise FileNotFoundError(f"--predictions {self.predictions} is not a folder")
+        if self.refine not in (None, "vitmatte") or (self.refine and self.predictions is not None):
+            raise ValueError("--refine vitmatte refines a model's mattes: give --checkpoint or --onnx with it")
 
     def protocol(self) -> str:
         source = (
@@ -156,7 +163,12 @@ class EvaluateConfig:
             else f"{self.checkpoint or self.onnx} at {self.size}x{self.size} px input (area/linear resize, aspect "
             f"not kept), matte resized back linearly to the ground truth's size, {self.precision}"
         )
-        return f"{source}; measures at the ground truth's resolution; no min-max stretch of the matte"
+        second = (
+            f"; second stage: ViTMatte {self.refine_model} in the band of the matte's uncertain pixels (widened 4 px)"
+            if self.refine
+            else ""
+        )
+        return f"{source}{second}; measures at the ground truth's resolution; no min-max stretch of the matte"
 
 
 class WorstSamples:
@@ -222,7 +234,7 @@ def evaluate_dataset(
     """Scores of one DIR:SPLIT; `score` from `_scorer`, at most `in_flight` images waiting for their scores."""
     from tqdm import tqdm
 
-    dataset = ScoredSet(root, split, config.size, config.predictions)
+    dataset = ScoredSet(root, split, config.size, config.predictions, images=config.refine is not None)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -253,6 +265,8 @@ def evaluate_dataset(
         if predictor is not None:
             pixels = torch.stack([item["pixels"] for item in batch])
             predictions = predictor.predict(pixels, [item["alpha"].shape for item in batch])
+            if predictor.matter is not None:
+                predictions = predictor.refine([item["image"] for item in batch], predictions)
         else:
             predictions = [item["prediction"] for item in batch]
         for item, prediction in zip(batch, predictions):
@@ -271,6 +285,7 @@ def evaluate_dataset(
     result = meter.result()
     result["missing"] = len(missing)
     result["unreadable"] = len(bad.seen)
+    result["second_stage"] = f"vitmatte ({config.refine_model})" if config.refine else "none"
     if subsets:
         result["subsets"] = {name: subsets[name].result() for name in sorted(subsets)}
     if config.worst:
@@ -286,7 +301,10 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.predictions is None:
         from ormbg.infer import Predictor
 
-        predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+        refine_model = config.refine_model if config.refine else None
+        predictor = Predictor(
+            config.checkpoint, config.onnx, config.size, config.device, config.precision, refine_model
+        )
     workers = config.metric_workers if config.metric_workers is not None else auto_metric_workers(predictor)
     datasets = {}
     with _scorer(workers) as score:  # one pool for every dataset
@@ -303,11 +321,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         return str(value) if isinstance(value, int) else f"{value:.4f}"
 
     lines = [f"Protocol: {report['protocol']}.", "", report["units"], ""]
-    lines += ["| dataset | " + " | ".join(h for _, h in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    staged = any(s.get("second_stage", "none") != "none" for s in report["datasets"].values())
+    stage = " second stage |" if staged else ""
+    lines += [
+        "| dataset | " + " | ".join(h for _, h in COLUMNS) + f" |{stage}",
+        "|---" * (len(COLUMNS) + 1 + staged) + "|",
+    ]
     for name, scores in report["datasets"].items():
-        lines.append(f"| {name} | " + " | ".join(cell(scores[k]) for k, _ in COLUMNS) + " |")
+        tail = f" {scores['second_stage']} |" if staged else ""
+        lines.append(f"| {name} | " + " | ".join(cell(scores[k]) for k, _ in COLUMNS) + f" |{tail}")
         for subset, part in scores.get("subsets", {}).items():
-            lines.append(f"| {name} / {subset} | " + " | ".join(cell(part[k]) for k, _ in COLUMNS) + " |")
+            lines.append(f"| {name} / {subset} | " + " | ".join(cell(part[k]) for k, _ in COLUMNS) + f" |{tail}")
     banded = {name: s["unknown"] for name, s in report["datasets"].items() if "unknown" in s}
     if banded:
         keys = ["n", "sad", "mse", "grad", "conn"]
@@ -345,6 +369,14 @@ def markdown_table(report: dict[str, Any]) -> str:
     default=None,
     help="Unreadable samples left out (counted in the report) before a dataset's evaluation stops  [1% of it].",
 )
+@click.option(
+    "--refine",
+    type=click.Choice(["vitmatte"]),
+    default=None,
+    help="Score the two-stage output: ViTMatte refines the band of the model's uncertain pixels (compare with a "
+    "run without it: trimap-band SAD, Grad and Conn show what it buys).",
+)
+@click.option("--refine-model", default="hustvl/vitmatte-small-composition-1k", show_default=True, help="For --refine.")
 @click.option("--worst-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="[beside --json]")
 @click.option("--progress/--no-progress", default=True)
 def main(data, json_path, markdown, worst_dir, **options) -> None:

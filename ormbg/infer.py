@@ -39,7 +39,12 @@ MODES = ("rgba", "alpha", "composite")
 
 class Predictor:
     """Alpha mattes from ORMBG: `predict(pixels, sizes)` on prepared batches, or `__call__(images)` on
-    HxWx3 uint8 images. Returns HxW float32 mattes in [0, 1] at each image's own size."""
+    HxWx3 uint8 images. Returns HxW float32 mattes in [0, 1] at each image's own size.
+
+    With `refine_model` (a ViTMatte Hub id or folder) `__call__` adds the second stage: ORMBG's matte -> a trimap of
+    its soft and uncertain pixels, widened (`datagen.refine.uncertain_trimap`) -> ViTMatte in that band; outside it
+    the matte is ORMBG's, rounded to 0 or 255. `refine(images, alphas)` is that stage alone.
+    """
 
     def __init__(
         self,
@@ -48,10 +53,15 @@ class Predictor:
         size_px: int = 1024,
         device: str = "auto",
         precision: str = "fp32",
+        refine_model: str | None = None,
     ):
         if (checkpoint is None) == (onnx is None):
             raise ValueError("give exactly one of a checkpoint (ormbg.pth, .pt, .safetensors) and an ONNX model")
-        self.size_px, self.session, self.model = size_px, None, None
+        self.size_px, self.session, self.model, self.matter = size_px, None, None, None
+        if refine_model is not None:
+            from datagen.refine import Matter
+
+            self.matter = Matter(refine_model, device, "fp32" if precision == "fp32" else precision)
         if onnx is not None:
             self.session = _onnx_session(onnx)
             return
@@ -85,7 +95,15 @@ class Predictor:
 
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
         pixels = torch.stack([prepare(image, self.size_px) for image in images])
-        return self.predict(pixels, [image.shape[:2] for image in images])
+        alphas = self.predict(pixels, [image.shape[:2] for image in images])
+        return self.refine(images, alphas) if self.matter is not None else alphas
+
+    def refine(self, images: list[np.ndarray], alphas: list[np.ndarray]) -> list[np.ndarray]:
+        """The second stage: ViTMatte in the band of each matte's uncertain pixels; HxW float32 in [0, 1]."""
+        from datagen.refine import uncertain_trimap
+
+        trimaps = [uncertain_trimap(np.rint(alpha * 255).astype(np.uint8)) for alpha in alphas]
+        return [refined.astype(np.float32) / 255 for refined in self.matter(images, trimaps)]
 
 
 def _onnx_session(path: str | os.PathLike):
@@ -176,9 +194,13 @@ class InferConfig:
     device: str = "auto"
     precision: str = "fp32"
     overwrite: bool = False
+    refine: str | None = None  # "vitmatte": ViTMatte as a second stage
+    refine_model: str = "hustvl/vitmatte-small-composition-1k"  # its Hub id or local folder
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.refine not in (None, "vitmatte"):
+            raise ValueError(f"refine must be vitmatte, got {self.refine!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.size < 32 or self.batch_size < 1:
@@ -206,7 +228,7 @@ def run_infer(config: InferConfig) -> InferResult:
     items = plan_outputs(list(config.inputs), out, config.mode)
     todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
     result = InferResult(kept=len(items) - len(todo))
-    predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
+    predictor = make_predictor(config)
     color, skipped = parse_color(config.color), []
     with tqdm(total=len(todo), desc="infer", unit="img", disable=not config.progress) as bar:
         for batch in _batches(todo, config.batch_size):
@@ -229,6 +251,11 @@ def run_infer(config: InferConfig) -> InferResult:
     return result
 
 
+def make_predictor(config: InferConfig) -> Predictor:
+    refine_model = config.refine_model if config.refine else None
+    return Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision, refine_model)
+
+
 def infer_bytes(data: bytes, config: InferConfig) -> bytes:
     """One encoded image in, its encoded output (`config.mode`; PNG) out: `infer - -` reads stdin, writes stdout."""
     import tempfile
@@ -237,8 +264,7 @@ def infer_bytes(data: bytes, config: InferConfig) -> bytes:
         source = Path(folder) / "stdin"
         source.write_bytes(data)
         image = read_image(source)  # ImageReadError names "stdin" when the bytes are not an image
-    predictor = Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision)
-    (alpha,) = predictor([image])
+    (alpha,) = make_predictor(config)([image])
     return render(image, alpha, config.mode, parse_color(config.color), Path("stdout.png"))
 
 
@@ -263,6 +289,18 @@ def infer_bytes(data: bytes, config: InferConfig) -> bytes:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Redo outputs that exist.")
+@click.option(
+    "--refine",
+    type=click.Choice(["vitmatte"]),
+    default=None,
+    help="Two-stage matting: ViTMatte refines the band of ORMBG's soft and uncertain pixels.",
+)
+@click.option(
+    "--refine-model",
+    default="hustvl/vitmatte-small-composition-1k",
+    show_default=True,
+    help="ViTMatte Hub id or local folder for --refine.",
+)
 @click.option("--progress/--no-progress", default=True)
 def main(inputs, **options) -> None:
     """Write RGBA cutouts, alpha mattes or composites for image files and folders.

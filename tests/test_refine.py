@@ -35,7 +35,9 @@ def test_band_trimap_keeps_the_mask_outside_the_band_and_scales_with_the_person(
     trimap = band_trimap(mask, 5)
     known = trimap != 128
     np.testing.assert_array_equal(trimap[known], mask[known])
-    assert (trimap[40:160, 30:70][5:-5, 5:-5] == 255).all() and (trimap[100, 25:35] == 128).all() and trimap[100, 24] == 0
+    assert (
+        (trimap[40:160, 30:70][5:-5, 5:-5] == 255).all() and (trimap[100, 25:35] == 128).all() and trimap[100, 24] == 0
+    )
     assert band_width(mask, band_fraction=0.05) == 6 and band_width(mask, band_px=9) == 9
     assert band_width(mask[::2, ::2], band_fraction=0.05) == 3  # a smaller person, a narrower band
 
@@ -146,3 +148,38 @@ def test_a_missing_model_is_one_line_with_the_command(tmp_path):
     result = CliRunner().invoke(cli, ["refine", str(root), "--where", "source", "--no-progress"])
     assert result.exit_code == 1 and "FIELD=VALUE" in result.output
     assert json.loads(json.dumps(read_rows(root, "train")))[0].get("alpha_source") is None, "nothing changed"
+
+
+def test_infer_refine_keeps_odd_sizes_and_changes_only_the_uncertain_band(tmp_path, checkpoint, tiny_vitmatte):
+    from PIL import Image
+
+    from datagen.refine import uncertain_trimap
+    from ormbg.infer import Predictor, main
+
+    image = over(draw_person(np.random.default_rng(1), 97, 131), draw_background(np.random.default_rng(2), 97, 131))
+    Image.fromarray(image).save(tmp_path / "odd.png")
+    args = [str(tmp_path / "odd.png"), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--size", "64"]
+    args += ["--mode", "alpha", "--refine", "vitmatte", "--refine-model", str(tiny_vitmatte), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    refined = read_alpha(tmp_path / "out/odd.png")
+    assert refined.shape == (97, 131)
+    first = np.rint(Predictor(checkpoint, size_px=64)([image])[0] * 255).astype(np.uint8)
+    trimap = uncertain_trimap(first)
+    np.testing.assert_array_equal(refined[trimap != 128], trimap[trimap != 128])
+    bad_args = [a if a != str(tmp_path / "out") else str(tmp_path / "out2") for a in args[:-2]]
+    bad = CliRunner().invoke(main, [*bad_args, str(tmp_path / "nope"), "--no-progress"])
+    assert bad.exit_code == 1 and "hf download" in bad.output and "Traceback" not in bad.output
+
+
+def test_evaluate_refine_reports_the_second_stage(tmp_path, checkpoint, tiny_vitmatte, dataset_dir):
+    from ormbg.evaluate import main
+
+    out = tmp_path / "e.json"
+    args = ["--checkpoint", str(checkpoint), "--data", str(dataset_dir), "--size", "64", "--workers", "0"]
+    args += ["--refine", "vitmatte", "--refine-model", str(tiny_vitmatte), "--json", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())["datasets"][f"{dataset_dir}:test"]
+    assert scores["second_stage"] == f"vitmatte ({tiny_vitmatte})" and scores["n"] == 2 and "unknown" in scores
+    assert "second stage |" in result.output and "ViTMatte" in json.loads(out.read_text())["protocol"]
