@@ -3,10 +3,12 @@
 # batch 1 and 4, plus `datagen synth`'s own loop) and the training-step benchmark (1024 px, batch 8, fp32 / bf16 /
 # channels_last / torch.compile). Each writes its log to $OUT (default ./gpu-results); a step that fails or runs
 # past its time limit does not stop the next. On one H200 the three took 39 s, about 180 s and 189 s (the compile
-# warm-up alone 157 s); the limits below add up to 560 s.
+# warm-up alone 157 s). bench_refine (ViTMatte small and base shapes, fp16, 1024 and 2048 px; not yet run on a GPU)
+# is a named step of its own: `bash scripts/gpu_checks.sh bench_refine`.
 #
 #     bash scripts/gpu_checks.sh                      # in the project's environment, on a machine with a GPU
-#     bash scripts/gpu_checks.sh bench_synth          # only the named steps (bench_synth, pytest_gpu, bench_train)
+#     bash scripts/gpu_checks.sh bench_synth          # only the named steps (bench_synth, pytest_gpu, bench_train,
+#                                                     # bench_refine)
 #
 # Where the machine's Python lacks some of the project's pure-Python dependencies, put their wheels in .whl/ and
 # they are installed into /tmp/site first (no network needed).
@@ -48,3 +50,4 @@ cat "$OUT/env.txt"
 step bench_synth 100 "$PY" scripts/bench_synth.py --size 1024 --steps 25 --batch-sizes 1 4 --end-to-end 8
 step pytest_gpu 220 "$PY" -m pytest -m gpu -p no:cacheprovider -q tests/test_synth.py tests/test_train.py tests/test_infer.py
 step bench_train 240 "$PY" scripts/bench_train.py --size 1024 --batch 8 --steps 10 --compile --loader-rounds 3
+step bench_refine 150 "$PY" scripts/bench_refine.py --shapes small base --sizes 1024 2048 --batch-sizes 1 4 --device cuda --dtype fp16

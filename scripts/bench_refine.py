@@ -1,0 +1,130 @@
+"""Benchmark `datagen refine` / `infer --refine`: images/s and peak memory of ViTMatte on image + trimap.
+
+Shapes, all with random weights (no download): `tiny` (the test model: what the plumbing costs, preparation,
+batching and the band restore included), `small` and `base` (the published vitmatte-small / -base architectures:
+ViT-S 384-wide or ViT-B 768-wide, 12 blocks, windowed attention in 8 of them, 4 global). Each (shape, size) runs in
+its own process so that its peak memory is its own: peak resident memory on the CPU, torch's peak allocation on a
+GPU. Prints one line per case, measured in one run.
+
+    python scripts/bench_refine.py                                   # tiny at 1024 and 2048 px, CPU
+    python scripts/bench_refine.py --shapes small base --device cuda --dtype fp16 --batch-sizes 1 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {
+    # hidden size, attention heads; the rest as the published configurations
+    "tiny": None,
+    "small": (384, 6),
+    "base": (768, 12),
+}
+
+
+def build(shape: str, folder: Path) -> Path:
+    """A random-weight ViTMatte of `shape`, saved with save_pretrained (loaded like a real checkpoint)."""
+    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
+
+    if shape == "tiny":
+        backbone = VitDetConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4, image_size=64,
+            patch_size=16, out_features=["stage2"], pretrain_image_size=64, window_block_indices=[],
+            residual_block_indices=[], use_relative_position_embeddings=False,
+        )  # fmt: skip
+        config = VitMatteConfig(backbone_config=backbone, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
+                                fusion_hidden_sizes=[16, 16, 8, 8])  # fmt: skip
+    else:
+        hidden, heads = SHAPES[shape]
+        backbone = VitDetConfig(
+            hidden_size=hidden, num_hidden_layers=12, num_attention_heads=heads, mlp_ratio=4, num_channels=4,
+            image_size=512, patch_size=16, pretrain_image_size=224, window_size=14, out_features=["stage12"],
+            window_block_indices=[0, 1, 3, 4, 6, 7, 9, 10], residual_block_indices=[2, 5, 8, 11],
+            use_relative_position_embeddings=True,
+        )  # fmt: skip
+        config = VitMatteConfig(  # the decoder widths as published (passed as lists: some versions default to tuples)
+            backbone_config=backbone, hidden_size=hidden, convstream_hidden_sizes=[48, 96, 192],
+            fusion_hidden_sizes=[256, 128, 64, 32],
+        )  # fmt: skip
+    path = folder / f"vitmatte-{shape}"
+    VitMatteForImageMatting(config).save_pretrained(path)
+    return path
+
+
+def one(shape: str, side: int, batch: int, device: str, dtype: str, rounds: int) -> dict:
+    """Time `rounds` batches of `batch` side x side images after a warm-up; peak memory of this process."""
+    import torch
+
+    from datagen.alpha import over
+    from datagen.procedural import draw_background, draw_person
+    from datagen.refine import Matter, band_trimap
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        matter = Matter(str(build(shape, Path(folder))), device=device, dtype=dtype, offline=True, max_side_px=side)
+    rng = np.random.default_rng(0)
+    person = draw_person(rng, side, side)
+    image = over(person, draw_background(rng, side, side))
+    trimap = band_trimap(np.where(person[..., 3] > 127, 255, 0).astype(np.uint8), max(3, side // 50))
+    images, trimaps = [image] * batch, [trimap] * batch
+    matter(images, trimaps)  # warm-up
+    if matter.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        matter(images, trimaps)
+    if matter.device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+    seconds = (time.perf_counter() - start) / (rounds * batch)
+    return {"shape": shape, "side": side, "batch": batch, "device": str(matter.device), "dtype": dtype,
+            "s_per_image": seconds, "images_per_s": 1 / seconds, "peak_gib": peak}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=["tiny"], choices=list(SHAPES))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 2048])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", nargs=3, metavar=("SHAPE", "SIDE", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        shape, side, batch = args.one
+        print(json.dumps(one(shape, int(side), int(batch), args.device, args.dtype, args.rounds)))
+        return
+    print(
+        f"{'shape':<7}{'side':>6}{'batch':>6}  {'device':<8}{'dtype':<6}{'s/image':>9}{'images/s':>10}{'peak GiB':>10}"
+    )
+    for shape in args.shapes:
+        for side in args.sizes:
+            for batch in args.batch_sizes:
+                command = [sys.executable, __file__, "--one", shape, str(side), str(batch), "--device", args.device]
+                command += ["--dtype", args.dtype, "--rounds", str(args.rounds)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode:
+                    print(f"{shape:<7}{side:>6}{batch:>6}  failed: {done.stderr.strip().splitlines()[-1]}")
+                    continue
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                print(
+                    f"{shape:<7}{side:>6}{batch:>6}  {r['device']:<8}{r['dtype']:<6}{r['s_per_image']:>9.3f}"
+                    f"{r['images_per_s']:>10.2f}{r['peak_gib']:>10.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
