@@ -382,7 +382,7 @@ def test_the_preset_named_is_the_preset_rendered(pools, tmp_path):
     params = json.loads(row["params"])
     config = ComposeConfig(out=out, foregrounds=(pools[0],), backgrounds=(pools[1],), preset="strong", n=3)
     pools_by_split, occluders = compose_run.split_pools(config)
-    expected = compose_run.make_job(row["index"], config, pools_by_split, occluders).params
+    expected = compose_run.make_job(row["index"], config, pools_by_split, occluders).drawn.params
     assert row["preset"] == "strong" and params == json.loads(json.dumps(expected, sort_keys=True))
     default = compose_run.make_job(
         row["index"],
@@ -390,7 +390,7 @@ def test_the_preset_named_is_the_preset_rendered(pools, tmp_path):
         pools_by_split,
         occluders,
     )
-    assert default.params != expected, "strong ranges draw other parameters than the default ones"
+    assert default.drawn.params != expected, "strong ranges draw other parameters than the default ones"
     yaml_file = tmp_path / "aug.yaml"
     yaml_file.write_text("shadow_p: 0.0\n")
     custom = ComposeConfig(preset="strong", augment=load_augment("strong", yaml_file))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
-from datagen.compose.config import ComposeConfig
+from datagen.compose.config import AugmentConfig, ComposeConfig
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
@@ -37,16 +37,12 @@ from datagen.records import (
 
 @dataclass(frozen=True)
 class ComposeJob:
-    """One sample for a worker: its id, split, resolved parameters and the pool items it uses."""
+    """One sample for a worker: its index, id, split and its draw (parameters and the pool items they use)."""
 
     index: int
     sample_id: str
     split: str
-    params: dict[str, Any]
-    foreground: PoolItem
-    background: PoolItem
-    extra_people: tuple[PoolItem, ...]
-    occluders: tuple[PoolItem | None, ...]
+    drawn: Drawn
 
 
 @dataclass
@@ -87,17 +83,22 @@ def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]
 MAX_DRAWS = 10  # parameter draws per sample before it is skipped (unreadable inputs, empty composites)
 
 
-def make_job(
-    index: int, config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], draw: int = 0
-) -> ComposeJob:
-    """Everything random about sample `index`: its split from numpy.random.default_rng([seed, index]), its
-    parameters from the same generator (draw 0) or, when an earlier draw failed, from ([seed, index, draw])."""
-    rng = np.random.default_rng([config.seed, index])
-    split = "validation" if rng.random() < config.val_fraction else "train"
-    if draw:
-        rng = np.random.default_rng([config.seed, index, draw])
-    pool = pools[split]
-    params = sample_params(rng, config.augment, len(pool.foregrounds), len(pool.backgrounds), len(occluders))
+@dataclass(frozen=True)
+class Drawn:
+    """One draw of a composite: its parameters (pool ids, not list positions) and the pool items they name."""
+
+    params: dict[str, Any]
+    foreground: PoolItem
+    background: PoolItem
+    extra_people: tuple[PoolItem, ...]
+    occluders: tuple[PoolItem | None, ...]
+
+
+def draw(rng: np.random.Generator, augment: AugmentConfig, pool: Pools, occluders: list[PoolItem]) -> Drawn:
+    """Everything random about one composite, from `rng` (`compose/params.py`), with the pool items it uses.
+
+    The one drawing of `datagen compose` and of training's online composites (ormbg.data.OnlineComposites)."""
+    params = sample_params(rng, augment, len(pool.foregrounds), len(pool.backgrounds), len(occluders))
     foreground, background = pool.foregrounds[params["foreground"]], pool.backgrounds[params["background"]]
     extras = tuple(pool.foregrounds[extra["foreground"]] for extra in params["extra_people"])
     occluder_items = tuple(occluders[o["pool_index"]] if o["pool_index"] >= 0 else None for o in params["occluders"])
@@ -108,27 +109,20 @@ def make_job(
     for occluder, item in zip(params["occluders"], occluder_items):
         occluder["occluder"] = item.id if item else "procedural"
         del occluder["pool_index"]
-    return ComposeJob(
-        index, seeded_id("composite", config.seed, index), split, params, foreground, background, extras, occluder_items
-    )
+    return Drawn(params, foreground, background, extras, occluder_items)
 
 
-class _Worker:
-    """Per-process state: the config, the pools, the decoded-image caches and the pool items found unreadable."""
-
-    config: ComposeConfig
-    pools: dict[str, Pools]
-    occluders: list[PoolItem]
-    foregrounds: Cache
-    backgrounds: Cache
-    bad: dict[str, Skip]
-
-
-def _init_worker(config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]) -> None:
-    _Worker.config, _Worker.pools, _Worker.occluders = config, pools, occluders
-    _Worker.foregrounds = Cache(config.cache_foreground_mb)
-    _Worker.backgrounds = Cache(config.cache_background_mb)
-    _Worker.bad = {}
+def make_job(
+    index: int, config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], draw_index: int = 0
+) -> ComposeJob:
+    """Everything random about sample `index`: its split from numpy.random.default_rng([seed, index]), its
+    parameters from the same generator (draw 0) or, when an earlier draw failed, from ([seed, index, draw])."""
+    rng = np.random.default_rng([config.seed, index])
+    split = "validation" if rng.random() < config.val_fraction else "train"
+    if draw_index:
+        rng = np.random.default_rng([config.seed, index, draw_index])
+    drawn = draw(rng, config.augment, pools[split], occluders)
+    return ComposeJob(index, seeded_id("composite", config.seed, index), split, drawn)
 
 
 class BadItem(Exception):
@@ -139,29 +133,50 @@ class BadItem(Exception):
         self.item, self.skip = item, skip
 
 
-def _load(item: PoolItem, cache: Cache, loader) -> np.ndarray:
-    if item.id in _Worker.bad:
-        raise BadItem(item, _Worker.bad[item.id])
-    try:
-        return cache.get(item.id, lambda: loader(item))  # load_foreground raises EmptyAlphaError
-    except ImageReadError as error:
-        skip = Skip(error.path, f"unreadable input: {error.reason}")
-    except EmptyAlphaError as error:
-        skip = Skip(str(item.path), f"bad foreground: {error}")
-    _Worker.bad[item.id] = skip
-    raise BadItem(item, skip)
+class Renderer:
+    """What rendering needs in one process: byte-bounded caches of decoded foregrounds (cropped to their alpha) and
+    of shrunk backgrounds, and the pool items found unusable (never decoded twice). Used by compose's workers and
+    by training's online composites."""
+
+    def __init__(self, foreground_mb: float, background_mb: float):
+        self.foregrounds, self.backgrounds = Cache(foreground_mb), Cache(background_mb)
+        self.bad: dict[str, Skip] = {}
+
+    def load(self, item: PoolItem, background_side_px: int | None = None) -> np.ndarray:
+        """A foreground (RGBA, cropped), or with `background_side_px` a background shrunk to that short side."""
+        if item.id in self.bad:
+            raise BadItem(item, self.bad[item.id])
+        try:
+            if background_side_px is not None:
+                return self.backgrounds.get(item.id, lambda: load_background(item, background_side_px))
+            return self.foregrounds.get(item.id, lambda: load_foreground(item))  # raises EmptyAlphaError
+        except ImageReadError as error:
+            skip = Skip(error.path, f"unreadable input: {error.reason}")
+        except EmptyAlphaError as error:
+            skip = Skip(str(item.path), f"bad foreground: {error}")
+        self.bad[item.id] = skip
+        raise BadItem(item, skip)
+
+    def render(self, drawn: Drawn, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(image, alpha) of one draw at `size` (W, H). Raises BadItem, EmptyComposite or EmptyAlphaError."""
+        inputs = Inputs(self.load(drawn.foreground), self.load(drawn.background, 2 * max(size)))
+        inputs.extra_people.extend(self.load(item) for item in drawn.extra_people)
+        inputs.occluders.extend(self.load(item) if item else None for item in drawn.occluders)
+        return render(inputs, drawn.params, size)
 
 
-def _render(job: ComposeJob) -> tuple[np.ndarray, np.ndarray]:
-    max_side = 2 * max(_Worker.config.size)
-    fg_cache, bg_cache = _Worker.foregrounds, _Worker.backgrounds
-    inputs = Inputs(
-        _load(job.foreground, fg_cache, load_foreground),
-        _load(job.background, bg_cache, lambda item: load_background(item, max_side)),
-    )
-    inputs.extra_people.extend(_load(item, fg_cache, load_foreground) for item in job.extra_people)
-    inputs.occluders.extend(_load(item, fg_cache, load_foreground) if item else None for item in job.occluders)
-    return render(inputs, job.params, _Worker.config.size)
+class _Worker:
+    """Per-process state of a compose worker: the config, the pools and the renderer."""
+
+    config: ComposeConfig
+    pools: dict[str, Pools]
+    occluders: list[PoolItem]
+    renderer: Renderer
+
+
+def _init_worker(config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]) -> None:
+    _Worker.config, _Worker.pools, _Worker.occluders = config, pools, occluders
+    _Worker.renderer = Renderer(config.cache_foreground_mb, config.cache_background_mb)
 
 
 def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
@@ -172,11 +187,11 @@ def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
     or the worker, so the output stays the same for any worker count. After MAX_DRAWS the sample is a Skip.
     """
     config, found_bad = _Worker.config, []
-    for draw in range(MAX_DRAWS):
-        if draw:
-            job = make_job(job.index, config, _Worker.pools, _Worker.occluders, draw)
+    for draw_index in range(MAX_DRAWS):
+        if draw_index:
+            job = make_job(job.index, config, _Worker.pools, _Worker.occluders, draw_index)
         try:
-            image, alpha = _render(job)
+            image, alpha = _Worker.renderer.render(job.drawn, config.size)
             break
         except BadItem as error:
             found_bad.append(error.skip)
@@ -186,16 +201,16 @@ def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
         return Skip(job.sample_id, f"no usable draw in {MAX_DRAWS} (unreadable inputs or empty composites)"), found_bad
     metadata = {
         "source": "composite",
-        "license": f"foreground: {job.foreground.license}; background: {job.background.license}",
-        "foreground_id": job.foreground.id,
-        "background_id": job.background.id,
-        "extra_people": len(job.extra_people),
-        "occluders": len(job.occluders),
+        "license": f"foreground: {job.drawn.foreground.license}; background: {job.drawn.background.license}",
+        "foreground_id": job.drawn.foreground.id,
+        "background_id": job.drawn.background.id,
+        "extra_people": len(job.drawn.extra_people),
+        "occluders": len(job.drawn.occluders),
         "preset": config.preset,
         "seed": config.seed,
         "index": job.index,
-        "draw": draw,
-        "params": json.dumps(job.params, sort_keys=True),
+        "draw": draw_index,
+        "params": json.dumps(job.drawn.params, sort_keys=True),
     }
     row = write_sample_files(config.out, job.split, job.sample_id, image=image, alpha=alpha, metadata=metadata)
     return row, found_bad
@@ -212,7 +227,7 @@ def assign_workers(jobs: list[ComposeJob], workers: int) -> dict[str, int]:
     """
     counts: dict[str, int] = {}
     for job in jobs:
-        counts[job.foreground.id] = counts.get(job.foreground.id, 0) + 1
+        counts[job.drawn.foreground.id] = counts.get(job.drawn.foreground.id, 0) + 1
     load, owner = [0] * workers, {}
     for fg_id, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         worker = load.index(min(load))
@@ -236,7 +251,7 @@ def _results(
     window: deque = deque()
     try:
         for job in jobs:
-            window.append(executors[owner[job.foreground.id]].submit(compose_one, job))
+            window.append(executors[owner[job.drawn.foreground.id]].submit(compose_one, job))
             if len(window) >= IN_FLIGHT_PER_WORKER * config.workers:
                 yield window.popleft().result()
         while window:
