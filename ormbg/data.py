@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
 from datagen.records import SPLITS, iter_samples, parse_spec  # noqa: E402
+from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ SOURCE_KEYS = tuple(f.name for f in fields(Source))
 
 @dataclass(frozen=True)
 class Recipe:
-    train: tuple[Source, ...]
+    train: tuple[Source | ComposeSource, ...]
     validation: tuple[Source, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -101,6 +102,11 @@ class Recipe:
                 raise ValueError(f"{where}: `{key}` must be a list of {{path, split, weight}}")
             result = []
             for item in items:
+                if isinstance(item, dict) and "compose" in item:
+                    if key == "validation":
+                        raise ValueError(f"{where}: `validation` has a compose entry: {FIXED_VALIDATION}")
+                    result.append(ComposeSource.from_dict(item, where))
+                    continue
                 if not isinstance(item, dict) or "path" not in item or set(item) - set(SOURCE_KEYS):
                     unknown = sorted(set(item) - set(SOURCE_KEYS)) if isinstance(item, dict) else item
                     raise ValueError(f"{where}: `{key}` entry {item!r}: unknown keys {unknown} (use {SOURCE_KEYS})")
@@ -113,13 +119,16 @@ class Recipe:
         return cls(sources("train"), sources("validation"))
 
     @classmethod
-    def parse(cls, data: list[str], val: list[str]) -> Recipe:
-        """From `DIR[:SPLIT[:WEIGHT]]` and `DIR[:SPLIT]` strings (the --data / --val options). The default split of
-        --data is train, of --val validation (test splits are benchmarks: named, never assumed)."""
-        return cls(
-            tuple(Source.parse(text, "train", "--data") for text in data),
-            tuple(Source.parse(text, "validation", "--val") for text in val),
-        )
+    def parse(cls, data: list[str], val: list[str], compose: list[str] | tuple[str, ...] = ()) -> Recipe:
+        """From `DIR[:SPLIT[:WEIGHT]]` and `DIR[:SPLIT]` strings (the --data / --val options) and `fg=...,bg=...`
+        strings (--compose). The default split of --data is train, of --val validation (test splits are
+        benchmarks: named, never assumed). A compose source in --val is refused."""
+        for text in val:
+            if "fg=" in text or "bg=" in text:
+                raise ValueError(f"--val {text!r}: {FIXED_VALIDATION}")
+        train = [Source.parse(text, "train", "--data") for text in data]
+        train += [ComposeSource.parse(text) for text in compose]
+        return cls(tuple(train), tuple(Source.parse(text, "validation", "--val") for text in val))
 
 
 def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]]:
@@ -195,20 +204,26 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torc
 
 
 class TrainSet(Dataset):
-    """Map-style dataset indexed by keys (source index, sample index, augmentation seed) from `MixSampler`."""
+    """Map-style dataset indexed by `MixSampler`'s keys (source, sample index, augmentation seed, step, rank, slot).
 
-    def __init__(self, sources: list[list[tuple[str, str]]], size_px: int):
+    A source is a list of (image path, alpha path) or `OnlineComposites` (drawn from (seed, step, rank, slot))."""
+
+    def __init__(self, sources: list[list[tuple[str, str]] | OnlineComposites], size_px: int):
         self.sources, self.size_px = sources, size_px
         self.transform = train_transform(size_px)
 
     def __len__(self) -> int:
         return sum(len(samples) for samples in self.sources)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """(3xSxS uint8 image, 1xSxS float alpha, unreadable): an unreadable sample is replaced by the next one of its
-        source (deterministically); `unreadable` lists the files passed over, as JSON [[path, reason], ...]."""
-        source, index, seed = key
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, str, str]:
+        """(3xSxS uint8 image, 1xSxS float alpha, unreadable, what): an unreadable sample is replaced by the next one
+        of its source (deterministically); `unreadable` lists the files passed over, as JSON [[path, reason], ...];
+        `what` (JSON) is the sample's file, or an online composite's drawn parameters."""
+        source, index, seed, step, rank, slot = key
         samples, unreadable = self.sources[source], []
+        if isinstance(samples, OnlineComposites):
+            image, alpha_u8, what, unreadable = samples.sample(step, rank, slot, self.size_px)
+            return self._augment(image, np.multiply(alpha_u8, 1 / 255, dtype=np.float32), seed, unreadable, what)
         for offset in range(MAX_SUBSTITUTES):
             image_path, alpha_path = samples[(index + offset) % len(samples)]
             try:
@@ -220,11 +235,14 @@ class TrainSet(Dataset):
             raise ValueError(
                 f"{MAX_SUBSTITUTES} unreadable samples in a row, last {unreadable[-1][0]}: run datagen inspect"
             )
+        return self._augment(image, alpha, seed, unreadable, json.dumps({"image": image_path}))
+
+    def _augment(self, image, alpha, seed: int, unreadable: list, what: str):
         self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=alpha)
         mask = np.asarray(out["mask"], dtype=np.float32)
         pixels, alpha = to_tensors(out["image"], np.clip(mask, 0.0, 1.0, out=mask))  # linear resampling stays in [0, 1]
-        return pixels, alpha, json.dumps(unreadable)
+        return pixels, alpha, json.dumps(unreadable), what
 
 
 MAX_SUBSTITUTES = 8  # unreadable samples passed over for one slot before training stops
@@ -293,13 +311,14 @@ class MixSampler(Sampler):
         self.sizes, self.probabilities = sizes, [w / total for w in weights]
         self.batch_size, self.seed, self.rank, self.start_step = batch_size, seed, rank, start_step
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        """(source, sample index, augmentation seed, step, rank, slot): the last three seed online composites."""
         step = self.start_step
         while True:
             rng = np.random.default_rng([self.seed, step, self.rank])
-            for _ in range(self.batch_size):
+            for slot in range(self.batch_size):
                 source = int(rng.choice(len(self.sizes), p=self.probabilities))
-                yield source, int(rng.integers(self.sizes[source])), int(rng.integers(2**31))
+                yield source, int(rng.integers(self.sizes[source])), int(rng.integers(2**31)), step, self.rank, slot
             step += 1
 
 
@@ -327,4 +346,6 @@ class EvalSet(Dataset):
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:
-    return {"train": [vars(s) for s in recipe.train], "validation": [vars(s) for s in recipe.validation]}
+    """The recipe as its YAML form (what config.yaml holds and `Recipe.from_dict` reads back)."""
+    train = [s.to_dict() if isinstance(s, ComposeSource) else dict(vars(s)) for s in recipe.train]
+    return {"train": train, "validation": [dict(vars(s)) for s in recipe.validation]}

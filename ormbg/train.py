@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import write_atomic
 from datagen.parallel import pick_device
+from ormbg.composites import ComposeSource, OnlineComposites
 from ormbg.data import (
     BadSamples,
     EvalSet,
@@ -79,6 +81,8 @@ class TrainConfig:
     overwrite: bool = False  # train into a run folder that holds another run, replacing it
     max_bad_samples: int | None = None  # unreadable samples skipped before the run stops; None: 1% of them
     width_divisor: int = 1  # model widths divided by this; 1 is the published ORMBG (tests use 8)
+    compose_cache_mb: float = 512.0  # per DataLoader worker: decoded foregrounds and backgrounds of online composites
+    dump_batches: int = 0  # write the first N steps' batches (as the model saw them) to RUN/batches/
     log_with: str | None = None  # also log to "tensorboard" (RUN/tracking/) or "wandb", through accelerate's trackers
     losses: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
@@ -149,7 +153,12 @@ class Trainer:
         self.recipe = config.recipe or Recipe.load(DEFAULT_RECIPE)
         if not self.recipe.train:
             raise ValueError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
-        self.train_sources = [list_samples(source) for source in self.recipe.train]
+        self.train_sources = [
+            OnlineComposites(source, config.seed, config.compose_cache_mb)
+            if isinstance(source, ComposeSource)
+            else list_samples(source)
+            for source in self.recipe.train
+        ]
         self.val_sets = {source.name: list_samples(source, "--val") for source in self.recipe.validation}
         total = sum(map(len, self.train_sources)) + sum(map(len, self.val_sets.values()))
         limit = config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(total)
@@ -307,6 +316,7 @@ class Trainer:
         elif accelerator.is_main_process:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / "batches", ignore_errors=True)
             (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         if config.log_with:
             flat = {
@@ -328,9 +338,11 @@ class Trainer:
         )
         window_start, window_images, losses = time.perf_counter(), 0, []
         while self.result.step < config.max_steps:
-            for _ in range(config.grad_accum):
-                pixels, alpha, unreadable = next(batches)
+            for micro in range(config.grad_accum):
+                pixels, alpha, unreadable, what = next(batches)
                 self.bad.add_json(unreadable)
+                if self.result.step < config.dump_batches and accelerator.is_main_process:
+                    dump_batch(out / "batches", self.result.step * config.grad_accum + micro, pixels, alpha, what)
                 pixels, alpha = normalize(pixels.to(accelerator.device)), alpha.to(accelerator.device)
                 if config.channels_last:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -362,6 +374,21 @@ class Trainer:
             accelerator.end_training()
         self.result.bad_samples = dict(self.bad.seen)
         return self.result
+
+
+def dump_batch(root: Path, micro_step: int, pixels: torch.Tensor, alpha: torch.Tensor, what: list[str]) -> None:
+    """One batch as the model saw it (after augmentation), as rows of an ordinary dataset directory: image, alpha,
+    and what made each sample (its file, or an online composite's drawn parameters)."""
+    from datagen.records import write_sample
+
+    images = pixels.permute(0, 2, 3, 1).numpy()
+    alphas = np.rint(alpha[:, 0].numpy() * 255).astype(np.uint8)
+    for slot, (image, matte, made) in enumerate(zip(images, alphas, what)):
+        sample_id = f"batch-{micro_step:07d}-{slot:03d}"
+        if (root / "train" / "im" / f"{sample_id}.jpg").is_file():
+            continue  # a resumed run: this batch was written before
+        metadata = {"source": "training batch", "step": micro_step, "slot": slot, "made_from": made}
+        write_sample(root, "train", sample_id, image=np.ascontiguousarray(image), alpha=matte, metadata=metadata)
 
 
 def run_train(config: TrainConfig) -> TrainResult:
@@ -404,6 +431,24 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     help=f"Recipe YAML  [default: {DEFAULT_RECIPE}, relative to where you run, unless --data or --config gives one].",
 )
 @click.option("--data", multiple=True, help="Training source DIR[:SPLIT[:WEIGHT]] (repeatable; replaces the recipe's).")
+@click.option(
+    "--compose",
+    multiple=True,
+    help="Composites made in training: fg=DIR[:SPLIT],bg=DIR[:SPLIT][,fg=...][,bg=...][,weight=W][,preset=P]"
+    "[,config=FILE][,occluders=DIR] (repeatable; mixed with --data by weight; replaces the recipe's).",
+)
+@click.option(
+    "--compose-cache-mb",
+    type=float,
+    default=None,
+    help="Decoded pool images kept per DataLoader worker for --compose." + _default("compose_cache_mb"),
+)
+@click.option(
+    "--dump-batches",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Write the first N steps' batches, as the model saw them, to RUN/batches/ (a dataset directory).",
+)
 @click.option(
     "--val",
     multiple=True,
@@ -473,7 +518,7 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar.")
 @click.version_option(__version__, prog_name="ormbg")
 @logging_options(logging.INFO)
-def main(recipe, data, val, config_file, **options) -> None:
+def main(recipe, data, compose, val, config_file, **options) -> None:
     """Train ORMBG on a weighted mix of dataset directories.
 
     \b
@@ -490,8 +535,8 @@ def main(recipe, data, val, config_file, **options) -> None:
     with user_errors(FileNotFoundError, ValueError):
         values = config_values(config_file) if config_file else {}
         values.update({key: value for key, value in options.items() if value is not None})
-        if data:
-            values["recipe"] = Recipe.parse(list(data), list(val))
+        if data or compose:
+            values["recipe"] = Recipe.parse(list(data), list(val), compose)
         elif recipe or val:
             base = Recipe.load(recipe) if recipe else values.get("recipe") or Recipe.load(DEFAULT_RECIPE)
             validation = Recipe.parse([], list(val)).validation if val else base.validation

@@ -12,7 +12,7 @@ from datagen.compose.config import PRESETS, ComposeConfig
 from datagen.compose.run import run_compose
 from datagen.io import read_alpha
 from datagen.procedural import draw_background, draw_person
-from datagen.records import iter_samples, write_sample
+from datagen.records import iter_samples, read_rows, write_sample
 from ormbg.data import Recipe, Source
 from ormbg.model import ORMBG, load_model, load_weights
 from ormbg.train import TrainConfig, run_train
@@ -432,3 +432,114 @@ def test_log_with_tensorboard_writes_the_losses_and_scores(tmp_path, composites)
     assert [event.step for event in accumulator.Scalars("train/loss")] == [1, 2]
     with pytest.raises(ValueError, match="log_with"):
         TrainConfig(log_with="mlflow")
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    """Foreground and background pools (dataset directories) for online composites."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("pools")
+    for index in range(6):
+        person = draw_person(np.random.default_rng([index, 7]), 96, 64)
+        write_sample(root / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
+        background = draw_background(np.random.default_rng([index, 8]), 90, 120)
+        write_sample(root / "bg", "train", f"b{index}", image=background, alpha=None)
+    return root
+
+
+def test_online_composites_are_the_compositors_own(tmp_path, pools):
+    """The same parameters rendered by `datagen compose` and by the training source at the same size: the alpha
+    equal to the byte, the image equal up to the JPEG step that only the written file has."""
+    import numpy as np
+
+    from ormbg.composites import ComposeSource, OnlineComposites
+
+    out = tmp_path / "composites"
+    compose_config = ComposeConfig(out=out, foregrounds=(pools / "fg",), backgrounds=(pools / "bg",), n=4)
+    run_compose(ComposeConfig(**{**compose_config.__dict__, "size": (64, 64), "progress": False}))
+    online = OnlineComposites(ComposeSource((str(pools / "fg"),), (str(pools / "bg"),)), seed=0)
+    for sample in iter_samples(out, "train"):
+        image, alpha = online.render_params(json.loads(sample.row["params"]), (64, 64))
+        np.testing.assert_array_equal(alpha, read_alpha(sample.path("alpha")))
+        from datagen.io import encode_jpeg
+
+        assert encode_jpeg(image) == sample.path("image").read_bytes(), "the same pixels, then the same JPEG"
+
+
+def test_a_compose_source_mixes_resumes_exactly_and_is_worker_independent(tmp_path, composites, pools):
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from ormbg.composites import ComposeSource, OnlineComposites
+    from ormbg.data import MixSampler, TrainSet, list_samples, loader_options
+
+    compose = ComposeSource((str(pools / "fg"),), (str(pools / "bg"),), weight=2.0)
+    recipe = Recipe((Source(str(composites), "train", 1.0), compose), (Source(str(composites), "validation"),))
+    straight = tmp_path / "straight"
+    run_train(config(straight, composites, recipe=recipe, max_steps=4, val_every=2))
+    interrupted = tmp_path / "interrupted"
+    run_train(config(interrupted, composites, recipe=recipe, max_steps=2, val_every=2))
+    run_train(config(interrupted, composites, recipe=recipe, max_steps=4, val_every=2, resume=True))
+    assert losses(interrupted)[4] == pytest.approx(losses(straight)[4], rel=1e-5)
+    assert yaml.safe_load((straight / "config.yaml").read_text())["recipe"]["train"][1]["compose"]["fg"] == [
+        str(pools / "fg")
+    ]
+
+    sources = [list_samples(Source(str(composites))), OnlineComposites(compose, seed=3)]
+    dataset = TrainSet(sources, 64)
+
+    def batches(workers: int):
+        sampler = MixSampler([len(s) for s in sources], [1.0, 2.0], 4, seed=3)
+        loader = DataLoader(dataset, batch_size=4, sampler=sampler, **loader_options(workers))
+        found = []
+        for batch, _ in zip(loader, range(3)):
+            found.append(batch)
+        return found
+
+    for one, two in zip(batches(0), batches(2)):
+        np.testing.assert_array_equal(one[0].numpy(), two[0].numpy())
+        np.testing.assert_array_equal(one[1].numpy(), two[1].numpy())
+        assert one[3] == two[3]
+    assert any("foreground" in json.loads(what) for batch in batches(0) for what in batch[3]), "composites drawn"
+
+
+def test_compose_options_and_the_validation_refusal(tmp_path, pools):
+    from click.testing import CliRunner
+
+    from ormbg.composites import ComposeSource
+    from ormbg.train import main
+
+    source = ComposeSource.parse(f"fg={pools}/fg,fg={pools}/fg:train,bg={pools}/bg,weight=0.5,preset=strong")
+    assert source.fg == (f"{pools}/fg", f"{pools}/fg:train") and source.weight == 0.5 and source.preset == "strong"
+    assert ComposeSource.from_dict(source.to_dict(), "x") == source
+    for text, message in (
+        ("fg=a", "at least one fg"),
+        ("fg=a,bg=b,wieght=1", "is not KEY=VALUE"),
+        ("fg=a,bg=b,weight=0", "above 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ComposeSource.parse(text)
+    result = CliRunner().invoke(
+        main, ["--compose", f"fg={pools}/fg,bg={pools}/bg", "--val", f"fg={pools}/fg,bg={pools}/bg"]
+    )
+    assert result.exit_code == 1 and "datagen compose" in result.output and "--val-fraction" in result.output
+    (tmp_path / "recipe.yaml").write_text(
+        f"train: [{{path: x}}]\nvalidation:\n  - compose: {{fg: [{pools}/fg], bg: [{pools}/bg]}}\n"
+    )
+    with pytest.raises(ValueError, match="cannot select checkpoints"):
+        Recipe.load(tmp_path / "recipe.yaml")
+
+
+def test_dump_batches_writes_what_the_model_saw(tmp_path, composites, pools):
+    from datagen.inspect import inspect_dataset
+    from ormbg.composites import ComposeSource
+
+    compose = ComposeSource((str(pools / "fg"),), (str(pools / "bg"),))
+    recipe = Recipe((Source(str(composites)), compose), (Source(str(composites), "validation"),))
+    out = tmp_path / "run"
+    run_train(config(out, composites, recipe=recipe, max_steps=3, val_every=3, dump_batches=2))
+    rows = read_rows(out / "batches", "train")
+    assert len(rows) == 2 * 2 and inspect_dataset(out / "batches").ok
+    made = [json.loads(row["made_from"]) for row in rows]
+    assert all("image" in m or {"foreground", "background", "placement"} <= set(m) for m in made)
