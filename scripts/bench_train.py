@@ -3,7 +3,9 @@
 - The step (forward, loss, backward, optimizer) of ORMBG at --size, --batch: images/s, peak memory, and the
   share of the loss, for fp32, bf16 autocast and channels_last (and torch.compile with --compile).
 - The data loader alone: samples/s per worker reading 1024x1024 JPEG/PNG sources with the training
-  augmentations (no tensor cache).
+  augmentations (no tensor cache); with --compose-sizes also the online compose source (`--compose`: composites
+  rendered at the training size from the same foreground and background pools, cache holding the pool), against
+  the file reader at the same size, in one run. Target: online at least 0.8x the file reader at 1024 px.
 
     python scripts/bench_train.py                         # CPU: 256 px, batch 2
     python scripts/bench_train.py --size 1024 --batch 8 --compile   # on a GPU; record with the GPU's name
@@ -28,6 +30,7 @@ from datagen.compose.config import ComposeConfig
 from datagen.compose.run import run_compose
 from datagen.procedural import draw_background, draw_person
 from datagen.records import write_sample
+from ormbg.composites import ComposeSource, OnlineComposites
 from ormbg.data import MixSampler, Source, TrainSet, init_worker, list_samples
 from ormbg.losses import ormbg_loss
 from ormbg.model import ORMBG
@@ -96,13 +99,17 @@ def time_steps(size: int, batch: int, mode: str, steps: int, device: str) -> dic
     }
 
 
-def loader_rate(root: Path, size: int, n: int) -> float:
-    """Samples/s of one worker's work (read + decode + augment + to tensors), measured in-process with the
-    worker's settings (single-threaded OpenCV and torch)."""
+def loader_rate(root: Path, size: int, n: int, online: bool = False) -> float:
+    """Samples/s of one worker's work (read + decode + augment + to tensors; or, `online`, draw + render +
+    augment), measured in-process with the worker's settings (single-threaded OpenCV and torch)."""
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     init_worker(0)
     torch.set_num_threads(1)
-    sources = [list_samples(Source(str(root), "train"))]
+    if online:
+        pools = ComposeSource((str(root.parent / "fg"),), (str(root.parent / "bg"),))
+        sources = [OnlineComposites(pools, seed=0, cache_mb=512)]
+    else:
+        sources = [list_samples(Source(str(root), "train"))]
     dataset = TrainSet(sources, size)
     keys = iter(MixSampler([len(sources[0])], [1.0], 1, seed=0))
     dataset[next(keys)]
@@ -144,6 +151,7 @@ def main() -> None:
     parser.add_argument("--loader-size", type=int, default=1024, help="training side the loader produces")
     parser.add_argument("--loader-rounds", type=int, default=3, help="loader rounds of 60 samples (median reported)")
     parser.add_argument("--loader-only", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--compose-sizes", type=int, nargs="*", default=[], help="also time online composites")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     modes = ["fp32", "bf16", "fp32+channels_last", "bf16+channels_last"] + (
@@ -172,12 +180,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         sources = make_sources(Path(folder))
         rates = [loader_rate(sources, args.loader_size, 60) for _ in range(args.loader_rounds)]
-    rate = float(np.median(rates))
-    results["loader_samples_per_s_per_worker"] = rate
-    print(
-        f"data loader, one worker, 1024x1024 sources -> {args.loader_size} px: {rate:.1f} samples/s median of "
-        f"{', '.join(f'{r:.1f}' for r in rates)}  (target >= 50)"
-    )
+        rate = float(np.median(rates))
+        results["loader_samples_per_s_per_worker"] = rate
+        print(
+            f"data loader, one worker, 1024x1024 sources -> {args.loader_size} px: {rate:.1f} samples/s median of "
+            f"{', '.join(f'{r:.1f}' for r in rates)}  (target >= 50)"
+        )
+        for size in args.compose_sizes:  # rounds alternate, so drifts of the machine hit both alike
+            pairs = [
+                (loader_rate(sources, size, 60), loader_rate(sources, size, 60, online=True))
+                for _ in range(args.loader_rounds)
+            ]
+            files, online = (float(np.median(values)) for values in zip(*pairs))
+            results[f"online_vs_files_{size}"] = {"files": files, "online": online, "ratio": online / files}
+            print(
+                f"online composites, one worker, {size} px: {online:.1f} samples/s against {files:.1f} from written "
+                f"composites: {online / files:.2f}x  (target >= 0.8 at 1024; rounds {pairs})"
+            )
     print(json.dumps(results))
 
 
