@@ -122,6 +122,24 @@ def synth(out, size, shard, device, **options) -> None:
     )
 
 
+# --split of the stages that edit a dataset in place (foreground, refine)
+splits_option = click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    type=click.Choice(["train", "validation", "test"]),
+    help="Only this split (repeatable)  [default: every split].",
+)
+
+
+def echo_unfinished(result, directory: Path, what: str) -> None:
+    """The splits whose rows wait for other shards (or skipped samples), and the skips by reason."""
+    for split, n in result.waiting.items():
+        click.echo(f"  {split}: {n} rows still {what} (other shards, or skipped): rows not updated yet")
+    for reason, count in result.skipped.items():
+        click.echo(f"  skipped {count:>6}  {reason}  (each in {directory / 'skipped.jsonl'})")
+
+
 IMPORT_KINDS = ["p3m", "ppm100", "aim500", "dis5k", "am2k", "folder"]
 
 
@@ -320,13 +338,7 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
 @cli.command()
 @logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--split",
-    "splits",
-    multiple=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Only this split (repeatable)  [default: every split].",
-)
+@splits_option
 @click.option(
     "--method",
     type=click.Choice(["ml", "blur-fusion"]),
@@ -356,22 +368,13 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
         result = run_foreground(config, command="datagen foreground " + " ".join(sys.argv[2:]))
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
     click.echo(f"new {result.new}, already there {result.existing}; rows updated: {updated} ({result.seconds:.1f} s)")
-    for split, n in result.waiting.items():
-        click.echo(f"  {split}: {n} photo rows still without fg/ (other shards, or skipped): rows not updated yet")
-    for reason, count in result.skipped.items():
-        click.echo(f"  skipped {count:>6}  {reason}  (each in {directory / 'skipped.jsonl'})")
+    echo_unfinished(result, directory, "without fg/")
 
 
 @cli.command()
 @logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--split",
-    "splits",
-    multiple=True,
-    type=click.Choice(["train", "validation", "test"]),
-    help="Only this split (repeatable)  [default: every split].",
-)
+@splits_option
 @click.option(
     "--model",
     default="hustvl/vitmatte-small-composition-1k",
@@ -439,10 +442,7 @@ def refine(directory: Path, splits, where, **options) -> None:
         f"refined {result.refined}, already refined {result.existing}, kept (already soft) {result.soft_skipped}; "
         f"rows updated: {updated} ({result.seconds:.1f} s)"
     )
-    for split, n in result.waiting.items():
-        click.echo(f"  {split}: {n} rows still to refine (other shards, or skipped): rows not updated yet")
-    for reason, count in result.skipped.items():
-        click.echo(f"  skipped {count:>6}  {reason}  (each in {directory / 'skipped.jsonl'})")
+    echo_unfinished(result, directory, "to refine")
 
 
 @cli.command()

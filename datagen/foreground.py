@@ -21,27 +21,28 @@ measures the methods.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from datagen import __version__
-from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
     Sample,
     Skip,
     check_shard,
-    metadata_path,
+    chosen_splits,
     read_rows,
     resume_run,
+    update_rows,
     write_skipped,
 )
 
@@ -179,9 +180,7 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
     """Write fg/ for the photo rows of `config.root` (this shard's share) and record them in the rows."""
     started, root = time.time(), Path(config.root)
     result = ForegroundResult(root)
-    chosen = list(config.splits) or [split for split in SPLITS if metadata_path(root, split).is_file()]
-    if not chosen:
-        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    chosen = chosen_splits(root, config.splits)
     skipped: list[Skip] = []
     with resume_run(root, config.shard):
         for split in chosen:
@@ -220,33 +219,16 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         }
-        write_json(root / shard_record_name(config.shard), record)
+        write_run_json(root, record, config.shard, "foreground.json")  # beside run.json: what edited the rows
     return result
 
 
-def shard_record_name(shard: tuple[int, int]) -> str:
-    """foreground.json (foreground.shard-I-of-K.json): what the last `datagen foreground` did, beside run.json."""
-    index, count = shard
-    return "foreground.json" if count == 1 else f"foreground.shard-{index}-of-{count}.json"
-
-
 def record_foregrounds(root: Path, split: str, method: str) -> int:
-    """Give every photo row of the split `foreground_file_name` and `foreground_method` (one atomic rewrite of its
-    metadata.jsonl under the append lock); returns how many rows changed."""
-    import fcntl
+    """Give every photo row of the split `foreground_file_name` and `foreground_method`; returns how many changed."""
 
-    path = metadata_path(root, split)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # appenders wait; readers see the old file or the new one
-        rows, changed = read_rows(root, split), 0
-        for row in rows:
-            if row.get("file_name") and row.get("alpha_file_name"):
-                wanted = {"foreground_file_name": f"fg/{row['id']}.png", "foreground_method": method}
-                changed += any(row.get(key) != value for key, value in wanted.items())
-                row.update(wanted)
-        if changed:
-            write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
-    finally:
-        os.close(fd)
-    return changed
+    def update(row: dict[str, Any]) -> dict[str, Any]:
+        if not (row.get("file_name") and row.get("alpha_file_name")):
+            return {}
+        return {"foreground_file_name": f"fg/{row['id']}.png", "foreground_method": method}
+
+    return update_rows(root, split, update)

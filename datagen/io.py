@@ -350,9 +350,12 @@ def shard_file_name(name: str, shard: tuple[int, int] = (0, 1)) -> str:
     return f"{stem}.shard-{index}-of-{count}.{suffix}"
 
 
-def write_run_json(root: str | os.PathLike, record: dict[str, Any], shard: tuple[int, int] = (0, 1)) -> Path:
-    """Write DIR/run.json (what made the dataset: command, config, version, counts, failures, time)."""
-    path = Path(root) / shard_file_name("run.json", shard)
+def write_run_json(
+    root: str | os.PathLike, record: dict[str, Any], shard: tuple[int, int] = (0, 1), name: str = "run.json"
+) -> Path:
+    """Write DIR/run.json (what made the dataset: command, config, version, counts, failures, time), or the record
+    `name` of a stage that edits a dataset in place (foreground.json, refine.json); one per shard."""
+    path = Path(root) / shard_file_name(name, shard)
     write_json(path, record)
     return path
 

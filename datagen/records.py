@@ -411,6 +411,34 @@ def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: 
     return row
 
 
+def update_rows(root: str | os.PathLike, split: str, update) -> int:
+    """Rewrite a split's metadata.jsonl with `update(row) -> dict of new values` applied to every row, atomically and
+    under the append lock (appenders wait; readers see the old file or the new one). Returns how many rows changed.
+    For stages that add columns to every row of a split (foreground, refine): rows stay uniform."""
+    path = metadata_path(root, split)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rows, changed = read_rows(root, split), 0
+        for row in rows:
+            values = update(row)
+            changed += any(row.get(key) != value for key, value in values.items())
+            row.update(values)
+        if changed:
+            write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+    finally:
+        os.close(fd)
+    return changed
+
+
+def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> list[str]:
+    """The splits a stage works on: those requested, else every split present; an error when there is none."""
+    chosen = list(requested) or splits(root)
+    if not chosen:
+        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    return chosen
+
+
 def write_skipped(root: str | os.PathLike, skipped: Iterable[Skip], shard: tuple[int, int] = (0, 1)) -> Counter:
     """Write DIR/skipped.jsonl (every skip with its path and reason); returns the count per reason class.
 

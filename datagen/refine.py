@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,9 +31,19 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
-from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_run_json
 from datagen.parallel import pick_device
-from datagen.records import SPLITS, Sample, Skip, check_shard, metadata_path, read_rows, resume_run, write_skipped
+from datagen.records import (
+    SPLITS,
+    Sample,
+    Skip,
+    check_shard,
+    chosen_splits,
+    read_rows,
+    resume_run,
+    update_rows,
+    write_skipped,
+)
 
 DEFAULT_MODEL = "hustvl/vitmatte-small-composition-1k"
 PAD_MULTIPLE = 32  # the image processor pads height and width to a multiple of this
@@ -271,9 +282,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
     started, root = time.time(), Path(config.root)
     result, skipped, refined_now = RefineResult(root), [], set()
-    chosen = list(config.splits) or [split for split in SPLITS if metadata_path(root, split).is_file()]
-    if not chosen:
-        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+    chosen = chosen_splits(root, config.splits)
     with resume_run(root, config.shard):
         todo: list[Sample] = []
         for split in chosen:
@@ -309,8 +318,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         }
-        index, count = config.shard
-        write_json(root / ("refine.json" if count == 1 else f"refine.shard-{index}-of-{count}.json"), record)
+        write_run_json(root, record, config.shard, "refine.json")  # beside run.json: what edited the rows
     return result
 
 
@@ -322,30 +330,27 @@ def _record_split(root: Path, split: str, config: RefineConfig, result: RefineRe
     if waiting:
         result.waiting[split] = waiting
         return
-    rows, changed = [], 0
-    for sample in samples:
-        row, paths = dict(sample.row), _paths(sample)
-        if row.get("file_name") and row.get("alpha_file_name"):
-            refined = is_refined(sample, refined_now)
-            if not paths["mask"].is_file():
-                write_atomic(paths["mask"], paths["alpha"].read_bytes())
-            if not paths["trimap"].is_file():
-                write_atomic(paths["trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
-            band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction) if refined else 0
-            update = {
-                "mask_file_name": f"mask/{sample.id}.png",
-                "trimap_file_name": f"trimap/{sample.id}.png",
-                "alpha_source": "vitmatte" if refined else row.get("alpha_source", "original"),
-                "refine_model": (row.get("refine_model") or config.model) if refined else "",
-                "refine_band_px": (row.get("refine_band_px") or band) if refined else 0,
-            }
-            changed += any(row.get(key) != value for key, value in update.items())
-            row.update(update)
-        rows.append(row)
-    if changed:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_atomic(metadata_path(root, split), text.encode())
-    result.rows_updated[split] = changed
+    refined_ids = {sample.id for sample in samples if is_refined(sample, refined_now)}
+
+    def update(row: dict[str, Any]) -> dict[str, Any]:
+        if not (row.get("file_name") and row.get("alpha_file_name")):
+            return {}
+        sample, refined = Sample(root, split, row), row["id"] in refined_ids
+        paths = _paths(sample)
+        if not paths["mask"].is_file():
+            write_atomic(paths["mask"], paths["alpha"].read_bytes())
+        if not paths["trimap"].is_file():
+            write_atomic(paths["trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
+        band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction) if refined else 0
+        return {
+            "mask_file_name": f"mask/{sample.id}.png",
+            "trimap_file_name": f"trimap/{sample.id}.png",
+            "alpha_source": "vitmatte" if refined else row.get("alpha_source", "original"),
+            "refine_model": (row.get("refine_model") or config.model) if refined else "",
+            "refine_band_px": (row.get("refine_band_px") or band) if refined else 0,
+        }
+
+    result.rows_updated[split] = update_rows(root, split, update)
 
 
 def parse_where(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
