@@ -82,6 +82,32 @@ def uncertain_trimap(alpha: np.ndarray, widen_px: int = 4, low: int = 16, high: 
     return np.where(unknown, 128, np.where(alpha >= 128, 255, 0)).astype(np.uint8)
 
 
+def vitmatte_config(shape: str = "small"):
+    """A VitMatteConfig of the published architectures ("small": ViT-S, 384 wide; "base": ViT-B, 768 wide; 12 blocks,
+    windowed attention in 8, global in 4) or "tiny" (2 blocks, 32 wide): random-weight models for tests and
+    benchmarks, saved with save_pretrained and loaded like a real checkpoint."""
+    from transformers import VitDetConfig, VitMatteConfig
+
+    if shape == "tiny":
+        backbone = VitDetConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4, image_size=64,
+            patch_size=16, out_features=["stage2"], pretrain_image_size=64, window_block_indices=[],
+            residual_block_indices=[], use_relative_position_embeddings=False,
+        )  # fmt: skip
+        return VitMatteConfig(backbone_config=backbone, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
+                              fusion_hidden_sizes=[16, 16, 8, 8])  # fmt: skip
+    hidden, heads = {"small": (384, 6), "base": (768, 12)}[shape]
+    backbone = VitDetConfig(
+        hidden_size=hidden, num_hidden_layers=12, num_attention_heads=heads, mlp_ratio=4, num_channels=4,
+        image_size=512, patch_size=16, pretrain_image_size=224, window_size=14, out_features=["stage12"],
+        window_block_indices=[0, 1, 3, 4, 6, 7, 9, 10], residual_block_indices=[2, 5, 8, 11],
+        use_relative_position_embeddings=True,
+    )  # fmt: skip
+    # the decoder widths as published, passed as lists (some transformers versions default to tuples, which fail)
+    return VitMatteConfig(backbone_config=backbone, hidden_size=hidden, convstream_hidden_sizes=[48, 96, 192],
+                          fusion_hidden_sizes=[256, 128, 64, 32])  # fmt: skip
+
+
 def load_matting_model(model: str, offline: bool = False):
     """VitMatteForImageMatting from a local folder or a Hub id; a missing one raises MissingModelError with the
     command that fetches it."""

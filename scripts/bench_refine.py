@@ -23,40 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPES = {
-    # hidden size, attention heads; the rest as the published configurations
-    "tiny": None,
-    "small": (384, 6),
-    "base": (768, 12),
-}
+SHAPES = ("tiny", "small", "base")
 
 
 def build(shape: str, folder: Path) -> Path:
-    """A random-weight ViTMatte of `shape`, saved with save_pretrained (loaded like a real checkpoint)."""
-    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
+    """A random-weight ViTMatte of `shape` (datagen.refine.vitmatte_config), saved like a real checkpoint."""
+    from transformers import VitMatteForImageMatting
 
-    if shape == "tiny":
-        backbone = VitDetConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, num_channels=4, image_size=64,
-            patch_size=16, out_features=["stage2"], pretrain_image_size=64, window_block_indices=[],
-            residual_block_indices=[], use_relative_position_embeddings=False,
-        )  # fmt: skip
-        config = VitMatteConfig(backbone_config=backbone, hidden_size=32, convstream_hidden_sizes=[8, 16, 16],
-                                fusion_hidden_sizes=[16, 16, 8, 8])  # fmt: skip
-    else:
-        hidden, heads = SHAPES[shape]
-        backbone = VitDetConfig(
-            hidden_size=hidden, num_hidden_layers=12, num_attention_heads=heads, mlp_ratio=4, num_channels=4,
-            image_size=512, patch_size=16, pretrain_image_size=224, window_size=14, out_features=["stage12"],
-            window_block_indices=[0, 1, 3, 4, 6, 7, 9, 10], residual_block_indices=[2, 5, 8, 11],
-            use_relative_position_embeddings=True,
-        )  # fmt: skip
-        config = VitMatteConfig(  # the decoder widths as published (passed as lists: some versions default to tuples)
-            backbone_config=backbone, hidden_size=hidden, convstream_hidden_sizes=[48, 96, 192],
-            fusion_hidden_sizes=[256, 128, 64, 32],
-        )  # fmt: skip
+    from datagen.refine import vitmatte_config
+
     path = folder / f"vitmatte-{shape}"
-    VitMatteForImageMatting(config).save_pretrained(path)
+    VitMatteForImageMatting(vitmatte_config(shape)).save_pretrained(path)
     return path
 
 
@@ -95,7 +72,7 @@ def one(shape: str, side: int, batch: int, device: str, dtype: str, rounds: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=["tiny"], choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=["tiny"], choices=SHAPES)
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 2048])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     parser.add_argument("--device", default="cpu")

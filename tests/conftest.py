@@ -100,29 +100,12 @@ def checkpoint(tmp_path_factory):
 def tiny_vitmatte(tmp_path_factory):
     """A tiny random ViTMatte checkpoint folder (config + weights via save_pretrained), loaded like a real one."""
     import torch
-    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
+    from transformers import VitMatteForImageMatting
+
+    from datagen.refine import vitmatte_config
 
     torch.manual_seed(0)
-    backbone = VitDetConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        num_channels=4,
-        image_size=64,
-        patch_size=16,
-        out_features=["stage2"],
-        pretrain_image_size=64,
-        window_block_indices=[],
-        residual_block_indices=[],
-        use_relative_position_embeddings=False,
-    )
-    config = VitMatteConfig(
-        backbone_config=backbone,
-        hidden_size=32,
-        convstream_hidden_sizes=[8, 16, 16],
-        fusion_hidden_sizes=[16, 16, 8, 8],
-    )
+    config = vitmatte_config("tiny")
     folder = tmp_path_factory.mktemp("vitmatte") / "tiny-vitmatte"
     VitMatteForImageMatting(config).save_pretrained(folder)
     return folder
