@@ -447,6 +447,100 @@ def refine(directory: Path, splits, where, **options) -> None:
 
 @cli.command()
 @logging_options()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help=f"Dataset directory to write  [default: {DATA_ROOT}/relit].",
+)  # fmt: skip
+@click.option(
+    "--model",
+    type=click.Choice(["fbc", "fc"]),
+    default="fbc",
+    show_default=True,
+    help="fbc: conditioned on the background the person stands on; fc: text and foreground only.",
+)
+@click.option(
+    "--weights",
+    default="lllyasviel/ic-light",
+    show_default=True,
+    help="Hub repo of the IC-Light offsets, or the offset file.",
+)
+@click.option(
+    "--base",
+    default="stablediffusionapi/realistic-vision-v51",
+    show_default=True,
+    help="SD1.5 Hub id or local folder (IC-Light's demo uses this one).",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Lighting descriptions, one per line  [default: a built-in bank].",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option("--guidance", type=float, default=2.0, show_default=True)
+@click.option(
+    "--size",
+    "size_px",
+    type=click.IntRange(min=64),
+    default=640,
+    show_default=True,
+    help="Long side of the first pass (then --highres-scale times it, img2img).",
+)
+@click.option("--highres-scale", type=float, default=1.5, show_default=True)
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=None, help="Only the first N photo rows.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Row i draws its prompts and seeds from (seed, i, attempt)."
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Draws per row before it is skipped.",
+)
+@click.option(
+    "--min-edge-ratio",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="Alignment check: relit edges keep this share of the original's correlation with the alpha's.",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
+@click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache or local files.")
+@click.option(
+    "--shard",
+    default=None,
+    callback=lambda c, p, v: parse_shard(c, p, v) if v else None,
+    help="I/K  [default: from accelerate's RANK/WORLD_SIZE, else 0/1].",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> None:
+    """Relight the people of SRC's photo rows with IC-Light; the ground truth stays exact.
+
+    Each person (on grey, with the background it stands on for fbc) is relit from a seeded lighting prompt, checked
+    against its alpha (IC-Light regenerates every pixel: a moved or reshaped person is rejected and drawn again), and
+    composited with the unchanged alpha over its background. The alpha files are SRC's, byte for byte. A rerun
+    resumes; `accelerate launch -m datagen relight ...` spreads it over GPUs.
+    """
+    from datagen.relight import AlignmentThresholds, MissingWeightsError, RelightConfig, run_relight
+
+    with user_errors(ValueError, MissingWeightsError):
+        config = RelightConfig(
+            src, out or Path(DATA_ROOT) / "relit", thresholds=AlignmentThresholds(min_edge_ratio), **options
+        )
+        result = run_relight(config, command="datagen relight " + " ".join(sys.argv[2:]))
+    rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.items()) or "none"
+    click.echo(
+        f"new {result.new}, already there {result.existing}, rejected attempts: {rejected} ({result.seconds:.1f} s)"
+    )
+    for reason, count in result.skipped.items():
+        click.echo(f"  skipped {count:>6}  {reason}  (each in {config.out / 'skipped.jsonl'})")
+
+
+@cli.command()
+@logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")

@@ -1,0 +1,421 @@
+"""`datagen relight SRC`: IC-Light relights the person of each photo row; the alpha file is the input's, unchanged.
+
+IC-Light (Zhang, Rao and Agrawala; facts from its public demo) is Stable Diffusion 1.5 whose UNet `conv_in` takes 8
+input channels (`fc`: the noisy latent + the foreground's latent) or 12 (`fbc`: + the background's); the new input
+channels start at zero, the first 4 copy the original weights, and the published file is an offset added to every
+key of that widened UNet. The conditioning latents are `vae.encode(x).latent_dist.mode() * scaling_factor` of the
+foreground on grey 127 (and of the background), concatenated to the noisy latent at every step. A low-resolution
+pass is followed by an img2img pass at `highres_scale` times the size with denoise `highres_denoise`.
+
+Per row: the person on grey (image * a + 127 * (1 - a)) and the background it stands on (the photo with the
+person's area filled in by OpenCV's inpainting) condition the model; the relit frame is scored against the alpha
+(`alignment_scores`: IC-Light regenerates every pixel, so a person can move, grow hair or lose an arm), retried with
+the next seed below the thresholds, then skipped and recorded; an accepted relit person F' is composited with the
+unchanged alpha over that background: I' = a F' + (1 - a) B. Outside the person (a = 0) the image keeps its bytes'
+values, and the alpha file is copied unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datagen import __version__
+from datagen.alpha import over
+from datagen.card import write_card
+from datagen.io import ImageReadError, read_alpha, read_image, write_run_json
+from datagen.parallel import launcher, pick_device
+from datagen.records import (
+    Sample,
+    Skip,
+    check_shard,
+    chosen_splits,
+    read_rows,
+    resume_run,
+    write_sample_files,
+    write_skipped,
+)
+
+WEIGHTS = "lllyasviel/ic-light"  # Hub repo of the offsets
+WEIGHT_FILES = {"fc": "iclight_sd15_fc.safetensors", "fbc": "iclight_sd15_fbc.safetensors"}
+BASE = "stablediffusionapi/realistic-vision-v51"  # the SD1.5 checkpoint of IC-Light's demo
+CONDITION_CHANNELS = {"fc": 4, "fbc": 8}
+LIGHTING = [  # a bank of lighting descriptions, drawn per row from (seed, index, attempt) like synth's prompts
+    "soft window light from the left",
+    "warm sunset light from the right",
+    "golden hour backlight, rim light",
+    "cool blue evening light",
+    "neon light, city at night",
+    "overcast daylight, soft shadows",
+    "studio key light from above",
+    "candle light, warm and dim",
+    "bright midday sun, hard shadows",
+    "light from a window behind, soft glow",
+]
+NEGATIVE = "lowres, bad anatomy, bad hands, cropped, worst quality"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A base model or IC-Light offset that is neither local nor in the cache: says how to get it."""
+
+
+def widen_conv_in(unet, condition_channels: int):
+    """Give the UNet's `conv_in` 4 + `condition_channels` inputs: the first 4 keep their weights, the new ones start
+    at zero (the model is unchanged until the offset is added). Returns the UNet."""
+    import torch
+
+    old = unet.conv_in
+    new = torch.nn.Conv2d(old.in_channels + condition_channels, old.out_channels, old.kernel_size, old.stride,
+                          old.padding)  # fmt: skip
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=old.in_channels + condition_channels)
+    return unet
+
+
+def merge_offset(unet, offset: dict) -> None:
+    """Add the published offset to every key of the widened UNet, strictly: a missing or extra key or a wrong shape
+    is a ValueError naming it."""
+    state = unet.state_dict()
+    missing, extra = sorted(set(state) - set(offset)), sorted(set(offset) - set(state))
+    if missing or extra:
+        raise ValueError(
+            f"IC-Light offset does not fit the UNet: {len(missing)} keys missing (first {missing[:2]}), "
+            f"{len(extra)} unexpected (first {extra[:2]}); is it the file for this --model (fc or fbc)?"
+        )
+    wrong = [key for key in state if state[key].shape != offset[key].shape]
+    if wrong:
+        raise ValueError(f"IC-Light offset: {wrong[0]} is {tuple(offset[wrong[0]].shape)}, the UNet's is "
+                         f"{tuple(state[wrong[0]].shape)}")  # fmt: skip
+    merged = {key: value + offset[key].to(value.device, value.dtype) for key, value in state.items()}
+    unet.load_state_dict(merged, strict=True)
+
+
+def alignment_scores(before: np.ndarray, after: np.ndarray, alpha: np.ndarray) -> dict[str, float]:
+    """How well a relit frame `after` still lines up with the alpha that `before` had (HxWx3 uint8, alpha HxW uint8).
+
+    - `relight_edge_ratio`: the correlation of image-gradient magnitude with alpha-gradient magnitude in the edge
+      band, after / before. A person that moved or changed shape has its edges off the alpha's: the ratio drops.
+    - `relight_spill`: the mean colour change in a ring just outside the person (0 < distance <= 6 px), divided by
+      the mean change inside (a = 1): a relit person that grew beyond its alpha changes the ring more than itself.
+    """
+    alpha_f = alpha.astype(np.float32) / 255
+    alpha_grad = _gradient(alpha_f)
+    band = cv2.dilate((alpha_grad > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+    def edge_correlation(image: np.ndarray) -> float:
+        grad = _gradient(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255)
+        a, b = grad[band], alpha_grad[band]
+        if a.size < 10 or a.std() < 1e-6 or b.std() < 1e-6:
+            return 0.0
+        return float(np.corrcoef(a, b)[0, 1])
+
+    reference = edge_correlation(before)
+    ratio = edge_correlation(after) / reference if reference > 1e-3 else 1.0
+    change = np.abs(after.astype(np.float32) - before.astype(np.float32)).mean(axis=2)
+    outside = alpha == 0
+    distance = cv2.distanceTransform(outside.astype(np.uint8), cv2.DIST_L2, 3)
+    ring, inside = outside & (distance <= 6), alpha == 255
+    spill = float(change[ring].mean() / (change[inside].mean() + 1.0)) if ring.any() and inside.any() else 0.0
+    return {"relight_edge_ratio": round(float(ratio), 4), "relight_spill": round(spill, 4)}
+
+
+def _gradient(gray: np.ndarray) -> np.ndarray:
+    return cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+
+
+@dataclass(frozen=True)
+class AlignmentThresholds:
+    min_edge_ratio: float = 0.7  # relit edges must keep 70% of the original's correlation with the alpha's
+    max_spill: float = 1.5  # the ring outside may change at most 1.5x as much as the person (+1 level)
+
+    @classmethod
+    def accept_all(cls) -> AlignmentThresholds:
+        return cls(min_edge_ratio=-float("inf"), max_spill=float("inf"))
+
+    def rejection(self, scores: dict[str, float]) -> str | None:
+        if scores["relight_edge_ratio"] < self.min_edge_ratio:
+            return "misaligned edges"
+        if scores["relight_spill"] > self.max_spill:
+            return "spill outside the alpha"
+        return None
+
+
+def condition_inputs(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the person on grey 127, the background with the person's area inpainted), HxWx3 uint8, from a photo row."""
+    person = over(np.dstack([image, alpha]), np.full_like(image, 127))
+    hole = cv2.dilate((alpha > 0).astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
+    background = cv2.inpaint(image, hole, 5, cv2.INPAINT_TELEA)
+    background[alpha == 0] = image[alpha == 0]  # outside the person: the photo's own pixels
+    return person, background
+
+
+class Relighter:
+    """IC-Light on a Stable Diffusion 1.5 pipeline: `relight(person, background, prompt, seed) -> HxWx3 uint8`."""
+
+    def __init__(self, pipeline, model: str, steps: int = 25, guidance: float = 2.0, size_px: int = 640,
+                 highres_scale: float = 1.5, highres_denoise: float = 0.5):  # fmt: skip
+        import torch
+
+        self.pipeline, self.model = pipeline, model
+        self.steps, self.guidance, self.size_px = steps, guidance, size_px
+        self.highres_scale, self.highres_denoise = highres_scale, highres_denoise
+        self.device, self.dtype = pipeline.unet.device, pipeline.unet.dtype
+        self.generator = torch.Generator
+
+    def _encode(self, image: np.ndarray):
+        import torch
+
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1
+        vae = self.pipeline.vae
+        return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+
+    def _prompt(self, prompt: str):
+        import torch
+
+        embeddings = []
+        for text in (NEGATIVE, prompt):
+            tokens = self.pipeline.tokenizer(text, padding="max_length", truncation=True, return_tensors="pt",
+                                             max_length=self.pipeline.tokenizer.model_max_length)  # fmt: skip
+            embeddings.append(self.pipeline.text_encoder(tokens.input_ids.to(self.device))[0])
+        return torch.cat(embeddings).to(self.dtype)
+
+    def _denoise(self, latents, condition, embeddings, timesteps):
+        import torch
+
+        scheduler, unet = self.pipeline.scheduler, self.pipeline.unet
+        for t in timesteps:
+            doubled = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            noise = unet(torch.cat([doubled, torch.cat([condition] * 2)], dim=1), t, encoder_hidden_states=embeddings)
+            uncond, cond = noise.sample.chunk(2)
+            latents = scheduler.step(uncond + self.guidance * (cond - uncond), t, latents).prev_sample
+        return latents
+
+    def _pass(self, person, background, embeddings, generator, size, start: np.ndarray | None = None):
+        """One pass at `size` (W, H): from noise, or (img2img) from `start` at strength highres_denoise."""
+        import torch
+
+        scheduler = self.pipeline.scheduler
+        fit = [cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (person, background)]
+        condition = torch.cat([self._encode(fit[0])] + ([self._encode(fit[1])] if self.model == "fbc" else []), dim=1)
+        shape = (1, 4, size[1] // 8, size[0] // 8)
+        noise = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(self.device, self.dtype)
+        scheduler.set_timesteps(self.steps, device=self.device)
+        timesteps = scheduler.timesteps
+        if start is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            skip = int(len(timesteps) * (1 - self.highres_denoise))
+            timesteps = timesteps[skip:]
+            resized = cv2.resize(start, size, interpolation=cv2.INTER_LANCZOS4)
+            latents = scheduler.add_noise(self._encode(resized), noise, timesteps[:1])
+        latents = self._denoise(latents, condition, embeddings, timesteps)
+        decoded = self.pipeline.vae.decode(latents / self.pipeline.vae.config.scaling_factor).sample
+        return ((decoded[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+    def relight(self, person: np.ndarray, background: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+        """The relit frame at the input's size (HxWx3 uint8)."""
+        import torch
+
+        height, width = person.shape[:2]
+        scale = self.size_px / max(height, width)
+        low = (max(64, round(width * scale / 64) * 64), max(64, round(height * scale / 64) * 64))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            embeddings = self._prompt(prompt)
+            frame = self._pass(person, background, embeddings, generator, low)
+            if self.highres_scale > 1:
+                high = tuple(max(64, round(side * self.highres_scale / 64) * 64) for side in low)
+                frame = self._pass(person, background, embeddings, generator, high, start=frame)
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def load_relighter(config: RelightConfig) -> Relighter:
+    """The SD1.5 pipeline of `config.base`, its UNet widened and the IC-Light offset of `config.weights` merged."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.dtype]
+    try:
+        pipeline = StableDiffusionPipeline.from_pretrained(
+            config.base, safety_checker=None, local_files_only=config.offline
+        )
+    except (OSError, ValueError) as error:
+        raise MissingWeightsError(
+            f"cannot load the SD1.5 base {config.base} ({str(error).splitlines()[0]}): with Hub access run "
+            f"`hf download {config.base}`, or pass --base with a local folder"
+        ) from error
+    offset_path = Path(config.weights)
+    if not offset_path.is_file():
+        from huggingface_hub import hf_hub_download
+
+        try:
+            offset_path = Path(
+                hf_hub_download(config.weights, WEIGHT_FILES[config.model], local_files_only=config.offline)
+            )
+        except Exception as error:  # any Hub failure means: the file is not here; say how to get it
+            raise MissingWeightsError(
+                f"cannot find the IC-Light offset {WEIGHT_FILES[config.model]} of {config.weights}: with Hub access "
+                f"run `hf download {config.weights} {WEIGHT_FILES[config.model]}`, or pass --weights with the file"
+            ) from error
+    widen_conv_in(pipeline.unet, CONDITION_CHANNELS[config.model])
+    merge_offset(pipeline.unet, load_file(str(offset_path)))
+    pipeline = pipeline.to(pick_device(config.device), dtype)
+    return Relighter(pipeline, config.model, config.steps, config.guidance, config.size_px, config.highres_scale,
+                     config.highres_denoise)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RelightConfig:
+    src: Path  # a dataset directory with photo rows (composites, imports)
+    out: Path
+    model: str = "fbc"  # fc: text + foreground; fbc: text + foreground + the background it stands on
+    weights: str = WEIGHTS  # Hub repo of the offsets, or the offset file itself
+    base: str = BASE  # SD1.5 Hub id or local folder
+    prompts: Path | None = None  # one lighting description per line, instead of the bank
+    steps: int = 25
+    guidance: float = 2.0
+    size_px: int = 640  # the low-resolution pass's long side (multiples of 64)
+    highres_scale: float = 1.5  # the img2img pass's size over the first's (1: none)
+    highres_denoise: float = 0.5
+    n: int | None = None  # only the first n rows (in split and row order)
+    seed: int = 0
+    max_attempts: int = 3
+    thresholds: AlignmentThresholds = field(default_factory=AlignmentThresholds)
+    device: str = "auto"
+    dtype: str = "fp16"
+    offline: bool = False
+    shard: tuple[int, int] | None = None  # None: the launcher's (RANK, WORLD_SIZE)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in WEIGHT_FILES:
+            raise ValueError(f"model must be fc or fbc, got {self.model!r}")
+        if self.steps < 1 or self.max_attempts < 1 or self.size_px < 64 or not 0 < self.highres_denoise <= 1:
+            raise ValueError("steps and max_attempts >= 1, size_px >= 64, highres_denoise in (0, 1]")
+        if self.shard is None:
+            rank, world, _ = launcher()
+            object.__setattr__(self, "shard", (rank, world))
+        check_shard(self.shard)
+
+
+@dataclass
+class RelightResult:
+    out: Path
+    new: int = 0
+    existing: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # attempts rejected, by reason
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _rows(config: RelightConfig) -> Iterator[tuple[int, Sample]]:
+    """(index, photo row) of SRC in split and row order (test splits are benchmarks: left out), up to n."""
+    index = 0
+    for split in [s for s in chosen_splits(config.src) if s != "test"]:
+        for row in read_rows(config.src, split):
+            if row.get("file_name") and row.get("alpha_file_name"):
+                if config.n is not None and index >= config.n:
+                    return
+                yield index, Sample(Path(config.src), split, row)
+                index += 1
+
+
+def run_relight(
+    config: RelightConfig, relighter: Relighter | None = None, command: str = "datagen relight"
+) -> RelightResult:
+    """Relight SRC's photo rows into OUT (this shard's share); see the module docstring. Resumes."""
+    started = time.time()
+    result, skipped, rejected = RelightResult(Path(config.out)), [], {}
+    bank = (
+        [line.strip() for line in Path(config.prompts).read_text().splitlines() if line.strip()]
+        if config.prompts
+        else LIGHTING
+    )
+    with resume_run(config.out, config.shard) as state:
+        index, count = config.shard
+        todo = [(i, s) for i, s in _rows(config) if i % count == index and not state.is_done(s.split, s.id)]
+        result.existing = sum(1 for i, _ in _rows(config) if i % count == index) - len(todo)
+        relighter = relighter or (load_relighter(config) if todo else None)
+        for i, sample in tqdm(todo, desc="relight", unit="image", disable=not config.progress):
+            outcome = relight_one(config, relighter, i, sample, bank, rejected)
+            if isinstance(outcome, Skip):
+                skipped.append(outcome)
+            else:
+                state.add(sample.split, outcome)
+                result.new += 1
+        result.rejected, result.skipped = rejected, dict(write_skipped(config.out, skipped, config.shard))
+        result.seconds = time.time() - started
+        record = {"command": command, "tool": f"datagen {__version__}",
+                  "config": json.loads(json.dumps(asdict(config), default=str)),
+                  **{k: v for k, v in asdict(result).items() if k not in ("out", "seconds")},
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2)}  # fmt: skip
+        write_run_json(config.out, record, config.shard)
+        if state.rowed and any(state.rowed.values()):
+            what = f"IC-Light ({config.model}, {config.weights} on {config.base})"
+            write_card(config.out, "ormbg relit", f"Photo rows of {Path(config.src).name} relit with {what} by "
+                       "`datagen relight`; the alpha files are the input's, byte for byte; each row records its "
+                       "prompt, seed and alignment scores.")  # fmt: skip
+    return result
+
+
+def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample: Sample, bank: list[str],
+                rejected: dict[str, int]) -> dict[str, Any] | Skip:  # fmt: skip
+    """Relight one row until a draw passes the alignment check; write its files and return its row (or a Skip)."""
+    try:
+        image, alpha = read_image(sample.path("image")), read_alpha(sample.path("alpha"))
+    except ImageReadError as error:
+        return Skip(error.path, f"unreadable input: {error.reason}")
+    person, background = condition_inputs(image, alpha)
+    for attempt in range(config.max_attempts):
+        rng = np.random.default_rng([config.seed, index, attempt])
+        prompt, seed = bank[int(rng.integers(len(bank)))], int(rng.integers(2**31))
+        frame = relighter.relight(
+            person, background if config.model == "fbc" else np.full_like(image, 127), prompt, seed
+        )
+        scores = alignment_scores(image, frame, alpha)
+        reason = config.thresholds.rejection(scores)
+        if reason is None:
+            break
+        rejected[reason] = rejected.get(reason, 0) + 1
+    else:
+        return Skip(
+            str(sample.path("image")), f"no relight passed the alignment check in {config.max_attempts} attempts"
+        )
+    relit = over(np.dstack([frame, alpha]), background)  # the relit person, unchanged alpha, the original background
+    metadata = {
+        key: value
+        for key, value in sample.row.items()
+        if not key.endswith("file_name") and key not in ("id", "width", "height")
+    }
+    metadata["license"] = (
+        f"{sample.row.get('license', 'unknown')}; relit with IC-Light ({config.weights} on {config.base}): "
+        "those models' licences apply too"
+    )
+    metadata.update(relight_model=config.model, relight_weights=config.weights, relight_base=config.base,
+                    relight_prompt=prompt, relight_seed=seed, relight_attempt=attempt, relight_source=sample.id,
+                    **scores)  # fmt: skip
+    row = write_sample_files(config.out, sample.split, sample.id, image=relit, alpha=None, metadata=metadata)
+    return _with_alpha_copy(config, sample, row)
+
+
+def _with_alpha_copy(config: RelightConfig, sample: Sample, row: dict[str, Any]) -> dict[str, Any]:
+    """The input's alpha file copied byte for byte (never re-encoded) into OUT; the row names it."""
+    from datagen.io import write_atomic
+
+    relative = f"gt/{sample.id}.png"
+    write_atomic(Path(config.out) / sample.split / relative, sample.path("alpha").read_bytes())
+    return {"id": row["id"], "file_name": row["file_name"], "alpha_file_name": relative,
+            **{k: v for k, v in row.items() if k not in ("id", "file_name")}}  # fmt: skip
