@@ -138,7 +138,7 @@ def _gradient(gray: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class AlignmentThresholds:
     min_edge_ratio: float = 0.7  # relit edges must keep 70% of the original's correlation with the alpha's
-    max_spill: float = 1.5  # the ring outside may change at most 1.5x as much as the person (+1 level)
+    max_spill: float = 3.0  # the ring outside may change at most 3x as much as the person (+1 level): gross growth
 
     @classmethod
     def accept_all(cls) -> AlignmentThresholds:
