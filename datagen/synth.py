@@ -80,8 +80,8 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("person", "background"):
             raise ValueError(f"kind must be person or background, got {self.kind!r}")
-        if self.backend not in ("layerdiffuse", "procedural"):
-            raise ValueError(f"backend must be layerdiffuse or procedural, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         width, height = self.size
         if width % 64 or height % 64 or width < 64 or height < 64:
             raise ValueError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
@@ -196,6 +196,51 @@ def layerdiffuse_renderer(config: SynthConfig, generator=None) -> Render:
     return render
 
 
+@dataclass(frozen=True)
+class Backend:
+    """A synth backend: how it renders (`renderer(config) -> Render`), what its rows record, the licence of its
+    outputs and how the card describes them. `datagen synth --backend NAME` picks one from BACKENDS."""
+
+    name: str
+    license: str
+    how: str  # for the dataset card
+    renderer: Callable[[SynthConfig], Render]
+    prompted: bool  # prompts, a model and sampler settings drive it (recorded in every row)
+
+    def fields(self, config: SynthConfig, job: Job) -> dict[str, Any]:
+        """The row's record of what made a sample (the same keys for every backend: rows stay uniform)."""
+        prompted = self.prompted
+        return {
+            "source": f"synth-{self.name}",
+            "license": self.license,
+            "backend": self.name,
+            "model": config.model if prompted else self.name,
+            "prompt": job.prompt["prompt"] if prompted else "",
+            "negative_prompt": job.prompt["negative_prompt"] if prompted else "",
+            "attributes": json.dumps(job.prompt["attributes"] if prompted else {}),
+            "seed": config.seed,
+            "index": job.index,
+            "attempt": job.attempt,
+            "torch_seed": attempt_seed(config.seed, job.index, job.attempt),
+            "steps": config.steps if prompted else 0,
+            "guidance": config.guidance if prompted else 0.0,
+        }
+
+
+BACKENDS = {
+    "layerdiffuse": Backend(
+        "layerdiffuse", SDXL_OUTPUT_LICENSE, "generated with LayerDiffuse on SDXL", layerdiffuse_renderer, True
+    ),
+    "procedural": Backend(
+        "procedural",
+        "Apache-2.0",
+        "drawn by the procedural CPU backend (simple figures for smoke tests, not photographs)",
+        procedural_renderer,
+        False,
+    ),
+}
+
+
 def _prompt(config: SynthConfig, index: int, fixed: list[dict[str, Any]] | None) -> dict[str, Any]:
     if fixed:
         return fixed[index % len(fixed)]
@@ -209,9 +254,7 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
     """
     started = time.time()
     with resume_run(config.out, config.shard, config.overwrite) as state:
-        render = render or (
-            procedural_renderer(config) if config.backend == "procedural" else layerdiffuse_renderer(config)
-        )
+        render = render or BACKENDS[config.backend].renderer(config)
         result = _generate(config, render, state)
         result.seconds = time.time() - started
         _write_records(config, command, result)
@@ -261,22 +304,7 @@ def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthR
 
 def _keep(config: SynthConfig, prefix: str, job: Job, image: np.ndarray, result: SynthResult) -> dict | None:
     """Score and write one generated image; None (and a counted reason) when a person fails the thresholds."""
-    generated = config.backend == "layerdiffuse"  # procedural samples have no prompt, model or sampler settings
-    metadata: dict[str, Any] = {
-        "source": f"synth-{config.backend}",
-        "license": SDXL_OUTPUT_LICENSE if generated else "Apache-2.0",
-        "backend": config.backend,
-        "model": config.model if generated else "procedural",
-        "prompt": job.prompt["prompt"] if generated else "",
-        "negative_prompt": job.prompt["negative_prompt"] if generated else "",
-        "attributes": json.dumps(job.prompt["attributes"] if generated else {}),
-        "seed": config.seed,
-        "index": job.index,
-        "attempt": job.attempt,
-        "torch_seed": attempt_seed(config.seed, job.index, job.attempt),
-        "steps": config.steps if generated else 0,
-        "guidance": config.guidance if generated else 0.0,
-    }
+    metadata = BACKENDS[config.backend].fields(config, job)
     sample_id = seeded_id(prefix, config.seed, job.index)
     if config.kind == "background":
         return write_sample_files(config.out, "train", sample_id, image=image, alpha=None, metadata=metadata)
@@ -313,11 +341,7 @@ def _write_records(config: SynthConfig, command: str, result: SynthResult) -> No
         what = (
             "transparent people (RGBA foregrounds, fg/ + gt/)" if config.kind == "person" else "people-free backgrounds"
         )
-        how = (
-            "generated with LayerDiffuse on SDXL"
-            if config.backend == "layerdiffuse"
-            else "drawn by the procedural CPU backend (simple figures for smoke tests, not photographs)"
-        )
+        how = BACKENDS[config.backend].how
         write_card(
             config.out,
             f"ormbg synth: {config.kind}s ({config.backend})",
