@@ -38,6 +38,7 @@ from datagen.records import (
     SPLITS,
     Sample,
     Skip,
+    StageResult,
     check_shard,
     chosen_splits,
     read_rows,
@@ -124,14 +125,11 @@ class ForegroundConfig:
 
 
 @dataclass
-class ForegroundResult:
-    root: Path
-    new: int = 0  # fg/ files written now
-    existing: int = 0  # photo rows whose fg/ file was already there
+class ForegroundResult(StageResult):
+    """`new`: fg/ files written now; `existing`: photo rows whose fg/ file was already there."""
+
     rows_updated: dict[str, int] = field(default_factory=dict)  # split -> rows given foreground_file_name
     waiting: dict[str, int] = field(default_factory=dict)  # split -> photo rows still without fg/ (other shards)
-    skipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

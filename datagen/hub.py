@@ -14,7 +14,6 @@ import math
 import re
 import shutil
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -28,6 +27,7 @@ from datagen.records import (
     SPLITS,
     Sample,
     Skip,
+    StageResult,
     check_split,
     iter_samples,
     read_rows,
@@ -263,14 +263,10 @@ SPLIT_NAMES = {"training": "train", "val": "validation", "valid": "validation", 
 
 
 @dataclass
-class PullResult:
-    out: Path
+class PullResult(StageResult):
     counts: dict[str, int] = field(default_factory=dict)  # our split -> rows after the pull
     splits: dict[str, str] = field(default_factory=dict)  # the Hub's split -> ours
     alpha_column: str = ""  # the column the matte came from ("image" for an RGBA image column)
-    new: int = 0
-    existing: int = 0
-    skipped: Counter = field(default_factory=Counter)
 
 
 def map_split(name: str, split_map: dict[str, str]) -> str:

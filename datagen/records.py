@@ -18,7 +18,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,18 @@ class Skip:
 
     path: str
     reason: str
+
+
+@dataclass
+class StageResult:
+    """What every writing stage reports (synth, compose, import, pull, foreground, refine, relight): its output
+    directory, samples made now, samples already there (a resumed run), skips by reason, seconds. Stages add theirs."""
+
+    out: Path
+    new: int = 0
+    existing: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 class MetadataError(ValueError):

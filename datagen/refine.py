@@ -37,6 +37,7 @@ from datagen.records import (
     SPLITS,
     Sample,
     Skip,
+    StageResult,
     check_shard,
     chosen_splits,
     read_rows,
@@ -235,15 +236,16 @@ class RefineConfig:
 
 
 @dataclass
-class RefineResult:
-    root: Path
-    refined: int = 0  # mattes refined now
-    existing: int = 0  # already refined by an earlier run
+class RefineResult(StageResult):
+    """`new`: mattes refined now (also `refined`); `existing`: refined by an earlier run."""
+
     soft_skipped: int = 0  # already soft (more than SOFT_SHARE soft pixels): kept unless --force
     rows_updated: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)  # rows still to refine (other shards, or skipped)
-    skipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
+
+    @property
+    def refined(self) -> int:
+        return self.new
 
 
 def _paths(sample: Sample) -> dict[str, Path]:
@@ -329,7 +331,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
                     skipped.append(outcome)
                 else:
                     refined_now.add(outcome)
-                    result.refined += 1
+                    result.new += 1
                 bar.update(1)
         bar.close()
         for split in chosen:
@@ -340,7 +342,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
             "command": command,
             "tool": f"datagen {__version__}",
             "config": json.loads(json.dumps(asdict(config), default=str)),
-            **{k: v for k, v in asdict(result).items() if k not in ("root", "seconds")},
+            **{k: v for k, v in asdict(result).items() if k not in ("out", "seconds")},
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         }

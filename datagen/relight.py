@@ -36,6 +36,7 @@ from datagen.parallel import launcher, pick_device
 from datagen.records import (
     Sample,
     Skip,
+    StageResult,
     check_shard,
     chosen_splits,
     read_rows,
@@ -312,13 +313,8 @@ class RelightConfig:
 
 
 @dataclass
-class RelightResult:
-    out: Path
-    new: int = 0
-    existing: int = 0
+class RelightResult(StageResult):
     rejected: dict[str, int] = field(default_factory=dict)  # attempts rejected, by reason
-    skipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _rows(config: RelightConfig) -> Iterator[tuple[int, Sample]]:

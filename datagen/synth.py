@@ -29,6 +29,7 @@ from datagen.procedural import draw_background, draw_person
 from datagen.prompts import load_prompts, sample_prompt
 from datagen.records import (
     ResumeState,
+    StageResult,
     check_shard,
     resume_run,
     seeded_id,
@@ -139,14 +140,10 @@ class Job:
 
 
 @dataclass
-class SynthResult:
-    out: Path
+class SynthResult(StageResult):
     count: int = 0
-    new: int = 0
-    existing: int = 0
     rejected: Counter = field(default_factory=Counter)
     failed: int = 0  # samples that failed every attempt
-    seconds: float = 0.0
 
 
 Render = Callable[[list[Job]], list[np.ndarray]]  # jobs -> HxWx4 (person) or HxWx3 (background) uint8

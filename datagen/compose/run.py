@@ -11,7 +11,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from datagen.io import ImageReadError, write_run_json
 from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import (
     Skip,
+    StageResult,
     resume_run,
     seeded_id,
     write_sample_files,
@@ -46,13 +46,8 @@ class ComposeJob:
 
 
 @dataclass
-class ComposeResult:
-    out: Path
+class ComposeResult(StageResult):
     counts: dict[str, int] = field(default_factory=dict)
-    new: int = 0
-    existing: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 @dataclass

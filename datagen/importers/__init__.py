@@ -28,6 +28,7 @@ from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
     Skip,
+    StageResult,
     check_shard,
     read_rows,
     resume_run,
@@ -75,13 +76,8 @@ class ImportConfig:
 
 
 @dataclass
-class ImportResult:
-    out: Path
+class ImportResult(StageResult):
     counts: dict[str, int] = field(default_factory=dict)  # "<split>[/<subset>]" -> samples in the directory
-    new: int = 0
-    existing: int = 0
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-    seconds: float = 0.0
 
 
 def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Skip]:
