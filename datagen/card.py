@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.io import write_atomic
-from datagen.records import FILE_KINDS, Sample, read_rows, splits
+from datagen.records import FILE_KINDS, Sample, iter_samples, splits
 
 # Licences from least to most restrictive; the card names the most restrictive one of the dataset's sources.
 LICENSE_RANKS = [
@@ -84,7 +84,11 @@ def render_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    rows = {split: read_rows(root, split) for split in splits(root) if not data_files or split in data_files}
+    rows = {  # the samples a reader gets: complete rows, rejections (rejected.jsonl) left out
+        split: [sample.row for sample in iter_samples(root, split)]
+        for split in splits(root)
+        if not data_files or split in data_files
+    }
     licenses: dict[str, str] = {}
     sources: Counter = Counter()
     for split_rows in rows.values():

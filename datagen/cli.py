@@ -542,6 +542,40 @@ def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> No
 @cli.command()
 @logging_options()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--list", "list_", is_flag=True, help="Print the rejected samples (id and reason).")
+@click.option("--reject", "reject_ids", multiple=True, help="Reject this sample id (repeatable).")
+@click.option("--undo", "undo_ids", multiple=True, help="Take back the rejection of this sample id (repeatable).")
+@click.option("--reason", default="rejected by review", show_default=True, help="Why (recorded with --reject).")
+def review(directory: Path, list_: bool, reject_ids, undo_ids, reason: str) -> None:
+    """Rejections of DIRECTORY's samples, kept in DIRECTORY/rejected.jsonl.
+
+    A rejected sample stays on disk and in metadata.jsonl; every reader (compose pools, training, evaluation,
+    push, preview, inspect) leaves it out. A rejection is one appended line ({"id", "reason", "time"}); an undo is
+    a second line for the same id. Nothing is ever deleted.
+    """
+    from datagen.records import read_rows, rejected_ids, set_rejected, splits
+
+    with user_errors(ValueError):
+        known = {row["id"] for split in splits(directory) for row in read_rows(directory, split)}
+        for sample_id in (*reject_ids, *undo_ids):
+            if sample_id not in known:
+                raise ValueError(f"{directory} has no sample {sample_id!r}")
+        for sample_id in reject_ids:
+            changed = set_rejected(directory, sample_id, reason)
+            click.echo(f"rejected {sample_id}" if changed else f"{sample_id} was already rejected")
+        for sample_id in undo_ids:
+            changed = set_rejected(directory, sample_id, "undone by review", rejected=False)
+            click.echo(f"undid the rejection of {sample_id}" if changed else f"{sample_id} was not rejected")
+        if list_ or not (reject_ids or undo_ids):
+            rejected = rejected_ids(directory)
+            for sample_id, why in sorted(rejected.items()):
+                click.echo(f"{sample_id}\t{why}")
+            click.echo(f"{len(rejected)} rejected of {len(known)} samples ({directory / 'rejected.jsonl'})")
+
+
+@cli.command()
+@logging_options()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
 @click.option("--token", default=None, help="Hub token  [default: HF_TOKEN, else the huggingface_hub login].")

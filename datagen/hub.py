@@ -30,7 +30,6 @@ from datagen.records import (
     StageResult,
     check_split,
     iter_samples,
-    read_rows,
     resume_run,
     sanitize_id,
     splits,
@@ -91,7 +90,7 @@ def export_parquet(directory: Path, staging: Path, max_shard_bytes: int) -> dict
 
     written: dict[str, list[str]] = {}
     for split in splits(directory):
-        rows = read_rows(directory, split)
+        rows = [sample.row for sample in iter_samples(directory, split)]  # rejected.jsonl honoured
         if not rows:
             continue
         total = sum(

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from datagen.io import ImageReadError, open_image
 from datagen.parallel import process_pool
-from datagen.records import FILE_KINDS, ID_PATTERN, METADATA, SPLITS, Sample, parse_metadata
+from datagen.records import FILE_KINDS, ID_PATTERN, METADATA, SPLITS, Sample, parse_metadata, rejected_ids
 
 TRIMAP_VALUES = (0, 128, 255)
 
@@ -49,6 +49,7 @@ class Report:
     empty_alpha: list[str] = field(default_factory=list)
     full_alpha: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    rejected: int = 0  # rows rejected in rejected.jsonl: left out of the counts and statistics, still validated
 
     @property
     def errors(self) -> list[Problem]:
@@ -64,6 +65,7 @@ class Report:
             "root": self.root,
             "ok": self.ok,
             "counts": self.counts,
+            "rejected": self.rejected,
             "sources": self.sources,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.most_common()},
             "alpha_share": {key: value / total for key, value in self.alpha_pixels.items()},
@@ -84,6 +86,8 @@ class Report:
         for split, count in self.counts.items():
             sources = ", ".join(f"{name} {n}" for name, n in sorted(self.sources[split].items()))
             lines.append(f"  {split:<11}{count:>8}   sources: {sources or '-'}")
+        if self.rejected:
+            lines.append(f"  rejected {self.rejected:>8}   (rejected.jsonl: left out of the counts and statistics)")
         if self.sizes:
             common = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common(3))
             areas = sorted(self.sizes, key=lambda s: s[0] * s[1])
@@ -269,18 +273,21 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
     for name in ("README.md", "run.json"):
         if not (root / name).is_file():
             report.problems.append(Problem(name, "missing (dataset card / provenance)", "warning"))
-    jobs = []
+    jobs, rejected, all_rows = [], rejected_ids(root), []
     for split in SPLITS:
         if not (root / split / METADATA).is_file():
             if (root / split).is_dir():
                 report.problems.append(Problem(f"{split}/{METADATA}", f"split folder without {METADATA}"))
             continue
         rows = _rows(root, split, report)
-        report.counts[split] = len(rows)
-        report.sources[split] = dict(Counter(str(row.get("source", "unknown")) for row in rows))
+        kept = [row for row in rows if row["id"] not in rejected]
+        report.rejected += len(rows) - len(kept)
+        report.counts[split] = len(kept)
+        report.sources[split] = dict(Counter(str(row.get("source", "unknown")) for row in kept))
         report.problems.extend(_orphans(root, split, rows))
-        jobs += [(split, row) for row in rows]
-    report.problems.extend(schema_problems(jobs))
+        jobs += [(split, row) for row in kept]
+        all_rows += [(split, row) for row in rows]
+    report.problems.extend(schema_problems(all_rows))
     if not report.counts:
         report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -220,14 +221,53 @@ def read_rows(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def iter_samples(root: str | os.PathLike, split: str | None = None) -> Iterator[Sample]:
-    """The complete samples (row present and every file it names on disk) of one split or of all."""
+def iter_samples(root: str | os.PathLike, split: str | None = None, include_rejected: bool = False) -> Iterator[Sample]:
+    """The complete samples (row present and every file it names on disk) of one split or of all, without the ones
+    rejected in DIR/rejected.jsonl unless `include_rejected`: every reader (pools, training, evaluation, push,
+    preview) honours a rejection."""
     root = Path(root)
+    rejected = {} if include_rejected else rejected_ids(root)
     for name in [split] if split else splits(root):
         for row in read_rows(root, name):
             sample = Sample(root, name, row)
+            if row["id"] in rejected:
+                continue
             if all(sample.path(kind).is_file() for kind in FILE_KINDS if sample.path(kind)):
                 yield sample
+
+
+REJECTED = "rejected.jsonl"
+
+
+def rejected_ids(root: str | os.PathLike) -> dict[str, str]:
+    """{id: reason} of the samples rejected in DIR/rejected.jsonl (one {"id", "reason", "time"} a line; a later
+    line for the same id undoes the one before, so an id is rejected when it has an odd number of lines)."""
+    path = Path(root) / REJECTED
+    if not path.is_file():
+        return {}
+    state: dict[str, str] = {}
+    for number, row, error in parse_metadata(path):
+        if error:
+            raise MetadataError(f"{path}:{number}: {error}")
+        if row["id"] in state:
+            del state[row["id"]]
+        else:
+            state[row["id"]] = str(row.get("reason", ""))
+    return state
+
+
+def set_rejected(root: str | os.PathLike, sample_id: str, reason: str, rejected: bool = True) -> bool:
+    """Reject (or, `rejected=False`, un-reject) a sample by appending one line to DIR/rejected.jsonl; nothing is
+    deleted or edited. Returns False when the sample already was in that state (nothing written)."""
+    if (sample_id in rejected_ids(root)) == rejected:
+        return False
+    row = {
+        "id": sample_id,
+        "reason": reason if rejected else f"undo: {reason}",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    append_row(Path(root) / REJECTED, row)
+    return True
 
 
 def done_ids(root: str | os.PathLike, split: str) -> set[str]:

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 
-COMMANDS = ["synth", "compose", "import", "foreground", "refine", "relight", "push", "pull", "inspect", "preview"]
+COMMANDS = ["synth", "compose", "import", "foreground", "refine", "relight", "review", "push", "pull", "inspect", "preview"]
 
 
 def test_group_help_lists_every_command():
