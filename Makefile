@@ -23,8 +23,8 @@ test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check datagen ormbg tests scripts
-	$(VENV)/bin/ruff format --check datagen ormbg tests scripts
+	$(VENV)/bin/ruff check datagen ormbg tests scripts hf_space
+	$(VENV)/bin/ruff format --check datagen ormbg tests scripts hf_space
 
 demo: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --out runs/demo

@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": "Score a checkpoint, an ONNX export or a folder of mattes on dataset directories.",
     "infer": "Write RGBA cutouts, alpha mattes or composites for image files and folders.",
     "export": "Export ORMBG weights to ONNX and check the export against PyTorch.",
+    "app": "Remove backgrounds in a browser and review datasets (Gradio; pip install -e .[app]).",
 }
 
 

@@ -243,12 +243,15 @@ def evaluate_dataset(
     )
     meter, worst, missing = Meter(), WorstSamples(config.worst), []
     subsets: dict[str, Meter] = {}  # the field reports P3M-500-P and -NP apart: one line per subset too
+    per_sample: list[dict[str, Any]] = []  # id and MAE of every sample (the review app sorts by it)
     scoring: deque[tuple[dict[str, Any], np.ndarray, Future]] = deque()  # in sample order
 
     def collect(keep: int) -> None:
         while len(scoring) > keep or (scoring and scoring[0][2].done()):
             item, prediction, scores = scoring.popleft()
-            worst.offer(meter.record(scores.result())["mae"], item, prediction)
+            mae = meter.record(scores.result())["mae"]
+            worst.offer(mae, item, prediction)
+            per_sample.append({"id": item["id"], "mae": round(float(mae), 6)})
             if item["subset"]:
                 subsets.setdefault(item["subset"], Meter()).record(scores.result())
 
@@ -285,6 +288,7 @@ def evaluate_dataset(
     result = meter.result()
     result["missing"] = len(missing)
     result["unreadable"] = len(bad.seen)
+    result["per_sample"] = sorted(per_sample, key=lambda entry: -entry["mae"])
     result["second_stage"] = f"vitmatte ({config.refine_model})" if config.refine else "none"
     if subsets:
         result["subsets"] = {name: subsets[name].result() for name in sorted(subsets)}

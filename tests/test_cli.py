@@ -6,7 +6,19 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 
-COMMANDS = ["synth", "compose", "import", "foreground", "refine", "relight", "review", "push", "pull", "inspect", "preview"]
+COMMANDS = [
+    "synth",
+    "compose",
+    "import",
+    "foreground",
+    "refine",
+    "relight",
+    "review",
+    "push",
+    "pull",
+    "inspect",
+    "preview",
+]
 
 
 def test_group_help_lists_every_command():
@@ -110,9 +122,9 @@ def test_ormbg_console_script_version_and_commands():
 
     result = CliRunner().invoke(ormbg_cli, ["--help"])
     assert result.exit_code == 0 and all(
-        f"  {name} " in result.output for name in ("train", "evaluate", "infer", "export")
+        f"  {name} " in result.output for name in ("train", "evaluate", "infer", "export", "app")
     )
-    for name in ("train", "evaluate", "infer", "export"):
+    for name in ("train", "evaluate", "infer", "export", "app"):
         sub = CliRunner().invoke(ormbg_cli, [name, "--help"])
         assert sub.exit_code == 0 and "-q, --quiet" in sub.output and "-v, --verbose" in sub.output, name
         assert "see the module docstring" not in sub.output
