@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.io import write_atomic
-from datagen.records import FILE_KINDS, Sample, iter_samples, splits
+from datagen.records import FILE_KINDS, Sample, iter_samples, rejected_ids, splits
 
 # Licences from least to most restrictive; the card names the most restrictive one of the dataset's sources.
 LICENSE_RANKS = [
@@ -140,6 +140,11 @@ def render_card(
         "| --- | ---: | --- |",
         *(f"| {source} | {sources[source]} | {licenses[source]} |" for source in sorted(licenses)),
         "",
+        *(
+            [f"{len(rejected)} samples were rejected in review (`rejected.jsonl`) and are left out.", ""]
+            if (rejected := rejected_ids(root))
+            else []
+        ),
         *(extra or []),
     ]
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

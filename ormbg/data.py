@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
-from datagen.records import SPLITS, iter_samples, parse_spec  # noqa: E402
+from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
@@ -141,6 +141,8 @@ def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]
         for s in iter_samples(source.path, source.split)
         if s.path("image") and s.path("alpha")
     ]
+    if rejected := rejected_ids(source.path):
+        log.info("%s: %d samples rejected in rejected.jsonl are left out", source.path, len(rejected))
     if not pairs:
         raise FileNotFoundError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
     return sorted(pairs)

@@ -40,6 +40,10 @@ def test_a_rejection_is_honoured_by_every_reader_counted_and_undone(tmp_path, da
     report = inspect_dataset(pool)
     assert report.counts == {"train": 3} and report.rejected == 1 and report.ok
     assert "rejected        1" in report.format_text()
+    from datagen.card import write_card
+
+    card = write_card(pool, "pool", "People.").read_text()
+    assert "| s | 3 | MIT |" in card and "1 samples were rejected in review" in card  # counted, left out
     listed = runner.invoke(cli, ["review", str(pool), "--list"])
     assert "p1\tcut-off arm" in listed.output and "1 rejected of 4 samples" in listed.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ import numpy as np
 
 from datagen.alpha import crop_to_alpha
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image
-from datagen.records import iter_samples, parse_spec, splits
+from datagen.records import iter_samples, parse_spec, rejected_ids, splits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = Fal
             raise PoolError(f"{kind} pool {root} does not exist: " + HOW_TO_MAKE[kind])
         name = root.name
         if splits(root):
+            if rejected := rejected_ids(root):
+                log.info("%s pool %s: %d samples rejected in rejected.jsonl are left out", kind, root, len(rejected))
             raw = []
             for split_name in pool_splits(root, split):
                 for sample in iter_samples(root, split_name):
