@@ -270,11 +270,6 @@ def set_rejected(root: str | os.PathLike, sample_id: str, reason: str, rejected:
     return True
 
 
-def done_ids(root: str | os.PathLike, split: str) -> set[str]:
-    """Ids of the complete samples of a split: what a resumed run skips."""
-    return {sample.id for sample in iter_samples(root, split)}
-
-
 @dataclass
 class ResumeState:
     """What a rerun finds in a dataset directory, read once: per split, the ids of complete samples (skipped)

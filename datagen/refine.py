@@ -18,7 +18,6 @@ One implementation for both uses:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -115,17 +114,13 @@ def load_matting_model(model: str, offline: bool = False):
     from transformers import VitMatteForImageMatting
 
     try:
-        return VitMatteForImageMatting.from_pretrained(model, local_files_only=offline or _hub_offline())
+        return VitMatteForImageMatting.from_pretrained(model, local_files_only=offline)  # HF_HUB_OFFLINE is honoured
     except (OSError, ValueError) as error:
         where = f"the folder {model}" if Path(model).exists() else f"the Hub model {model}"
         raise MissingModelError(
             f"cannot load ViTMatte from {where} ({str(error).splitlines()[0]}); with Hub access run "
             f"`hf download {model}`, or pass --model with a local folder that holds config.json and the weights"
         ) from error
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
 
 
 class Matter:
@@ -271,13 +266,21 @@ def is_refined(sample: Sample, refined_now: set[str]) -> bool:
     return paths["trimap"].stat().st_mtime_ns >= paths["alpha"].stat().st_mtime_ns
 
 
-def wanted(sample: Sample, config: RefineConfig, refined_now: set[str]) -> bool:
-    """A row this run should refine: a photo row, matching --where, not refined yet, and coarse (or --force)."""
-    if not sample.row.get("file_name") or not all(str(sample.row.get(k)) == v for k, v in config.where):
+def chosen(sample: Sample, config: RefineConfig) -> bool:
+    """A photo row that --where selects."""
+    return bool(sample.row.get("file_name")) and all(str(sample.row.get(k)) == v for k, v in config.where)
+
+
+def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: dict[str, float]) -> bool:
+    """A row this run should refine: chosen, not refined yet, and coarse (or --force). `soft` caches each alpha's
+    soft share by id, so a run decodes an alpha for this at most once."""
+    if not chosen(sample, config) or is_refined(sample, refined_now):
         return False
-    if is_refined(sample, refined_now):
-        return False
-    return config.force or soft_share(read_alpha(_paths(sample)["alpha"])) <= SOFT_SHARE
+    if config.force:
+        return True
+    if sample.id not in soft:
+        soft[sample.id] = soft_share(read_alpha(_paths(sample)["alpha"]))
+    return soft[sample.id] <= SOFT_SHARE
 
 
 def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> Iterator[Skip | str]:
@@ -309,18 +312,18 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
 
     `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
     started, root = time.time(), Path(config.root)
-    result, skipped, refined_now = RefineResult(root), [], set()
-    chosen = chosen_splits(root, config.splits)
+    result, skipped, refined_now, soft = RefineResult(root), [], set(), {}
+    split_names = chosen_splits(root, config.splits)
     with resume_run(root, config.shard):
         todo: list[Sample] = []
-        for split in chosen:
+        for split in split_names:
             samples = [Sample(root, split, row) for row in read_rows(root, split)]
             for sample in samples[config.shard[0] :: config.shard[1]]:
                 if sample.row.get("file_name") and is_refined(sample, refined_now):
                     result.existing += 1
-                elif wanted(sample, config, refined_now):
+                elif wanted(sample, config, refined_now, soft):
                     todo.append(sample)
-                elif sample.row.get("file_name") and all(str(sample.row.get(k)) == v for k, v in config.where):
+                elif chosen(sample, config):
                     result.soft_skipped += 1
         if todo:
             matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
@@ -334,8 +337,8 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
                     result.new += 1
                 bar.update(1)
         bar.close()
-        for split in chosen:
-            _record_split(root, split, config, result, refined_now)
+        for split in split_names:
+            _record_split(root, split, config, result, refined_now, soft)
         result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
         result.seconds = time.time() - started
         record = {
@@ -350,11 +353,13 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     return result
 
 
-def _record_split(root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str]) -> None:
+def _record_split(
+    root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: dict[str, float]
+) -> None:
     """Once no row of the split waits, give every photo row mask/, trimap/ and the refine columns (rows stay
     uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`)."""
     samples = [Sample(root, split, row) for row in read_rows(root, split)]
-    waiting = sum(wanted(sample, config, refined_now) for sample in samples)
+    waiting = sum(wanted(sample, config, refined_now, soft) for sample in samples)
     if waiting:
         result.waiting[split] = waiting
         return

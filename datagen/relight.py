@@ -31,7 +31,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.alpha import over
 from datagen.card import write_card
-from datagen.io import ImageReadError, read_alpha, read_image, write_run_json
+from datagen.io import ImageReadError, read_alpha, read_image, write_atomic, write_run_json
 from datagen.parallel import launcher, pick_device
 from datagen.records import (
     Sample,
@@ -167,13 +167,11 @@ class Relighter:
 
     def __init__(self, pipeline, model: str, steps: int = 25, guidance: float = 2.0, size_px: int = 640,
                  highres_scale: float = 1.5, highres_denoise: float = 0.5):  # fmt: skip
-        import torch
 
         self.pipeline, self.model = pipeline, model
         self.steps, self.guidance, self.size_px = steps, guidance, size_px
         self.highres_scale, self.highres_denoise = highres_scale, highres_denoise
         self.device, self.dtype = pipeline.unet.device, pipeline.unet.dtype
-        self.generator = torch.Generator
 
     def _encode(self, image: np.ndarray):
         import torch
@@ -342,8 +340,9 @@ def run_relight(
     )
     with resume_run(config.out, config.shard) as state:
         index, count = config.shard
-        todo = [(i, s) for i, s in _rows(config) if i % count == index and not state.is_done(s.split, s.id)]
-        result.existing = sum(1 for i, _ in _rows(config) if i % count == index) - len(todo)
+        mine = [(i, s) for i, s in _rows(config) if i % count == index]
+        todo = [(i, s) for i, s in mine if not state.is_done(s.split, s.id)]
+        result.existing = len(mine) - len(todo)
         relighter = relighter or (load_relighter(config) if todo else None)
         for i, sample in tqdm(todo, desc="relight", unit="image", disable=not config.progress):
             outcome = relight_one(config, relighter, i, sample, bank, rejected)
@@ -409,8 +408,6 @@ def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample:
 
 def _with_alpha_copy(config: RelightConfig, sample: Sample, row: dict[str, Any]) -> dict[str, Any]:
     """The input's alpha file copied byte for byte (never re-encoded) into OUT; the row names it."""
-    from datagen.io import write_atomic
-
     relative = f"gt/{sample.id}.png"
     write_atomic(Path(config.out) / sample.split / relative, sample.path("alpha").read_bytes())
     return {"id": row["id"], "file_name": row["file_name"], "alpha_file_name": relative,

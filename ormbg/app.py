@@ -31,6 +31,7 @@ from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import encode_png, read_alpha, read_foreground, read_image, write_atomic
 from datagen.preview import checkerboard, tile_sheet
 from datagen.records import Sample, iter_samples, parse_spec, read_rows, rejected_ids, set_rejected, splits
+from datagen.refine import DEFAULT_MODEL as VITMATTE
 
 PAGE_SIZE = 12
 REASONS = ["wrong matte", "cut-off person", "not a person", "artefacts", "duplicate", "other"]
@@ -264,7 +265,7 @@ def _remove_tab(gr, models: Models) -> None:
 
 
 def _review_tab(gr, data: list[str], report: str | None) -> None:
-    first_root, first_splits = dataset_root(data[0])
+    _, first_splits = dataset_root(data[0])
     with gr.Tab("Review a dataset", id="review"):
         with gr.Row():
             dataset = gr.Dropdown(data, value=data[0], label="Dataset", elem_id="dataset")
@@ -306,7 +307,6 @@ def _review_tab(gr, data: list[str], report: str | None) -> None:
         dataset.change(
             lambda spec: gr.update(choices=dataset_root(spec)[1], value=dataset_root(spec)[1][0]), dataset, split
         )
-        del first_root
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -337,7 +337,7 @@ def _review_tab(gr, data: list[str], report: str | None) -> None:
 @click.option(
     "--refine", type=click.Choice(["vitmatte"]), default=None, help="Second stage: ViTMatte (as infer --refine)."
 )
-@click.option("--refine-model", default="hustvl/vitmatte-small-composition-1k", show_default=True)
+@click.option("--refine-model", default=VITMATTE, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other machines.")
 @click.option("--port", type=int, default=7860, show_default=True)
 def main(checkpoints, onnx, data, report, size, refine, refine_model, host, port) -> None:

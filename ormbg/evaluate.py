@@ -34,6 +34,7 @@ from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, parse_spec, splits
+from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.data import BadSamples, loader_options
 from ormbg.metrics import Meter, score_matte
 from ormbg.preprocess import prepare
@@ -142,7 +143,7 @@ class EvaluateConfig:
     worst: int = 0  # contact sheet of the N worst samples (by MAE) per dataset
     max_bad_samples: int | None = None  # unreadable samples left out (and counted) per dataset; None: 1% of them
     refine: str | None = None  # "vitmatte": score the two-stage output (ORMBG, then ViTMatte in the uncertain band)
-    refine_model: str = "hustvl/vitmatte-small-composition-1k"
+    refine_model: str = VITMATTE
     worst_dir: Path = Path(".")
     progress: bool = True
 
@@ -380,7 +381,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     help="Score the two-stage output: ViTMatte refines the band of the model's uncertain pixels (compare with a "
     "run without it: trimap-band SAD, Grad and Conn show what it buys).",
 )
-@click.option("--refine-model", default="hustvl/vitmatte-small-composition-1k", show_default=True, help="For --refine.")
+@click.option("--refine-model", default=VITMATTE, show_default=True, help="For --refine.")
 @click.option("--worst-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="[beside --json]")
 @click.option("--progress/--no-progress", default=True)
 def main(data, json_path, markdown, worst_dir, **options) -> None:

@@ -30,6 +30,7 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import IMAGE_EXTENSIONS, ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
 from datagen.parallel import pick_device
+from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.preprocess import normalize, prepare
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class InferConfig:
     precision: str = "fp32"
     overwrite: bool = False
     refine: str | None = None  # "vitmatte": ViTMatte as a second stage
-    refine_model: str = "hustvl/vitmatte-small-composition-1k"  # its Hub id or local folder
+    refine_model: str = VITMATTE  # its Hub id or local folder
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -297,7 +298,7 @@ def infer_bytes(data: bytes, config: InferConfig) -> bytes:
 )
 @click.option(
     "--refine-model",
-    default="hustvl/vitmatte-small-composition-1k",
+    default=VITMATTE,
     show_default=True,
     help="ViTMatte Hub id or local folder for --refine.",
 )

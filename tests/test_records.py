@@ -10,8 +10,8 @@ from datagen import records
 from datagen.io import read_alpha, read_image
 from datagen.records import (
     ID_PATTERN,
+    ResumeState,
     append_row,
-    done_ids,
     iter_samples,
     read_rows,
     reset_dataset,
@@ -49,7 +49,7 @@ def test_write_then_read_round_trip(tmp_path, person):
     assert sample.row == row
     np.testing.assert_array_equal(read_alpha(sample.path("alpha")), person[..., 3])
     assert np.abs(read_image(sample.path("image")).astype(int) - rgb).mean() < 3  # JPEG q95
-    assert done_ids(tmp_path, "train") == {"a-1"}
+    assert ResumeState.read(tmp_path).done["train"] == {"a-1"}
 
 
 def test_png_image_and_foreground_pool(tmp_path, person):
@@ -88,7 +88,7 @@ def test_interrupted_write_leaves_no_complete_sample(tmp_path, person, monkeypat
         write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
     monkeypatch.setattr(records, "write_atomic", real_write)
     assert (tmp_path / "train/im/x.jpg").exists(), "the simulation must have written the first file"
-    assert done_ids(tmp_path, "train") == set()
+    assert ResumeState.read(tmp_path).done["train"] == set()
     assert list(iter_samples(tmp_path)) == []
 
     write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
@@ -98,7 +98,7 @@ def test_interrupted_write_leaves_no_complete_sample(tmp_path, person, monkeypat
 def test_a_row_whose_file_vanished_is_not_complete(tmp_path, person):
     write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
     (tmp_path / "train/gt/x.png").unlink()
-    assert done_ids(tmp_path, "train") == set()
+    assert ResumeState.read(tmp_path).done["train"] == set()
 
 
 def test_interrupted_row_append_is_dropped_and_repaired(tmp_path, person):
