@@ -146,13 +146,35 @@ def hub_card(
     return render_card(directory, repo_id.split("/")[-1], description, data_files=written, extra=extra)
 
 
+STAGING_MARKER = ".datagen-push-staging"  # in every staging folder: only a folder holding it is ever cleared
+
+
+def clear_staging(directory: Path, out: Path) -> None:
+    """Make way for a staging in `out`: remove an earlier staging (a folder holding STAGING_MARKER); refuse a
+    non-empty folder without the marker, and a folder inside the dataset or holding it, so nothing else is lost."""
+    source, target = directory.resolve(), out.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise ValueError(f"--dry-run {out}: the staging folder must lie outside {directory} and not contain it")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ValueError(f"--dry-run {out} is a file: name a new or empty folder")
+    if any(target.iterdir()):
+        if not (target / STAGING_MARKER).is_file():
+            raise ValueError(
+                f"--dry-run {out} is a folder with other files in it (no {STAGING_MARKER}, so not an earlier "
+                "staging): name a new or empty folder"
+            )
+        shutil.rmtree(target)
+
+
 def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int) -> list[str]:
     """Write exactly what push uploads into `out`: data/*.parquet, README.md, preview.png. Returns the files."""
     if not splits(directory):
         raise ValueError(f"{directory} has no split with a metadata.jsonl: is it a dataset directory?")
-    if out.exists():
-        shutil.rmtree(out)
+    clear_staging(directory, out)
     out.mkdir(parents=True)
+    (out / STAGING_MARKER).write_text(f"staged by datagen push of {directory.resolve()}\n")
     written = export_parquet(directory, out, max_shard_bytes)
     preview = None
     if any(not s.is_background for s in iter_samples(directory)):
@@ -162,7 +184,7 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int) -> lis
     write_atomic(out / "README.md", card.encode())
     if license_text:
         write_atomic(out / LICENSE_FILE, license_text.encode())
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != STAGING_MARKER)
 
 
 @dataclass(frozen=True)
@@ -227,12 +249,15 @@ def _upload(config: PushConfig, staging: Path) -> None:
     try:
         api.create_repo(config.repo_id, repo_type="dataset", private=config.private, exist_ok=True)
         if hasattr(api, "upload_large_folder"):  # resumable, many commits; missing from some huggingface_hub versions
-            api.upload_large_folder(repo_id=config.repo_id, folder_path=str(staging), repo_type="dataset")
+            api.upload_large_folder(
+                repo_id=config.repo_id, folder_path=str(staging), repo_type="dataset", ignore_patterns=[STAGING_MARKER]
+            )
         else:
             api.upload_folder(
                 repo_id=config.repo_id,
                 folder_path=str(staging),
                 repo_type="dataset",
+                ignore_patterns=[STAGING_MARKER],
                 commit_message=f"datagen push of {Path(config.directory).name}",
             )
     except Exception as error:

@@ -254,3 +254,22 @@ def test_local_and_hub_cards_agree_and_describe_what_is_there(tmp_path, person):
 
     allowed = {label for _, label in SIZE_CATEGORIES} | {"n>1T"}
     assert size_category(2_000_000) == "1M<n<10M" and all(size_category(10**k) in allowed for k in range(13))
+
+
+def test_dry_run_never_deletes_a_folder_it_did_not_stage(dataset, tmp_path):
+    """--dry-run into a folder with other files, or into the dataset itself, is refused and loses nothing; a
+    second dry run into its own earlier staging replaces it."""
+    work = tmp_path / "mywork"
+    work.mkdir()
+    (work / "thesis.txt").write_text("years of work")
+    runner = CliRunner()
+    for target in (work, dataset, dataset / "train"):
+        before = sorted(p for p in target.rglob("*"))
+        result = runner.invoke(cli, ["push", str(dataset), "user/demo", "--dry-run", str(target)])
+        assert result.exit_code == 1 and f"--dry-run {target}" in result.output, result.output
+        assert sorted(p for p in target.rglob("*")) == before
+    assert (work / "thesis.txt").read_text() == "years of work"
+    staged = tmp_path / "staged"
+    first = push(PushConfig(dataset, "user/demo", dry_run=staged))
+    assert ".datagen-push-staging" not in first and (staged / ".datagen-push-staging").is_file()
+    assert push(PushConfig(dataset, "user/demo", dry_run=staged)) == first
