@@ -351,7 +351,7 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
 @click.option(
     "--shard", default="0/1", callback=parse_shard, show_default=True, help="I/K: every K-th photo row from the I-th."
 )
-@click.option("--overwrite", is_flag=True, help="Estimate again (another --method), replacing fg/ files.")
+@click.option("--overwrite", is_flag=True, help="Estimate every fg/ file again (this or another --method).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def foreground(directory: Path, splits, method: str, workers: int, shard, overwrite: bool, progress: bool) -> None:
     """Estimate the foreground colour of DIRECTORY's photos: fg/<id>.png for every photo row (image + alpha).
@@ -401,6 +401,9 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
     help="FIELD=VALUE: only rows whose metadata field has this value (repeatable, all must hold).",
 )
 @click.option("--force", is_flag=True, help="Refine mattes that are already soft too (more than 5% soft pixels).")
+@click.option(
+    "--overwrite", is_flag=True, help="Refine again rows refined before (another --model), each from its mask/."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option(
@@ -429,8 +432,10 @@ def refine(directory: Path, splits, where, **options) -> None:
 
     A trimap is drawn from each mask (an unknown band around its edge, its width scaled with the person), ViTMatte
     fills the band, and outside it the alpha stays the mask's exact 0 or 255. Nothing is lost: the original mask
-    is kept in mask/, the trimap used in trimap/, and each row records alpha_source, refine_model and
-    refine_band_px. Mattes that are already soft are skipped and counted unless --force. A rerun resumes.
+    is kept in mask/, the trimap used in refine_trimap/ (a dataset's own trimap/ is never touched), and each row
+    records alpha_source, refine_model and refine_band_px. Mattes that are already soft are skipped and counted
+    unless --force. fg/ files estimated from an old alpha are deleted: run `datagen foreground` again. A rerun
+    resumes.
     """
     from datagen.refine import MissingModelError, RefineConfig, parse_where, run_refine
 
@@ -442,6 +447,11 @@ def refine(directory: Path, splits, where, **options) -> None:
         f"refined {result.refined}, already refined {result.existing}, kept (already soft) {result.soft_skipped}; "
         f"rows updated: {updated} ({result.seconds:.1f} s)"
     )
+    if result.foregrounds_removed:
+        click.echo(
+            f"fg/ of {result.foregrounds_removed} refined rows removed (estimated from the old alpha): run "
+            f"`datagen foreground {directory}` to estimate them again"
+        )
     echo_unfinished(result, directory, "to refine")
 
 

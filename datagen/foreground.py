@@ -110,7 +110,7 @@ class ForegroundConfig:
     method: str = DEFAULT_METHOD
     workers: int = 1
     shard: tuple[int, int] = (0, 1)
-    overwrite: bool = False  # estimate again (e.g. with another method), replacing fg/ files and the row keys
+    overwrite: bool = False  # estimate every fg/ file again (e.g. with another method), replacing files and row keys
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -185,10 +185,10 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
             samples = photo_rows(root, split)
             if not samples:
                 raise ValueError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
+            check_method(root, split, samples, config)
             index, count = config.shard
             mine = samples[index::count]
-            stale = config.overwrite and any(s.row.get("foreground_method") != config.method for s in samples)
-            todo = [s for s in mine if stale or not foreground_path(s).is_file()]
+            todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
             result.existing += len(mine) - len(todo)
             jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
             outcomes = _outcomes(jobs, config.workers)
@@ -219,6 +219,16 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
         }
         write_run_json(root, record, config.shard, "foreground.json")  # beside run.json: what edited the rows
     return result
+
+
+def check_method(root: Path, split: str, samples: list[Sample], config: ForegroundConfig) -> None:
+    """Refuse to label fg/ files of another method as this one's: --overwrite estimates them again."""
+    methods = {s.row["foreground_method"] for s in samples if "foreground_method" in s.row} - {config.method}
+    if methods and not config.overwrite:
+        raise ValueError(
+            f"fg/ of {root}/{split} was estimated with {', '.join(sorted(methods))}, not {config.method}: add "
+            f"--overwrite to estimate it again with {config.method}, or pass --method {sorted(methods)[0]}"
+        )
 
 
 def record_foregrounds(root: Path, split: str, method: str) -> int:

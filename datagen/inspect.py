@@ -116,13 +116,11 @@ def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np
     except ImageReadError as error:
         check.problems.append(Problem(relative, error.reason))
         return None
-    expected = {"image": ("RGB",), "alpha": ("L",), "foreground": ("RGBA",), "trimap": ("L",), "mask": ("L",)}[kind]
+    expected = {"image": "RGB", "foreground": "RGBA"}.get(kind, "L")  # alpha, trimaps and mask: one channel
     if kind != "image" and image.format != "PNG":
         check.problems.append(Problem(relative, f"{kind} must be a lossless PNG, found {image.format}"))
-    if image.mode not in expected:
-        what = {"alpha": "one 8-bit channel", "trimap": "one 8-bit channel", "mask": "one 8-bit channel"}.get(
-            kind, f"8-bit {expected[0]}"
-        )
+    if image.mode != expected:
+        what = "one 8-bit channel" if expected == "L" else f"8-bit {expected}"
         check.problems.append(Problem(relative, f"{kind} must be {what}, found mode {image.mode}"))
         return None
     return np.asarray(image)
@@ -137,7 +135,7 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
         {"foreground_file_name", "alpha_file_name"},
         {"file_name"},
     )
-    files = {key for key, _ in FILE_KINDS.values() if key in row} - {"trimap_file_name", "mask_file_name"}
+    files = {FILE_KINDS[kind][0] for kind in ("image", "alpha", "foreground") if FILE_KINDS[kind][0] in row}
     if files not in shapes:
         check.problems.append(
             Problem(
@@ -185,8 +183,21 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
                         f"{kind} is {array.shape[1]}x{array.shape[0]}, {reference} is {width}x{height}",
                     )
                 )
-    if "trimap" in arrays and not np.isin(arrays["trimap"], TRIMAP_VALUES).all():
-        check.problems.append(Problem(f"{split}/{row['trimap_file_name']}", "trimap has values other than 0/128/255"))
+    for kind in ("trimap", "refine_trimap"):
+        if kind in arrays and not np.isin(arrays[kind], TRIMAP_VALUES).all():
+            check.problems.append(
+                Problem(f"{split}/{row[FILE_KINDS[kind][0]]}", f"{kind} has values other than 0/128/255")
+            )
+    if "foreground" in arrays and "alpha" in arrays and arrays["foreground"].shape[:2] == arrays["alpha"].shape:
+        differ = int(np.count_nonzero(arrays["foreground"][..., 3] != arrays["alpha"]))
+        if differ:
+            check.problems.append(
+                Problem(
+                    f"{split}/{row['foreground_file_name']}",
+                    f"its alpha differs from {row['alpha_file_name']} in {differ} pixels (a stale foreground: the "
+                    f"alpha changed after it was made); run `datagen foreground {root} --overwrite`",
+                )
+            )
     if "alpha" in arrays:
         alpha = arrays["alpha"]
         zeros, ones = int(np.count_nonzero(alpha == 0)), int(np.count_nonzero(alpha == 255))

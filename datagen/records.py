@@ -36,7 +36,11 @@ FILE_KINDS = {
     "foreground": ("foreground_file_name", "fg"),
     "trimap": ("trimap_file_name", "trimap"),
     "mask": ("mask_file_name", "mask"),  # the coarse matte a refined alpha came from (`datagen refine`)
+    "refine_trimap": ("refine_trimap_file_name", "refine_trimap"),  # the trimap `datagen refine` used
 }
+# Files a stage derives from a sample's alpha, each with the row key that says a stage made it (a source's own file,
+# a synthetic person's fg/, has no such key and is never touched): replace_alpha deletes them with the old alpha.
+DERIVED_FROM_ALPHA = {"foreground": "foreground_method"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -371,13 +375,26 @@ def _drop_partial_tail(fd: int) -> None:
         os.ftruncate(fd, end)
 
 
+def _open_locked(path: str | os.PathLike) -> int:
+    """A descriptor of `path` opened for appending and exclusively locked. When update_rows replaced the file while we
+    waited for the lock, the lock is on the old file: open the new one, so no appended row is lost."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Append one row to a metadata.jsonl under an exclusive lock (several workers or shards may share it)."""
     data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = _open_locked(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         _drop_partial_tail(fd)
         os.write(fd, data)
         os.fsync(fd)
@@ -459,23 +476,52 @@ def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: 
 
 
 def update_rows(root: str | os.PathLike, split: str, update) -> int:
-    """Rewrite a split's metadata.jsonl with `update(row) -> dict of new values` applied to every row, atomically and
-    under the append lock (appenders wait; readers see the old file or the new one). Returns how many rows changed.
-    For stages that add columns to every row of a split (foreground, refine): rows stay uniform."""
+    """Rewrite a split's metadata.jsonl with `update(row) -> dict of new values` (None: remove the key) applied to every
+    row, atomically and under the append lock (appenders wait; readers see the old file or the new one). Returns how
+    many rows changed. For stages that add columns to every row of a split (foreground, refine): rows stay uniform."""
     path = metadata_path(root, split)
-    fd = os.open(path, os.O_RDWR)
+    fd = _open_locked(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         rows, changed = read_rows(root, split), 0
         for row in rows:
             values = update(row)
-            changed += any(row.get(key) != value for key, value in values.items())
+            changed += any(row.get(key) != value or (value is None and key in row) for key, value in values.items())
             row.update(values)
+            for key in [key for key, value in values.items() if value is None]:
+                del row[key]
         if changed:
             write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
     finally:
         os.close(fd)
     return changed
+
+
+def replace_alpha(sample: Sample, data: bytes) -> list[str]:
+    """Give `sample` a new alpha (PNG bytes, written atomically) and delete first what was derived from the old one
+    (DERIVED_FROM_ALPHA: fg/ of `datagen foreground`), so no file made from the old alpha outlives it, even after a
+    kill between the two. Returns the kinds deleted; `forget_derived` then takes their columns out of the rows."""
+    removed = []
+    for kind, marker in DERIVED_FROM_ALPHA.items():
+        path = sample.path(kind)
+        if marker in sample.row and path is not None and path.is_file():
+            path.unlink()
+            removed.append(kind)
+    write_atomic(sample.path("alpha"), data)
+    return removed
+
+
+def forget_derived(root: str | os.PathLike, split: str) -> int:
+    """Once a derived file of a row is gone (replace_alpha deleted it), drop that kind's columns from every row of the
+    split, so rows stay uniform and complete; files still there stay, and the stage that made them (`datagen
+    foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed."""
+    samples = [Sample(Path(root), split, row) for row in read_rows(root, split)]
+    stale = []
+    for kind, marker in DERIVED_FROM_ALPHA.items():
+        if any(marker in s.row and not (s.path(kind) and s.path(kind).is_file()) for s in samples):
+            stale += [FILE_KINDS[kind][0], marker]
+    if not stale:
+        return 0
+    return update_rows(root, split, lambda row: {key: None for key in stale if key in row})
 
 
 def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> list[str]:

@@ -12,13 +12,16 @@ One implementation for both uses:
 - `refine_alpha`: the final alpha is ViTMatte's inside the band and exactly the trimap's 0 / 255 outside it.
 
 `run_refine` rewrites the alpha of the coarse photo rows of a dataset directory: the original matte is kept in
-`mask/`, the trimap used in `trimap/`, and the rows record `alpha_source`, `refine_model` and `refine_band_px`.
+`mask/`, the trimap used in `refine_trimap/` (a source's own `trimap/`, a benchmark's, is never touched), and the rows
+record `alpha_source`, `refine_model` and `refine_band_px`. The new alpha goes through `records.replace_alpha`, which
+deletes what was derived from the old one (fg/ of `datagen foreground`: run it again).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +42,9 @@ from datagen.records import (
     StageResult,
     check_shard,
     chosen_splits,
+    forget_derived,
     read_rows,
+    replace_alpha,
     resume_run,
     update_rows,
     write_skipped,
@@ -211,6 +216,7 @@ class RefineConfig:
     band_fraction: float = 0.02
     where: tuple[tuple[str, str], ...] = ()  # only rows whose FIELD equals VALUE (all must hold)
     force: bool = False  # refine mattes that are already soft too
+    overwrite: bool = False  # refine again rows refined before (from their mask/), e.g. with another model
     device: str = "auto"
     dtype: str = "fp32"
     batch_size: int = 4
@@ -227,7 +233,7 @@ class RefineConfig:
             raise ValueError(f"band_px must be at least 1, got {self.band_px}")
         if not 0 < self.band_fraction < 0.5 or self.batch_size < 1 or self.max_side_px < 64:
             raise ValueError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
-        check_shard(self.shard)
+        check_shard(self.shard, self.overwrite)
 
 
 @dataclass
@@ -237,6 +243,7 @@ class RefineResult(StageResult):
     soft_skipped: int = 0  # already soft (more than SOFT_SHARE soft pixels): kept unless --force
     rows_updated: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)  # rows still to refine (other shards, or skipped)
+    foregrounds_removed: int = 0  # fg/ files derived from a replaced alpha, deleted: `datagen foreground` redoes them
 
     @property
     def refined(self) -> int:
@@ -248,22 +255,23 @@ def _paths(sample: Sample) -> dict[str, Path]:
     return {
         "alpha": sample.path("alpha"),
         "mask": folder / "mask" / f"{sample.id}.png",
-        "trimap": folder / "trimap" / f"{sample.id}.png",
+        "refine_trimap": folder / "refine_trimap" / f"{sample.id}.png",
     }
 
 
-def is_refined(sample: Sample, refined_now: set[str]) -> bool:
-    """Whether a row's alpha is ViTMatte's: recorded in the row, refined by this run, or (a row not yet recorded)
-    its files say so: the original is in mask/ and trimap/ was written after the new alpha, the last step."""
+def is_refined(sample: Sample, refined_now: set[str], overwrite: bool = False) -> bool:
+    """Whether a row's alpha is ViTMatte's: refined by this run, recorded in the row (unless `overwrite` redoes those),
+    or (a row not yet recorded) its files say so: refine_trimap/, the last file written, is there and the alpha is no
+    longer the original kept in mask/."""
     source = sample.row.get("alpha_source")
-    if source == "vitmatte" or sample.id in refined_now:
+    if sample.id in refined_now:
         return True
     if source is not None:
-        return False
+        return source == "vitmatte" and not overwrite
     paths = _paths(sample)
-    if not (paths["mask"].is_file() and paths["trimap"].is_file()):
+    if not (paths["mask"].is_file() and paths["refine_trimap"].is_file()):
         return False
-    return paths["trimap"].stat().st_mtime_ns >= paths["alpha"].stat().st_mtime_ns
+    return paths["mask"].read_bytes() != paths["alpha"].read_bytes()
 
 
 def chosen(sample: Sample, config: RefineConfig) -> bool:
@@ -274,18 +282,20 @@ def chosen(sample: Sample, config: RefineConfig) -> bool:
 def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: dict[str, float]) -> bool:
     """A row this run should refine: chosen, not refined yet, and coarse (or --force). `soft` caches each alpha's
     soft share by id, so a run decodes an alpha for this at most once."""
-    if not chosen(sample, config) or is_refined(sample, refined_now):
+    if not chosen(sample, config) or is_refined(sample, refined_now, config.overwrite):
         return False
-    if config.force:
+    if config.force or (config.overwrite and sample.row.get("alpha_source") == "vitmatte"):
         return True
     if sample.id not in soft:
         soft[sample.id] = soft_share(read_alpha(_paths(sample)["alpha"]))
     return soft[sample.id] <= SOFT_SHARE
 
 
-def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> Iterator[Skip | str]:
-    """Refine a batch of rows: original to mask/ (once), new alpha to gt/, the trimap used to trimap/ (last).
-    Yields each refined id, or a Skip."""
+def _refine_batch(
+    matter: Matter, samples: list[Sample], config: RefineConfig, result: RefineResult
+) -> Iterator[Skip | str]:
+    """Refine a batch of rows: original to mask/ (once), new alpha to gt/ (what derives from the old one deleted), the
+    trimap used to refine_trimap/ (last). Yields each refined id, or a Skip."""
     images, trimaps, ready = [], [], []
     for sample in samples:
         paths = _paths(sample)
@@ -301,9 +311,8 @@ def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -
         trimaps.append(band_trimap(mask, band_width(mask, config.band_px, config.band_fraction)))
         ready.append(sample)
     for sample, trimap, alpha in zip(ready, trimaps, matter(images, trimaps) if images else []):
-        paths = _paths(sample)
-        write_atomic(paths["alpha"], encode_png(alpha))
-        write_atomic(paths["trimap"], encode_png(trimap))  # last: its presence (newer than gt/) marks the row done
+        result.foregrounds_removed += "foreground" in replace_alpha(sample, encode_png(alpha))
+        write_atomic(_paths(sample)["refine_trimap"], encode_png(trimap))  # last: with gt/ != mask/, marks it done
         yield sample.id
 
 
@@ -318,8 +327,9 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
         todo: list[Sample] = []
         for split in split_names:
             samples = [Sample(root, split, row) for row in read_rows(root, split)]
+            check_model(samples, config)
             for sample in samples[config.shard[0] :: config.shard[1]]:
-                if sample.row.get("file_name") and is_refined(sample, refined_now):
+                if sample.row.get("file_name") and is_refined(sample, refined_now, config.overwrite):
                     result.existing += 1
                 elif wanted(sample, config, refined_now, soft):
                     todo.append(sample)
@@ -329,7 +339,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
             matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
         bar = tqdm(total=len(todo), desc="refine", unit="image", disable=not config.progress)
         for start in range(0, len(todo), config.batch_size):
-            for outcome in _refine_batch(matter, todo[start : start + config.batch_size], config):
+            for outcome in _refine_batch(matter, todo[start : start + config.batch_size], config, result):
                 if isinstance(outcome, Skip):
                     skipped.append(outcome)
                 else:
@@ -353,35 +363,58 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     return result
 
 
+def check_model(samples: list[Sample], config: RefineConfig) -> None:
+    """Refuse to call rows refined by another model done: name the option that refines them again."""
+    if config.overwrite:
+        return
+    others = Counter(
+        s.row.get("refine_model") for s in samples if s.row.get("alpha_source") == "vitmatte" and chosen(s, config)
+    )
+    others.pop(config.model, None)
+    if others:
+        model, count = others.most_common(1)[0]
+        raise ValueError(
+            f"{count} rows of {samples[0].root / samples[0].split} were refined with {model}, not {config.model}: "
+            "add --overwrite to refine them again with this model (each from its original in mask/), or pass "
+            f"--model {model}"
+        )
+
+
 def _record_split(
     root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: dict[str, float]
 ) -> None:
-    """Once no row of the split waits, give every photo row mask/, trimap/ and the refine columns (rows stay
-    uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`)."""
+    """Once no row of the split waits, give every photo row mask/, refine_trimap/ and the refine columns (rows stay
+    uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`).
+    First, the columns of files derived from a replaced alpha go (records.forget_derived)."""
+    forget_derived(root, split)
     samples = [Sample(root, split, row) for row in read_rows(root, split)]
     waiting = sum(wanted(sample, config, refined_now, soft) for sample in samples)
     if waiting:
         result.waiting[split] = waiting
         return
-    refined_ids = {sample.id for sample in samples if is_refined(sample, refined_now)}
+    refined_ids = {sample.id for sample in samples if is_refined(sample, refined_now, config.overwrite)}
 
     def update(row: dict[str, Any]) -> dict[str, Any]:
         if not (row.get("file_name") and row.get("alpha_file_name")):
             return {}
         sample, refined = Sample(root, split, row), row["id"] in refined_ids
         paths = _paths(sample)
+        names = {"mask_file_name": f"mask/{sample.id}.png", "refine_trimap_file_name": f"refine_trimap/{sample.id}.png"}
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], paths["alpha"].read_bytes())
-        if not paths["trimap"].is_file():
-            write_atomic(paths["trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
-        band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction) if refined else 0
-        return {
-            "mask_file_name": f"mask/{sample.id}.png",
-            "trimap_file_name": f"trimap/{sample.id}.png",
-            "alpha_source": "vitmatte" if refined else row.get("alpha_source", "original"),
-            "refine_model": (row.get("refine_model") or config.model) if refined else "",
-            "refine_band_px": (row.get("refine_band_px") or band) if refined else 0,
-        }
+        if not paths["refine_trimap"].is_file():
+            write_atomic(paths["refine_trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
+        if not refined:
+            return {
+                **names,
+                "alpha_source": row.get("alpha_source", "original"),
+                "refine_model": "",
+                "refine_band_px": 0,
+            }
+        if row["id"] not in refined_now and row.get("refine_model"):  # refined by an earlier run: as it recorded
+            return {**names, "alpha_source": "vitmatte"}
+        band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction)
+        return {**names, "alpha_source": "vitmatte", "refine_model": config.model, "refine_band_px": band}
 
     result.rows_updated[split] = update_rows(root, split, update)
 

@@ -9,23 +9,25 @@ from click.testing import CliRunner
 from datagen.alpha import over
 from datagen.cli import cli
 from datagen.inspect import inspect_dataset
-from datagen.io import read_alpha
+from datagen.io import read_alpha, read_foreground
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows, write_sample
 from datagen.refine import Matter, RefineConfig, band_trimap, band_width, run_refine, soft_share
 from tests.conftest import directory_bytes
 
 
-def coarse_dataset(root, n=4, size=(97, 131), soft=()):
+def coarse_dataset(root, n=4, size=(97, 131), soft=(), trimaps=False):
     """Photo rows whose gt/ is a binary mask (as DIS5K's, or a model's thresholded output); `soft` ids keep a soft
-    matte."""
+    matte; `trimaps`: each row has the source's own trimap (as AIM-500's and AM-2k's)."""
     for index in range(n):
         rng = np.random.default_rng([index, 5])
         person = draw_person(rng, *size)
         image = over(person, draw_background(rng, *size))
         alpha = person[..., 3] if f"s{index}" in soft else np.where(person[..., 3] > 127, 255, 0).astype(np.uint8)
         source = "dis5k" if index % 2 == 0 else "mine"
-        write_sample(root, "train", f"s{index}", image=image, alpha=alpha, metadata={"source": source, "license": "x"})
+        extra = {"trimap": band_trimap(alpha, 2)} if trimaps else {}
+        metadata = {"source": source, "license": "x"}
+        write_sample(root, "train", f"s{index}", image=image, alpha=alpha, metadata=metadata, **extra)
     return root
 
 
@@ -68,7 +70,7 @@ def test_refine_keeps_the_mask_outside_the_band_writes_what_it_used_and_resumes(
         mask_bytes = (root / "train" / row["mask_file_name"]).read_bytes()
         assert mask_bytes == originals[row["id"]], "the original mask is kept byte for byte"
         mask = read_alpha(root / "train" / row["mask_file_name"])
-        trimap = read_alpha(root / "train" / row["trimap_file_name"])
+        trimap = read_alpha(root / "train" / row["refine_trimap_file_name"])
         np.testing.assert_array_equal(trimap, band_trimap(mask, row["refine_band_px"]))  # the trimap used
         alpha = read_alpha(root / "train" / row["alpha_file_name"])
         known = trimap != 128
@@ -83,7 +85,7 @@ def test_refine_keeps_the_mask_outside_the_band_writes_what_it_used_and_resumes(
     import datasets
 
     loaded = datasets.load_dataset(str(root), cache_dir=str(tmp_path / "cache"))["train"]
-    assert {"image", "alpha", "mask", "trimap"} <= set(loaded.features)
+    assert {"image", "alpha", "mask", "refine_trimap"} <= set(loaded.features)
 
 
 def test_an_interrupted_refine_resumes_to_the_same_bytes(tmp_path, tiny_vitmatte, monkeypatch):
@@ -183,3 +185,97 @@ def test_evaluate_refine_reports_the_second_stage(tmp_path, checkpoint, tiny_vit
     scores = json.loads(out.read_text())["datasets"][f"{dataset_dir}:test"]
     assert scores["second_stage"] == f"vitmatte ({tiny_vitmatte})" and scores["n"] == 2 and "unknown" in scores
     assert "second stage |" in result.output and "ViTMatte" in json.loads(out.read_text())["protocol"]
+
+
+def test_a_source_trimap_is_never_overwritten_and_a_killed_run_marks_no_unrefined_row(
+    tmp_path, tiny_vitmatte, monkeypatch
+):
+    """Refine writes the trimap it used to refine_trimap/, never over a dataset's own trimap/; a run killed after a
+    row's mask/ copy resumes to the uninterrupted run's bytes, and no row whose alpha is still the mask is called
+    refined."""
+    import datagen.records
+
+    config = dict(model=str(tiny_vitmatte), offline=True, device="cpu", batch_size=2, progress=False)
+    straight = coarse_dataset(tmp_path / "straight", trimaps=True)
+    source_trimaps = {p.name: p.read_bytes() for p in (straight / "train/trimap").iterdir()}
+    run_refine(RefineConfig(straight, **config))
+    assert {p.name: p.read_bytes() for p in (straight / "train/trimap").iterdir()} == source_trimaps
+    assert all(row["trimap_file_name"].startswith("trimap/") for row in read_rows(straight, "train"))
+    broken = coarse_dataset(tmp_path / "broken", trimaps=True)
+    real = datagen.records.write_atomic
+
+    def killed_at_the_first_new_alpha(path, data):
+        if "/gt/" in str(path):
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(datagen.records, "write_atomic", killed_at_the_first_new_alpha)
+    with pytest.raises(KeyboardInterrupt):
+        run_refine(RefineConfig(broken, **config))
+    monkeypatch.setattr(datagen.records, "write_atomic", real)
+    assert (broken / "train/mask/s0.png").is_file()  # killed after the mask/ copy, before the new alpha
+    again = run_refine(RefineConfig(broken, **config))
+    assert (again.refined, again.existing) == (4, 0)
+    for row in read_rows(broken, "train"):
+        assert (broken / "train/gt" / f"{row['id']}.png").read_bytes() != (
+            broken / "train/mask" / f"{row['id']}.png"
+        ).read_bytes()
+
+    def files(root):
+        return {k: v for k, v in directory_bytes(root).items() if not k.startswith("refine.")}
+
+    assert files(broken) == files(straight)
+
+
+def test_refine_after_foreground_removes_the_stale_fg_and_foreground_makes_it_again(tmp_path, tiny_vitmatte):
+    """fg/ estimated from the mask goes when refine replaces the alpha (records.replace_alpha); the rows lose its
+    columns; `datagen foreground` then estimates it from the refined alpha; inspect reports a stale fg/."""
+    from datagen.foreground import ForegroundConfig, run_foreground
+
+    root = coarse_dataset(tmp_path / "ds")
+    run_foreground(ForegroundConfig(root, method="blur-fusion", progress=False))
+    config = RefineConfig(root, model=str(tiny_vitmatte), offline=True, device="cpu", progress=False)
+    result = run_refine(config)
+    assert result.refined == 4 and result.foregrounds_removed == 4
+    assert not list((root / "train/fg").iterdir())
+    assert not any("foreground_file_name" in row or "foreground_method" in row for row in read_rows(root, "train"))
+    assert inspect_dataset(root).ok
+    assert run_foreground(ForegroundConfig(root, method="blur-fusion", progress=False)).new == 4
+    for row in read_rows(root, "train"):
+        fg = read_foreground(root / "train" / row["foreground_file_name"])
+        np.testing.assert_array_equal(fg[..., 3], read_alpha(root / "train" / row["alpha_file_name"]))
+    assert inspect_dataset(root).ok
+    (root / "train/gt/s1.png").write_bytes((root / "train/mask/s1.png").read_bytes())  # an alpha changed by hand
+    report = inspect_dataset(root)
+    assert not report.ok and "train/fg/s1.png: its alpha differs from gt/s1.png" in report.format_text()
+    fixed = run_foreground(ForegroundConfig(root, method="blur-fusion", overwrite=True, progress=False))
+    assert fixed.new == 4 and inspect_dataset(root).ok  # --overwrite estimates every fg/ again, same method or not
+
+
+def test_another_model_or_method_refuses_or_redoes_never_relabels(tmp_path, tiny_vitmatte):
+    import shutil
+
+    from datagen.foreground import ForegroundConfig, run_foreground
+
+    root = coarse_dataset(tmp_path / "ds")
+    base = dict(offline=True, device="cpu", progress=False)
+    run_refine(RefineConfig(root, model=str(tiny_vitmatte), **base))
+    other = tmp_path / "other-vitmatte"
+    shutil.copytree(tiny_vitmatte, other)
+    with pytest.raises(ValueError, match="--overwrite"):
+        run_refine(RefineConfig(root, model=str(other), **base))
+    redone = run_refine(RefineConfig(root, model=str(other), overwrite=True, **base))
+    assert redone.refined == 4 and {row["refine_model"] for row in read_rows(root, "train")} == {str(other)}
+
+    run_foreground(ForegroundConfig(root, method="blur-fusion", progress=False))
+    with pytest.raises(ValueError, match="--overwrite"):
+        run_foreground(ForegroundConfig(root, method="ml", progress=False))
+    assert {row["foreground_method"] for row in read_rows(root, "train")} == {"blur-fusion"}
+    run_foreground(ForegroundConfig(root, method="ml", overwrite=True, progress=False))
+    fresh = coarse_dataset(tmp_path / "fresh")
+    run_refine(RefineConfig(fresh, model=str(other), **base))
+    run_foreground(ForegroundConfig(fresh, method="ml", progress=False))
+    assert {row["foreground_method"] for row in read_rows(root, "train")} == {"ml"}
+    for name in ("fg", "gt", "mask", "refine_trimap"):
+        theirs = {p.name: p.read_bytes() for p in (fresh / "train" / name).iterdir()}
+        assert {p.name: p.read_bytes() for p in (root / "train" / name).iterdir()} == theirs, name
