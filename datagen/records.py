@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from datagen.io import encode_jpeg, encode_png, remove_stale_temporaries, shard_file_name, write_atomic
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 METADATA = "metadata.jsonl"
@@ -544,11 +547,16 @@ def write_skipped(root: str | os.PathLike, skipped: Iterable[Skip], shard: tuple
 
 
 def reset_dataset(root: str | os.PathLike) -> None:
-    """Remove what our stages put in `root` (split folders, run.json, README.md, skipped.jsonl): `--overwrite`.
+    """Remove what our stages put in `root` (split folders, run.json, README.md, LICENSE.md, skipped.jsonl, the
+    in-place stages' records, shard records) and rejected.jsonl: `--overwrite`. A rejection judged the content it saw;
+    new content under the same (seeded) ids must not inherit it, so it goes with the content (and the log says so).
 
     Anything else in the folder is left alone, so a wrong --out never deletes unrelated files.
     """
     root = Path(root)
+    if rejected := rejected_ids(root) if (root / REJECTED).is_file() else {}:
+        log.warning("--overwrite: %d rejections in %s go with the content they judged", len(rejected), root / REJECTED)
+    (root / REJECTED).unlink(missing_ok=True)
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)

@@ -39,7 +39,8 @@ from datagen.records import (
     StageResult,
     check_shard,
     chosen_splits,
-    read_rows,
+    iter_samples,
+    rejected_ids,
     resume_run,
     write_sample_files,
     write_skipped,
@@ -316,14 +317,16 @@ class RelightResult(StageResult):
 
 
 def _rows(config: RelightConfig) -> Iterator[tuple[int, Sample]]:
-    """(index, photo row) of SRC in split and row order (test splits are benchmarks: left out), up to n."""
-    index = 0
+    """(index, photo sample) of SRC in split and row order (test splits are benchmarks: left out), up to n. Rejected
+    samples (rejected.jsonl) are left out but keep their index, so a rejection changes no other sample's draw."""
+    index, rejected = 0, rejected_ids(config.src)
     for split in [s for s in chosen_splits(config.src) if s != "test"]:
-        for row in read_rows(config.src, split):
-            if row.get("file_name") and row.get("alpha_file_name"):
+        for sample in iter_samples(config.src, split, include_rejected=True):
+            if sample.path("image") and sample.path("alpha"):
                 if config.n is not None and index >= config.n:
                     return
-                yield index, Sample(Path(config.src), split, row)
+                if sample.id not in rejected:
+                    yield index, sample
                 index += 1
 
 

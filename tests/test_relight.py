@@ -9,7 +9,7 @@ import torch
 from datagen.alpha import over
 from datagen.inspect import inspect_dataset
 from datagen.procedural import draw_background, draw_person
-from datagen.records import read_rows, write_sample
+from datagen.records import read_rows, set_rejected, write_sample
 from datagen.relight import (
     AlignmentThresholds,
     RelightConfig,
@@ -129,3 +129,24 @@ def test_missing_weights_say_how_to_get_them(tmp_path, sd15):
     assert result.exit_code == 1 and "hf download lllyasviel/ic-light iclight_sd15_fbc.safetensors" in result.output
     result = CliRunner().invoke(cli, [*args[:4], "--base", str(tmp_path / "nope"), "--offline", "--no-progress"])
     assert result.exit_code == 1 and "hf download" in result.output and "Traceback" not in result.output
+
+
+def test_relight_leaves_rejected_samples_out_and_the_others_unchanged(tmp_path, sd15):
+    """A rejected source sample is not relit; the others keep their draws (their index in SRC)."""
+    base, offset = sd15
+    config = dict(
+        base=str(base), weights=str(offset), steps=1, size_px=64, device="cpu", dtype="fp32", offline=True,
+        thresholds=AlignmentThresholds.accept_all(), progress=False,
+    )  # fmt: skip
+    src = tmp_path / "src"
+    for index in range(3):
+        image, alpha = photo(index)
+        write_sample(src, "train", f"c{index}", image=image, alpha=alpha, metadata={"source": "c", "license": "MIT"})
+    run_relight(RelightConfig(src=src, out=tmp_path / "all", **config))
+    set_rejected(src, "c1", "blurred")
+    result = run_relight(RelightConfig(src=src, out=tmp_path / "kept", **config))
+    assert result.new == 2 and [row["id"] for row in read_rows(tmp_path / "kept", "train")] == ["c0", "c2"]
+    for name in ("c0", "c2"):
+        assert (tmp_path / "kept/train/im" / f"{name}.jpg").read_bytes() == (
+            tmp_path / "all/train/im" / f"{name}.jpg"
+        ).read_bytes()

@@ -70,3 +70,16 @@ def test_training_leaves_rejected_samples_out(tmp_path, dataset_dir):
     CliRunner().invoke(cli, ["review", str(dataset_dir), "--reject", "demo-train-1"])
     after = list_samples(Source(str(dataset_dir), "train"))
     assert len(after) == len(before) - 1 and not any("demo-train-1" in image for image, _ in after)
+
+
+def test_overwrite_clears_the_rejections_with_the_content_they_judged(tmp_path):
+    """New samples under the same seeded ids must not inherit the old ones' rejections."""
+    from datagen.synth import SynthConfig, run_synth
+
+    config = dict(out=tmp_path / "synth", backend="procedural", n=8, batch_size=4, size=(64, 128), progress=False)
+    run_synth(SynthConfig(**config))
+    first = sorted(s.id for s in iter_samples(config["out"]))
+    CliRunner().invoke(cli, ["review", str(config["out"]), "--reject", first[3], "--reason", "bad hand"])
+    assert len(list(iter_samples(config["out"]))) == 7
+    run_synth(SynthConfig(**config, overwrite=True))  # the same ids again
+    assert rejected_ids(config["out"]) == {} and len(list(iter_samples(config["out"]))) == 8
