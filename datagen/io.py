@@ -106,9 +106,22 @@ def is_16bit_png(path: str | os.PathLike) -> bool:
     return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 and header[24] == 16
 
 
+def readable_path(path: str | os.PathLike) -> str:
+    """`path` as text that JSON and UTF-8 can hold: the bytes of a name that is not valid UTF-8 (`caf\\xe9.jpg`, which
+    Python holds as a lone surrogate) become `\\xNN` escapes. For what rows and records say, never to open a file."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _cv2_read(path: str | os.PathLike, flags: int) -> np.ndarray | None:
+    """cv2.imread's decode of the file's bytes, read by Python: cv2.imread itself crashes the process (SIGSEGV) on a
+    path that is not valid UTF-8 (`caf\\xe9.jpg`), so OpenCV never sees a path here."""
+    with open(path, "rb") as file:
+        return cv2.imdecode(np.frombuffer(file.read(), np.uint8), flags)
+
+
 def _read_16bit_png(path: str | os.PathLike) -> np.ndarray:
     """A 16-bit PNG as HW, HWC RGB or HWC RGBA uint8, each value scaled (rounded) from 0..65535 to 0..255."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = _cv2_read(path, cv2.IMREAD_UNCHANGED)
     if data is None:
         raise ImageReadError(path, "unreadable or truncated 16-bit PNG")
     scaled = ((data.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -181,7 +194,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     header = open_image(path, load=False)
     if header.format == "JPEG" and header.mode == "RGB" and exif_orientation(header) == 1 and jpeg_is_complete(path):
         # Fast path (OpenCV decodes baseline JPEG about twice as fast as Pillow here); same libjpeg output.
-        data = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        data = _cv2_read(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if data is not None:
             return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
     if is_16bit_png(path):
@@ -204,7 +217,7 @@ def _read_plain_png(path: str | os.PathLike, mode: str) -> np.ndarray | None:
     # PNG to look for one after them, which defeats the purpose; such files are vanishingly rare).
     if header.format != "PNG" or header.mode != mode or "exif" in header.info or is_16bit_png(path):
         return None
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = _cv2_read(path, cv2.IMREAD_UNCHANGED)
     channels = {"RGBA": 4, "L": None}[mode]
     if data is None or (data.shape[2] if data.ndim == 3 else None) != channels:
         return None

@@ -160,7 +160,7 @@ def plan_outputs(inputs: list[str | os.PathLike], out: Path, mode: str) -> list[
     Two inputs that would write the same file are refused (the final names are compared, not the stems)."""
     images = list_images(inputs)
     if len(images) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS:
-        return [(images[0][0], out)]
+        return [(images[0][0], check_output_name(out, mode))]
     items = [(source, output_path(out, stem, source, mode)) for source, stem in images]
     seen: dict[Path, Path] = {}
     for source, target in items:
@@ -168,6 +168,16 @@ def plan_outputs(inputs: list[str | os.PathLike], out: Path, mode: str) -> list[
             raise ValueError(f"{seen[target]} and {source} would both write {target}: give them from different folders")
         seen[target] = source
     return items
+
+
+def check_output_name(path: Path, mode: str) -> Path:
+    """An output file named by the user: JPEG for a composite named .jpg/.jpeg, else PNG; a matte or cut-out (which
+    JPEG cannot hold losslessly, or with its alpha) named .jpg is refused rather than written as PNG bytes."""
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder: name the output file (cutout.png), or give -o - for stdout")
+    if path.suffix.lower() in (".jpg", ".jpeg") and mode != "composite":
+        raise ValueError(f"-o {path}: --mode {mode} writes PNG (lossless, with its alpha); name the file .png")
+    return path
 
 
 def render(image: np.ndarray, alpha: np.ndarray, mode: str, color: tuple[int, int, int], path: Path) -> bytes:
@@ -179,7 +189,7 @@ def render(image: np.ndarray, alpha: np.ndarray, mode: str, color: tuple[int, in
         return encode_png(np.dstack([image, alpha_u8]))
     weight = alpha_u8[..., None].astype(np.float32) / 255
     composite = np.round(image * weight + np.array(color, np.float32) * (1 - weight)).astype(np.uint8)
-    return encode_jpeg(composite) if path.suffix == ".jpg" else encode_png(composite)
+    return encode_jpeg(composite) if path.suffix.lower() in (".jpg", ".jpeg") else encode_png(composite)
 
 
 @dataclass(frozen=True)
@@ -257,8 +267,9 @@ def make_predictor(config: InferConfig) -> Predictor:
     return Predictor(config.checkpoint, config.onnx, config.size, config.device, config.precision, refine_model)
 
 
-def infer_bytes(data: bytes, config: InferConfig) -> bytes:
-    """One encoded image in, its encoded output (`config.mode`; PNG) out: `infer - -` reads stdin, writes stdout."""
+def infer_bytes(data: bytes, config: InferConfig, target: Path = Path("stdout.png")) -> bytes:
+    """One encoded image in, its encoded output (`config.mode`) out, in the format `target`'s name says (PNG for
+    stdout): `infer - -` reads stdin, writes stdout; `infer - -o x.jpg --mode composite` writes JPEG."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -266,7 +277,7 @@ def infer_bytes(data: bytes, config: InferConfig) -> bytes:
         source.write_bytes(data)
         image = read_image(source)  # ImageReadError names "stdin" when the bytes are not an image
     (alpha,) = make_predictor(config)([image])
-    return render(image, alpha, config.mode, parse_color(config.color), Path("stdout.png"))
+    return render(image, alpha, config.mode, parse_color(config.color), target)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -316,8 +327,11 @@ def main(inputs, **options) -> None:
             if inputs != ("-",) and len(inputs) != 1:
                 raise ValueError("`-` takes exactly one image (stdin in, or one file to stdout)")
             config = InferConfig(inputs=tuple(inputs), **{**options, "out": Path("-")})
+            target = (
+                Path("stdout.png") if str(options["out"]) == "-" else check_output_name(options["out"], config.mode)
+            )
             data = sys.stdin.buffer.read() if inputs == ("-",) else Path(inputs[0]).read_bytes()
-            output = infer_bytes(data, config)
+            output = infer_bytes(data, config, target)
         if str(options["out"]) == "-":
             sys.stdout.buffer.write(output)
             sys.stdout.buffer.flush()

@@ -118,6 +118,23 @@ def test_stdin_to_stdout(tmp_path, photos, checkpoint):
     assert bad.returncode == 1 and b"stdin" in bad.stderr and b"Traceback" not in bad.stderr and not bad.stdout
 
 
+def test_a_named_output_file_gets_the_format_its_name_says(tmp_path, photos, checkpoint):
+    """`- -o x.jpg --mode composite` and `a.jpg -o x.jpeg --mode composite` write JPEG; a matte or cut-out named .jpg
+    is refused (JPEG cannot hold it), and so is `-o` an existing folder for stdin."""
+    base = ["--checkpoint", str(checkpoint), "--size", "64"]
+    runner = CliRunner()
+    for inputs, name in ((["-"], "x.jpg"), ([str(photos / "a.jpg")], "y.JPEG")):
+        data = (photos / "a.jpg").read_bytes()
+        result = runner.invoke(main, [*inputs, "-o", str(tmp_path / name), "--mode", "composite", *base], input=data)
+        assert result.exit_code == 0, result.output
+        assert Image.open(tmp_path / name).format == "JPEG"
+    for args in (["-o", str(tmp_path / "m.jpg"), "--mode", "alpha"], ["-o", str(tmp_path)]):
+        result = runner.invoke(main, ["-", *args, *base], input=data)
+        assert result.exit_code == 1 and "-o" in result.output and "Traceback" not in result.output, result.output
+    result = runner.invoke(main, [str(photos / "a.jpg"), "-o", str(tmp_path / "r.jpg"), *base])
+    assert result.exit_code == 1 and "name the file .png" in result.output and not (tmp_path / "r.jpg").exists()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colour"):
         parse_color("blue-ish")

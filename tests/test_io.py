@@ -176,3 +176,53 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     stale.write_bytes(b"x"), live.write_bytes(b"x")
     assert io.remove_stale_temporaries(tmp_path) == 1
     assert not stale.exists() and live.exists()
+
+
+def test_names_that_are_not_utf8_are_read_imported_inferred_and_composited(tmp_path, checkpoint):
+    """cv2.imread crashes the process on such a path (SIGSEGV): the steps run in a child process, so a crash is a
+    failed assertion, not a lost test run."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+import numpy as np
+from click.testing import CliRunner
+from datagen.alpha import over
+from datagen.cli import cli
+from datagen.io import encode_jpeg, encode_png, read_alpha, read_foreground, read_image
+from datagen.procedural import draw_background, draw_person
+from datagen.records import read_rows, write_sample
+from ormbg.infer import main as infer
+
+root = os.fsencode({str(tmp_path)!r})
+for name in (b"src", b"bg", b"people"):
+    os.makedirs(root + b"/" + name, exist_ok=True)
+person = draw_person(np.random.default_rng(0), 64, 48)
+photo = over(person, draw_background(np.random.default_rng(1), 64, 48))
+open(root + b"/src/caf\\xe9.jpg", "wb").write(encode_jpeg(photo))
+open(root + b"/src/caf\\xe9.png", "wb").write(encode_png(person[..., 3]))
+open(root + b"/src/caf\\xe9-rgba.png", "wb").write(encode_png(person))
+open(root + b"/bg/caf\\xe9.jpg", "wb").write(encode_jpeg(photo))
+name = os.fsdecode(root + b"/src/caf\\xe9")
+assert read_image(name + ".jpg").shape == (64, 48, 3) and read_alpha(name + ".png").shape == (64, 48)
+assert read_foreground(name + "-rgba.png").shape == (64, 48, 4)
+top = os.fsdecode(root)
+runner = CliRunner()
+args = ["import", "folder", top + "/src", "--images", "*.jpg", "--alphas", "*.png", "-o", top + "/imported"]
+result = runner.invoke(cli, [*args, "--no-progress", "--val-fraction", "0"])
+assert result.exit_code == 0, result.output
+rows = read_rows(top + "/imported", "train")
+assert [row["original_path"] for row in rows] == ["caf\\\\xe9.jpg"], rows
+result = runner.invoke(infer, [top + "/bg", "-o", top + "/cut", "--checkpoint", {str(checkpoint)!r}, "--size", "64",
+                               "--no-progress"])
+assert result.exit_code == 0 and os.path.isfile(root + b"/cut/caf\\xe9.png"), result.output
+write_sample(top + "/people", "train", "p0", foreground=person, alpha=person[..., 3], metadata={{}})
+result = runner.invoke(cli, ["compose", "--fg", top + "/people", "--bg", top + "/bg", "-n", "2", "--size", "32x48",
+                             "-o", top + "/comp", "--no-progress"])
+assert result.exit_code == 0, result.output
+assert {{row["background_id"] for row in read_rows(top + "/comp", "train")}} == {{"bg:caf\\\\xe9.jpg"}}
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-3000:])

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from datagen.alpha import crop_to_alpha
-from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image
+from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image, readable_path
 from datagen.records import iter_samples, parse_spec, rejected_ids, splits
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = Fal
         else:
             for path in sorted(root.rglob("*")):
                 if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path.name):
-                    items.append(PoolItem(f"{name}:{path.relative_to(root)}", path))
+                    items.append(PoolItem(f"{name}:{readable_path(path.relative_to(root))}", path))
     if not items:
         raise PoolError(f"{kind} pool {', '.join(map(str, specs))} is empty: " + HOW_TO_MAKE[kind])
     return sorted(items, key=lambda item: item.id)

@@ -16,7 +16,7 @@ from datagen.importers.layout import (
     index_by_stem,
     pair_files,
 )
-from datagen.io import IMAGE_EXTENSIONS, is_hidden
+from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
 from datagen.records import Skip
 
 KIND = "folder"
@@ -40,7 +40,7 @@ def discover(src: Path, config) -> Discovery:
         return discovery
     discovery = Discovery()
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        key = str(path.relative_to(src))
+        key = readable_path(path.relative_to(src))
         if is_hidden(path.name):
             discovery.skipped.append(Skip(key, "hidden or system file"))
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:

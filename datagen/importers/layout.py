@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.io import IMAGE_EXTENSIONS, is_hidden
+from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
 from datagen.records import Skip
 
 
@@ -87,7 +87,7 @@ def pair_files(
         if stem not in alphas:
             discovery.skipped.append(Skip(str(image.relative_to(root)), "orphan image: no matte with this stem"))
             continue
-        key = str(image.relative_to(root))
+        key = readable_path(image.relative_to(root))
         discovery.pairs.append(Pair(split, key, stem, image, alphas[stem], trimaps.get(stem), dict(metadata or {})))
     for stem, alpha in alphas.items():
         if stem not in images:
