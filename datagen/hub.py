@@ -24,6 +24,7 @@ from datagen.inspect import inspect_dataset
 from datagen.io import read_json, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
+    ID_PATTERN,
     SPLITS,
     Sample,
     Skip,
@@ -366,12 +367,21 @@ def pull(
             if column == "image":
                 _check_first_image_has_alpha(part, repo_id, name)
             rows = tqdm(part, desc=f"pull {name}", unit="row", disable=not progress)
+            seen: dict[str, str] = {}  # id -> the row that had it first, in this pull
             for index, example in enumerate(rows):
                 sample_id = str(example.get("id") or f"{prefix}-{sanitize_id(name)}-{index:07d}")
+                where = f"{repo_id}:{name}:{index}"
+                if not ID_PATTERN.match(sample_id):
+                    skipped.append(Skip(where, f"invalid id {sample_id!r}: ids use only [A-Za-z0-9._-]"))
+                    continue
+                if sample_id in seen:
+                    skipped.append(Skip(where, f"duplicate id {sample_id!r} (first at {seen[sample_id]})"))
+                    continue
+                seen[sample_id] = where
                 if state.is_done(target, sample_id):
                     result.existing += 1
                     continue
-                outcome = _pull_row(example, column, features, sample_id, f"{repo_id}:{name}:{index}")
+                outcome = _pull_row(example, column, features, sample_id, where)
                 if isinstance(outcome, Skip):
                     skipped.append(outcome)
                     continue
@@ -400,11 +410,12 @@ def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, wh
     import numpy as np
 
     import datasets
-    from datagen.io import ImageReadError, read_alpha, read_foreground
+    from datagen.io import ImageReadError, read_alpha, read_foreground, read_image
 
     images = {c for c, f in features.items() if isinstance(f, datasets.Image)}
     metadata = {k: v for k, v in example.items() if k not in images and k not in ("id", "width", "height")}
     files: dict[str, Any] = {}
+    image = None
     try:
         if column == "image":  # an RGBA image column: its alpha channel is the matte
             data = example["image"]["bytes"]
@@ -419,12 +430,16 @@ def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, wh
         if example.get("image"):
             data = example["image"]["bytes"]
             files.update(image_bytes=data, image_format=_extension(data))
+            image = _decode(data, read_image)  # decoded once to check it whole, its bytes kept as they are
         if example.get("foreground"):
             files["foreground"] = _decode(example["foreground"]["bytes"], read_foreground)
-        if example.get("trimap"):
-            files["trimap"] = _decode(example["trimap"]["bytes"], read_alpha)
-        if column != "mask" and example.get("mask"):  # a refined dataset's original coarse matte
-            files["mask"] = _decode(example["mask"]["bytes"], read_alpha)
+        for kind in ("trimap", "mask", "refine_trimap"):  # mask: a refined dataset's original coarse matte
+            if kind != column and example.get(kind):
+                files[kind] = _decode(example[kind]["bytes"], read_alpha)
     except ImageReadError as error:
         return Skip(where, f"unreadable image: {error.reason}")
+    height, width = files["alpha"].shape
+    for kind, array in {"image": image, **files}.items():
+        if isinstance(array, np.ndarray) and array.shape[:2] != (height, width):
+            return Skip(where, f"{kind} is {array.shape[1]}x{array.shape[0]}, the matte {width}x{height}: sizes differ")
     return files, metadata

@@ -199,7 +199,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
     if is_16bit_png(path):
         array, mode, _ = read_pixels(path)
-        return array[..., :3] if mode in ("RGB", "RGBA") else np.repeat(array[..., :1], 3, axis=2)
+        if mode in ("RGB", "RGBA"):
+            return array[..., :3]
+        grey = array if array.ndim == 2 else array[..., 0]  # L, or LA's grey channel
+        return np.repeat(grey[..., None], 3, axis=2)
     image = open_image(path)
     orientation = exif_orientation(image)
     rgb = np.asarray(_to_8bit(image).convert("RGB"))

@@ -417,6 +417,7 @@ def write_sample_files(
     foreground: np.ndarray | None = None,
     trimap: np.ndarray | None = None,
     mask: np.ndarray | None = None,
+    refine_trimap: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
     jpeg_quality: int = 95,
 ) -> dict[str, Any]:
@@ -443,7 +444,8 @@ def write_sample_files(
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     height, width = (alpha if alpha is not None else image).shape[:2]
-    for name, array in (("image", image), ("foreground", foreground), ("trimap", trimap), ("mask", mask)):
+    planes = {"foreground": foreground, "trimap": trimap, "mask": mask, "refine_trimap": refine_trimap}
+    for name, array in (("image", image), *planes.items()):
         if array is not None and array.shape[:2] != (height, width):
             raise ValueError(f"{name} is {array.shape[:2]}, alpha is {(height, width)}: sizes must match")
 
@@ -455,12 +457,9 @@ def write_sample_files(
         files["image"] = (f"im/{sample_id}.{image_format}", image_bytes)
     if alpha is not None:
         files["alpha"] = (f"gt/{sample_id}.png", encode_png(alpha))
-    if foreground is not None:
-        files["foreground"] = (f"fg/{sample_id}.png", encode_png(foreground))
-    if trimap is not None:
-        files["trimap"] = (f"trimap/{sample_id}.png", encode_png(trimap))
-    if mask is not None:
-        files["mask"] = (f"mask/{sample_id}.png", encode_png(mask))
+    for kind, array in planes.items():
+        if array is not None:
+            files[kind] = (f"{FILE_KINDS[kind][1]}/{sample_id}.png", encode_png(array))
 
     row: dict[str, Any] = {"id": sample_id}
     for kind, (relative, data) in files.items():

@@ -273,3 +273,36 @@ def test_dry_run_never_deletes_a_folder_it_did_not_stage(dataset, tmp_path):
     first = push(PushConfig(dataset, "user/demo", dry_run=staged))
     assert ".datagen-push-staging" not in first and (staged / ".datagen-push-staging").is_file()
     assert push(PushConfig(dataset, "user/demo", dry_run=staged)) == first
+
+
+def test_pull_checks_what_it_writes_and_skips_bad_rows_with_reasons(tmp_path):
+    """Image/matte size mismatch, truncated or non-image bytes, a duplicate id and an invalid id are skipped with their
+    reasons; the pulled dataset passes inspect."""
+    import datasets
+    from datagen.inspect import inspect_dataset
+    from datagen.io import encode_jpeg, encode_png
+    from datagen.procedural import draw_background
+
+    image = encode_jpeg(draw_background(np.random.default_rng(0), 40, 30))
+    alpha = encode_png(np.full((40, 30), 200, np.uint8))
+    rows = [
+        ("good", image, alpha),
+        ("small-matte", image, encode_png(np.full((20, 30), 200, np.uint8))),
+        ("truncated", image[: len(image) // 2], alpha),
+        ("not-an-image", b"hello world, not an image", alpha),
+        ("good", image, alpha),
+        ("bad id!", image, alpha),
+    ]
+    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(), "alpha": datasets.Image()})
+    data = {"id": [r[0] for r in rows], "image": [{"bytes": r[1], "path": None} for r in rows]}
+    data["alpha"] = [{"bytes": r[2], "path": None} for r in rows]
+    folder = tmp_path / "hub"
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / "data/train-00000-of-00001.parquet"))
+    result = pull(str(folder), tmp_path / "pulled")
+    assert result.new == 1 and result.existing == 0 and result.counts == {"train": 1}
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "pulled/skipped.jsonl").read_text().splitlines()]
+    assert len(reasons) == 5, reasons
+    assert any("sizes differ" in r for r in reasons) and sum("unreadable image" in r for r in reasons) == 2
+    assert any("duplicate id 'good'" in r for r in reasons) and any("invalid id 'bad id!'" in r for r in reasons)
+    assert inspect_dataset(tmp_path / "pulled").ok

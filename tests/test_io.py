@@ -56,6 +56,10 @@ def test_16bit_png_is_scaled_not_truncated(tmp_path):
     image = read_image(tmp_path / "rgb16.png")
     np.testing.assert_array_equal(image[..., 0], [[0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(image[..., 2], [[0, 1, 128, 254, 255]])
+    grey = read_image(tmp_path / "a16.png")  # a 16-bit greyscale photo: 8-bit RGB, as FORMAT.md says
+    assert grey.shape == (1, 5, 3) and grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey[..., 1], [[0, 1, 128, 254, 255]])
+    np.testing.assert_array_equal(read_foreground(tmp_path / "a16.png")[..., 3], [[255] * 5])
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
