@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from datagen.io import encode_jpeg, encode_png, remove_stale_temporaries, shard_file_name, write_atomic
+from datagen.io import (
+    encode_jpeg,
+    encode_png,
+    output_error,
+    remove_stale_temporaries,
+    shard_file_name,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -340,9 +347,12 @@ def dataset_lock(root: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> It
     it ends; the kernel drops the lock when the process dies, so a killed run never blocks the rerun.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     path = root / lock_name(shard)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a read-only or forbidden output: one line naming it
+        raise output_error(path, error) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

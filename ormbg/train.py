@@ -34,6 +34,7 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import write_atomic
 from datagen.parallel import pick_device
+from datagen.records import ResumeState, write_sample_files
 from ormbg.composites import ComposeSource, OnlineComposites
 from ormbg.data import (
     BadSamples,
@@ -55,6 +56,10 @@ DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
 # What a run writes into its folder: a folder holding any of these has a run (refused without --resume/--overwrite).
 RUN_FILES = ("metrics.jsonl", "config.yaml", "last.pt", "best.pt", "last.safetensors", "best.safetensors")
 RUN_FILES += ("curves.png", "bad_samples.jsonl")
+# TrainConfig fields a --resume may change: they steer the run, not what it computes (max_steps: train longer; the
+# cosine then ends at the new total). Any other difference from the checkpoint's config is refused.
+RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "progress", "workers", "max_steps", "val_every", "log_every"}
+RESUME_MAY_CHANGE |= {"patience", "log_with", "compose_cache_mb", "max_bad_samples", "dump_batches", "compile"}
 
 
 @dataclass(frozen=True)
@@ -236,9 +241,14 @@ class Trainer:
         write_atomic(out / f"{name}.safetensors", save_safetensors(weights))
 
     def restore(self) -> None:
+        """Continue from last.pt: refused when it is missing or the run's options differ (config.yaml and last.pt
+        would disagree); metrics.jsonl is cut back to its step."""
         path = self.result.out / "last.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"--resume: {path} does not exist (start without --resume)")
+            raise FileNotFoundError(
+                f"--resume: {path} does not exist: the run stopped before its first checkpoint; start it again "
+                "with --overwrite"
+            )
         try:
             state = read_checkpoint(path)
         except WeightsError as error:
@@ -246,6 +256,7 @@ class Trainer:
                 f"--resume: {error}. To go on from the best checkpoint instead, copy {path.with_name('best.pt')} to "
                 f"{path.name}; or start a new run from the weights with --init {path.with_suffix('.safetensors')}"
             ) from error
+        check_resumable(state["config"], self.config, path)
         model = self.accelerator.unwrap_model(self.model)
         getattr(model, "_orig_mod", model).load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -256,6 +267,8 @@ class Trainer:
         self.result.step, self.result.best_mae = state["step"], state["best_mae"]
         self.bad_validations = state["bad_validations"]
         _set_rng_state(state["rng"])
+        if self.accelerator.is_main_process:
+            truncate_metrics(self.result.out / "metrics.jsonl", self.result.step)
 
     # ----- validation and logging -----
     @torch.no_grad()
@@ -306,6 +319,16 @@ class Trainer:
 
     # ----- the loop -----
     def fit(self) -> TrainResult:
+        """Train; the run folder is locked (records.dataset_lock) by the main process while it runs, so a second run
+        or --resume on the same folder is refused instead of writing over this one."""
+        from contextlib import nullcontext
+
+        from datagen.records import dataset_lock
+
+        with dataset_lock(self.result.out) if self.accelerator.is_main_process else nullcontext():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         out = self.result.out
         if not config.resume and not config.overwrite and any((out / name).exists() for name in RUN_FILES):
@@ -317,7 +340,7 @@ class Trainer:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / "batches", ignore_errors=True)
-            (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
         if config.log_with:
             flat = {
                 k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in config.to_dict().items()
@@ -337,12 +360,14 @@ class Trainer:
             disable=not (config.progress and accelerator.is_main_process),
         )
         window_start, window_images, losses = time.perf_counter(), 0, []
+        dumped = None  # RUN/batches/'s resume state, read at the first dumped batch
         while self.result.step < config.max_steps:
             for micro in range(config.grad_accum):
                 pixels, alpha, unreadable, what = next(batches)
                 self.bad.add_json(unreadable)
                 if self.result.step < config.dump_batches and accelerator.is_main_process:
-                    dump_batch(out / "batches", self.result.step * config.grad_accum + micro, pixels, alpha, what)
+                    dumped = dumped or ResumeState.read(out / "batches")
+                    dump_batch(dumped, self.result.step * config.grad_accum + micro, pixels, alpha, what)
                 pixels, alpha = normalize(pixels.to(accelerator.device)), alpha.to(accelerator.device)
                 if config.channels_last:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -376,19 +401,45 @@ class Trainer:
         return self.result
 
 
-def dump_batch(root: Path, micro_step: int, pixels: torch.Tensor, alpha: torch.Tensor, what: list[str]) -> None:
-    """One batch as the model saw it (after augmentation), as rows of an ordinary dataset directory: image, alpha,
-    and what made each sample (its file, or an online composite's drawn parameters)."""
-    from datagen.records import write_sample
-
+def dump_batch(state: ResumeState, micro_step: int, pixels: torch.Tensor, alpha: torch.Tensor, what: list[str]) -> None:
+    """One batch as the model saw it (after augmentation), as rows of an ordinary dataset directory (`state.root`):
+    image, alpha, and what made each sample (its file, or an online composite's drawn parameters). A sample with its
+    row is kept (a resumed run); one whose row a kill lost is written again (a batch's bytes do not change)."""
     images = pixels.permute(0, 2, 3, 1).numpy()
     alphas = np.rint(alpha[:, 0].numpy() * 255).astype(np.uint8)
     for slot, (image, matte, made) in enumerate(zip(images, alphas, what)):
         sample_id = f"batch-{micro_step:07d}-{slot:03d}"
-        if (root / "train" / "im" / f"{sample_id}.jpg").is_file():
-            continue  # a resumed run: this batch was written before
+        if state.is_done("train", sample_id):
+            continue
         metadata = {"source": "training batch", "step": micro_step, "slot": slot, "made_from": made}
-        write_sample(root, "train", sample_id, image=np.ascontiguousarray(image), alpha=matte, metadata=metadata)
+        image = np.ascontiguousarray(image)
+        state.add(
+            "train", write_sample_files(state.root, "train", sample_id, image=image, alpha=matte, metadata=metadata)
+        )
+
+
+def check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse a --resume whose options (`config`) differ from those of the checkpoint at `path` (`saved`) in anything
+    but RESUME_MAY_CHANGE, naming each difference."""
+    given = config.to_dict()
+    differ = sorted(key for key in given if key not in RESUME_MAY_CHANGE and saved.get(key) != given[key])
+    if differ:
+        changes = "; ".join(f"{key}: run {saved.get(key)!r}, now {given[key]!r}" for key in differ)
+        raise ValueError(
+            f"--resume from {path} with other options ({changes}): resume with the run's own options (leave them "
+            "out: --resume reads config.yaml), or start a new run in another --out"
+        )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of metrics.jsonl up to `step` (the checkpoint a --resume continues from): rows a killed run wrote
+    after its last checkpoint are written again by the resumed one, never twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step]
+    if kept != lines:
+        write_atomic(path, "".join(kept).encode())
 
 
 def run_train(config: TrainConfig) -> TrainResult:
@@ -500,7 +551,13 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     help="Every channel count divided by it (1: the published ORMBG; 8: 1/64 of the parameters, for quick "
     "experiments)." + _default("width_divisor"),
 )
-@click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=None,
+    help="Continue the run in --out from its last.pt, with its config.yaml's options (other values of the options "
+    "that shape training are refused).",
+)
 @click.option("--overwrite", is_flag=True, default=None, help="Replace the run that --out holds.")
 @click.option(
     "--max-bad-samples",
@@ -525,7 +582,7 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
     python -m ormbg.train                                     # datasets/recipes/default.yaml -> runs/<timestamp>
     python -m ormbg.train --data datasets/composites:train:0.6 --data datasets/p3m:train:0.4 \\
         --val datasets/composites:validation --size 1024 --batch-size 8 --precision bf16 --channels-last
-    python -m ormbg.train --out runs/x --resume               # continue exactly where it stopped
+    python -m ormbg.train --out runs/x --resume               # continue exactly where it stopped, same options
     python -m ormbg.train --config runs/x/config.yaml --out runs/y   # the same run again
     accelerate launch -m ormbg.train ...                      # several GPUs or machines
 
@@ -533,6 +590,9 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
     metrics.jsonl, curves.png and config.yaml into the run folder.
     """
     with user_errors(FileNotFoundError, ValueError):
+        saved = Path(options["out"] or "") / "config.yaml"
+        if not config_file and options["resume"] and options["out"] and saved.is_file():
+            config_file = saved  # --resume continues with the run's own options
         values = config_values(config_file) if config_file else {}
         values.update({key: value for key, value in options.items() if value is not None})
         if data or compose:

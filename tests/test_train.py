@@ -540,3 +540,64 @@ def test_dump_batches_writes_what_the_model_saw(tmp_path, composites, pools):
     assert len(rows) == 2 * 2 and inspect_dataset(out / "batches").ok
     made = [json.loads(row["made_from"]) for row in rows]
     assert all("image" in m or {"foreground", "background", "placement"} <= set(m) for m in made)
+
+
+def test_a_resumed_run_keeps_its_options_its_metrics_rows_and_its_dumped_batches(tmp_path, composites, monkeypatch):
+    """--resume refuses other options that shape training (naming them); a kill between checkpoints does not double
+    metrics.jsonl rows; a kill while dumping a batch loses none of its rows; a second run on a busy folder is refused.
+    """
+    import ormbg.train
+    from datagen.records import BusyError, dataset_lock
+
+    straight = tmp_path / "straight"
+    run_train(config(straight, composites, max_steps=4, val_every=1, dump_batches=3))
+    out = tmp_path / "killed"
+    real_save, real_add = ormbg.train.Trainer.save, ormbg.train.ResumeState.add
+    calls = []
+
+    def killed_in_the_third_step(self, split, row):
+        calls.append(row["id"])
+        if len(calls) == 5:  # step 3's first dumped sample: after step 2's checkpoint
+            raise KeyboardInterrupt
+        return real_add(self, split, row)
+
+    monkeypatch.setattr(ormbg.train.ResumeState, "add", killed_in_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3))
+    monkeypatch.setattr(ormbg.train.ResumeState, "add", real_add)
+
+    def killed_saving_step_4(self, name):
+        if self.result.step == 4:
+            raise KeyboardInterrupt
+        return real_save(self, name)
+
+    monkeypatch.setattr(ormbg.train.Trainer, "save", killed_saving_step_4)
+    with pytest.raises(KeyboardInterrupt):  # resumes from step 2, killed after step 4's metrics rows
+        run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3, resume=True))
+    monkeypatch.setattr(ormbg.train.Trainer, "save", real_save)
+
+    with pytest.raises(ValueError, match=r"size: run 64, now 96"):
+        run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3, resume=True, size=96))
+    other = Recipe((Source(str(composites), "train", 2.0),), (Source(str(composites), "validation"),))
+    with pytest.raises(ValueError, match=r"recipe: run"):
+        run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3, resume=True, recipe=other))
+    with dataset_lock(out), pytest.raises(BusyError, match="another run"):
+        run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3, resume=True))
+    run_train(config(out, composites, max_steps=4, val_every=1, dump_batches=3, resume=True))
+
+    def steps(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(row["step"], "val" in row) for row in rows]
+
+    assert steps(out) == steps(straight)
+    assert losses(out)[4] == pytest.approx(losses(straight)[4], rel=1e-5)
+    assert sorted(r["id"] for r in read_rows(out / "batches", "train")) == sorted(
+        r["id"] for r in read_rows(straight / "batches", "train")
+    )
+    assert len(read_rows(out / "batches", "train")) == 3 * 2
+    from click.testing import CliRunner
+
+    longer = CliRunner().invoke(ormbg.train.main, ["--out", str(straight), "--resume", "--max-steps", "5"])
+    assert longer.exit_code == 0 and "trained to step 5" in longer.output, longer.output  # options from config.yaml
+    other_size = CliRunner().invoke(ormbg.train.main, ["--out", str(straight), "--resume", "--size", "96"])
+    assert other_size.exit_code == 1 and "size: run 64, now 96" in other_size.output
