@@ -392,7 +392,10 @@ def _open_locked(path: str | os.PathLike) -> int:
     """A descriptor of `path` opened for appending and exclusively locked. When update_rows replaced the file while we
     waited for the lock, the lock is on the old file: open the new one, so no appended row is lost."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:  # a read-only or forbidden folder: one line naming the file
+            raise output_error(path, error) from error
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

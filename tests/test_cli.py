@@ -145,3 +145,66 @@ def test_verbosity_before_or_after_the_subcommand(args, dataset_dir):
     assert result.exit_code == 0, result.output
     expected = logging.ERROR if "-q" in args else logging.INFO
     assert logging.getLogger().level == expected
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make folders read-only for the test: `chattr +i` (root ignores mode bits), else mode 0o555."""
+    import os
+    import subprocess
+
+    made = []
+
+    def freeze(path):
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+                pytest.skip("chattr +i is not available here, and root ignores mode bits")
+        else:
+            path.chmod(0o555)
+        made.append(path)
+
+    yield freeze
+    for path in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        else:
+            path.chmod(0o755)
+
+
+def test_a_read_only_output_is_one_line_naming_it(tmp_path, read_only):
+    """compose, foreground, refine, review and train on a read-only folder: exit 1, one line with the path."""
+    import numpy as np
+
+    from datagen.procedural import draw_background, draw_person
+    from datagen.records import write_sample
+    from ormbg.train import main as train_main
+    from tests.conftest import write_demo_dataset
+
+    people, backgrounds = tmp_path / "people", tmp_path / "bg"
+    for index in range(2):
+        person = draw_person(np.random.default_rng(index), 48, 32)
+        write_sample(people, "train", f"p{index}", foreground=person, alpha=person[..., 3])
+        write_sample(backgrounds, "train", f"b{index}", image=draw_background(np.random.default_rng(index), 48, 32),
+                     alpha=None)  # fmt: skip
+    photos = tmp_path / "photos"
+    write_demo_dataset(photos, n_train=2, n_test=0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    read_only(locked)
+    read_only(photos)
+    runner = CliRunner()
+    commands = {
+        "compose": (cli, ["compose", "--fg", str(people), "--bg", str(backgrounds), "-n", "1", "-o", str(locked)]),
+        "foreground": (cli, ["foreground", str(photos), "--method", "blur-fusion"]),
+        "refine": (cli, ["refine", str(photos), "--model", str(tmp_path / "none")]),
+        "review": (cli, ["review", str(photos), "--reject", "demo-train-0"]),
+        "train": (train_main, ["--data", f"{photos}:train", "--out", str(locked), "--max-steps", "1"]),
+    }
+    for name, (command, args) in commands.items():
+        result = runner.invoke(command, args)
+        assert result.exit_code == 1, (name, result.output, result.exception)
+        assert "Traceback" not in result.output and ("locked" in result.output or "photos" in result.output), (
+            name,
+            result.output,
+        )
+        assert "cannot write" in result.output, (name, result.output)
