@@ -96,7 +96,10 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
         raise ValueError(f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
     pixels = image.astype(np.float32) / 255
     weight = alpha.astype(np.float32) / 255
-    estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
+    if alpha.size == 1:  # one pixel: no neighbours to estimate from (pymatting divides by zero): its own colour
+        estimate = pixels
+    else:
+        estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
     result = np.rint(estimate * 255).astype(np.uint8)
     opaque = alpha == 255
     result[opaque] = image[opaque]  # a = 1: the photo is the foreground, to the byte

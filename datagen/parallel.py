@@ -39,13 +39,31 @@ def pick_device(device: str = "auto"):
     import torch
 
     if device != "auto":
-        return torch.device(device)
+        return _checked_device(device)
     if torch.cuda.is_available():
         _, world, local_rank = launcher()
         return torch.device(f"cuda:{local_rank}" if world > 1 else "cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _checked_device(device: str):
+    """torch.device(device) when this machine has it; else a ValueError naming --device and what there is."""
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device (or torch was built without CUDA); "
+                         "use --device cpu, or auto")  # fmt: skip
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 ...)")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu, or auto")
+    return chosen
 
 
 def _exit_with_parent(parent: int) -> None:

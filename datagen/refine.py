@@ -113,18 +113,26 @@ def vitmatte_config(shape: str = "small"):
                           fusion_hidden_sizes=[256, 128, 64, 32])  # fmt: skip
 
 
-def load_matting_model(model: str, offline: bool = False):
+def load_matting_model(model: str, offline: bool = False, option: str = "--model"):
     """VitMatteForImageMatting from a local folder or a Hub id; a missing one raises MissingModelError with the
-    command that fetches it."""
-    from transformers import VitMatteForImageMatting
+    command that fetches it (a Hub id) or what the folder lacks; `option` names the option that gave it."""
+    from transformers import AutoConfig, VitMatteForImageMatting
 
     try:
-        return VitMatteForImageMatting.from_pretrained(model, local_files_only=offline)  # HF_HUB_OFFLINE is honoured
+        config = AutoConfig.from_pretrained(model, local_files_only=offline)  # HF_HUB_OFFLINE is honoured
+        if config.model_type != "vitmatte":
+            raise ValueError(f"it holds a {config.model_type!r} model, not ViTMatte")
+        return VitMatteForImageMatting.from_pretrained(model, config=config, local_files_only=offline)
     except (OSError, ValueError) as error:
-        where = f"the folder {model}" if Path(model).exists() else f"the Hub model {model}"
+        reason = str(error).splitlines()[0]
+        folder = f"pass {option} with a local folder that holds a ViTMatte config.json and its weights"
+        if Path(model).exists():
+            raise MissingModelError(f"{option} {model}: cannot load ViTMatte from this folder ({reason}); {folder}")
+        if model.startswith((".", "/", "~")) or model.count("/") != 1:  # a path, not a Hub id user/name
+            raise MissingModelError(f"{option} {model}: no such folder; {folder}, or a Hub id such as {DEFAULT_MODEL}")
         raise MissingModelError(
-            f"cannot load ViTMatte from {where} ({str(error).splitlines()[0]}); with Hub access run "
-            f"`hf download {model}`, or pass --model with a local folder that holds config.json and the weights"
+            f"{option} {model}: cannot load ViTMatte from the Hub model {model} ({reason}); with Hub access run "
+            f"`hf download {model}`, or {folder}"
         ) from error
 
 
@@ -138,13 +146,14 @@ class Matter:
         dtype: str = "fp32",
         offline: bool = False,
         max_side_px: int = 2048,
+        option: str = "--model",  # the option that named the model, for errors
     ):
         import torch
 
         self.name, self.max_side_px = model, max_side_px
         self.device = pick_device(device)
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-        self.model = load_matting_model(model, offline).to(self.device, self.dtype).eval()
+        self.model = load_matting_model(model, offline, option).to(self.device, self.dtype).eval()
 
     def prepare(self, image: np.ndarray, trimap: np.ndarray):
         """4xHpxWp float tensor as the image processor makes it (normalised RGB, trimap / 255, zero padding)."""
@@ -304,6 +313,9 @@ def _refine_batch(
             image, mask = read_image(sample.path("image")), read_alpha(source)
         except ImageReadError as error:
             yield Skip(error.path, f"unreadable input: {error.reason}")
+            continue
+        if image.shape[:2] != mask.shape:
+            yield Skip(str(source), f"matte size mismatch: image {image.shape[:2]}, matte {mask.shape}")
             continue
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], source.read_bytes())  # the original matte, byte for byte, before anything

@@ -62,7 +62,8 @@ class Predictor:
         if refine_model is not None:
             from datagen.refine import Matter
 
-            self.matter = Matter(refine_model, device, "fp32" if precision == "fp32" else precision)
+            dtype = "fp32" if precision == "fp32" else precision
+            self.matter = Matter(refine_model, device, dtype, option="--refine-model")
         if onnx is not None:
             self.session = _onnx_session(onnx)
             return

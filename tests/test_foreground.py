@@ -155,3 +155,12 @@ def test_import_with_foreground_makes_compositing_material(tmp_path):
     assert all(row["foreground_method"] == "ml" and row["foreground_file_name"] for row in rows)
     items = list_pool([out], "foreground")
     assert len(items) == 3 and all(item.path.parent.name == "fg" for item in items), "test split left out, fg/ used"
+
+
+@pytest.mark.parametrize("method", ["ml", "blur-fusion"])
+def test_tiny_images_get_a_foreground(method):
+    """A 1x1 image (pymatting's estimator divides by zero on it) and thin strips get F of their own size."""
+    for height, width in ((1, 1), (1, 5), (5, 1), (2, 2)):
+        image = np.full((height, width, 3), 90, np.uint8)
+        estimate = estimate_foreground(image, np.full((height, width), 128, np.uint8), method)
+        assert estimate.shape == (height, width, 3) and estimate.dtype == np.uint8

@@ -146,7 +146,9 @@ def test_a_missing_model_is_one_line_with_the_command(tmp_path):
     root = coarse_dataset(tmp_path / "ds", n=1)
     args = ["refine", str(root), "--model", str(tmp_path / "no-such-model"), "--offline", "--no-progress"]
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 1 and "hf download" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "no such folder" in result.output and "hf download" not in result.output
+    hub = CliRunner().invoke(cli, ["refine", str(root), "--model", "someone/vitmatte-x", "--offline", "--no-progress"])
+    assert hub.exit_code == 1 and "hf download someone/vitmatte-x" in hub.output and "Traceback" not in hub.output
     result = CliRunner().invoke(cli, ["refine", str(root), "--where", "source", "--no-progress"])
     assert result.exit_code == 1 and "FIELD=VALUE" in result.output
     assert read_rows(root, "train")[0].get("alpha_source") is None, "nothing changed"
@@ -171,7 +173,8 @@ def test_infer_refine_keeps_odd_sizes_and_changes_only_the_uncertain_band(tmp_pa
     np.testing.assert_array_equal(refined[trimap != 128], trimap[trimap != 128])
     bad_args = [a if a != str(tmp_path / "out") else str(tmp_path / "out2") for a in args[:-2]]
     bad = CliRunner().invoke(main, [*bad_args, str(tmp_path / "nope"), "--no-progress"])
-    assert bad.exit_code == 1 and "hf download" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 1 and "--refine-model" in bad.output and "no such folder" in bad.output
+    assert "Traceback" not in bad.output and "--model " not in bad.output
 
 
 def test_evaluate_refine_reports_the_second_stage(tmp_path, checkpoint, tiny_vitmatte, dataset_dir):
@@ -279,3 +282,30 @@ def test_another_model_or_method_refuses_or_redoes_never_relabels(tmp_path, tiny
     for name in ("fg", "gt", "mask", "refine_trimap"):
         theirs = {p.name: p.read_bytes() for p in (fresh / "train" / name).iterdir()}
         assert {p.name: p.read_bytes() for p in (root / "train" / name).iterdir()} == theirs, name
+
+
+def test_bad_devices_other_models_and_odd_sizes_are_one_line_or_a_skip(tmp_path, tiny_vitmatte):
+    """--device banana / cuda without CUDA, a model folder of another kind: one line, no traceback; an alpha of
+    another size than its image (with --force): skipped with its reason, the other rows refined."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from datagen.io import encode_png
+
+    root = coarse_dataset(tmp_path / "ds", n=3)
+    base = ["refine", str(root), "--offline", "--no-progress"]
+    runner = CliRunner()
+    devices = ["banana"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        result = runner.invoke(cli, [*base, "--model", str(tiny_vitmatte), "--device", device])
+        assert result.exit_code == 1 and f"--device {device}" in result.output and "Traceback" not in result.output
+    BertModel(
+        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    ).save_pretrained(tmp_path / "bert")
+    result = runner.invoke(cli, [*base, "--model", str(tmp_path / "bert")])
+    assert result.exit_code == 1 and "'bert' model, not ViTMatte" in result.output, result.output
+    (root / "train/gt/s1.png").write_bytes(encode_png(np.zeros((30, 30), np.uint8)))
+    result = runner.invoke(cli, [*base, "--model", str(tiny_vitmatte), "--device", "cpu", "--force"])
+    assert result.exit_code == 0 and "refined 2" in result.output, result.output
+    skipped = [json.loads(line) for line in (root / "skipped.jsonl").read_text().splitlines()]
+    assert [s["reason"].split(":")[0] for s in skipped] == ["matte size mismatch"]
