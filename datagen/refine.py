@@ -127,9 +127,13 @@ def load_matting_model(model: str, offline: bool = False, option: str = "--model
         reason = str(error).splitlines()[0]
         folder = f"pass {option} with a local folder that holds a ViTMatte config.json and its weights"
         if Path(model).exists():
-            raise MissingModelError(f"{option} {model}: cannot load ViTMatte from this folder ({reason}); {folder}")
+            raise MissingModelError(
+                f"{option} {model}: cannot load ViTMatte from this folder ({reason}); {folder}"
+            ) from error
         if model.startswith((".", "/", "~")) or model.count("/") != 1:  # a path, not a Hub id user/name
-            raise MissingModelError(f"{option} {model}: no such folder; {folder}, or a Hub id such as {DEFAULT_MODEL}")
+            raise MissingModelError(
+                f"{option} {model}: no such folder; {folder}, or a Hub id such as {DEFAULT_MODEL}"
+            ) from error
         raise MissingModelError(
             f"{option} {model}: cannot load ViTMatte from the Hub model {model} ({reason}); with Hub access run "
             f"`hf download {model}`, or {folder}"
