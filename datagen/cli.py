@@ -536,7 +536,7 @@ def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> No
     """
     from datagen.relight import AlignmentThresholds, MissingWeightsError, RelightConfig, run_relight
 
-    with user_errors(ValueError, MissingWeightsError):
+    with user_errors(ValueError, FileNotFoundError, MissingWeightsError):
         config = RelightConfig(
             src, out or Path(DATA_ROOT) / "relit", thresholds=AlignmentThresholds(min_edge_ratio), **options
         )
@@ -642,10 +642,11 @@ def pull(repo_id: str, out: Path | None, split: str | None, alpha_column, split_
     REPO_ID may also be a local folder holding such a dataset (for example a `datagen push --dry-run` output).
     Rows are streamed to disk; a rerun resumes.
     """
+    from datagen.hub import HubError
     from datagen.hub import pull as pull_dataset
 
     out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
-    with user_errors(ValueError, FileNotFoundError):
+    with user_errors(ValueError, FileNotFoundError, HubError):
         mapping = dict(item.split("=", 1) for item in split_map if "=" in item)
         if len(mapping) != len(split_map):
             raise ValueError(f"--split-map takes NAME=SPLIT, got {list(split_map)}")

@@ -345,7 +345,22 @@ def pull(
 
     import datasets
 
-    loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
+    if splits(repo_id):
+        raise ValueError(
+            f"{repo_id} is a dataset directory already (it has <split>/metadata.jsonl): use it as it is; pull reads a "
+            "Hub dataset (user/name) or a folder of its Parquet files (such as a `datagen push --dry-run` output)"
+        )
+    try:
+        loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
+    except Exception as error:
+        if not _is_hub_failure(error):
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        where = "the folder" if Path(repo_id).exists() else "no local folder of that name, and the Hub dataset"
+        raise HubError(
+            f"pull of {repo_id} ({where}) failed: {reason}. Check the network and the repo id (a local path must "
+            "exist), and the token for a private dataset (HF_TOKEN or `hf auth login`); a rerun resumes"
+        ) from error
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), split_map or {}
     with resume_run(out) as state:

@@ -18,7 +18,17 @@ from tqdm import tqdm
 
 from datagen.io import ImageReadError, open_image
 from datagen.parallel import process_pool
-from datagen.records import FILE_KINDS, ID_PATTERN, METADATA, SPLITS, Sample, parse_metadata, rejected_ids
+from datagen.records import (
+    FILE_KINDS,
+    ID_PATTERN,
+    METADATA,
+    REJECTED,
+    SPLITS,
+    MetadataError,
+    Sample,
+    parse_metadata,
+    rejected_ids,
+)
 
 TRIMAP_VALUES = (0, 128, 255)
 
@@ -284,7 +294,12 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
     for name in ("README.md", "run.json"):
         if not (root / name).is_file():
             report.problems.append(Problem(name, "missing (dataset card / provenance)", "warning"))
-    jobs, rejected, all_rows = [], rejected_ids(root), []
+    jobs, all_rows = [], []
+    try:
+        rejected = rejected_ids(root)
+    except MetadataError as error:  # reported like any broken file; the rows are still checked
+        report.problems.append(Problem(REJECTED, str(error).split(": ", 1)[-1]))
+        rejected = {}
     for split in SPLITS:
         if not (root / split / METADATA).is_file():
             if (root / split).is_dir():

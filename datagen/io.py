@@ -8,6 +8,7 @@ CMYK, 16-bit PNG) and always returns those shapes; writing is always atomic (tem
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -297,9 +298,15 @@ def output_error(path: str | os.PathLike, error: OSError) -> OSError:
     return OutputError(error.errno, f"cannot write {path}: {error.strerror} (free space or choose another output)")
 
 
+MAX_NAME_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS take
+
+
 def temporary_name(path: Path) -> Path:
     """Where `write_atomic` writes `path` before the rename: `.<name>.<pid>.tmp` beside it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    name = path.name
+    if len(os.fsencode(name)) > MAX_NAME_BYTES - 24:  # room for the dot, the pid and .tmp within the name limit
+        name = hashlib.sha1(os.fsencode(name)).hexdigest()
+    return path.with_name(f".{name}.{os.getpid()}.tmp")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

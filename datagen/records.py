@@ -93,9 +93,16 @@ def sanitize_id(name: str) -> str:
     return cleaned
 
 
+MAX_ID_CHARS = 200  # an id is a file name with a suffix (and write_atomic's temporary one): well within 255 bytes
+
+
 def make_id(prefix: str, name: str) -> str:
-    """The id `<prefix>-<sanitized name>`, for samples named by their source file."""
-    return f"{sanitize_id(prefix)}-{sanitize_id(name)}"
+    """The id `<prefix>-<sanitized name>`, for samples named by their source file; a longer one than MAX_ID_CHARS is
+    cut and ends with a hash of the whole name, so it stays unique and a valid file name."""
+    sample_id = f"{sanitize_id(prefix)}-{sanitize_id(name)}"
+    if len(sample_id) <= MAX_ID_CHARS:
+        return sample_id
+    return f"{sample_id[: MAX_ID_CHARS - 9]}-{hashlib.sha1(name.encode(errors='surrogateescape')).hexdigest()[:8]}"
 
 
 def unique_ids(prefix: str, names: Iterable[str] | dict[str, str]) -> dict[str, str]:

@@ -306,3 +306,14 @@ def test_pull_checks_what_it_writes_and_skips_bad_rows_with_reasons(tmp_path):
     assert any("sizes differ" in r for r in reasons) and sum("unreadable image" in r for r in reasons) == 2
     assert any("duplicate id 'good'" in r for r in reasons) and any("invalid id 'bad id!'" in r for r in reasons)
     assert inspect_dataset(tmp_path / "pulled").ok
+
+
+def test_pull_of_a_dataset_directory_or_without_network_is_one_line(dataset, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["pull", str(dataset), "-o", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "is a dataset directory already" in result.output, result.output
+    result = runner.invoke(cli, ["pull", "someone/not-reachable", "-o", str(tmp_path / "q")])  # offline in tests
+    assert result.exit_code == 1 and "pull of someone/not-reachable" in result.output, result.output
+    assert "Traceback" not in result.output and "Check the network" in result.output
+    result = runner.invoke(cli, ["pull", str(tmp_path / "nope"), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 1 and str(tmp_path / "nope") in result.output and "Traceback" not in result.output

@@ -134,3 +134,10 @@ def test_rows_with_other_columns_or_nulls_violate(dataset_dir):
     assert result.exit_code == 1
     assert "column 'extra' is missing from 4 row(s)" in result.output
     assert "column 'source' is null in row test/demo-test-1" in result.output
+
+
+def test_a_broken_line_in_rejected_jsonl_is_a_reported_problem(dataset_dir):
+    (dataset_dir / "rejected.jsonl").write_text('{"id": "demo-train-0", "reason": "x"}\n{broken\n')
+    result = CliRunner().invoke(cli, ["inspect", str(dataset_dir)])
+    assert result.exit_code == 1 and "rejected.jsonl" in result.output and "Traceback" not in result.output
+    assert "CONTRACT VIOLATED" in result.output

@@ -230,3 +230,31 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-3000:])
+
+
+def test_a_235_character_name_is_imported_and_inferred(tmp_path, checkpoint):
+    """Its id is cut to 200 characters with a hash of the whole name; write_atomic's temporary name stays within
+    255 bytes (it was `.<name>.<pid>.tmp`, too long for the file system)."""
+    from click.testing import CliRunner
+
+    from datagen.cli import cli
+    from datagen.io import encode_jpeg, encode_png
+    from datagen.procedural import draw_person
+    from datagen.records import read_rows
+    from ormbg.infer import main as infer
+
+    stem = "a" * 235
+    person = draw_person(np.random.default_rng(0), 48, 32)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / f"{stem}.jpg").write_bytes(encode_jpeg(person[..., :3]))
+    (tmp_path / "src" / f"{stem}.png").write_bytes(encode_png(person[..., 3]))
+    runner = CliRunner()
+    args = ["import", "folder", str(tmp_path / "src"), "--images", "*.jpg", "--alphas", "*.png"]
+    result = runner.invoke(cli, [*args, "-o", str(tmp_path / "ds"), "--val-fraction", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (row,) = read_rows(tmp_path / "ds", "train")
+    assert len(row["id"]) == 200 and row["original_path"] == f"{stem}.jpg"
+    (tmp_path / "src" / f"{stem}.png").unlink()
+    args = [str(tmp_path / "src"), "-o", str(tmp_path / "cut"), "--checkpoint", str(checkpoint), "--size", "64"]
+    result = runner.invoke(infer, [*args, "--no-progress"])
+    assert result.exit_code == 0 and (tmp_path / "cut" / f"{stem}.png").is_file(), result.output

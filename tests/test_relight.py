@@ -150,3 +150,13 @@ def test_relight_leaves_rejected_samples_out_and_the_others_unchanged(tmp_path, 
         assert (tmp_path / "kept/train/im" / f"{name}.jpg").read_bytes() == (
             tmp_path / "all/train/im" / f"{name}.jpg"
         ).read_bytes()
+
+
+def test_relight_of_an_empty_or_non_dataset_folder_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from datagen.cli import cli
+
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["relight", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--offline"])
+    assert result.exit_code == 1 and "is it a dataset directory" in result.output and "Traceback" not in result.output
