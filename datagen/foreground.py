@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen import __version__
-from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_run_json
+from datagen.io import ImageReadError, encode_png, read_pair, write_atomic, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
@@ -150,11 +150,9 @@ def foreground_path(sample: Sample) -> Path:
 def estimate_one(job: ForegroundJob) -> Skip | None:
     """Estimate and write one fg/ file (F with the row's own alpha); a Skip when an input cannot be read."""
     try:
-        image, alpha = read_image(job.image), read_alpha(job.alpha)
+        image, alpha = read_pair(job.image, job.alpha)
     except ImageReadError as error:
         return Skip(error.path, f"unreadable input: {error.reason}")
-    if image.shape[:2] != alpha.shape:
-        return Skip(str(job.image), f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
     rgba = np.dstack([estimate_foreground(image, alpha, job.method), alpha])
     write_atomic(job.target, encode_png(rgba))
     return None

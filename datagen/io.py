@@ -259,6 +259,18 @@ def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
     return _convert(array, mode, "L")
 
 
+def read_pair(image_path: str | os.PathLike, alpha_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's image (HxWx3 uint8) and alpha (HxW uint8), read as read_image and read_alpha do; an alpha of another
+    size than its image is an ImageReadError naming the alpha, so every reader skips such a sample as unreadable."""
+    image, alpha = read_image(image_path), read_alpha(alpha_path)
+    if image.shape[:2] != alpha.shape:
+        raise ImageReadError(
+            alpha_path,
+            f"matte size mismatch: matte {alpha.shape[1]}x{alpha.shape[0]}, image {image.shape[1]}x{image.shape[0]}",
+        )
+    return image, alpha
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """HxWx3 uint8 RGB -> JPEG bytes (4:2:0, baseline)."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -7,6 +7,7 @@ written under the first tile.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import cv2
 import numpy as np
 
 from datagen.alpha import over
-from datagen.io import encode_png, read_alpha, read_foreground, read_image, write_atomic
+from datagen.io import ImageReadError, encode_png, read_alpha, read_foreground, read_image, read_pair, write_atomic
 from datagen.records import Sample, iter_samples, splits
+
+log = logging.getLogger(__name__)
 
 LABEL_PX = 18
 GAP_PX = 4
@@ -27,15 +30,32 @@ def checkerboard(height: int, width: int, square_px: int = 16) -> np.ndarray:
     return np.where(((ys + xs) % 2 == 0)[..., None], 204, 153).astype(np.uint8).repeat(3, axis=2)
 
 
+def unreadable_tile(size_px: int = 64) -> np.ndarray:
+    """HxWx3 uint8 placeholder for a sample that cannot be shown: dark grey, crossed out in red."""
+    tile = np.full((size_px, size_px, 3), 48, np.uint8)
+    cv2.line(tile, (0, 0), (size_px - 1, size_px - 1), (200, 40, 40), 2)
+    cv2.line(tile, (0, size_px - 1), (size_px - 1, 0), (200, 40, 40), 2)
+    return tile
+
+
 def sample_tiles(sample: Sample) -> list[np.ndarray]:
-    """The row of RGB tiles (full resolution) that shows one sample."""
+    """The row of RGB tiles (full resolution) that shows one sample; one placeholder tile (unreadable_tile) for a
+    sample whose files cannot be read or disagree in size, so one bad file never fails a sheet or a page."""
+    try:
+        return _tiles(sample)
+    except ImageReadError as error:
+        log.warning("%s: %s (shown as a crossed-out tile)", error.path, error.reason)
+        return [unreadable_tile()]
+
+
+def _tiles(sample: Sample) -> list[np.ndarray]:
     if sample.is_background:
         return [read_image(sample.path("image"))]
-    alpha = read_alpha(sample.path("alpha"))
     if sample.is_foreground_only:
-        foreground = read_foreground(sample.path("foreground"))
+        foreground, alpha = read_foreground(sample.path("foreground")), read_alpha(sample.path("alpha"))
     else:
-        foreground = np.dstack([read_image(sample.path("image")), alpha])
+        image, alpha = read_pair(sample.path("image"), sample.path("alpha"))
+        foreground = np.dstack([image, alpha])
     height, width = alpha.shape
     cutout = over(foreground, checkerboard(height, width, max(8, min(height, width) // 24)))
     alpha_rgb = np.repeat(alpha[..., None], 3, axis=2)
@@ -92,13 +112,6 @@ def tile_sheet(rows: list[tuple[str, list[np.ndarray]]], tile_px: int = 256) -> 
             cv2.LINE_AA,
         )
     return sheet
-
-
-def column_titles(sample: Sample) -> list[str]:
-    """Column titles of a sample's row (what `sample_tiles` returns, without decoding anything)."""
-    if sample.is_background:
-        return ["image"]
-    return ["foreground", "alpha"] if sample.is_foreground_only else ["image", "alpha", "cutout"]
 
 
 def write_preview(

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
-from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_run_json
+from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
 from datagen.parallel import pick_device
 from datagen.records import (
     SPLITS,
@@ -300,7 +300,10 @@ def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: di
     if config.force or (config.overwrite and sample.row.get("alpha_source") == "vitmatte"):
         return True
     if sample.id not in soft:
-        soft[sample.id] = soft_share(read_alpha(_paths(sample)["alpha"]))
+        try:
+            soft[sample.id] = soft_share(read_alpha(_paths(sample)["alpha"]))
+        except ImageReadError:
+            soft[sample.id] = 0.0  # unreadable: taken as coarse, so its batch skips it with the reason
     return soft[sample.id] <= SOFT_SHARE
 
 
@@ -314,12 +317,9 @@ def _refine_batch(
         paths = _paths(sample)
         source = paths["mask"] if paths["mask"].is_file() else paths["alpha"]  # a resumed row: the original
         try:
-            image, mask = read_image(sample.path("image")), read_alpha(source)
+            image, mask = read_pair(sample.path("image"), source)
         except ImageReadError as error:
             yield Skip(error.path, f"unreadable input: {error.reason}")
-            continue
-        if image.shape[:2] != mask.shape:
-            yield Skip(str(source), f"matte size mismatch: image {image.shape[:2]}, matte {mask.shape}")
             continue
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], source.read_bytes())  # the original matte, byte for byte, before anything

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.alpha import over
 from datagen.card import write_card
-from datagen.io import ImageReadError, read_alpha, read_image, write_atomic, write_run_json
+from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
 from datagen.parallel import launcher, pick_device
 from datagen.records import (
     Sample,
@@ -373,7 +373,7 @@ def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample:
                 rejected: dict[str, int]) -> dict[str, Any] | Skip:  # fmt: skip
     """Relight one row until a draw passes the alignment check; write its files and return its row (or a Skip)."""
     try:
-        image, alpha = read_image(sample.path("image")), read_alpha(sample.path("alpha"))
+        image, alpha = read_pair(sample.path("image"), sample.path("alpha"))
     except ImageReadError as error:
         return Skip(error.path, f"unreadable input: {error.reason}")
     person, background = condition_inputs(image, alpha)

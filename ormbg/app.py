@@ -28,8 +28,8 @@ import numpy as np
 from datagen import __version__
 from datagen.alpha import over
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
-from datagen.io import encode_png, read_alpha, read_foreground, read_image, write_atomic
-from datagen.preview import checkerboard, tile_sheet
+from datagen.io import encode_png, read_image, write_atomic
+from datagen.preview import sample_tiles, tile_sheet
 from datagen.records import Sample, iter_samples, parse_spec, read_rows, rejected_ids, set_rejected, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 
@@ -169,26 +169,12 @@ def review_page(
     items = []
     for sample in chosen:
         tile = folder / f"{sample.id}.png"
-        write_atomic(tile, encode_png(tile_sheet([("", review_tiles(sample))], 160)))
+        write_atomic(tile, encode_png(tile_sheet([("", sample_tiles(sample))], 160)))
         score = f" {sort_key} {sample.row.get(sort_key)}" if sort_key and sort_key != "eval error" else ""
         score += f" MAE {errors[sample.id]:.3f}" if sample.id in errors else ""
         flag = f" REJECTED ({rejected[sample.id]})" if sample.id in rejected else ""
         items.append((str(tile), f"{sample.id} | {sample.row.get('source', '?')}{score}{flag}"))
     return items, [s.id for s in chosen], pages
-
-
-def review_tiles(sample: Sample) -> list[np.ndarray]:
-    """image | alpha | cut-out on a checkerboard (a foreground row: its RGBA as the image)."""
-    alpha = read_alpha(sample.path("alpha")) if sample.path("alpha") else None
-    if sample.path("image"):
-        image = read_image(sample.path("image"))
-    else:
-        image = read_foreground(sample.path("foreground"))[..., :3]
-    if alpha is None:
-        return [image]
-    height, width = alpha.shape
-    cutout = over(np.dstack([image, alpha]), checkerboard(height, width))
-    return [image, np.repeat(alpha[..., None], 3, axis=2), cutout]
 
 
 def sample_details(spec: str, split: str, sample_id: str) -> tuple[str, str]:
@@ -198,7 +184,7 @@ def sample_details(spec: str, split: str, sample_id: str) -> tuple[str, str]:
     if row is None:
         raise ValueError(f"{root}:{split} has no sample {sample_id!r}")
     tile = Path(tempfile.mkdtemp(prefix="ormbg-review-")) / f"{sample_id}.png"
-    write_atomic(tile, encode_png(tile_sheet([(sample_id, review_tiles(Sample(root, split, row)))], 384)))
+    write_atomic(tile, encode_png(tile_sheet([(sample_id, sample_tiles(Sample(root, split, row)))], 384)))
     rejected = rejected_ids(root)
     shown = {**row, **({"rejected": rejected[sample_id]} if sample_id in rejected else {})}
     return str(tile), json.dumps(shown, indent=2)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
-from datagen.io import ImageReadError, read_alpha, read_image  # noqa: E402
+from datagen.io import ImageReadError, read_pair  # noqa: E402
 from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
@@ -229,7 +229,8 @@ class TrainSet(Dataset):
         for offset in range(MAX_SUBSTITUTES):
             image_path, alpha_path = samples[(index + offset) % len(samples)]
             try:
-                image, alpha = read_image(image_path), np.multiply(read_alpha(alpha_path), 1 / 255, dtype=np.float32)
+                image, alpha_u8 = read_pair(image_path, alpha_path)
+                alpha = np.multiply(alpha_u8, 1 / 255, dtype=np.float32)
                 break
             except ImageReadError as error:
                 unreadable.append([error.path, error.reason])
@@ -338,12 +339,11 @@ class EvalSet(Dataset):
         image_path, alpha_path = self.samples[index]
         size = (self.size_px, self.size_px)
         try:
-            alpha = read_alpha(alpha_path).astype(np.float32) / 255.0
-            image = read_image(image_path)
+            image, alpha_u8 = read_pair(image_path, alpha_path)
         except ImageReadError as error:
             zeros = torch.zeros((3, *size), dtype=torch.uint8), torch.zeros((1, *size))
             return *zeros, json.dumps([[error.path, error.reason]])
-        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(alpha_u8.astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
         return prepare(image, self.size_px), torch.from_numpy(alpha)[None], "[]"
 
 
