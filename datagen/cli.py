@@ -563,10 +563,10 @@ def review(directory: Path, list_: bool, reject_ids, undo_ids, reason: str) -> N
     push, preview, inspect) leaves it out. A rejection is one appended line ({"id", "reason", "time"}); an undo is
     a second line for the same id. Nothing is ever deleted.
     """
-    from datagen.records import read_rows, rejected_ids, set_rejected, splits
+    from datagen.records import chosen_splits, read_rows, rejected_ids, set_rejected
 
-    with user_errors(ValueError):
-        known = {row["id"] for split in splits(directory) for row in read_rows(directory, split)}
+    with user_errors(ValueError, FileNotFoundError):
+        known = {row["id"] for split in chosen_splits(directory) for row in read_rows(directory, split)}
         for sample_id in (*reject_ids, *undo_ids):
             if sample_id not in known:
                 raise ValueError(f"{directory} has no sample {sample_id!r}")

@@ -42,6 +42,7 @@ from datagen.records import (
     check_shard,
     chosen_splits,
     read_rows,
+    rejected_ids,
     resume_run,
     update_rows,
     write_skipped,
@@ -181,7 +182,7 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
     result = ForegroundResult(root)
     chosen = chosen_splits(root, config.splits)
     skipped: list[Skip] = []
-    with resume_run(root, config.shard):
+    with resume_run(root, config.shard, in_place=True):
         for split in chosen:
             samples = photo_rows(root, split)
             if not samples:
@@ -199,7 +200,8 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
                     result.new += 1
                 else:
                     skipped.append(outcome)
-            waiting = sum(not foreground_path(s).is_file() for s in samples)
+            rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back
+            waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
             if waiting:
                 result.waiting[split] = waiting
             else:

@@ -407,7 +407,25 @@ def pull(
                 result.new += 1
         result.skipped = write_skipped(out, skipped)
         result.counts = {name: len(ids) for name, ids in state.rowed.items() if ids}
+        _pull_license(repo_id, Path(out))
     return result
+
+
+def _pull_license(repo_id: str, out: Path) -> None:
+    """Bring the source's LICENSE.md (the licence statements a card links to) along, when it has one."""
+    if Path(repo_id).is_dir():
+        source = Path(repo_id) / LICENSE_FILE
+        if source.is_file():
+            write_atomic(out / LICENSE_FILE, source.read_bytes())
+        return
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, LICENSE_FILE, repo_type="dataset")
+    except EntryNotFoundError:
+        return
+    write_atomic(out / LICENSE_FILE, Path(path).read_bytes())
 
 
 def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:

@@ -282,6 +282,7 @@ def set_rejected(root: str | os.PathLike, sample_id: str, reason: str, rejected:
     deleted or edited. Returns False when the sample already was in that state (nothing written)."""
     if (sample_id in rejected_ids(root)) == rejected:
         return False
+    reason = " ".join(reason.split())  # one line: `review --list` prints one sample a line
     row = {
         "id": sample_id,
         "reason": reason if rejected else f"undo: {reason}",
@@ -326,11 +327,12 @@ class ResumeState:
 
 @contextmanager
 def resume_run(
-    root: str | os.PathLike, shard: tuple[int, int] = (0, 1), overwrite: bool = False
+    root: str | os.PathLike, shard: tuple[int, int] = (0, 1), overwrite: bool = False, in_place: bool = False
 ) -> Iterator[ResumeState]:
     """How every writing stage starts: lock the output (this shard), start over if asked (`--overwrite`), delete a
-    killed run's temporary files, and read what is done. Yields the ResumeState; the lock is held until the end."""
-    with dataset_lock(root, shard):
+    killed run's temporary files, and read what is done. Yields the ResumeState; the lock is held until the end.
+    `in_place`: the stage edits the dataset it reads (foreground, refine), so it has no --out to suggest."""
+    with dataset_lock(root, shard, in_place):
         if overwrite:
             reset_dataset(root)
         remove_stale_temporaries(root)
@@ -347,7 +349,7 @@ def lock_name(shard: tuple[int, int] = (0, 1)) -> str:
 
 
 @contextmanager
-def dataset_lock(root: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+def dataset_lock(root: str | os.PathLike, shard: tuple[int, int] = (0, 1), in_place: bool = False) -> Iterator[None]:
     """Hold an advisory lock on `root` (one per shard) while a run writes there; BusyError names the holder.
 
     The lock file `root/.lock` (`.lock.shard-I-of-K`) holds the writer's pid while it runs and is emptied when
@@ -366,9 +368,9 @@ def dataset_lock(root: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> It
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         what = "" if shard[1] == 1 else f" (shard {shard[0]}/{shard[1]})"
+        elsewhere = "" if in_place else ", or write elsewhere with --out"
         raise BusyError(
-            f"{root}{what} is being written by another run (pid {holder}, lock {path}): wait for it to end, "
-            "or write elsewhere with --out"
+            f"{root}{what} is being written by another run (pid {holder}, lock {path}): wait for it to end{elsewhere}"
         ) from None
     try:
         os.ftruncate(fd, 0)

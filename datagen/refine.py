@@ -339,7 +339,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     started, root = time.time(), Path(config.root)
     result, skipped, refined_now, soft = RefineResult(root), [], set(), {}
     split_names = chosen_splits(root, config.splits)
-    with resume_run(root, config.shard):
+    with resume_run(root, config.shard, in_place=True):
         todo: list[Sample] = []
         for split in split_names:
             samples = [Sample(root, split, row) for row in read_rows(root, split)]

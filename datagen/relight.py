@@ -18,6 +18,7 @@ values, and the alpha file is copied unchanged.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -303,12 +304,26 @@ class RelightConfig:
     def __post_init__(self) -> None:
         if self.model not in WEIGHT_FILES:
             raise ValueError(f"model must be fc or fbc, got {self.model!r}")
-        if self.steps < 1 or self.max_attempts < 1 or self.size_px < 64 or not 0 < self.highres_denoise <= 1:
-            raise ValueError("steps and max_attempts >= 1, size_px >= 64, highres_denoise in (0, 1]")
+        if self.steps < 1 or self.max_attempts < 1 or not 0 < self.highres_denoise <= 1:
+            raise ValueError("steps and max_attempts must be >= 1, highres_denoise in (0, 1]")
+        if self.size_px < 64 or self.size_px % 64:
+            raise ValueError(f"--size {self.size_px}: the first pass's long side must be a multiple of 64, 64 or more")
+        if not 1 <= self.highres_scale <= 4:
+            raise ValueError(f"--highres-scale {self.highres_scale}: use 1 (no second pass) up to 4")
+        if self.prompts is not None and not read_prompts(self.prompts):
+            raise ValueError(f"--prompts {self.prompts}: no lighting description in it (one per line)")
         if self.shard is None:
             rank, world, _ = launcher()
             object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard)
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """The lighting descriptions of a --prompts file: its non-blank lines, stripped (a missing file: one line)."""
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as error:
+        raise ValueError(f"--prompts {path}: cannot read it ({error.strerror})") from None
 
 
 @dataclass
@@ -336,11 +351,7 @@ def run_relight(
     """Relight SRC's photo rows into OUT (this shard's share); see the module docstring. Resumes."""
     started = time.time()
     result, skipped, rejected = RelightResult(Path(config.out)), [], {}
-    bank = (
-        [line.strip() for line in Path(config.prompts).read_text().splitlines() if line.strip()]
-        if config.prompts
-        else LIGHTING
-    )
+    bank = read_prompts(config.prompts) if config.prompts else LIGHTING
     with resume_run(config.out, config.shard) as state:
         index, count = config.shard
         mine = [(i, s) for i, s in _rows(config) if i % count == index]

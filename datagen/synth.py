@@ -84,7 +84,9 @@ class SynthConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         width, height = self.size
-        if width % 64 or height % 64 or width < 64 or height < 64:
+        if self.backend == "procedural" and min(width, height) < 16:
+            raise ValueError(f"size {width}x{height}: the procedural backend draws people at 16x16 px or more")
+        if self.backend != "procedural" and (width % 64 or height % 64 or width < 64 or height < 64):
             raise ValueError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
         if self.n < 1 or self.batch_size < 1 or self.steps < 1 or self.max_attempts < 1:
             raise ValueError("n, batch_size, steps and max_attempts must be at least 1")

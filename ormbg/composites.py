@@ -117,7 +117,8 @@ class OnlineComposites:
 
     def __init__(self, source: ComposeSource, seed: int, cache_mb: float = 512.0):
         self.source, self.seed, self.cache_mb = source, seed, cache_mb
-        self.pool = Pools(list_pool(source.fg, "foreground"), list_pool(source.bg, "background"))
+        foregrounds = list_pool(source.fg, "foreground", raw_option=None)  # training has no --raw-foreground
+        self.pool = Pools(foregrounds, list_pool(source.bg, "background"))
         self.occluders: list[PoolItem] = list_pool([source.occluders], "occluder") if source.occluders else []
         self.augment = load_augment(source.preset, source.config)
         self.renderer: Renderer | None = None

@@ -28,7 +28,15 @@ import torch
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
-from datagen.io import IMAGE_EXTENSIONS, ImageReadError, encode_jpeg, encode_png, read_image, write_atomic
+from datagen.io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    encode_jpeg,
+    encode_png,
+    read_image,
+    remove_stale_temporaries,
+    write_atomic,
+)
 from datagen.parallel import pick_device
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.preprocess import normalize, prepare
@@ -238,6 +246,8 @@ def run_infer(config: InferConfig) -> InferResult:
 
     out = Path(config.out)
     items = plan_outputs(list(config.inputs), out, config.mode)
+    for folder in {target.parent for _, target in items if target.parent.is_dir()}:
+        remove_stale_temporaries(folder)  # a killed run's half-written outputs (.<name>.<pid>.tmp)
     todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
     result = InferResult(kept=len(items) - len(todo))
     predictor = make_predictor(config)

@@ -99,6 +99,11 @@ class TrainConfig:
             raise ValueError(f"log_with must be tensorboard or wandb, got {self.log_with!r}")
         if min(self.size, self.batch_size, self.grad_accum, self.max_steps, self.val_every, self.log_every) < 1:
             raise ValueError("size, batch_size, grad_accum, max_steps, val_every and log_every must be >= 1")
+        if self.batch_size < 2:
+            raise ValueError(
+                f"--batch-size {self.batch_size}: ORMBG's batch norm needs at least 2 images per process and step "
+                "(use --grad-accum to step on more images than fit at once)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -332,6 +337,11 @@ class Trainer:
         config, accelerator = self.config, self.accelerator
         out = self.result.out
         if not config.resume and not config.overwrite and any((out / name).exists() for name in RUN_FILES):
+            if not (out / "last.pt").is_file():
+                raise ValueError(
+                    f"run folder {out} holds a run that stopped before its first checkpoint (no last.pt to resume "
+                    "from): start it again with --overwrite, or give a new --out"
+                )
             raise ValueError(f"run folder {out} has a run; pass --resume or a new --out (or --overwrite)")
         out.mkdir(parents=True, exist_ok=True)
         if config.resume:
@@ -603,8 +613,9 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
             values["recipe"] = Recipe(base.train, validation)
         result = run_train(TrainConfig(**values))
     bad = f"; {len(result.bad_samples)} unreadable samples skipped (bad_samples.jsonl)" if result.bad_samples else ""
+    best = f"best validation MAE {result.best_mae:.4f}" if math.isfinite(result.best_mae) else "no validation set"
     click.echo(
-        f"trained to step {result.step}; best validation MAE {result.best_mae:.4f}; "
+        f"trained to step {result.step}; {best}; "
         f"{'stopped early; ' if result.stopped_early else ''}results in {result.out}{bad}"
     )
 

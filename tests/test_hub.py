@@ -241,6 +241,8 @@ def test_local_and_hub_cards_agree_and_describe_what_is_there(tmp_path, person):
         assert local[key] == hub[key], key
     assert local["license"] == "other" and local["license_link"] == "LICENSE.md" and "license_details" not in local
     assert "non-commercial research" in (out / "LICENSE.md").read_text() and (tmp_path / "dry/LICENSE.md").is_file()
+    pull(str(tmp_path / "dry"), tmp_path / "back")  # the licence statements come back with the data
+    assert (tmp_path / "back/LICENSE.md").read_bytes() == (tmp_path / "dry/LICENSE.md").read_bytes()
     assert {"name": "alpha", "dtype": "image"} in local["dataset_info"]["features"]
     assert "configs" in hub and "configs" not in local
 

@@ -157,6 +157,7 @@ def test_size_must_be_a_multiple_of_64():
         SynthConfig(out=Path("x"), size=(1000, 1024))
     result = CliRunner().invoke(cli, ["synth", "--size", "100x128", "-o", "x"])
     assert result.exit_code == 1 and "multiples of 64" in result.output
+    assert SynthConfig(out=Path("x"), backend="procedural", size=(100, 130)).size == (100, 130)  # no SDXL rule there
 
 
 def procedural_config(out, **changes) -> SynthConfig:

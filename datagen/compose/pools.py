@@ -44,13 +44,16 @@ def pool_splits(root: Path, split: str | None) -> list[str]:
     return [name for name in present if name != "test"]
 
 
-def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = False) -> list[PoolItem]:
+def list_pool(
+    specs: Sequence[str | Path], kind: str, raw_foreground: bool = False, raw_option: str | None = "--raw-foreground"
+) -> list[PoolItem]:
     """All items of dataset directories or plain image folders, sorted by id (`kind`: foreground or background).
 
     `specs` are `DIR[:SPLIT]`. Dataset directories give their complete samples of the split named, or of every split
     but `test`: foregrounds from `fg/`; backgrounds from `im/`. A photo row (im/ + gt/) without `fg/` is refused as
     a foreground (its colour holds its old background: `datagen foreground DIR` estimates the person's own) unless
-    `raw_foreground`. Plain folders give every image file below them.
+    `raw_foreground` (`raw_option` names the option that allows it; None where there is none: training).
+    Plain folders give every image file below them.
     """
     items: list[PoolItem] = []
     for spec in specs:
@@ -73,13 +76,9 @@ def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = Fal
                     elif sample.path("image"):
                         alpha = sample.path("alpha") if kind != "background" else None
                         items.append(PoolItem(f"{name}:{sample.id}", sample.path("image"), alpha, license))
-                        raw += [sample.id] if alpha else []
+                        raw += [sample] if alpha else []
             if raw and not raw_foreground:
-                raise PoolError(
-                    f"{kind} pool {root}: {len(raw)} photo rows have no fg/ (the person's own colour; the photo's "
-                    f"holds its old background, a halo in every composite): run `datagen foreground {root}` first, "
-                    "or pass --raw-foreground to composite the photos as they are"
-                )
+                raise PoolError(_without_foreground(root, kind, raw, raw_option))
         elif split:
             raise PoolError(f"{kind} pool {root} is a plain folder: it has no splits, so give it without :{split}")
         else:
@@ -89,6 +88,25 @@ def list_pool(specs: Sequence[str | Path], kind: str, raw_foreground: bool = Fal
     if not items:
         raise PoolError(f"{kind} pool {', '.join(map(str, specs))} is empty: " + HOW_TO_MAKE[kind])
     return sorted(items, key=lambda item: item.id)
+
+
+def _without_foreground(root: Path, kind: str, raw: list, raw_option: str | None) -> str:
+    """What to do about photo rows without fg/: run `datagen foreground`, or, where it ran and left some rows without
+    a file (their split's rows then name no fg/), fix or reject those rows first."""
+    failed = [sample.id for sample in raw if not (root / sample.split / "fg" / f"{sample.id}.png").is_file()]
+    raw_hint = f", or pass {raw_option} to composite the photos as they are" if raw_option else ""
+    if failed and len(failed) < len(raw):
+        shown = ", ".join(failed[:3]) + (" ..." if len(failed) > 3 else "")
+        return (
+            f"{kind} pool {root}: `datagen foreground` made fg/ for every photo row but {len(failed)} ({shown}), so "
+            f"their split's rows do not name fg/ yet; the reasons are in {root / 'skipped.jsonl'}. Fix those files "
+            f"or reject them (`datagen review {root} --reject ID`), then run `datagen foreground {root}` again"
+            + raw_hint
+        )
+    return (
+        f"{kind} pool {root}: {len(raw)} photo rows have no fg/ (the person's own colour; the photo's holds its old "
+        f"background, a halo in every composite): run `datagen foreground {root}` first" + raw_hint
+    )
 
 
 OPTIONS = {"foreground": "--fg", "background": "--bg", "occluder": "--occluders"}
