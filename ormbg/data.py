@@ -304,24 +304,48 @@ def loader_options(workers: int, persistent: bool = False) -> dict[str, Any]:
 
 
 class MixSampler(Sampler):
-    """Keys for `TrainSet`: for step s (from `start_step`), `batch_size` samples drawn by source weight from
-    default_rng([seed, s, rank]). Infinite; the training loop stops it."""
+    """Keys for `TrainSet`. For step s (from `start_step`) the global batch, `batch_size` samples for each of
+    `world_size` processes, is drawn from default_rng([seed, s]): sources by weight, then each source's samples without
+    replacement (a sample appears twice in a global batch only when its source has fewer samples than it contributes);
+    process `rank` takes its `batch_size` slots of it. Every rank draws the same global batch, so no id is seen twice
+    across ranks in a step. Infinite; the training loop stops it."""
 
     def __init__(
-        self, sizes: list[int], weights: list[float], batch_size: int, seed: int, rank: int = 0, start_step: int = 0
+        self,
+        sizes: list[int],
+        weights: list[float],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        start_step: int = 0,
+        world_size: int = 1,
     ):
         total = float(sum(weights))
         self.sizes, self.probabilities = sizes, [w / total for w in weights]
         self.batch_size, self.seed, self.rank, self.start_step = batch_size, seed, rank, start_step
+        self.world_size = world_size
+
+    def global_batch(self, step: int) -> list[tuple[int, int, int]]:
+        """(source, sample index, augmentation seed) of every slot of step `step`, all ranks, rank-major."""
+        rng = np.random.default_rng([self.seed, step])
+        slots = self.batch_size * self.world_size
+        sources = rng.choice(len(self.sizes), size=slots, p=self.probabilities)
+        indices = np.empty(slots, np.int64)
+        for source, size in enumerate(self.sizes):
+            where = np.flatnonzero(sources == source)
+            for start in range(0, len(where), size):  # O(slots) draws without replacement, whatever the source size
+                part = where[start : start + size]
+                indices[part] = rng.choice(size, len(part), replace=False)
+        seeds = rng.integers(2**31, size=slots)
+        return [(int(s), int(i), int(a)) for s, i, a in zip(sources, indices, seeds)]
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         """(source, sample index, augmentation seed, step, rank, slot): the last three seed online composites."""
         step = self.start_step
         while True:
-            rng = np.random.default_rng([self.seed, step, self.rank])
-            for slot in range(self.batch_size):
-                source = int(rng.choice(len(self.sizes), p=self.probabilities))
-                yield source, int(rng.integers(self.sizes[source])), int(rng.integers(2**31)), step, self.rank, slot
+            mine = self.global_batch(step)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            for slot, (source, index, seed) in enumerate(mine):
+                yield source, index, seed, step, self.rank, slot
             step += 1
 
 

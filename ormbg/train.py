@@ -52,6 +52,8 @@ from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
 from ormbg.plot import plot_curves
 from ormbg.preprocess import normalize
 
+log = logging.getLogger(__name__)
+
 DEFAULT_RECIPE = Path("datasets/recipes/default.yaml")
 # What a run writes into its folder: a folder holding any of these has a run (refused without --resume/--overwrite).
 RUN_FILES = ("metrics.jsonl", "config.yaml", "last.pt", "best.pt", "last.safetensors", "best.safetensors")
@@ -143,6 +145,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     bad_samples: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
+    main_process: bool = True  # rank 0 (or the only process): the one that writes and prints
+    world_size: int = 1  # processes that trained together
 
 
 class Trainer:
@@ -156,6 +160,9 @@ class Trainer:
         # the device rule of inference (ormbg.device): CUDA, else MPS, else the CPU; accelerate then picks the same
         self.accelerator = Accelerator(
             mixed_precision=precision,
+            # the schedule is written in optimizer steps: one scheduler step per optimizer step, for any process count
+            # (by default accelerate steps it once per process, so with 8 GPUs the cosine would end at max_steps / 8)
+            step_scheduler_with_optimizer=False,
             cpu=pick_device().type == "cpu",
             log_with=config.log_with,
             project_dir=Path(config.out) / "tracking",
@@ -188,7 +195,9 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         if config.compile:
             self.model = torch.compile(self.model)
-        self.result = TrainResult(Path(config.out))
+        self.result = TrainResult(
+            Path(config.out), main_process=self.accelerator.is_main_process, world_size=self.accelerator.num_processes
+        )
         self.bad_validations = 0
         # one loader per validation set; its workers start at the first validation and stay alive
         options = loader_options(min(config.workers, 2), persistent=True)
@@ -196,6 +205,15 @@ class Trainer:
             name: DataLoader(EvalSet(samples, config.size), batch_size=config.batch_size, **options)
             for name, samples in self.val_sets.items()
         }
+
+    def global_batch_text(self) -> str:
+        """'global batch N = B per process x A accumulated x P processes': what one optimizer step sees."""
+        config, processes = self.config, self.accelerator.num_processes
+        total = config.batch_size * config.grad_accum * processes
+        return (
+            f"global batch {total} = {config.batch_size} per process x {config.grad_accum} accumulated x "
+            f"{processes} processes"
+        )
 
     # ----- data -----
     def train_batches(self, start_step: int):
@@ -208,6 +226,7 @@ class Trainer:
             config.seed,
             self.accelerator.process_index,
             start_step * config.grad_accum,
+            self.accelerator.num_processes,
         )
         loader = DataLoader(
             dataset,
@@ -333,9 +352,10 @@ class Trainer:
         with dataset_lock(self.result.out) if self.accelerator.is_main_process else nullcontext():
             return self._fit()
 
-    def _fit(self) -> TrainResult:
-        config, accelerator = self.config, self.accelerator
-        out = self.result.out
+    def prepare_folder(self) -> None:
+        """Refuse a folder holding another run (unless --resume or --overwrite); for a new run, clear what an earlier
+        run left and write config.yaml (the global batch in a comment line at its top)."""
+        config, out = self.config, self.result.out
         if not config.resume and not config.overwrite and any((out / name).exists() for name in RUN_FILES):
             if not (out / "last.pt").is_file():
                 raise ValueError(
@@ -344,13 +364,22 @@ class Trainer:
                 )
             raise ValueError(f"run folder {out} has a run; pass --resume or a new --out (or --overwrite)")
         out.mkdir(parents=True, exist_ok=True)
-        if config.resume:
-            self.restore()
-        elif accelerator.is_main_process:
+        if not config.resume:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / "batches", ignore_errors=True)
-            write_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+            header = f"# {self.global_batch_text()}\n"  # a comment: config.yaml stays a file of TrainConfig fields
+            write_atomic(out / "config.yaml", (header + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
+        log.info("%s; run folder %s", self.global_batch_text(), out)
+
+    def _fit(self) -> TrainResult:
+        config, accelerator = self.config, self.accelerator
+        out = self.result.out
+        if accelerator.is_main_process:  # rank 0 alone looks and writes; the others wait (they would see its files)
+            self.prepare_folder()
+        accelerator.wait_for_everyone()
+        if config.resume:
+            self.restore()
         if config.log_with:
             flat = {
                 k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in config.to_dict().items()
@@ -612,6 +641,8 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
             validation = Recipe.parse([], list(val)).validation if val else base.validation
             values["recipe"] = Recipe(base.train, validation)
         result = run_train(TrainConfig(**values))
+    if not result.main_process:
+        return  # rank 0 reports for the run
     bad = f"; {len(result.bad_samples)} unreadable samples skipped (bad_samples.jsonl)" if result.bad_samples else ""
     best = f"best validation MAE {result.best_mae:.4f}" if math.isfinite(result.best_mae) else "no validation set"
     click.echo(

@@ -347,26 +347,67 @@ def test_the_model_fits_one_batch(composites):
 
 
 @pytest.mark.slow
-def test_two_processes_write_one_run(tmp_path, composites):
-    """`accelerate launch` with two CPU processes (DDP over gloo): one metrics.jsonl without duplicated rows,
-    checkpoints written once and loadable, as the rank-0-writes rule promises."""
+def torchrun(out, data, *extra, processes=2):
+    """`torchrun --nproc_per_node N -m ormbg.train` on the CPU (DDP over gloo): N real processes. Returns the run."""
     import subprocess
     import sys
 
-    out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ormbg.train"]
-    command += ["--data", f"{composites}:train", "--val", f"{composites}:validation", "--size", "64"]
-    command += ["--width-divisor", "8"]
-    command += ["--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--log-every", "1", "--workers", "0"]
-    command += ["--out", str(out), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(row["step"], "val" in row) for row in rows] == [(0, True), (1, False), (2, False), (2, True)]
-    assert rows[1]["images_per_s"] > 0
-    load_weights(ORMBG(8), out / "last.safetensors")
-    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command += ["-m", "ormbg.train", "--data", f"{data}:train", "--val", f"{data}:validation", "--size", "64"]
+    command += ["--width-divisor", "8", "--batch-size", "2", "--val-every", "2", "--log-every", "1"]
+    command += ["--warmup-steps", "2", "--workers", "0", "--out", str(out), "--no-progress", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_one_run_on_the_one_process_schedule(tmp_path, composites):
+    """Two real processes (asserted, so a launcher that quietly starts one fails this): the learning rate at every
+    step equals the one-process run's (the schedule is in optimizer steps; accelerate's default stepped it once per
+    process), the untrained validation MAE is the same number, one metrics.jsonl without duplicated rows, checkpoints
+    and the summary from rank 0 only, the global batch in config.yaml, and --resume on two processes continues
+    exactly: a run stopped after step 4's checkpoint and resumed to 6 equals one run of 6 steps (warm-up past the end,
+    so the schedule does not depend on max_steps)."""
+    warm = ("--warmup-steps", "100")
+    single = tmp_path / "single"
+    run_train(config(single, composites, max_steps=6, val_every=2, warmup_steps=100))
+    whole = torchrun(tmp_path / "whole", composites, "--max-steps", "6", *warm)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "x 2 processes" in whole.stderr, "two processes, not one"
+    assert "x 2 processes" in (tmp_path / "whole/config.yaml").read_text().splitlines()[0]
+    assert whole.stdout.count("trained to step 6") == 1, whole.stdout
+    rows = metrics(tmp_path / "whole")
+    assert [(row["step"], "val" in row) for row in rows] == [(r["step"], "val" in r) for r in metrics(single)]
+    lr = [row["lr"] for row in rows if "lr" in row]
+    assert lr == pytest.approx([row["lr"] for row in metrics(single) if "lr" in row]), lr
+    for name, scores in rows[0]["val"].items():  # the untrained model on the whole set: the same number
+        assert scores == pytest.approx(metrics(single)[0]["val"][name], rel=1e-5)
+    load_weights(ORMBG(8), tmp_path / "whole/last.safetensors")
+    assert torch.load(tmp_path / "whole/last.pt", weights_only=True)["step"] == 6
+
+    assert torchrun(tmp_path / "part", composites, "--max-steps", "4", *warm).returncode == 0
+    resumed = torchrun(tmp_path / "part", composites, "--max-steps", "6", "--resume", *warm)
+    assert resumed.returncode == 0 and "x 2 processes" in resumed.stderr, resumed.stderr[-3000:]
+    assert losses(tmp_path / "part") == pytest.approx(losses(tmp_path / "whole"), rel=1e-5)
+
+
+def test_ranks_draw_different_samples_within_a_step():
+    """The global batch is drawn once per step and split over ranks: no sample twice in it when the source has
+    enough samples; a one-process run draws the same kind of batch."""
+    from ormbg.data import MixSampler
+
+    def batch(rank, world, step=3):
+        sampler = MixSampler([50, 40], [1.0, 1.0], 4, seed=7, rank=rank, start_step=step, world_size=world)
+        keys = iter(sampler)
+        return [next(keys) for _ in range(4)]
+
+    ranks = [batch(rank, 4) for rank in range(4)]
+    drawn = [(key[0], key[1]) for keys in ranks for key in keys]
+    assert len(set(drawn)) == 16, "no sample twice within the global batch of four ranks"
+    assert all(key[4] == rank and key[3] == 3 for rank, keys in enumerate(ranks) for key in keys)
+    assert batch(0, 1) != batch(0, 1, step=4)
 
 
 def test_rotation_keeps_image_and_alpha_aligned():
