@@ -243,3 +243,30 @@ def _zombie(pid: int) -> bool:
             return file.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_row_appended_while_update_rows_replaces_the_file_is_kept(tmp_path):
+    """An appender blocked on the lock of the file update_rows is replacing must append to the new file (it used to
+    append to the replaced one, and its row was lost)."""
+    import threading
+    import time
+
+    from datagen.records import append_row, metadata_path, read_rows, update_rows
+
+    root = tmp_path / "ds"
+    append_row(metadata_path(root, "train"), {"id": "a"})
+    entered = threading.Event()
+
+    def slow_update(row):
+        entered.set()
+        time.sleep(0.5)  # the appender starts and blocks on the lock meanwhile
+        return {"seen": True}
+
+    updater = threading.Thread(target=update_rows, args=(root, "train", slow_update))
+    updater.start()
+    entered.wait()
+    appender = threading.Thread(target=append_row, args=(metadata_path(root, "train"), {"id": "b"}))
+    appender.start()
+    updater.join()
+    appender.join()
+    assert [row["id"] for row in read_rows(root, "train")] == ["a", "b"]
