@@ -71,9 +71,17 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def remove_background(
-    models: Models, image_path: str, model: str, color: str = "#ffffff", background_path: str | None = None
+    models: Models,
+    image_path: str,
+    model: str,
+    color: str = "#ffffff",
+    background_path: str | None = None,
+    decontaminate: bool = True,
 ) -> tuple[str, str, str, str]:
-    """(cut-out RGBA PNG, matte PNG, composite PNG, a line of what was done) for one image file."""
+    """(cut-out RGBA PNG, matte PNG, composite PNG, a line of what was done) for one image file. `decontaminate`: the
+    cut-out and composite carry the person's estimated colour (`infer.cutout_colors`, ml), not the photo's."""
+    from ormbg.infer import DEFAULT_FOREGROUND, cutout_colors
+
     if not image_path:
         raise ValueError("no image: upload or paste one")
     image = read_image(image_path)  # upright: EXIF orientation applied
@@ -81,6 +89,7 @@ def remove_background(
     (alpha,) = models.predictor(model)([image])
     seconds = time.perf_counter() - started
     matte = np.rint(alpha * 255).astype(np.uint8)
+    colors = cutout_colors(image, matte, DEFAULT_FOREGROUND if decontaminate else "none")
     if background_path:
         import cv2
 
@@ -92,9 +101,9 @@ def remove_background(
     stem = Path(image_path).stem
     outputs = []
     for name, array in (
-        (f"{stem}-cutout.png", np.dstack([image, matte])),
+        (f"{stem}-cutout.png", np.dstack([colors, matte])),
         (f"{stem}-matte.png", matte),
-        (f"{stem}-composite.png", over(np.dstack([image, matte]), backdrop)),
+        (f"{stem}-composite.png", over(np.dstack([colors, matte]), backdrop)),
     ):
         write_atomic(folder / name, encode_png(array))
         outputs.append(str(folder / name))
@@ -229,6 +238,8 @@ def _remove_tab(gr, models: Models) -> None:
                 model = gr.Dropdown(names, value=names[0], label="Model", elem_id="model")
                 color = gr.ColorPicker("#ffffff", label="Composite background colour")
                 backdrop = gr.Image(type="filepath", label="Or a background image", sources=["upload"])
+                clean = gr.Checkbox(True, label="Decontaminate edge colours (the person's estimated colour)",
+                                    elem_id="decontaminate")  # fmt: skip
                 run = gr.Button("Remove background", variant="primary", elem_id="run")
             with gr.Column():
                 cutout = gr.Image(type="filepath", label="Cut-out (RGBA PNG)", format="png", elem_id="cutout")
@@ -240,13 +251,13 @@ def _remove_tab(gr, models: Models) -> None:
             batch = gr.Button("Cut them out")
             archive = gr.File(label="cutouts.zip")
 
-        def single(path, name, colour, background):
+        def single(path, name, colour, background, decontaminate):
             try:
-                return remove_background(models, path, name, colour, background)
+                return remove_background(models, path, name, colour, background, decontaminate)
             except ValueError as error:
                 raise gr.Error(str(error)) from error
 
-        run.click(single, [image, model, color, backdrop], [cutout, matte, composite, info])
+        run.click(single, [image, model, color, backdrop, clean], [cutout, matte, composite, info])
         batch.click(lambda paths, name: remove_batch(models, paths or [], name), [files, model], archive)
 
 

@@ -44,6 +44,8 @@ from ormbg.preprocess import normalize, prepare
 log = logging.getLogger(__name__)
 
 MODES = ("rgba", "alpha", "composite")
+FOREGROUNDS = ("ml", "blur-fusion", "none")  # as `datagen foreground --method`, and none: the photo's colours
+DEFAULT_FOREGROUND = "ml"  # the most accurate (docs/benchmarks.md)
 
 
 class Predictor:
@@ -189,15 +191,35 @@ def check_output_name(path: Path, mode: str) -> Path:
     return path
 
 
-def render(image: np.ndarray, alpha: np.ndarray, mode: str, color: tuple[int, int, int], path: Path) -> bytes:
-    """The encoded output for one image: RGBA cutout, alpha matte, or a composite over `color`."""
+def cutout_colors(image: np.ndarray, alpha_u8: np.ndarray, foreground: str = DEFAULT_FOREGROUND) -> np.ndarray:
+    """The colours a cut-out carries (HxWx3 uint8): the person's own colour estimated from the photo and the matte
+    (`datagen.foreground.estimate_foreground`: "ml" or "blur-fusion"), so the old background does not show as a
+    fringe in soft pixels on a new one; "none": the photo's colours. Where alpha is 255 the photo's, exactly."""
+    if foreground == "none":
+        return image
+    from datagen.foreground import estimate_foreground
+
+    return estimate_foreground(image, alpha_u8, foreground)
+
+
+def render(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    mode: str,
+    color: tuple[int, int, int],
+    path: Path,
+    foreground: str = DEFAULT_FOREGROUND,
+) -> bytes:
+    """The encoded output for one image: RGBA cutout, alpha matte, or a composite over `color`; cut-outs and
+    composites carry `cutout_colors` (`foreground`: ml, blur-fusion or none)."""
     alpha_u8 = np.round(alpha * 255).astype(np.uint8)
     if mode == "alpha":
         return encode_png(alpha_u8)
+    colors = cutout_colors(image, alpha_u8, foreground)
     if mode == "rgba":
-        return encode_png(np.dstack([image, alpha_u8]))
+        return encode_png(np.dstack([colors, alpha_u8]))
     weight = alpha_u8[..., None].astype(np.float32) / 255
-    composite = np.round(image * weight + np.array(color, np.float32) * (1 - weight)).astype(np.uint8)
+    composite = np.round(colors * weight + np.array(color, np.float32) * (1 - weight)).astype(np.uint8)
     return encode_jpeg(composite) if path.suffix.lower() in (".jpg", ".jpeg") else encode_png(composite)
 
 
@@ -216,6 +238,7 @@ class InferConfig:
     overwrite: bool = False
     refine: str | None = None  # "vitmatte": ViTMatte as a second stage
     refine_model: str = VITMATTE  # its Hub id or local folder
+    foreground: str = DEFAULT_FOREGROUND  # colours of cut-outs and composites: ml, blur-fusion or none (the photo's)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -223,6 +246,8 @@ class InferConfig:
             raise ValueError(f"refine must be vitmatte, got {self.refine!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.foreground not in FOREGROUNDS:
+            raise ValueError(f"--foreground {self.foreground}: use one of {', '.join(FOREGROUNDS)}")
         if self.size < 32 or self.batch_size < 1:
             raise ValueError("size must be >= 32 and batch_size >= 1")
         parse_color(self.color)
@@ -263,7 +288,7 @@ def run_infer(config: InferConfig) -> InferResult:
                     skipped.append({"path": str(source), "reason": str(error)})
             if images:
                 for image, alpha, (_, target) in zip(images, predictor(images), targets):
-                    write_atomic(target, render(image, alpha, config.mode, color, target))
+                    write_atomic(target, render(image, alpha, config.mode, color, target, config.foreground))
                     result.written += 1
             bar.update(len(batch))
     result.skipped = len(skipped)
@@ -288,7 +313,7 @@ def infer_bytes(data: bytes, config: InferConfig, target: Path = Path("stdout.pn
         source.write_bytes(data)
         image = read_image(source)  # ImageReadError names "stdin" when the bytes are not an image
     (alpha,) = make_predictor(config)([image])
-    return render(image, alpha, config.mode, parse_color(config.color), target)
+    return render(image, alpha, config.mode, parse_color(config.color), target, config.foreground)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -307,6 +332,15 @@ def infer_bytes(data: bytes, config: InferConfig, target: Path = Path("stdout.pn
 @click.option("--onnx", type=click.Path(path_type=Path), default=None, help="Run this ONNX export with onnxruntime.")
 @click.option("--mode", type=click.Choice(MODES), default="rgba", show_default=True, help="What to write.")
 @click.option("--color", default="#ffffff", show_default=True, help="Background of --mode composite.")
+@click.option(
+    "--foreground",
+    type=click.Choice(FOREGROUNDS),
+    default=DEFAULT_FOREGROUND,
+    show_default=True,
+    help="Colours of cut-outs and composites: ml (pymatting's estimator) or blur-fusion (faster) take the old "
+    "background out of soft pixels such as hair, so no fringe shows on a new background (as `datagen foreground`); "
+    "none keeps the photo's colours. The matte is the same either way.",
+)
 @click.option("--size", type=int, default=1024, show_default=True, help="Model input side in px.")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from datagen.io import read_image
 from datagen.procedural import draw_background
 from ormbg.export import ExportConfig, run_export
 from ormbg.export import main as export_main
@@ -57,7 +58,7 @@ def test_cutout_alpha_is_the_matte_and_colour_matches(tmp_path, photos, checkpoi
     alpha = Predictor(checkpoint, size_px=64)([image])[0]
     assert alpha.shape == image.shape[:2] and 0 <= alpha.min() and alpha.max() <= 1
     assert alpha.max() - alpha.min() > 0.05  # the fixture's weights give a varying matte, not a constant
-    base = dict(inputs=(str(photos / "b.png"),), checkpoint=checkpoint, size=64, progress=False)
+    base = dict(inputs=(str(photos / "b.png"),), checkpoint=checkpoint, size=64, progress=False, foreground="none")
     run_infer(InferConfig(out=tmp_path / "rgba", **base))
     cutout = np.asarray(Image.open(tmp_path / "rgba/b.png"))
     np.testing.assert_array_equal(cutout[..., :3], image)
@@ -201,3 +202,29 @@ def test_fp16_export_on_cuda(tmp_path, checkpoint):
         assert result.max_difference < 2e-2 and len(result.checked_shapes) == 2
     else:
         assert math.isnan(result.max_difference) and result.checked_shapes == []
+
+
+def test_cutouts_carry_the_persons_colour_and_none_keeps_the_photos(tmp_path, photos, checkpoint):
+    """--foreground ml (the default) and blur-fusion change only the colour of soft pixels (the matte and the opaque
+    pixels stay the photo's); --foreground none writes the photo's colours, as infer did before."""
+    base = ["--checkpoint", str(checkpoint), "--size", "64", "--no-progress", "--mode", "rgba"]
+    source = read_image(photos / "a.jpg")
+    cutouts = {}
+    for method in ("ml", "blur-fusion", "none"):
+        out = tmp_path / method
+        args = [str(photos / "a.jpg"), "-o", str(out / "a.png"), *base, "--foreground", method]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        cutouts[method] = np.asarray(Image.open(out / "a.png"))
+    alpha = cutouts["none"][..., 3]
+    soft = (alpha > 0) & (alpha < 255)
+    assert soft.any()  # the random weights give soft values everywhere; opaque pixels are tested in test_foreground
+    np.testing.assert_array_equal(cutouts["none"][..., :3], source)  # the photo's colours, byte for byte
+    for method in ("ml", "blur-fusion"):
+        np.testing.assert_array_equal(cutouts[method][..., 3], alpha)
+        np.testing.assert_array_equal(cutouts[method][alpha == 255][:, :3], source[alpha == 255])
+        assert (cutouts[method][soft][:, :3] != source[soft]).any(), method
+    assert run_infer(InferConfig(inputs=(str(photos / "a.jpg"),), out=tmp_path / "x", checkpoint=checkpoint,
+                                 size=64, progress=False)).written == 1  # fmt: skip
+    with pytest.raises(ValueError, match="--foreground"):
+        InferConfig(inputs=(), out=tmp_path, foreground="median")
