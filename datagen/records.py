@@ -575,9 +575,9 @@ def reset_dataset(root: str | os.PathLike) -> None:
     Anything else in the folder is left alone, so a wrong --out never deletes unrelated files.
     """
     root = Path(root)
-    if rejected := rejected_ids(root) if (root / REJECTED).is_file() else {}:
-        log.warning("--overwrite: %d rejections in %s go with the content they judged", len(rejected), root / REJECTED)
-    (root / REJECTED).unlink(missing_ok=True)
+    if (root / REJECTED).is_file():
+        log.warning("--overwrite: the rejections in %s go with the content they judged", root / REJECTED)
+        (root / REJECTED).unlink()
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
