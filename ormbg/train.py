@@ -146,7 +146,6 @@ class TrainResult:
     stopped_early: bool = False
     bad_samples: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
     main_process: bool = True  # rank 0 (or the only process): the one that writes and prints
-    world_size: int = 1  # processes that trained together
 
 
 class Trainer:
@@ -195,9 +194,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         if config.compile:
             self.model = torch.compile(self.model)
-        self.result = TrainResult(
-            Path(config.out), main_process=self.accelerator.is_main_process, world_size=self.accelerator.num_processes
-        )
+        self.result = TrainResult(Path(config.out), main_process=self.accelerator.is_main_process)
         self.bad_validations = 0
         # one loader per validation set; its workers start at the first validation and stay alive
         options = loader_options(min(config.workers, 2), persistent=True)
