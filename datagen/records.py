@@ -210,36 +210,41 @@ def parse_metadata(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any
 
     A last line without its newline is an append that was interrupted: it is skipped, never an error.
     """
-    with open(path, encoding="utf-8") as file:
-        lines = file.read().split("\n")
-    # After the final "\n" split() leaves "", so the last element is a partial line or empty.
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield number, None, f"not JSON ({error.msg} at column {error.colno})"
-            continue
-        if not isinstance(row, dict):
-            yield number, None, "not a JSON object"
-        elif not isinstance(row.get("id"), str):
-            yield number, None, "has no string 'id'"
-        else:
-            yield number, row, None
+    with open(path, encoding="utf-8") as file:  # streamed: memory stays flat in the number of rows
+        for number, line in enumerate(file, start=1):
+            if not line.endswith("\n"):
+                return  # the partial last line of an interrupted append
+            if line.strip():
+                yield (number, *_parse_line(line))
+
+
+def _parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, None) for a metadata line that is a JSON object with a string id, else (None, what is wrong)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, f"not JSON ({error.msg} at column {error.colno})"
+    if not isinstance(row, dict):
+        return None, "not a JSON object"
+    if not isinstance(row.get("id"), str):
+        return None, "has no string 'id'"
+    return row, None
+
+
+def iter_rows(root: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:
+    """The metadata rows of a split, streamed (none when the split does not exist). MetadataError on a bad line."""
+    path = metadata_path(root, split)
+    if not path.is_file():
+        return
+    for number, row, error in parse_metadata(path):
+        if error:
+            raise MetadataError(f"{path}:{number}: {error}; run `datagen inspect {root}` for a full report")
+        yield row
 
 
 def read_rows(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     """All metadata rows of a split (empty when the split does not exist). Raises MetadataError on a bad line."""
-    path = metadata_path(root, split)
-    if not path.is_file():
-        return []
-    rows = []
-    for number, row, error in parse_metadata(path):
-        if error:
-            raise MetadataError(f"{path}:{number}: {error}; run `datagen inspect {root}` for a full report")
-        rows.append(row)
-    return rows
+    return list(iter_rows(root, split))
 
 
 def iter_samples(root: str | os.PathLike, split: str | None = None, include_rejected: bool = False) -> Iterator[Sample]:
@@ -249,7 +254,7 @@ def iter_samples(root: str | os.PathLike, split: str | None = None, include_reje
     root = Path(root)
     rejected = {} if include_rejected else rejected_ids(root)
     for name in [split] if split else splits(root):
-        for row in read_rows(root, name):
+        for row in iter_rows(root, name):
             sample = Sample(root, name, row)
             if row["id"] in rejected:
                 continue
@@ -303,15 +308,14 @@ class ResumeState:
 
     @classmethod
     def read(cls, root: str | os.PathLike) -> ResumeState:
+        """Stream each split's rows once, keeping only their ids (a row is never held: memory grows with the ids)."""
         root, done, rowed = Path(root), {}, {}
         for split in SPLITS:
-            rows = read_rows(root, split)
-            rowed[split] = {row["id"] for row in rows}
-            done[split] = {
-                row["id"]
-                for row in rows
-                if all(path.is_file() for kind in FILE_KINDS if (path := Sample(root, split, row).path(kind)))
-            }
+            done[split], rowed[split] = set(), set()
+            for row in iter_rows(root, split):
+                rowed[split].add(row["id"])
+                if all(path.is_file() for kind in FILE_KINDS if (path := Sample(root, split, row).path(kind))):
+                    done[split].add(row["id"])
         return cls(root, done, rowed)
 
     def is_done(self, split: str, sample_id: str) -> bool:
