@@ -183,6 +183,7 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
     chosen = chosen_splits(root, config.splits)
     skipped: list[Skip] = []
     with resume_run(root, config.shard, in_place=True):
+        rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back
         for split in chosen:
             samples = photo_rows(root, split)
             if not samples:
@@ -200,7 +201,6 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
                     result.new += 1
                 else:
                     skipped.append(outcome)
-            rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back
             waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
             if waiting:
                 result.waiting[split] = waiting

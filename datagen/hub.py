@@ -425,6 +425,11 @@ def _pull_license(repo_id: str, out: Path) -> None:
         path = hf_hub_download(repo_id, LICENSE_FILE, repo_type="dataset")
     except EntryNotFoundError:
         return
+    except Exception as error:  # the rows are pulled: a licence the Hub cannot give now is a warning, not a failure
+        if not _is_hub_failure(error):
+            raise
+        log.warning("%s: could not fetch %s (%s); the rows are pulled, fetch it later", repo_id, LICENSE_FILE, error)
+        return
     write_atomic(out / LICENSE_FILE, Path(path).read_bytes())
 
 

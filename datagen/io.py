@@ -8,6 +8,7 @@ CMYK, 16-bit PNG) and always returns those shapes; writing is always atomic (tem
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -356,6 +357,20 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
         match = TEMPORARY_PATTERN.match(path.name)
         if match and not pid_alive(int(match.group(1))):
             path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def remove_stale_temporaries_of(path: str | os.PathLike) -> int:
+    """Delete the temporaries a killed write_atomic left for the one file `path` (in its folder only, its own name
+    only, writers that are gone only). For outputs among a user's files, where a sweep of the folder would not do."""
+    path = Path(path)
+    prefix = temporary_name(path).name.rsplit(".", 2)[0]  # ".<name>" (or its hash, for a long name)
+    removed = 0
+    for candidate in path.parent.glob(glob.escape(prefix) + ".*.tmp"):
+        match = TEMPORARY_PATTERN.match(candidate.name)
+        if match and not pid_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
             removed += 1
     return removed
 

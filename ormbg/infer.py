@@ -34,7 +34,7 @@ from datagen.io import (
     encode_jpeg,
     encode_png,
     read_image,
-    remove_stale_temporaries,
+    remove_stale_temporaries_of,
     write_atomic,
 )
 from datagen.parallel import pick_device
@@ -271,8 +271,8 @@ def run_infer(config: InferConfig) -> InferResult:
 
     out = Path(config.out)
     items = plan_outputs(list(config.inputs), out, config.mode)
-    for folder in {target.parent for _, target in items if target.parent.is_dir()}:
-        remove_stale_temporaries(folder)  # a killed run's half-written outputs (.<name>.<pid>.tmp)
+    for _, target in items:
+        remove_stale_temporaries_of(target)  # a killed run's half-written outputs (.<name>.<pid>.tmp), nothing else
     todo = [(source, target) for source, target in items if config.overwrite or not target.exists()]
     result = InferResult(kept=len(items) - len(todo))
     predictor = make_predictor(config)
