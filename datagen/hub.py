@@ -13,7 +13,6 @@ import logging
 import math
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -202,7 +201,7 @@ class HubError(RuntimeError):
     """A Hub call that failed for a reason the user fixes: no network, no or a wrong token, no such repo."""
 
 
-def _is_hub_failure(error: Exception) -> bool:
+def is_hub_failure(error: Exception) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     if isinstance(
@@ -262,7 +261,7 @@ def _upload(config: PushConfig, staging: Path) -> None:
                 commit_message=f"datagen push of {Path(config.directory).name}",
             )
     except Exception as error:
-        if not _is_hub_failure(error):
+        if not is_hub_failure(error):
             raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HubError(
@@ -273,14 +272,6 @@ def _upload(config: PushConfig, staging: Path) -> None:
 
 def _extension(data: bytes) -> str:
     return "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
-
-
-def _decode(data: bytes, reader):
-    """Decode image bytes with one of datagen.io's readers (they take paths: EXIF, 16-bit and modes handled)."""
-    with tempfile.NamedTemporaryFile(suffix="." + _extension(data)) as file:
-        file.write(data)
-        file.flush()
-        return reader(file.name)
 
 
 MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # the usual names of the matte column on the Hub
@@ -353,7 +344,7 @@ def pull(
     try:
         loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
     except Exception as error:
-        if not _is_hub_failure(error):
+        if not is_hub_failure(error):
             raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         where = "the folder" if Path(repo_id).exists() else "no local folder of that name, and the Hub dataset"
@@ -426,7 +417,7 @@ def _pull_license(repo_id: str, out: Path) -> None:
     except EntryNotFoundError:
         return
     except Exception as error:  # the rows are pulled: a licence the Hub cannot give now is a warning, not a failure
-        if not _is_hub_failure(error):
+        if not is_hub_failure(error):
             raise
         log.warning("%s: could not fetch %s (%s); the rows are pulled, fetch it later", repo_id, LICENSE_FILE, error)
         return
@@ -448,7 +439,7 @@ def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, wh
     import numpy as np
 
     import datasets
-    from datagen.io import ImageReadError, read_alpha, read_foreground, read_image
+    from datagen.io import ImageReadError, decode_bytes, read_alpha, read_foreground, read_image
 
     images = {c for c, f in features.items() if isinstance(f, datasets.Image)}
     metadata = {k: v for k, v in example.items() if k not in images and k not in ("id", "width", "height")}
@@ -459,21 +450,21 @@ def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, wh
             data = example["image"]["bytes"]
             if not _has_alpha_channel(data):
                 return Skip(where, "no matte: the image has no alpha channel and the dataset no matte column")
-            rgba = _decode(data, read_foreground)
+            rgba = decode_bytes(data, read_foreground, where)
             files.update(foreground=rgba, alpha=np.ascontiguousarray(rgba[..., 3]))
             return files, metadata
         if not example.get(column):
             return Skip(where, f"no matte: empty `{column}`")
-        files["alpha"] = _decode(example[column]["bytes"], read_alpha)
+        files["alpha"] = decode_bytes(example[column]["bytes"], read_alpha, where)
         if example.get("image"):
             data = example["image"]["bytes"]
             files.update(image_bytes=data, image_format=_extension(data))
-            image = _decode(data, read_image)  # decoded once to check it whole, its bytes kept as they are
+            image = decode_bytes(data, read_image, where)  # decoded once to check it whole, its bytes kept as they are
         if example.get("foreground"):
-            files["foreground"] = _decode(example["foreground"]["bytes"], read_foreground)
+            files["foreground"] = decode_bytes(example["foreground"]["bytes"], read_foreground, where)
         for kind in ("trimap", "mask", "refine_trimap"):  # mask: a refined dataset's original coarse matte
             if kind != column and example.get(kind):
-                files[kind] = _decode(example[kind]["bytes"], read_alpha)
+                files[kind] = decode_bytes(example[kind]["bytes"], read_alpha, where)
     except ImageReadError as error:
         return Skip(where, f"unreadable image: {error.reason}")
     height, width = files["alpha"].shape

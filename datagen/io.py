@@ -263,13 +263,33 @@ def read_alpha(path: str | os.PathLike, *, upright: bool = True) -> np.ndarray:
 def read_pair(image_path: str | os.PathLike, alpha_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """A sample's image (HxWx3 uint8) and alpha (HxW uint8), read as read_image and read_alpha do; an alpha of another
     size than its image is an ImageReadError naming the alpha, so every reader skips such a sample as unreadable."""
-    image, alpha = read_image(image_path), read_alpha(alpha_path)
+    return check_pair(read_image(image_path), read_alpha(alpha_path), alpha_path)
+
+
+def check_pair(image: np.ndarray, alpha: np.ndarray, where: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(image, alpha), or an ImageReadError naming `where` (the matte) when their sizes differ."""
     if image.shape[:2] != alpha.shape:
         raise ImageReadError(
-            alpha_path,
+            where,
             f"matte size mismatch: matte {alpha.shape[1]}x{alpha.shape[0]}, image {image.shape[1]}x{image.shape[0]}",
         )
     return image, alpha
+
+
+def decode_bytes(data: bytes, reader, where: str):
+    """Decode an image file's bytes (a Parquet row's) with one of the readers above, so the same checks apply (EXIF,
+    16-bit, palette, truncation, bombs); an ImageReadError names `where` (the row), never the temporary file."""
+    import tempfile
+
+    folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory, where Linux has it
+    suffix = ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+    with tempfile.NamedTemporaryFile(suffix=suffix, dir=folder) as file:
+        file.write(data)
+        file.flush()
+        try:
+            return reader(file.name)
+        except ImageReadError as error:
+            raise ImageReadError(where, error.reason.replace(file.name, where)) from None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

@@ -139,13 +139,19 @@ def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
         )
 
 
+HUB_SCHEME = "hf://"  # a Hub dataset named where a dataset directory could be: hf://user/name
+
+
 def parse_spec(text: str, option: str, weighted: bool = False) -> tuple[str, str | None, float]:
-    """`DIR[:SPLIT[:WEIGHT]]` (`DIR[:SPLIT]` unless `weighted`) -> (DIR, SPLIT or None, WEIGHT or 1.0).
+    """`DIR[:SPLIT[:WEIGHT]]` (`DIR[:SPLIT]` unless `weighted`) -> (DIR, SPLIT or None, WEIGHT or 1.0). DIR may be
+    `hf://user/name` (training reads Hub datasets; the other readers refuse it as a missing directory).
 
     The one parser of dataset references for train (--data, --val), evaluate (--data) and compose (--fg, --bg);
     errors are ValueErrors that name `option` and say what was expected.
     """
-    path, *rest = text.split(":")
+    scheme = HUB_SCHEME if text.startswith(HUB_SCHEME) else ""  # hf://user/name[:SPLIT...]: its ':' is not a split
+    path, *rest = text[len(scheme) :].split(":")
+    path = scheme + path if path else ""
     if not path or len(rest) > (2 if weighted else 1):
         raise ValueError(f"{option} {text!r}: expected DIR[:SPLIT{'[:WEIGHT]' if weighted else ''}]")
     split = rest[0] or None if rest else None

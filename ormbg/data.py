@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 from datagen.io import ImageReadError, read_pair  # noqa: E402
 from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
+from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,15 @@ class Recipe:
         return cls(tuple(train), tuple(Source.parse(text, "validation", "--val") for text in val))
 
 
+def open_source(source: Source, option: str = "--data", seed: int = 0) -> list[tuple[str, str]] | ParquetRows:
+    """A source's samples: (image path, alpha path) pairs of a dataset directory, or the rows of Parquet shards (a
+    folder of them, such as `datagen push --dry-run` stages, or hf://user/name), ordered from `seed`. A --val Hub
+    dataset is downloaded once into the Hugging Face cache; a training one is read in place."""
+    if is_parquet_source(source.path):
+        return open_parquet(source.path, source.split, seed, option, download=option == "--val")
+    return list_samples(source, option)
+
+
 def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]]:
     """(image path, alpha path) of the photo samples of a source; a clear error naming `option` when it is missing."""
     if not Path(source.path).is_dir():
@@ -208,9 +218,10 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torc
 class TrainSet(Dataset):
     """Map-style dataset indexed by `MixSampler`'s keys (source, sample index, augmentation seed, step, rank, slot).
 
-    A source is a list of (image path, alpha path) or `OnlineComposites` (drawn from (seed, step, rank, slot))."""
+    A source is a list of (image path, alpha path), `ParquetRows` (the key's index: the how-many-th row of its lane) or
+    `OnlineComposites` (drawn from (seed, step, rank, slot))."""
 
-    def __init__(self, sources: list[list[tuple[str, str]] | OnlineComposites], size_px: int):
+    def __init__(self, sources: list[list[tuple[str, str]] | ParquetRows | OnlineComposites], size_px: int):
         self.sources, self.size_px = sources, size_px
         self.transform = train_transform(size_px)
 
@@ -227,10 +238,13 @@ class TrainSet(Dataset):
             image, alpha_u8, what, unreadable = samples.sample(step, rank, slot, self.size_px)
             return self._augment(image, np.multiply(alpha_u8, 1 / 255, dtype=np.float32), seed, unreadable, what)
         for offset in range(MAX_SUBSTITUTES):
-            image_path, alpha_path = samples[(index + offset) % len(samples)]
             try:
-                image, alpha_u8 = read_pair(image_path, alpha_path)
-                alpha = np.multiply(alpha_u8, 1 / 255, dtype=np.float32)
+                if isinstance(samples, ParquetRows):  # index: the how-many-th row of its lane (MixSampler)
+                    image, alpha_u8, what = samples.sample(step, rank, index + offset)
+                else:
+                    image_path, alpha_path = samples[(index + offset) % len(samples)]
+                    image, alpha_u8 = read_pair(image_path, alpha_path)
+                    what = json.dumps({"image": image_path})
                 break
             except ImageReadError as error:
                 unreadable.append([error.path, error.reason])
@@ -238,7 +252,7 @@ class TrainSet(Dataset):
             raise ValueError(
                 f"{MAX_SUBSTITUTES} unreadable samples in a row, last {unreadable[-1][0]}: run datagen inspect"
             )
-        return self._augment(image, alpha, seed, unreadable, json.dumps({"image": image_path}))
+        return self._augment(image, np.multiply(alpha_u8, 1 / 255, dtype=np.float32), seed, unreadable, what)
 
     def _augment(self, image, alpha, seed: int, unreadable: list, what: str):
         self.transform.set_random_seed(seed)
@@ -308,7 +322,11 @@ class MixSampler(Sampler):
     `world_size` processes, is drawn from default_rng([seed, s]): sources by weight, then each source's samples without
     replacement (a sample appears twice in a global batch only when its source has fewer samples than it contributes);
     process `rank` takes its `batch_size` slots of it. Every rank draws the same global batch, so no id is seen twice
-    across ranks in a step. Infinite; the training loop stops it."""
+    across ranks in a step. Infinite; the training loop stops it.
+
+    A source in `streams` (Parquet shards: read in order, not by index) gets, instead of a sample index, the count of
+    rows its lane (`ormbg.parquet.lane_of`, `lanes` per rank) has given before: the lane's next row. The counts up to
+    `start_step` are replayed from the draws, so a resumed run reads on where the uninterrupted one would."""
 
     def __init__(
         self,
@@ -319,11 +337,17 @@ class MixSampler(Sampler):
         rank: int = 0,
         start_step: int = 0,
         world_size: int = 1,
+        streams: frozenset[int] = frozenset(),
+        lanes: int = 1,
     ):
         total = float(sum(weights))
         self.sizes, self.probabilities = sizes, [w / total for w in weights]
         self.batch_size, self.seed, self.rank, self.start_step = batch_size, seed, rank, start_step
-        self.world_size = world_size
+        self.world_size, self.streams, self.lanes = world_size, streams, lanes
+
+    def mine(self, step: int) -> list[tuple[int, int, int]]:
+        """This process's slots of step `step`'s global batch."""
+        return self.global_batch(step)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
     def global_batch(self, step: int) -> list[tuple[int, int, int]]:
         """(source, sample index, augmentation seed) of every slot of step `step`, all ranks, rank-major."""
@@ -341,18 +365,31 @@ class MixSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         """(source, sample index, augmentation seed, step, rank, slot): the last three seed online composites."""
+        drawn: dict[tuple[int, int], int] = {}  # (stream source, lane) -> rows read from it so far
+        if self.streams:
+            for step in range(self.start_step):  # replayed: a resumed run's lanes read on where they stopped
+                self._count(step, drawn)
         step = self.start_step
         while True:
-            mine = self.global_batch(step)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            for slot, (source, index, seed) in enumerate(mine):
+            lane = lane_of(step, self.rank, self.lanes)
+            for slot, (source, index, seed) in enumerate(self.mine(step)):
+                if source in self.streams:
+                    index = drawn.get((source, lane), 0)
+                    drawn[source, lane] = index + 1
                 yield source, index, seed, step, self.rank, slot
             step += 1
+
+    def _count(self, step: int, drawn: dict[tuple[int, int], int]) -> None:
+        lane = lane_of(step, self.rank, self.lanes)
+        for source, _, _ in self.mine(step):
+            if source in self.streams:
+                drawn[source, lane] = drawn.get((source, lane), 0) + 1
 
 
 class EvalSet(Dataset):
     """Validation samples: the image as `prepare` makes it, the alpha resized likewise (area: soft values kept)."""
 
-    def __init__(self, samples: list[tuple[str, str]], size_px: int):
+    def __init__(self, samples: list[tuple[str, str]] | ParquetRows, size_px: int):
         self.samples, self.size_px = samples, size_px
 
     def __len__(self) -> int:
@@ -360,10 +397,12 @@ class EvalSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         """(image, alpha, unreadable JSON as TrainSet); an unreadable sample gives zeros, to be left out."""
-        image_path, alpha_path = self.samples[index]
         size = (self.size_px, self.size_px)
         try:
-            image, alpha_u8 = read_pair(image_path, alpha_path)
+            if isinstance(self.samples, ParquetRows):
+                image, alpha_u8, _ = self.samples.row(index)
+            else:
+                image, alpha_u8 = read_pair(*self.samples[index])
         except ImageReadError as error:
             zeros = torch.zeros((3, *size), dtype=torch.uint8), torch.zeros((1, *size))
             return *zeros, json.dumps([[error.path, error.reason]])

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
+from datagen.hub import HubError
 from datagen.io import write_atomic
 from datagen.parallel import pick_device
 from datagen.records import ResumeState, write_sample_files
@@ -43,12 +44,13 @@ from ormbg.data import (
     Recipe,
     TrainSet,
     describe,
-    list_samples,
     loader_options,
+    open_source,
 )
 from ormbg.losses import LossWeights, ormbg_loss
 from ormbg.metrics import Meter
 from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
+from ormbg.parquet import ParquetRows
 from ormbg.plot import plot_curves
 from ormbg.preprocess import normalize
 
@@ -89,6 +91,9 @@ class TrainConfig:
     max_bad_samples: int | None = None  # unreadable samples skipped before the run stops; None: 1% of them
     width_divisor: int = 1  # model widths divided by this; 1 is the published ORMBG (tests use 8)
     compose_cache_mb: float = 512.0  # per DataLoader worker: decoded foregrounds and backgrounds of online composites
+    # Parquet sources are read in lanes (ormbg.parquet): this many per process, one per DataLoader worker. Set from
+    # --workers when a run starts and kept by --resume, so that a resume with other --workers reads the same rows.
+    stream_lanes: int | None = None
     dump_batches: int = 0  # write the first N steps' batches (as the model saw them) to RUN/batches/
     log_with: str | None = None  # also log to "tensorboard" (RUN/tracking/) or "wandb", through accelerate's trackers
     losses: LossWeights = field(default_factory=LossWeights)
@@ -154,6 +159,8 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator
 
+        if config.stream_lanes is None:
+            config = dataclasses.replace(config, stream_lanes=max(1, config.workers))
         self.config = config
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
         # the device rule of inference (ormbg.device): CUDA, else MPS, else the CPU; accelerate then picks the same
@@ -172,10 +179,13 @@ class Trainer:
         self.train_sources = [
             OnlineComposites(source, config.seed, config.compose_cache_mb)
             if isinstance(source, ComposeSource)
-            else list_samples(source)
+            else open_source(source, "--data", config.seed)
             for source in self.recipe.train
         ]
-        self.val_sets = {source.name: list_samples(source, "--val") for source in self.recipe.validation}
+        for source in self.train_sources:
+            if isinstance(source, ParquetRows):
+                source.lanes_per_rank, source.world_size = config.stream_lanes, self.accelerator.num_processes
+        self.val_sets = {source.name: open_source(source, "--val") for source in self.recipe.validation}
         total = sum(map(len, self.train_sources)) + sum(map(len, self.val_sets.values()))
         limit = config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(total)
         self.bad = BadSamples(
@@ -224,6 +234,8 @@ class Trainer:
             self.accelerator.process_index,
             start_step * config.grad_accum,
             self.accelerator.num_processes,
+            frozenset(i for i, source in enumerate(self.train_sources) if isinstance(source, ParquetRows)),
+            config.stream_lanes,
         )
         loader = DataLoader(
             dataset,
@@ -625,7 +637,7 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
     Writes last.pt / best.pt (model, optimizer, scheduler, step, config, RNG states), the weights as .safetensors,
     metrics.jsonl, curves.png and config.yaml into the run folder.
     """
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors(FileNotFoundError, ValueError, HubError):
         saved = Path(options["out"] or "") / "config.yaml"
         if not config_file and options["resume"] and options["out"] and saved.is_file():
             config_file = saved  # --resume continues with the run's own options

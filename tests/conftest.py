@@ -30,11 +30,13 @@ def background(request) -> np.ndarray:
     return draw_background(np.random.default_rng([11, height, width]), height, width)
 
 
-def write_demo_dataset(root, n_train: int = 3, n_test: int = 2, size=(96, 64), trimap: bool = False):
+def write_demo_dataset(
+    root, n_train: int = 3, n_test: int = 2, size=(96, 64), trimap: bool = False, n_validation: int = 0
+):
     """A small contract directory of procedural persons over procedural backgrounds; returns the rows."""
     height, width = size
     rows = []
-    for split, count in (("train", n_train), ("test", n_test)):
+    for split, count in (("train", n_train), ("validation", n_validation), ("test", n_test)):
         for index in range(count):
             rng = np.random.default_rng([1, index, len(split)])
             foreground = draw_person(rng, height, width)

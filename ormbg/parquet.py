@@ -1,0 +1,301 @@
+"""Parquet shards as training and validation sources, read row group by row group, never unpacked to files: a folder
+of them (what `datagen push --dry-run` stages) or a Hub dataset (`hf://user/name`, read in place over HTTP ranges).
+
+Order. A split's rows are cut into pieces: its Parquet row groups, each split further only when there are fewer row
+groups than lanes. A lane is what one DataLoader worker of one process reads: micro-step b of process r is read
+from lane `r * lanes_per_rank + b % lanes_per_rank`, and the loader hands batches to its workers in turn, so each
+worker reads one lane's row groups and no row group is read twice in an epoch. In epoch e a lane reads the pieces
+`perm[lane::lanes]` of a permutation drawn from (seed, e), each piece's rows in a permutation drawn from (seed, e,
+piece), then goes on to epoch e + 1. The n-th row a lane gives is a function of (seed, lane, n) alone: `MixSampler`
+counts each lane's draws from the step numbers, so `--resume` at step s continues exactly where an uninterrupted run
+would be, and no reader state is saved. There is no shuffle buffer (the datasets library's is not part of its saved
+state, so it would make resume inexact); the two seeded permutations are the shuffle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
+from datagen.records import HUB_SCHEME, splits
+
+log = logging.getLogger(__name__)
+MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # as `datagen pull` looks for them (datagen.hub)
+SPLIT_SYNONYMS = {"training": "train", "val": "validation", "valid": "validation", "dev": "validation"}
+SALT = 0x50415251  # "PARQ": keeps these permutations apart from the sampler's draws of the same seed
+
+
+def is_parquet_source(path: str) -> bool:
+    """A Hub dataset (`hf://...`), or a folder of Parquet files that is not a dataset directory."""
+    if path.startswith(HUB_SCHEME):
+        return True
+    folder = Path(path)
+    return folder.is_dir() and not splits(folder) and next(folder.rglob("*.parquet"), None) is not None
+
+
+def lane_of(step: int, rank: int, lanes_per_rank: int) -> int:
+    """The lane that micro-step `step` of process `rank` reads its Parquet rows from."""
+    return rank * lanes_per_rank + step % lanes_per_rank
+
+
+def _split_of(name: str) -> str:
+    """The split a Parquet file belongs to by its name: `train-00000-of-00004.parquet` (push, the Hub's data/ layout)
+    or its folder (`default/train/0000.parquet`, the Hub's Parquet conversion); synonyms mapped (val -> validation)."""
+    path = PurePosixPath(name)
+    word = path.name.split("-")[0].split(".")[0] if "-" in path.name else path.parent.name
+    return SPLIT_SYNONYMS.get(word.lower(), word.lower())
+
+
+def _hub_failure(location: str, error: Exception):
+    from datagen.hub import HubError
+
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return HubError(
+        f"{location}: the Hub could not be read ({reason}). Check the network and the repo id, and the token for a "
+        "private dataset (HF_TOKEN or `hf auth login`); or train from a local copy (`datagen pull`)"
+    )
+
+
+def hub_filesystem():
+    """The fsspec file system that reads hf:// paths (huggingface_hub's; a test may give a local one)."""
+    from huggingface_hub import HfFileSystem
+
+    return HfFileSystem()
+
+
+@dataclass
+class ParquetRows:
+    """One split of Parquet shards: its files, row groups and columns (footers only; the rows stay in the files).
+
+    Small and picklable: DataLoader workers get a copy and each keeps the one row group it is reading."""
+
+    location: str  # the folder or hf://user/name, for messages and `what`
+    split: str
+    files: list[str]  # local paths, or paths on hub_filesystem()
+    groups: np.ndarray  # (G, 3) int64: file index, row group index, rows
+    image_column: str
+    matte_column: str
+    seed: int = 0
+    lanes_per_rank: int = 1
+    world_size: int = 1
+    weight: float = 1.0
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.groups[:, 2].sum())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": {}}  # a worker starts without the parent's row group
+
+    # ----- reading -----
+    def _group(self, file_index: int, group: int) -> dict[str, list]:
+        """The image bytes, matte bytes and ids of one row group (the last one read is kept)."""
+        key = (file_index, group)
+        if self._cache.get("key") != key:
+            import pyarrow.parquet as pq
+
+            path = self.files[file_index]
+            columns = [self.image_column, self.matte_column]
+            hub = self.location.startswith(HUB_SCHEME) and not Path(path).is_file()
+            try:
+                if hub:
+                    with hub_filesystem().open(path, "rb") as file:
+                        table = pq.ParquetFile(file).read_row_group(group, columns=columns)
+                else:
+                    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+            except Exception as error:
+                from datagen.hub import is_hub_failure
+
+                if hub and is_hub_failure(error):
+                    raise _hub_failure(self.location, error) from error
+                raise
+            data = {name: [cell and cell.get("bytes") for cell in table.column(name).to_pylist()] for name in columns}
+            self._cache.update(key=key, data=data)
+        return self._cache["data"]
+
+    def name(self, file_index: int) -> str:
+        """A file's path within the dataset (data/train-00000-of-00004.parquet)."""
+        path = PurePosixPath(Path(self.files[file_index]).as_posix())
+        if self.location.startswith(HUB_SCHEME):
+            repo = self.location[len(HUB_SCHEME) :].strip("/")
+            text = str(path)
+            return text.split(f"datasets/{repo}/", 1)[1] if f"datasets/{repo}/" in text else path.name
+        try:
+            return str(path.relative_to(Path(self.location).as_posix()))
+        except ValueError:
+            return path.name
+
+    def read(self, file_index: int, group: int, row: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(HxWx3 image, HxW uint8 alpha, what) of one row, decoded and checked as files are (datagen.io's readers);
+        an unreadable row is an ImageReadError naming the file and row."""
+        data = self._group(file_index, group)
+        name = self.name(file_index)
+        where = f"{self.location}/{name}:group {group}:row {row}"
+        image_bytes, matte_bytes = data[self.image_column][row], data[self.matte_column][row]
+        if not image_bytes or not matte_bytes:
+            raise ImageReadError(where, f"empty `{self.image_column if not image_bytes else self.matte_column}`")
+        image, alpha = check_pair(
+            decode_bytes(image_bytes, read_image, where), decode_bytes(matte_bytes, read_alpha, where), where
+        )
+        return image, alpha, json.dumps({"parquet": f"{self.location}/{name}", "group": group, "row": row})
+
+    def row(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Row `index` in file order (validation reads every row once, in this order)."""
+        ends = np.cumsum(self.groups[:, 2])
+        piece = int(np.searchsorted(ends, index, side="right"))
+        file_index, group, rows = (int(v) for v in self.groups[piece])
+        return self.read(file_index, group, index - int(ends[piece]) + rows)
+
+    # ----- the training order -----
+    @property
+    def lanes(self) -> int:
+        return self.lanes_per_rank * self.world_size
+
+    def pieces(self) -> np.ndarray:
+        """(P, 4) int64: file index, row group, first row, end row; at least one piece per lane."""
+        parts = -(-self.lanes // len(self.groups))  # row groups are split only when there are fewer than lanes
+        pieces = []
+        for file_index, group, rows in self.groups.tolist():
+            bounds = np.linspace(0, rows, min(parts, rows) + 1).round().astype(int)
+            pieces += [(file_index, group, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        return np.asarray(pieces, np.int64)
+
+    def _lane_epoch(self, lane: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces lane `lane` reads in epoch `epoch`, in order, and their cumulative row counts (0 first)."""
+        key = ("epoch", lane, epoch)
+        if key not in self._cache:
+            pieces = self._cache.setdefault("pieces", self.pieces())
+            order = np.random.default_rng([self.seed, SALT, epoch]).permutation(len(pieces))[lane :: self.lanes]
+            sizes = pieces[order, 3] - pieces[order, 2]
+            self._cache = {k: v for k, v in self._cache.items() if not (isinstance(k, tuple) and k[1] == lane)}
+            self._cache[key] = (order, np.concatenate([[0], np.cumsum(sizes)]))
+        return self._cache[key]
+
+    def lane_row(self, lane: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The n-th row (from 0) that lane `lane` reads, over as many epochs as it takes."""
+        epoch, start = self._cache.get(("position", lane), (0, 0))
+        if n < start:
+            epoch, start = 0, 0
+        while True:
+            order, ends = self._lane_epoch(lane, epoch)
+            if n < start + ends[-1]:
+                break
+            start, epoch = start + int(ends[-1]), epoch + 1
+        self._cache[("position", lane)] = (epoch, start)
+        at = int(np.searchsorted(ends, n - start, side="right")) - 1
+        piece_index = int(order[at])
+        file_index, group, first, end = (int(v) for v in self._cache["pieces"][piece_index])
+        within = np.random.default_rng([self.seed, SALT, epoch, piece_index]).permutation(end - first)
+        return self.read(file_index, group, first + int(within[n - start - int(ends[at])]))
+
+    def sample(self, step: int, rank: int, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+        return self.lane_row(lane_of(step, rank, self.lanes_per_rank), n)
+
+
+def _list_files(path: str, split: str) -> tuple[list[str], list[str]]:
+    """(the split's Parquet files, sorted; every split found) of a folder or hf://user/name."""
+    if path.startswith(HUB_SCHEME):
+        repo = path[len(HUB_SCHEME) :].strip("/")
+        if repo.count("/") != 1:
+            raise ValueError(f"{path}: expected hf://user/name")
+        try:
+            found = hub_filesystem().glob(f"datasets/{repo}/**/*.parquet")
+        except Exception as error:
+            from datagen.hub import is_hub_failure
+
+            if is_hub_failure(error) or isinstance(error, FileNotFoundError):
+                raise _hub_failure(path, error) from error
+            raise
+        names = sorted(str(name) for name in found)
+    else:
+        names = sorted(str(name) for name in Path(path).rglob("*.parquet") if not name.name.startswith("."))
+    return [name for name in names if _split_of(name) == split], sorted({_split_of(name) for name in names})
+
+
+def _image_columns(schema) -> list[str]:
+    """Columns holding images as the datasets library writes them: struct<bytes, path>."""
+    import pyarrow as pa
+
+    return [
+        f.name
+        for f in schema
+        if pa.types.is_struct(f.type) and "bytes" in [f.type.field(i).name for i in range(f.type.num_fields)]
+    ]
+
+
+def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", download: bool = False) -> ParquetRows:
+    """The `split` of the Parquet shards at `path` (a folder or hf://user/name) as a ParquetRows; only footers are
+    read. With `download` a Hub dataset's files are fetched into the Hugging Face cache first (once; for a fixed
+    validation set). Errors name `option` and say what was found."""
+    import pyarrow.parquet as pq
+
+    files, found = _list_files(path, split)
+    if not files:
+        raise FileNotFoundError(
+            f"{option} {path}:{split}: no Parquet files of split {split!r} (splits found: {', '.join(found) or 'none'})"
+        )
+    hub = path.startswith(HUB_SCHEME)
+    if hub and download:
+        from huggingface_hub import hf_hub_download
+
+        repo = path[len(HUB_SCHEME) :].strip("/")
+        try:
+            files = [
+                hf_hub_download(repo, name.split(f"datasets/{repo}/", 1)[1], repo_type="dataset") for name in files
+            ]
+        except Exception as error:
+            from datagen.hub import is_hub_failure
+
+            if is_hub_failure(error):
+                raise _hub_failure(path, error) from error
+            raise
+        hub = False
+    groups, schema = [], None
+    for index, name in enumerate(files):
+        try:
+            if hub:
+                with hub_filesystem().open(name, "rb") as file:
+                    parquet = pq.ParquetFile(file)
+            else:
+                parquet = pq.ParquetFile(name)
+        except Exception as error:
+            from datagen.hub import is_hub_failure
+
+            if hub and is_hub_failure(error):
+                raise _hub_failure(path, error) from error
+            message = f"{option} {path}: {PurePosixPath(name).name} is not a readable Parquet file ({error})"
+            raise ValueError(message) from error
+        schema = schema or parquet.schema_arrow
+        metadata = parquet.metadata
+        groups += [(index, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
+    images = _image_columns(schema)
+    if "image" not in images:
+        raise ValueError(
+            f"{option} {path}: no `image` column of images (columns: {', '.join(schema.names)}); training reads the "
+            "image + alpha columns that `datagen push` writes"
+        )
+    matte = next((name for name in MATTE_COLUMNS if name in images), None)
+    if matte is None:
+        raise ValueError(
+            f"{option} {path}: no matte column ({', '.join(MATTE_COLUMNS)}) among its image columns "
+            f"({', '.join(images)})"
+        )
+    groups = np.asarray([g for g in groups if g[2] > 0], np.int64).reshape(-1, 3)
+    if not len(groups):
+        raise FileNotFoundError(f"{option} {path}:{split}: its Parquet files hold no rows")
+    log.info(
+        "%s:%s: %d rows in %d row groups of %d files (matte: %s)",
+        path,
+        split,
+        groups[:, 2].sum(),
+        len(groups),
+        len(files),
+        matte,
+    )
+    return ParquetRows(path, split, files, groups, "image", matte, seed)
