@@ -594,20 +594,28 @@ def review(directory: Path, list_: bool, reject_ids, undo_ids, reason: str) -> N
     "--dry-run",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write exactly what would be uploaded into this folder and upload nothing.",
+    help="Write exactly what would be uploaded into this folder and upload nothing (a rerun resumes it).",
 )
-def push(directory: Path, repo_id: str, private: bool, token: str | None, max_shard_size: str, dry_run) -> None:
+@click.option(
+    "--keep-shards",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Shards written before they are uploaded (in one commit) and removed: the local disk a push needs.",
+)
+def push(directory: Path, repo_id: str, private, token, max_shard_size: str, dry_run, keep_shards: int) -> None:
     """Publish DIRECTORY to the Hugging Face Hub as the dataset REPO_ID (user/name).
 
     Each split becomes Parquet shards with Image columns (image, alpha, foreground, trimap where present) and
     the metadata columns; a dataset card (licence: the most restrictive of the sources) and a preview go along.
-    Shards are staged in a folder beside DIRECTORY (removed afterwards) and uploaded with huggingface_hub.
+    Shards are written one at a time into a folder beside DIRECTORY and uploaded --keep-shards at a time; after a
+    failure the folder stays and a rerun goes on from the shards already uploaded, without encoding them again.
     """
     from datagen.hub import HubError, PushConfig
     from datagen.hub import push as push_dataset
 
     with user_errors(ValueError, HubError):
-        files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run))
+        files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run, keep_shards))
     where = dry_run if dry_run else f"https://huggingface.co/datasets/{repo_id}"
     click.echo(f"{'wrote' if dry_run else 'pushed'} {len(files)} files -> {where}")
 

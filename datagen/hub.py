@@ -8,11 +8,17 @@ The token is passed to huggingface_hub and never printed or written by us.
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import itertools
 import json
 import logging
 import math
+import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -20,10 +26,11 @@ from typing import Any
 
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, render_card
 from datagen.inspect import inspect_dataset
-from datagen.io import read_json, write_atomic
+from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
     ID_PATTERN,
+    REJECTED,
     SPLITS,
     Sample,
     Skip,
@@ -48,11 +55,12 @@ def parse_bytes(text: str) -> int:
     return int(float(match[1]) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match[2]])
 
 
-def _features(rows: list[dict[str, Any]]):
+def _features(row: dict[str, Any]):
+    """The datasets Features of a split, from its first row (a split's rows are uniform: FORMAT.md)."""
     import datasets
 
     features = {}
-    for key, value in rows[0].items():
+    for key, value in row.items():
         if key in IMAGE_COLUMNS:
             features[IMAGE_COLUMNS[key]] = datasets.Image()
         elif isinstance(value, bool):
@@ -66,56 +74,105 @@ def _features(rows: list[dict[str, Any]]):
     return datasets.Features(features)
 
 
-def _examples(directory: str, split: str):
-    """Rows with each *_file_name replaced by its Image column holding the file's bytes (read lazily)."""
-    for sample in iter_samples(directory, split):
-        example = {}
-        for key, value in sample.row.items():
-            if key in IMAGE_COLUMNS:
-                path = sample.path(IMAGE_COLUMNS[key])
-                example[IMAGE_COLUMNS[key]] = {"bytes": path.read_bytes(), "path": Path(value).name}
-            elif isinstance(value, dict | list):
-                example[key] = json.dumps(value)
-            else:
-                example[key] = value
-        yield example
+def _example(sample: Sample, columns: set[str]) -> dict[str, Any]:
+    """A row with each *_file_name replaced by its Image column holding the file's bytes; a row with a key its
+    split's first row lacks is refused (a column is never dropped)."""
+    example = {}
+    for key, value in sample.row.items():
+        if key in IMAGE_COLUMNS:
+            path = sample.path(IMAGE_COLUMNS[key])
+            example[IMAGE_COLUMNS[key]] = {"bytes": path.read_bytes(), "path": Path(value).name}
+        elif isinstance(value, dict | list):
+            example[key] = json.dumps(value)
+        else:
+            example[key] = value
+    if extra := set(example) - columns:
+        raise ValueError(
+            f"{sample.root}/{sample.split}/metadata.jsonl: row {sample.id!r} has columns {sorted(extra)} that the "
+            "split's first row lacks; make the rows uniform (rerun the stage that wrote them) before pushing"
+        )
+    return example
 
 
-def export_parquet(directory: Path, staging: Path, max_shard_bytes: int) -> dict[str, list[str]]:
-    """Write data/<split>-<i>-of-<n>.parquet for every split; returns split -> relative file names.
+ROWS_PER_GROUP = 100  # Parquet row group size: the datasets library's for image data; training reads one at a time
 
-    Rows stream through an on-disk Arrow cache (memory stays bounded); shards hold about `max_shard_bytes`.
-    """
-    import datasets
 
-    written: dict[str, list[str]] = {}
+@dataclass(frozen=True)
+class Shard:
+    """One Parquet file of a push: rows [start, stop) of its split, in the split's row order."""
+
+    split: str
+    name: str  # data/<split>-<i>-of-<n>.parquet
+    start: int
+    stop: int
+
+
+def plan_shards(directory: Path, max_shard_bytes: int) -> tuple[list[Shard], dict[str, Any]]:
+    """The shards of every split (sized from the files' bytes, about `max_shard_bytes` each, rows split as evenly as
+    the datasets library's contiguous shards) and each split's Features. One pass over the rows; none are kept."""
+    shards, features = [], {}
     for split in splits(directory):
-        rows = [sample.row for sample in iter_samples(directory, split)]  # rejected.jsonl honoured
-        if not rows:
+        count, total = 0, 0
+        for sample in iter_samples(directory, split):  # rejected.jsonl honoured
+            if not count:
+                features[split] = _features(sample.row)
+            count += 1
+            total += sum(sample.path(kind).stat().st_size for key, kind in IMAGE_COLUMNS.items() if key in sample.row)
+        if not count:
             continue
-        total = sum(
-            Sample(directory, split, row).path(kind).stat().st_size
-            for row in rows
-            for key, kind in IMAGE_COLUMNS.items()
-            if key in row
-        )
-        count = max(1, math.ceil(total / max_shard_bytes))
-        dataset = datasets.Dataset.from_generator(
-            _examples,
-            features=_features(rows),
-            cache_dir=str(staging / ".cache"),
-            gen_kwargs={"directory": str(directory), "split": split},
-            split=split,
-        )
-        written[split] = []
-        for index in range(count):
-            name = f"data/{split}-{index:05d}-of-{count:05d}.parquet"
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            dataset.shard(count, index, contiguous=True).to_parquet(str(staging / name))
-            written[split].append(name)
-        dataset.cleanup_cache_files()
-    shutil.rmtree(staging / ".cache", ignore_errors=True)
-    return written
+        parts = min(count, max(1, math.ceil(total / max_shard_bytes)))
+        size, extra = divmod(count, parts)
+        for index in range(parts):
+            start = index * size + min(index, extra)
+            stop = start + size + (index < extra)
+            shards.append(Shard(split, f"data/{split}-{index:05d}-of-{parts:05d}.parquet", start, stop))
+    return shards, features
+
+
+def write_shard(samples, path: Path, features) -> None:
+    """The rows `samples` yields as one Parquet file with the datasets library's schema metadata (so it loads with
+    Image columns), ROWS_PER_GROUP rows per row group; atomic. The bytes depend only on the rows and files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = features.arrow_schema
+    columns = set(schema.names)
+    temporary = temporary_name(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with pq.ParquetWriter(temporary, schema) as writer:
+            group = []
+            for sample in samples:
+                group.append(_example(sample, columns))
+                if len(group) == ROWS_PER_GROUP:
+                    writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=ROWS_PER_GROUP)
+                    group = []
+            if group:
+                writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=ROWS_PER_GROUP)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise output_error(path, error) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def export_parquet(directory: Path, staging: Path, shards: list[Shard], features, done: set[str], on_shard) -> None:
+    """Write each shard not in `done` to `staging`, one at a time, in one pass over each split's rows (the rows of
+    shards already done are passed over without reading their files), calling `on_shard(shard)` after each."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(shards), initial=len(done), desc="push", unit="shard", disable=None)
+    for split in dict.fromkeys(shard.split for shard in shards):
+        samples = iter_samples(directory, split)
+        for shard in (s for s in shards if s.split == split):
+            rows = itertools.islice(samples, shard.stop - shard.start)
+            if shard.name in done:
+                collections.deque(rows, maxlen=0)
+                continue
+            write_shard(rows, staging / shard.name, features[split])
+            on_shard(shard)
+            bar.update(1)
+    bar.close()
 
 
 def hub_card(
@@ -149,42 +206,93 @@ def hub_card(
 STAGING_MARKER = ".datagen-push-staging"  # in every staging folder: only a folder holding it is ever cleared
 
 
-def clear_staging(directory: Path, out: Path) -> None:
-    """Make way for a staging in `out`: remove an earlier staging (a folder holding STAGING_MARKER); refuse a
-    non-empty folder without the marker, and a folder inside the dataset or holding it, so nothing else is lost."""
+def fingerprint(directory: Path, repo_id: str, max_shard_bytes: int) -> str:
+    """What a staging was made from: the rows of every split (metadata.jsonl), rejected.jsonl, the repo and the shard
+    size. A rerun with the same fingerprint resumes the staging; any change starts it over."""
+    digest = hashlib.sha256(f"{repo_id}\n{max_shard_bytes}\n".encode())
+    for path in [directory / split / "metadata.jsonl" for split in splits(directory)] + [directory / REJECTED]:
+        if path.is_file():
+            digest.update(str(path.relative_to(directory)).encode())
+            with open(path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def open_staging(directory: Path, out: Path, print_: str) -> dict[str, Any]:
+    """The staging folder `out` for the dataset `directory` with fingerprint `print_`: an earlier staging of the same
+    fingerprint is resumed (its record returned: `done` lists the shards written, or uploaded, already); any other
+    earlier staging (a folder holding STAGING_MARKER) is cleared; a non-empty folder without the marker, and a folder
+    inside the dataset or holding it, are refused, so nothing else is lost."""
     source, target = directory.resolve(), out.resolve()
     if target == source or source in target.parents or target in source.parents:
         raise ValueError(f"--dry-run {out}: the staging folder must lie outside {directory} and not contain it")
-    if not target.exists():
-        return
-    if not target.is_dir():
+    if target.exists() and not target.is_dir():
         raise ValueError(f"--dry-run {out} is a file: name a new or empty folder")
-    if any(target.iterdir()):
+    if target.is_dir() and any(target.iterdir()):
         if not (target / STAGING_MARKER).is_file():
             raise ValueError(
                 f"--dry-run {out} is a folder with other files in it (no {STAGING_MARKER}, so not an earlier "
                 "staging): name a new or empty folder"
             )
+        try:
+            record = json.loads((target / STAGING_MARKER).read_text())
+        except ValueError:
+            record = {}
+        if isinstance(record, dict) and record.get("fingerprint") == print_:
+            log.info("resuming the staging in %s: %d shards done", out, len(record.get("done", [])))
+            return record
         shutil.rmtree(target)
+    record = {"staged_by": f"datagen push of {source}", "fingerprint": print_, "done": []}
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / STAGING_MARKER, json.dumps(record).encode())
+    return record
 
 
-def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int) -> list[str]:
-    """Write exactly what push uploads into `out`: data/*.parquet, README.md, preview.png. Returns the files."""
+def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload=None, keep: int = 3) -> list[str]:
+    """Write what push uploads into `out`: data/*.parquet one shard at a time, then README.md, preview.png (and
+    LICENSE.md). With `upload(files)`, shards are handed to it `keep` at a time and removed once it returns, so at
+    most `keep` shards are on disk; without, they stay (--dry-run). Each shard done is recorded in out's marker, so a
+    rerun after a failure goes on without encoding them again. Returns every file of the dataset repo."""
     if not splits(directory):
         raise ValueError(f"{directory} has no split with a metadata.jsonl: is it a dataset directory?")
-    clear_staging(directory, out)
-    out.mkdir(parents=True)
-    (out / STAGING_MARKER).write_text(f"staged by datagen push of {directory.resolve()}\n")
-    written = export_parquet(directory, out, max_shard_bytes)
+    shards, features = plan_shards(directory, max_shard_bytes)
+    record = open_staging(directory, out, fingerprint(directory, repo_id, max_shard_bytes))
+    done = set(record["done"])
+    pending: list[str] = []
+
+    def finish(names: list[str]) -> None:
+        if upload and names:
+            upload(names)
+            for name in names:
+                (out / name).unlink()
+        record["done"] += names
+        write_atomic(out / STAGING_MARKER, json.dumps(record).encode())
+        names.clear()
+
+    def on_shard(shard: Shard) -> None:
+        pending.append(shard.name)
+        if not upload or len(pending) >= keep:
+            finish(pending)
+
+    export_parquet(directory, out, shards, features, done, on_shard)
+    finish(pending)
+    written = {}
+    for shard in shards:
+        written.setdefault(shard.split, []).append(shard.name)
     preview = None
     if any(not s.is_background for s in iter_samples(directory)):
         write_preview(directory, out / "preview.png", n=8, tile_px=192)
         preview = "preview.png"
     card, license_text = hub_card(directory, repo_id, written, preview)
     write_atomic(out / "README.md", card.encode())
+    extras = ["README.md"] + ([preview] if preview else [])
     if license_text:
         write_atomic(out / LICENSE_FILE, license_text.encode())
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != STAGING_MARKER)
+        extras.append(LICENSE_FILE)
+    if upload:
+        upload(extras)
+    return sorted([shard.name for shard in shards] + extras)
 
 
 @dataclass(frozen=True)
@@ -195,6 +303,11 @@ class PushConfig:
     token: str | None = None  # else HF_TOKEN or the huggingface_hub login
     max_shard_size: str = "500MB"
     dry_run: Path | None = None  # write what would be uploaded here and upload nothing
+    keep_shards: int = 3  # shards on local disk at most while uploading
+
+    def __post_init__(self) -> None:
+        if self.keep_shards < 1:
+            raise ValueError(f"--keep-shards {self.keep_shards}: at least 1")
 
 
 class HubError(RuntimeError):
@@ -225,48 +338,59 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def push(config: PushConfig) -> list[str]:
-    """Stage the dataset (to `dry_run`, or to a folder beside DIR that is removed afterwards) and, unless dry-run,
-    upload it. Returns the staged files. A Hub or network failure raises HubError with one line."""
+    """Stage the dataset (to `dry_run`, or to a folder beside DIR) and, unless dry-run, upload it shard by shard as
+    it is written, `keep_shards` per commit. The staging is removed after a successful upload and kept after a
+    failure, so a rerun goes on from the shards already committed. Returns the repo's files. A Hub or network
+    failure raises HubError with one line."""
     check_repo_id(config.repo_id)
     directory = Path(config.directory)
+    max_shard_bytes = parse_bytes(config.max_shard_size)
     if config.dry_run:
-        return stage(directory, config.repo_id, Path(config.dry_run), parse_bytes(config.max_shard_size))
+        return stage(directory, config.repo_id, Path(config.dry_run), max_shard_bytes)
     staging = directory.resolve().parent / f".{directory.resolve().name}.push-staging"
-    log.info("staging the upload in %s (removed afterwards)", staging)
-    try:
-        files = stage(directory, config.repo_id, staging, parse_bytes(config.max_shard_size))
-        _upload(config, staging)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "staging the upload in %s (at most %d shards at a time; kept if the push fails)", staging, config.keep_shards
+    )
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=config.token)
+    created = []
+
+    def upload(names: list[str]) -> None:
+        with hub_errors(config.repo_id, staging):
+            if not created:
+                api.create_repo(config.repo_id, repo_type="dataset", private=config.private, exist_ok=True)
+                created.append(True)
+            upload_files(api, config.repo_id, staging, names)
+
+    files = stage(directory, config.repo_id, staging, max_shard_bytes, upload, config.keep_shards)
+    shutil.rmtree(staging, ignore_errors=True)
     log.info("pushed %d files to datasets/%s", len(files), config.repo_id)
     return files
 
 
-def _upload(config: PushConfig, staging: Path) -> None:
-    from huggingface_hub import HfApi
+def upload_files(api, repo_id: str, staging: Path, names: list[str]) -> None:
+    """One commit adding `names` (paths relative to `staging`) to the dataset repo; huggingface_hub uploads the large
+    files through LFS first, in parallel."""
+    from huggingface_hub import CommitOperationAdd
 
-    api = HfApi(token=config.token)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(staging / name)) for name in names]
+    message = f"datagen push: {names[0]}" + (f" .. {names[-1]}" if len(names) > 1 else "")
+    api.create_commit(repo_id, operations=operations, repo_type="dataset", commit_message=message)
+
+
+@contextmanager
+def hub_errors(repo_id: str, staging: Path) -> Iterator[None]:
+    """A Hub or network failure as one HubError line that says the rerun resumes from `staging`."""
     try:
-        api.create_repo(config.repo_id, repo_type="dataset", private=config.private, exist_ok=True)
-        if hasattr(api, "upload_large_folder"):  # resumable, many commits; missing from some huggingface_hub versions
-            api.upload_large_folder(
-                repo_id=config.repo_id, folder_path=str(staging), repo_type="dataset", ignore_patterns=[STAGING_MARKER]
-            )
-        else:
-            api.upload_folder(
-                repo_id=config.repo_id,
-                folder_path=str(staging),
-                repo_type="dataset",
-                ignore_patterns=[STAGING_MARKER],
-                commit_message=f"datagen push of {Path(config.directory).name}",
-            )
+        yield
     except Exception as error:
         if not is_hub_failure(error):
             raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HubError(
-            f"push to datasets/{config.repo_id} failed: {reason}. Check the network, the repo id and the token "
-            "(--token, HF_TOKEN or `hf auth login`); a rerun uploads again"
+            f"push to datasets/{repo_id} failed: {reason}. Check the network, the repo id and the token "
+            f"(--token, HF_TOKEN or `hf auth login`); a rerun goes on from the shards already uploaded ({staging})"
         ) from error
 
 

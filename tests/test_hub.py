@@ -1,5 +1,6 @@
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
     import httpx2 as httpx
     from huggingface_hub.utils import _http
 
-    requests = []
+    requests, staged = [], []  # staged: shards on local disk at each commit
 
     def handler(request):
         url, body = str(request.url), request.content
@@ -96,6 +97,7 @@ def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
                 json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
             )
         if "/commit/" in url:
+            staged.append(len(list(dataset.parent.glob(".*.push-staging/data/*.parquet"))))
             return httpx.Response(
                 200,
                 json={
@@ -110,7 +112,9 @@ def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
     _http.close_session()
     try:
         with caplog.at_level(logging.DEBUG):
-            files = push(PushConfig(dataset, "user/demo", token=TOKEN, private=True))
+            files = push(
+                PushConfig(dataset, "user/demo", token=TOKEN, private=True, max_shard_size="4KB", keep_shards=2)
+            )
     finally:
         _http.set_client_factory(_http.default_client_factory)
         _http.close_session()
@@ -118,13 +122,14 @@ def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
     created = json.loads(create[2])
     assert created["type"] == "dataset"
     assert created.get("visibility") == "private" or created.get("private") is True  # 2.x or 0.x protocol
-    commit = next(r for r in requests if "/api/datasets/user/demo/commit/main" in r[1])
-    sent = {
-        json.loads(line)["value"]["path"]
-        for line in commit[2].decode().splitlines()
-        if json.loads(line)["key"] == "file"
-    }
-    assert sent == set(files) and "README.md" in sent and any(p.startswith("data/train-") for p in sent)
+    commits = [
+        [json.loads(line)["value"]["path"] for line in r[2].decode().splitlines() if json.loads(line)["key"] == "file"]
+        for r in requests
+        if "/api/datasets/user/demo/commit/main" in r[1]
+    ]
+    sent = [path for commit in commits for path in commit]
+    assert sorted(sent) == files and "README.md" in sent and sum(p.startswith("data/train-") for p in sent) >= 3
+    assert len(commits) >= 3 and max(map(len, commits[:-1])) == 2 and max(staged) <= 2, "2 shards at a time"
     assert create[3] == f"Bearer {TOKEN}", "the token goes to the Hub"
     output = capsys.readouterr()
     assert TOKEN not in caplog.text and TOKEN not in output.out + output.err
@@ -203,23 +208,97 @@ def test_push_checks_the_repo_id_before_any_work(dataset, tmp_path, repo_id):
     assert not any(".push" in p.name for p in dataset.parent.iterdir())
 
 
-def test_push_without_network_is_one_line_and_leaves_no_staging(dataset):
+def intercepted_hub(fail_commit: int | None = None):
+    """huggingface_hub's HTTP client answering as the Hub for create, preupload (files sent inline) and commit; the
+    commit number `fail_commit` (from 1) fails as a dropped network does. Returns (install, uninstall, sent files)."""
     import httpx2 as httpx
     from huggingface_hub.utils import _http
 
-    def unreachable(request):
-        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+    sent, commits = {}, []
 
-    _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(unreachable)))
-    _http.close_session()
-    try:
-        result = CliRunner().invoke(cli, ["push", str(dataset), "user/demo", "--token", TOKEN])
-    finally:
+    def handler(request):
+        url = str(request.url)
+        if url.endswith("/api/repos/create"):
+            return httpx.Response(200, json={"url": "https://huggingface.co/datasets/user/demo"})
+        if url.endswith("/api/validate-yaml"):
+            return httpx.Response(200, json={"errors": [], "warnings": []})
+        if "/preupload/" in url:
+            files = json.loads(request.content)["files"]
+            answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+            return httpx.Response(200, json={"files": answer})
+        if "/commit/" in url:
+            commits.append(url)
+            if len(commits) == fail_commit:
+                raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+            for line in request.content.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    sent[item["value"]["path"]] = item["value"]["content"]
+            return httpx.Response(
+                200,
+                json={
+                    "commitUrl": "https://huggingface.co/datasets/user/demo/commit/a",
+                    "commitOid": "a" * 40,
+                    "pullRequestUrl": None,
+                },
+            )
+        return httpx.Response(404, json={"error": "not mocked"})
+
+    def install():
+        _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(handler)))
+        _http.close_session()
+
+    def uninstall():
         _http.set_client_factory(_http.default_client_factory)
         _http.close_session()
+
+    return install, uninstall, sent
+
+
+def test_a_failed_push_is_one_line_keeps_its_staging_and_a_rerun_goes_on(dataset, tmp_path, monkeypatch):
+    """The network drops at the second commit: one line, the staging stays (the first commit's shards recorded,
+    removed from disk); the rerun encodes only the shards not yet uploaded, and the repository equals a clean
+    push's, byte for byte."""
+    import datagen.hub
+
+    clean = tmp_path / "clean"
+    shutil.copytree(dataset, clean)
+    options = ["--token", TOKEN, "--max-shard-size", "4KB", "--keep-shards", "2"]
+    install, uninstall, expected = intercepted_hub()
+    install()
+    try:
+        assert CliRunner().invoke(cli, ["push", str(clean), "user/demo", *options]).exit_code == 0
+    finally:
+        uninstall()
+    encoded = []
+    real_write = datagen.hub.write_shard
+    monkeypatch.setattr(
+        datagen.hub, "write_shard", lambda rows, path, f: encoded.append(path.name) or real_write(rows, path, f)
+    )
+    install, uninstall, sent = intercepted_hub(fail_commit=2)
+    install()
+    try:
+        result = CliRunner().invoke(cli, ["push", str(dataset), "user/demo", *options])
+    finally:
+        uninstall()
     assert result.exit_code == 1, result.output
-    assert "push to datasets/user/demo failed" in result.output and "Traceback" not in result.output
-    assert not (dataset / ".push").exists() and not any("staging" in p.name for p in dataset.parent.iterdir())
+    assert "push to datasets/user/demo failed" in result.output and "a rerun goes on" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    staging = dataset.parent / ".ds.push-staging"
+    record = json.loads((staging / ".datagen-push-staging").read_text())
+    assert len(record["done"]) == 2 and not any((staging / name).exists() for name in record["done"])
+    first = list(encoded)
+    install, uninstall, more = intercepted_hub()
+    install()
+    try:
+        assert CliRunner().invoke(cli, ["push", str(dataset), "user/demo", *options]).exit_code == 0
+    finally:
+        uninstall()
+    again = encoded[len(first) :]
+    assert not set(again) & set(record["done"]), "shards uploaded before are not encoded again"
+    assert len(again) == len(expected) - 2 - 2, "the rest only (README.md and preview.png are not shards)"
+    assert {**sent, **more} == expected
+    assert not staging.exists(), "a finished push removes its staging"
 
 
 def test_local_and_hub_cards_agree_and_describe_what_is_there(tmp_path, person):
