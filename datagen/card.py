@@ -84,28 +84,29 @@ def render_card(
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    rows = {  # the samples a reader gets: complete rows, rejections (rejected.jsonl) left out
-        split: [sample.row for sample in iter_samples(root, split)]
-        for split in splits(root)
-        if not data_files or split in data_files
-    }
+    counts: dict[str, int] = {}  # split -> samples a reader gets: complete rows, rejections (rejected.jsonl) left out
     licenses: dict[str, str] = {}
     sources: Counter = Counter()
-    for split_rows in rows.values():
-        for row in split_rows:
-            source = str(row.get("source", "unknown"))
-            licenses.setdefault(source, str(row.get("license", "unknown")))
+    first: Sample | None = None
+    for split in splits(root):  # streamed: the rows are counted, never held
+        if data_files and split not in data_files:
+            continue
+        counts[split] = 0
+        for sample in iter_samples(root, split):
+            first = first or sample
+            counts[split] += 1
+            source = str(sample.row.get("source", "unknown"))
+            licenses.setdefault(source, str(sample.row.get("license", "unknown")))
             sources[source] += 1
     strictest = max(licenses.values(), key=lambda text: license_rank(text)[0], default="unknown")
     hub_id = license_rank(strictest)[1]
-    first_rows = [split_rows[0] for split_rows in rows.values() if split_rows]
     columns = {
-        (IMAGE_COLUMNS.get(key, key)): feature_type(key, value) for row in first_rows[:1] for key, value in row.items()
+        IMAGE_COLUMNS.get(key, key): feature_type(key, value) for key, value in (first.row if first else {}).items()
     }
     data = DatasetCardData(
         license=hub_id,
         task_categories=["image-segmentation"],
-        size_categories=[size_category(sum(map(len, rows.values())))],
+        size_categories=[size_category(sum(counts.values()))],
         tags=["background-removal", "alpha-matting", "ormbg"],
         pretty_name=title,
         dataset_info={"features": [{"name": name, "dtype": dtype} for name, dtype in columns.items()]},
@@ -117,7 +118,7 @@ def render_card(
         data.configs = [
             {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in data_files]}
         ]
-    layout = layout_line(Sample(Path(root), next(iter(rows)), first_rows[0])) if first_rows else "empty"
+    layout = layout_line(first) if first else "empty"
     where = "the Parquet files under data/" if data_files else "`datasets.load_dataset(DIR)` loads it as is"
     body = [
         f"# {title}",
@@ -130,7 +131,7 @@ def render_card(
         "",
         "| split | samples |",
         "| --- | ---: |",
-        *(f"| {split} | {len(split_rows)} |" for split, split_rows in rows.items()),
+        *(f"| {split} | {count} |" for split, count in counts.items()),
         "",
         "## Sources and licences",
         "",

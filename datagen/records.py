@@ -48,6 +48,7 @@ FILE_KINDS = {
     "mask": ("mask_file_name", "mask"),  # the coarse matte a refined alpha came from (`datagen refine`)
     "refine_trimap": ("refine_trimap_file_name", "refine_trimap"),  # the trimap `datagen refine` used
 }
+FILE_COLUMNS = tuple(column for column, _ in FILE_KINDS.values())
 # Files a stage derives from a sample's alpha, each with the row key that says a stage made it (a source's own file,
 # a synthetic person's fg/, has no such key and is never touched): replace_alpha deletes them with the old alpha.
 DERIVED_FROM_ALPHA = {"foreground": "foreground_method"}
@@ -191,6 +192,11 @@ class Sample:
         relative = self.row.get(FILE_KINDS[kind][0])
         return self.root / self.split / relative if relative else None
 
+    def is_complete(self) -> bool:
+        """Every file the row names is on disk (plain string paths and os.stat: a resume checks millions)."""
+        folder = f"{self.root}{os.sep}{self.split}{os.sep}"
+        return all(os.path.isfile(folder + self.row[key]) for key in FILE_COLUMNS if self.row.get(key))
+
     @property
     def is_foreground_only(self) -> bool:
         """A foreground-pool row: RGBA foreground and alpha, no photo."""
@@ -264,7 +270,7 @@ def iter_samples(root: str | os.PathLike, split: str | None = None, include_reje
             sample = Sample(root, name, row)
             if row["id"] in rejected:
                 continue
-            if all(sample.path(kind).is_file() for kind in FILE_KINDS if sample.path(kind)):
+            if sample.is_complete():
                 yield sample
 
 
@@ -320,7 +326,7 @@ class ResumeState:
             done[split], rowed[split] = set(), set()
             for row in iter_rows(root, split):
                 rowed[split].add(row["id"])
-                if all(path.is_file() for kind in FILE_KINDS if (path := Sample(root, split, row).path(kind))):
+                if Sample(root, split, row).is_complete():
                     done[split].add(row["id"])
         return cls(root, done, rowed)
 

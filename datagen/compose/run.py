@@ -75,6 +75,7 @@ def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]
     return pools, occluders
 
 
+COMPOSE_SPLITS = ("train", "validation")  # compose writes no test split: benchmarks are never composites
 MAX_DRAWS = 10  # parameter draws per sample before it is skipped (unreadable inputs, empty composites)
 
 
@@ -263,10 +264,11 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
     with resume_run(config.out, config.shard, config.overwrite) as state:
         index, count = config.shard
         mine = range(index, config.n, count)
+        # an id names one index, so a sample done in either split is skipped before anything is drawn for it
         jobs = [
-            job
-            for job in (make_job(i, config, pools, occluders) for i in mine)
-            if not state.is_done(job.split, job.sample_id)
+            make_job(i, config, pools, occluders)
+            for i in mine
+            if not any(state.is_done(split, seeded_id("composite", config.seed, i)) for split in COMPOSE_SPLITS)
         ]
         result = ComposeResult(config.out, existing=len(mine) - len(jobs))
         skipped: dict[str, Skip] = {}  # by path or id: an unreadable file is recorded once
@@ -281,7 +283,7 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
                 state.add(job.split, outcome)
                 result.new += 1
         result.skipped = dict(write_skipped(config.out, skipped.values(), config.shard))
-        result.counts = {split: len(state.rowed[split]) for split in ("train", "validation") if state.rowed[split]}
+        result.counts = {split: len(state.rowed[split]) for split in COMPOSE_SPLITS if state.rowed[split]}
         result.seconds = time.time() - started
         _write_records(config, command, result)
     return result
