@@ -8,6 +8,7 @@ a foreground pool, backgrounds), counts per split and the sources with their lic
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from datagen.io import write_atomic
-from datagen.records import FILE_KINDS, Sample, iter_samples, rejected_ids, splits
+from datagen.records import FILE_KINDS, METADATA, REJECTED, Sample, iter_samples, rejected_ids, splits
+
+log = logging.getLogger(__name__)
 
 # Licences from least to most restrictive; the card names the most restrictive one of the dataset's sources.
 LICENSE_RANKS = [
@@ -157,10 +160,27 @@ def render_card(
     return str(card), license_text
 
 
-def write_card(root: str | os.PathLike, title: str, description: str) -> Path:
-    """Write DIR/README.md (and DIR/LICENSE.md when the licence is not a Hub id) atomically; returns README's path."""
-    text, license_text = render_card(root, title, description)
+def card_is_current(root: str | os.PathLike, title: str, description: str) -> bool:
+    """DIR/README.md was written after the last change to any split's rows and to rejected.jsonl, with this title
+    and description: rendering it again (a pass over every row) would give the same card."""
     path = Path(root) / "README.md"
+    if not path.is_file():
+        return False
+    written = path.stat().st_mtime_ns
+    inputs = [Path(root) / split / METADATA for split in splits(root)] + [Path(root) / REJECTED]
+    if any(p.is_file() and p.stat().st_mtime_ns >= written for p in inputs):
+        return False
+    return f"# {title}\n\n{description}\n" in path.read_text(encoding="utf-8")
+
+
+def write_card(root: str | os.PathLike, title: str, description: str) -> Path:
+    """Write DIR/README.md (and DIR/LICENSE.md when the licence is not a Hub id) atomically, unless the card is
+    current (a no-op rerun at a million rows then costs no second pass over them); returns README's path."""
+    path = Path(root) / "README.md"
+    if card_is_current(root, title, description):
+        log.debug("%s is current", path)
+        return path
+    text, license_text = render_card(root, title, description)
     write_atomic(path, text.encode())
     if license_text:
         write_atomic(Path(root) / LICENSE_FILE, license_text.encode())

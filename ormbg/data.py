@@ -132,7 +132,7 @@ class Recipe:
         return cls(tuple(train), tuple(Source.parse(text, "validation", "--val") for text in val))
 
 
-def open_source(source: Source, option: str = "--data", seed: int = 0) -> list[tuple[str, str]] | ParquetRows:
+def open_source(source: Source, option: str = "--data", seed: int = 0) -> SamplePairs | ParquetRows:
     """A source's samples: (image path, alpha path) pairs of a dataset directory, or the rows of Parquet shards (a
     folder of them, such as `datagen push --dry-run` stages, or hf://user/name), ordered from `seed`. A --val Hub
     dataset is downloaded once into the Hugging Face cache; a training one is read in place."""
@@ -141,8 +141,34 @@ def open_source(source: Source, option: str = "--data", seed: int = 0) -> list[t
     return list_samples(source, option)
 
 
-def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]]:
-    """(image path, alpha path) of the photo samples of a source; a clear error naming `option` when it is missing."""
+class SamplePairs:
+    """(image path, alpha path) of a source's samples, sorted by image path, packed in two tensors (the paths'
+    bytes and their offsets) instead of a Python object per sample: DataLoader workers receive the tensors through
+    torch's shared memory, so a worker's memory does not grow with the dataset (fork's copy-on-write would copy
+    every object it touched; forkserver would pickle them all)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        pairs.sort()
+        encoded = [path.encode("utf-8", "surrogateescape") for pair in pairs for path in pair]
+        lengths = torch.tensor([0] + [len(path) for path in encoded], dtype=torch.int64)
+        self.offsets = torch.cumsum(lengths, 0).share_memory_()
+        self.blob = torch.frombuffer(bytearray(b"".join(encoded)) or bytearray(1), dtype=torch.uint8).share_memory_()
+
+    def __len__(self) -> int:
+        return (len(self.offsets) - 1) // 2
+
+    def _path(self, position: int) -> str:
+        start, end = self.offsets[position : position + 2].tolist()
+        return self.blob[start:end].numpy().tobytes().decode("utf-8", "surrogateescape")
+
+    def __getitem__(self, index: int) -> tuple[str, str]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._path(2 * index), self._path(2 * index + 1)
+
+
+def list_samples(source: Source, option: str = "--data") -> SamplePairs:
+    """The photo samples of a source (image and alpha on disk); a clear error naming `option` when it is missing."""
     if not Path(source.path).is_dir():
         make = HOW_TO_MAKE.get(Path(source.path).name, "datagen compose or datagen import")
         raise FileNotFoundError(f"{option} {source.path} does not exist: make it with `{make}`")
@@ -155,7 +181,7 @@ def list_samples(source: Source, option: str = "--data") -> list[tuple[str, str]
         log.info("%s: %d samples rejected in rejected.jsonl are left out", source.path, len(rejected))
     if not pairs:
         raise FileNotFoundError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
-    return sorted(pairs)
+    return SamplePairs(pairs)
 
 
 class SmallRotation(A.DualTransform):
@@ -218,10 +244,10 @@ def to_tensors(image: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, torc
 class TrainSet(Dataset):
     """Map-style dataset indexed by `MixSampler`'s keys (source, sample index, augmentation seed, step, rank, slot).
 
-    A source is a list of (image path, alpha path), `ParquetRows` (the key's index: the how-many-th row of its lane) or
-    `OnlineComposites` (drawn from (seed, step, rank, slot))."""
+    A source is `SamplePairs` (image path, alpha path), `ParquetRows` (the key's index: the how-many-th row of its
+    lane) or `OnlineComposites` (drawn from (seed, step, rank, slot))."""
 
-    def __init__(self, sources: list[list[tuple[str, str]] | ParquetRows | OnlineComposites], size_px: int):
+    def __init__(self, sources: list[SamplePairs | ParquetRows | OnlineComposites], size_px: int):
         self.sources, self.size_px = sources, size_px
         self.transform = train_transform(size_px)
 
@@ -389,7 +415,7 @@ class MixSampler(Sampler):
 class EvalSet(Dataset):
     """Validation samples: the image as `prepare` makes it, the alpha resized likewise (area: soft values kept)."""
 
-    def __init__(self, samples: list[tuple[str, str]] | ParquetRows, size_px: int):
+    def __init__(self, samples: SamplePairs | ParquetRows, size_px: int):
         self.samples, self.size_px = samples, size_px
 
     def __len__(self) -> int:

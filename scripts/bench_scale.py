@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,9 @@ def measure(imports: str, work: str) -> tuple[float, float]:
     return float(seconds), float(peak)
 
 
+LINKS_PER_FILE = 60_000  # ext4 allows 65,000 hard links to one file
+
+
 def build(root: Path, rows: int, pools: Path) -> None:
     """A composites directory of `rows` rows: ids as `datagen compose --seed 0` names them, files hard-linked."""
     import numpy as np
@@ -61,8 +65,12 @@ def build(root: Path, rows: int, pools: Path) -> None:
     lines = []
     for index in range(rows):
         sample_id = seeded_id("composite", 0, index)
-        os.link(root / "train/im/seed.jpg", root / f"train/im/{sample_id}.jpg")
-        os.link(root / "train/gt/seed.png", root / f"train/gt/{sample_id}.png")
+        block = index // LINKS_PER_FILE
+        for folder, suffix in (("im", "jpg"), ("gt", "png")):
+            source = root / f"train/{folder}/seed-{block}.{suffix}"
+            if not source.exists():
+                shutil.copyfile(root / f"train/{folder}/seed.{suffix}", source)
+            os.link(source, root / f"train/{folder}/{sample_id}.{suffix}")
         row = {**seed, "id": sample_id, "file_name": f"im/{sample_id}.jpg", "alpha_file_name": f"gt/{sample_id}.png"}
         lines.append(json.dumps(row) + "\n")
     (root / "train/metadata.jsonl").write_text("".join(lines))
