@@ -1,14 +1,19 @@
-"""What a rerun costs as a dataset grows: the resume state every writing stage reads, and a no-op `datagen compose`.
+"""What a run costs before its first sample as a dataset grows: resume state, no-op reruns, training start-up.
 
-    python scripts/bench_scale.py [--rows 10000 100000] [--work runs/bench-scale]
+    python scripts/bench_scale.py [--rows 10000 100000 1000000] [--work runs/bench-scale]
 
-For each N, a composites directory of N rows is built from hard links to one tiny sample (rows are what scales, not
-pixels; about 500 bytes a row, like compose's), then, each in a fresh process, measured: `records.ResumeState.read`
-(what synth, compose, import and pull read on a rerun) and `datagen compose -n N` into it, which finds every sample
-done (a no-op resume; it also plans every index and rewrites the card). Prints seconds and peak RSS of the process,
-and the peak above an idle process with the same imports, per N, measured in one run.
+For each N, a composites directory and a synth directory of N rows are built from hard links to one tiny sample
+(rows are what scales, not pixels; about 600 bytes a row, like compose's), then, each in a fresh process, measured:
+`records.ResumeState.read` (what synth, compose, import and pull read on a rerun); `datagen compose -n N` and
+`datagen synth --backend procedural -n N` into them, which find every sample done (a no-op resume; each is run once
+before, unmeasured, so that its card is current, as after a real run); training start-up: `ormbg.train.Trainer` on
+the composites with 4 loader workers up to its first batch (the time to the first step), the main process's peak
+memory and one loader worker's unique memory (USS: what it does not share with the others); and `datagen inspect`
+(every file decoded; only at N <= --inspect-max). Prints seconds and peak RSS, and the peak above an idle process with
+the same imports, per N, measured in one run.
 
-Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB.
+Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
+loader-worker memory flat in N; inspect under 1 GB.
 """
 
 from __future__ import annotations
@@ -76,29 +81,105 @@ def build(root: Path, rows: int, pools: Path) -> None:
     (root / "train/metadata.jsonl").write_text("".join(lines))
 
 
+def build_synth(root: Path, rows: int) -> None:
+    """A synth directory of `rows` person rows as `datagen synth --seed 0` names them, files hard-linked."""
+    import numpy as np
+
+    from datagen.procedural import draw_person
+    from datagen.records import seeded_id, write_sample
+
+    if (root / "train/metadata.jsonl").is_file():
+        return
+    person = draw_person(np.random.default_rng(0), 32, 32)
+    metadata = {"source": "synth", "license": "MIT", "prompt": "x" * 300, "attributes": json.dumps({"hair": "long"})}
+    seed = write_sample(root, "train", "seed", foreground=person, alpha=person[..., 3], metadata=metadata)
+    (root / "train/metadata.jsonl").unlink()
+    with open(root / "train/metadata.jsonl", "w") as file:
+        for index in range(rows):
+            sample_id = seeded_id("synth", 0, index)
+            for folder in ("fg", "gt"):
+                source = root / f"train/{folder}/seed-{index // LINKS_PER_FILE}.png"
+                if not source.exists():
+                    shutil.copyfile(root / f"train/{folder}/seed.png", source)
+                os.link(source, root / f"train/{folder}/{sample_id}.png")
+            row = {**seed, "id": sample_id}
+            row.update(foreground_file_name=f"fg/{sample_id}.png", alpha_file_name=f"gt/{sample_id}.png")
+            file.write(json.dumps(row) + "\n")
+
+
+TRAIN_START = """
+from ormbg.data import Recipe, Source
+from ormbg.train import TrainConfig, Trainer
+config = TrainConfig(out={out!r}, recipe=Recipe((Source({root!r}),)), size=32, batch_size=4, max_steps=1, workers=4,
+                     width_divisor=16, progress=False, overwrite=True)
+trainer = Trainer(config)
+batches = trainer.train_batches(0)
+next(batches)
+uss = []
+for worker in batches._workers:
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{{worker.pid}}/smaps_rollup") if ":" in line)
+    uss.append((int(fields["Private_Clean"].split()[0]) + int(fields["Private_Dirty"].split()[0])) / 1024)
+print(max(uss))
+"""
+
+
+def train_start(root: Path, out: Path) -> tuple[float, float, float]:
+    """(seconds to the first batch, main process peak MB, largest loader-worker USS MB)."""
+    code = MEASURE.format(imports="", work=TRAIN_START.format(out=str(out), root=str(root)))
+    lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    return float(lines[-2]), float(lines[-1]), float(lines[-3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-scale"))
+    parser.add_argument("--inspect-max", type=int, default=100_000, help="largest N to run inspect on")
     args = parser.parse_args()
-    imports = "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig"
+    imports = (
+        "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig; "
+        "from datagen.synth import run_synth, SynthConfig; from datagen.inspect import inspect_dataset"
+    )
     _, idle = measure(imports, "pass")
-    print(f"an idle process with the imports: {idle:.0f} MB")
-    header = ("rows", "build s", "ResumeState.read s", "MB (+idle)", "compose no-op s", "MB (+idle)")
-    print(" ".join(f"{name:>{width}}" for name, width in zip(header, (9, 8, 19, 11, 16, 11))))
+    _, idle_train = measure("import ormbg.train", "pass")
+    print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
+    header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "train: first batch", "worker USS", "inspect")
+    print(" | ".join(header))
     for rows in args.rows:
-        root, pools = args.work / f"composites-{rows}", args.work / f"pools-{rows}"
+        root, pools, synth = args.work / f"composites-{rows}", args.work / f"pools-{rows}", args.work / f"synth-{rows}"
         start = time.perf_counter()
         build(root, rows, pools)
-        built = time.perf_counter() - start
+        build_synth(synth, rows)
+        print(f"({rows} rows built in {time.perf_counter() - start:.0f} s)", flush=True)
         read_s, read_mb = measure(imports, f"ResumeState.read({str(root)!r})")
         config = (
             f"ComposeConfig(out={str(root)!r}, foregrounds=({str(pools / 'fg')!r},), "
             f"backgrounds=({str(pools / 'bg')!r},), n={rows}, size=(32, 32), val_fraction=0.0, progress=False)"
         )
-        compose_s, compose_mb = measure(imports, f"result = run_compose({config}); assert result.new == 0, result")
-        print(f"{rows:>9} {built:>8.1f} {read_s:>19.2f} {read_mb:>5.0f} (+{read_mb - idle:.0f}) "
-              f"{compose_s:>16.2f} {compose_mb:>5.0f} (+{compose_mb - idle:.0f})")  # fmt: skip
+        work = f"result = run_compose({config}); assert result.new == 0, result"
+        measure(imports, work)  # the first rerun writes the card that a real run would have left
+        compose_s, compose_mb = measure(imports, work)
+        config = f"SynthConfig(out={str(synth)!r}, backend='procedural', n={rows}, size=(64, 64), progress=False)"
+        work = f"result = run_synth({config}); assert result.new == 0, result"
+        measure(imports, work)
+        synth_s, synth_mb = measure(imports, work)
+        first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
+        inspect = "-"
+        if rows <= args.inspect_max:
+            inspect_s, inspect_mb = measure(imports, f"inspect_dataset({str(root)!r})")
+            inspect = f"{inspect_s:.1f} s, {inspect_mb:.0f} MB"
+        cells = [
+            f"{read_s:.2f} s, {read_mb:.0f} MB (+{read_mb - idle:.0f})",
+            f"{compose_s:.2f} s, {compose_mb:.0f} MB (+{compose_mb - idle:.0f})",
+            f"{synth_s:.2f} s, {synth_mb:.0f} MB (+{synth_mb - idle:.0f})",
+            f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
+            f"{worker_mb:.0f} MB",
+            inspect,
+        ]
+        print(
+            " | ".join([str(rows), *cells]),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

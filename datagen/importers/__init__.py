@@ -163,7 +163,7 @@ def _relative(path: str, src: Path) -> str:
 def _counts(out: Path) -> dict[str, int]:
     counts: Counter = Counter()
     for split in SPLITS:
-        for row in read_rows(out, split):
+        for row in iter_rows(out, split):  # streamed: a million rows are counted, never held
             counts[f"{split}/{row['subset']}" if row.get("subset") else split] += 1
     return dict(sorted(counts.items()))
 
