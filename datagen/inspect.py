@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.io import ImageReadError, open_image
-from datagen.parallel import process_pool
+from datagen.parallel import bounded_map, process_pool
 from datagen.records import (
     FILE_KINDS,
     ID_PATTERN,
@@ -136,6 +136,10 @@ def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np
     return np.asarray(image)
 
 
+def _check_job(root: str, split: str, row: dict[str, Any]) -> tuple[tuple[str, dict[str, Any]], SampleCheck]:
+    return (split, row), check_sample(root, split, row)
+
+
 def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
     """Check the files of one metadata row: existence, decodability, mode, sizes, trimap values."""
     sample, check = Sample(Path(root), split, row), SampleCheck()
@@ -215,8 +219,8 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
     return check
 
 
-def _orphans(root: Path, split: str, rows: list[dict[str, Any]]) -> Iterator[Problem]:
-    referenced = {row[key] for row in rows for key, _ in FILE_KINDS.values() if isinstance(row.get(key), str)}
+def _orphans(root: Path, split: str, referenced: set[str]) -> Iterator[Problem]:
+    """Files in the split's folders that no row names (`referenced`: every file name the rows name)."""
     for _, folder in FILE_KINDS.values():
         directory = root / split / folder
         if not directory.is_dir():
@@ -229,21 +233,24 @@ def _orphans(root: Path, split: str, rows: list[dict[str, Any]]) -> Iterator[Pro
                 yield Problem(f"{split}/{relative}", "orphan file: no metadata row names it", "warning")
 
 
-def _rows(root: Path, split: str, report: Report) -> list[dict[str, Any]]:
-    """The split's rows with a valid, unique id; bad lines and duplicates become problems."""
-    rows, seen = [], {}
+def _rows(root: Path, split: str, report: Report | None) -> Iterator[dict[str, Any]]:
+    """The split's rows with a valid, unique id, streamed; bad lines and duplicates become problems of `report`
+    (None: a second pass, which passes over them without reporting them again)."""
+    seen: dict[str, int] = {}
     for number, row, error in parse_metadata(root / split / METADATA):
         where = f"{split}/{METADATA}:{number}"
         if error:
-            report.problems.append(Problem(where, error))
+            problem = Problem(where, error)
         elif not ID_PATTERN.match(row["id"]):
-            report.problems.append(Problem(where, f"id {row['id']!r} has characters outside [A-Za-z0-9._-]"))
+            problem = Problem(where, f"id {row['id']!r} has characters outside [A-Za-z0-9._-]")
         elif row["id"] in seen:
-            report.problems.append(Problem(where, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})"))
+            problem = Problem(where, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})")
         else:
             seen[row["id"]] = number
-            rows.append(row)
-    return rows
+            yield row
+            continue
+        if report is not None:
+            report.problems.append(problem)
 
 
 def _json_type(value: Any) -> str:
@@ -254,37 +261,55 @@ def _json_type(value: Any) -> str:
     return {int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(type(value), "other")
 
 
-def schema_problems(rows: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
-    """Uniform rows: every row of the dataset has the same keys, never null, each key of one JSON type.
+class SchemaCheck:
+    """Uniform rows, checked as they stream by: every row of the dataset has the same keys, never null, each key of one
+    JSON type (datasets.load_dataset infers one schema from the first rows of every split and refuses splits that
+    differ). Holds per key its types and counts, never the rows."""
 
-    datasets.load_dataset infers one schema from the first rows of every split and refuses splits that differ.
-    """
-    problems, seen = [], {}
-    for split, row in rows:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.types: dict[str, dict[str, str]] = {}  # key -> JSON type -> first row with it
+        self.counts: Counter = Counter()  # key -> rows that have it
+        self.first_lacking: dict[str, str] = {}  # key -> first row without it (when there is one)
+        self.first_row = ""
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        where = f"{split}/{row['id']}"
+        self.first_row = self.first_row or where
         for key, value in row.items():
-            seen.setdefault(key, {}).setdefault(_json_type(value), f"{split}/{row['id']}")
-    for key, types in seen.items():
-        lacking = [f"{split}/{row['id']}" for split, row in rows if key not in row]
-        if lacking:
-            problems.append(
-                Problem(
-                    METADATA,
-                    f"column {key!r} is missing from {len(lacking)} row(s), first "
-                    f"{lacking[0]}: every row needs the same columns (datasets.load_dataset)",
+            if key not in self.types and self.rows:  # every row before this one lacks the new key
+                self.first_lacking.setdefault(key, self.first_row)
+            self.types.setdefault(key, {}).setdefault(_json_type(value), where)
+            self.counts[key] += 1
+        if len(row) < len(self.types):
+            for key in self.types:
+                if key not in row:
+                    self.first_lacking.setdefault(key, where)
+        self.rows += 1
+
+    def problems(self) -> list[Problem]:
+        problems = []
+        for key, types in self.types.items():
+            if self.counts[key] < self.rows:
+                problems.append(
+                    Problem(
+                        METADATA,
+                        f"column {key!r} is missing from {self.rows - self.counts[key]} row(s), first "
+                        f"{self.first_lacking[key]}: every row needs the same columns (datasets.load_dataset)",
+                    )
                 )
-            )
-        if "null" in types:
-            problems.append(
-                Problem(
-                    METADATA,
-                    f"column {key!r} is null in row {types['null']}: use a typed empty "
-                    "value instead (datasets.load_dataset infers one type per column)",
+            if "null" in types:
+                problems.append(
+                    Problem(
+                        METADATA,
+                        f"column {key!r} is null in row {types['null']}: use a typed empty "
+                        "value instead (datasets.load_dataset infers one type per column)",
+                    )
                 )
-            )
-        if len(set(types) - {"null"}) > 1:
-            shown = ", ".join(f"{kind} ({where})" for kind, where in types.items())
-            problems.append(Problem(METADATA, f"column {key!r} mixes types: {shown}"))
-    return problems
+            if len(set(types) - {"null"}) > 1:
+                shown = ", ".join(f"{kind} ({where})" for kind, where in types.items())
+                problems.append(Problem(METADATA, f"column {key!r} mixes types: {shown}"))
+        return problems
 
 
 def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool = False) -> Report:
@@ -294,38 +319,47 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
     for name in ("README.md", "run.json"):
         if not (root / name).is_file():
             report.problems.append(Problem(name, "missing (dataset card / provenance)", "warning"))
-    jobs, all_rows = [], []
     try:
         rejected = rejected_ids(root)
     except MetadataError as error:  # reported like any broken file; the rows are still checked
         report.problems.append(Problem(REJECTED, str(error).split(": ", 1)[-1]))
         rejected = {}
-    for split in SPLITS:
+    schema, present = SchemaCheck(), []
+    for split in SPLITS:  # first pass, streamed: ids, counts, sources, schema, the files the rows name
         if not (root / split / METADATA).is_file():
             if (root / split).is_dir():
                 report.problems.append(Problem(f"{split}/{METADATA}", f"split folder without {METADATA}"))
             continue
-        rows = _rows(root, split, report)
-        kept = [row for row in rows if row["id"] not in rejected]
-        report.rejected += len(rows) - len(kept)
-        report.counts[split] = len(kept)
-        report.sources[split] = dict(Counter(str(row.get("source", "unknown")) for row in kept))
-        report.problems.extend(_orphans(root, split, rows))
-        jobs += [(split, row) for row in kept]
-        all_rows += [(split, row) for row in rows]
-    report.problems.extend(schema_problems(all_rows))
+        present.append(split)
+        count, sources, referenced = 0, Counter(), set()
+        for row in _rows(root, split, report):
+            schema.add(split, row)
+            referenced.update(row[key] for key, _ in FILE_KINDS.values() if isinstance(row.get(key), str))
+            if row["id"] in rejected:
+                report.rejected += 1
+                continue
+            count += 1
+            sources[str(row.get("source", "unknown"))] += 1
+        report.counts[split], report.sources[split] = count, dict(sources)
+        report.problems.extend(_orphans(root, split, referenced))
+    report.problems.extend(schema.problems())
     if not report.counts:
         report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
 
-    def checks() -> Iterator[SampleCheck]:
+    def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again
+        for split in present:
+            yield from ((split, row) for row in _rows(root, split, None) if row["id"] not in rejected)
+
+    def checks() -> Iterator[tuple[tuple[str, dict[str, Any]], SampleCheck]]:
         if workers <= 1:
-            yield from (check_sample(str(root), split, row) for split, row in jobs)
+            yield from ((job, check_sample(str(root), *job)) for job in jobs())
             return
         with process_pool(workers, preload=[__name__]) as pool:
-            yield from pool.map(check_sample, [str(root)] * len(jobs), *zip(*jobs), chunksize=32)
+            yield from bounded_map(pool, _check_job, ((str(root), *job) for job in jobs()), 64 * workers)
 
-    bar = tqdm(checks(), total=len(jobs), desc="inspect", unit="sample", disable=not progress)
-    for (split, row), check in zip(jobs, bar):
+    total = sum(report.counts.values())
+    bar = tqdm(checks(), total=total, desc="inspect", unit="sample", disable=not progress)
+    for (split, row), check in bar:
         report.problems.extend(check.problems)
         if check.size:
             report.sizes[check.size] += 1

@@ -11,7 +11,8 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -94,6 +95,18 @@ def process_pool(
     context.set_forkserver_preload([*PRELOAD, *preload])
     initargs = (os.getpid(), initializer, initargs)
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=initargs)
+
+
+def bounded_map(pool, function: Callable[..., Any], arguments: Iterable[tuple], window: int) -> Iterator[Any]:
+    """`function(*args)` for each tuple of `arguments` on `pool`, results in order, at most `window` in flight: a
+    million items are never all submitted at once (Executor.map would queue every one before the first result)."""
+    pending: deque = deque()
+    for args in arguments:
+        pending.append(pool.submit(function, *args))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 @contextmanager

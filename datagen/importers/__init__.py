@@ -30,7 +30,7 @@ from datagen.records import (
     Skip,
     StageResult,
     check_shard,
-    read_rows,
+    iter_rows,
     resume_run,
     unique_ids,
     write_skipped,
