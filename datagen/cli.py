@@ -12,12 +12,12 @@ from pathlib import Path
 import click
 
 from datagen import __version__
-from datagen.console import CONTEXT_SETTINGS, logging_options, parse_shard, user_errors
+from datagen.console import CONTEXT_SETTINGS, RecordedGroup, command_line, logging_options, parse_shard, user_errors
 
 DATA_ROOT = "datasets"
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=RecordedGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="datagen")
 @logging_options()
 def cli() -> None:
@@ -114,7 +114,7 @@ def synth(out, size, shard, device, **options) -> None:
     default_out = Path(DATA_ROOT) / ("synth" if options["kind"] == "person" else "backgrounds")
     with user_errors(MissingWeightsError, ValueError):
         config = SynthConfig(out=out or default_out, size=parse_size(size), shard=shard, device=device, **options)
-        result = run_synth(config, command="datagen synth " + " ".join(sys.argv[2:]))
+        result = run_synth(config, command=command_line())
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.most_common()) or "none"
     click.echo(
         f"new {result.new}, already there {result.existing}, failed every attempt {result.failed}, "
@@ -219,7 +219,7 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
 
     with user_errors(LayoutError, ValueError):
         config = ImportConfig(out=Path(out or Path(DATA_ROOT) / kind), **options)
-        result = run_import(kind, src, config)
+        result = run_import(kind, src, config, command=command_line())
     click.echo(f"{'split':<22}{'samples':>9}")
     for name, count in result.counts.items():
         click.echo(f"{name:<22}{count:>9}")
@@ -325,7 +325,7 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
             augment=load_augment(preset, config_file),
             **options,
         )
-        result = run_compose(config, command="datagen compose " + " ".join(sys.argv[2:]))
+        result = run_compose(config, command=command_line())
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
     click.echo(
         f"new {result.new}, already there {result.existing}, skipped {sum(result.skipped.values())} "
@@ -365,7 +365,7 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
 
     with user_errors(ValueError, FileNotFoundError):
         config = ForegroundConfig(directory, tuple(splits), method, workers, shard, overwrite, progress)
-        result = run_foreground(config, command="datagen foreground " + " ".join(sys.argv[2:]))
+        result = run_foreground(config, command=command_line())
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
     click.echo(f"new {result.new}, already there {result.existing}; rows updated: {updated} ({result.seconds:.1f} s)")
     echo_unfinished(result, directory, "without fg/")
@@ -441,7 +441,7 @@ def refine(directory: Path, splits, where, **options) -> None:
 
     with user_errors(ValueError, FileNotFoundError, MissingModelError):
         config = RefineConfig(directory, tuple(splits), where=parse_where(where), **options)
-        result = run_refine(config, command="datagen refine " + " ".join(sys.argv[2:]))
+        result = run_refine(config, command=command_line())
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
     click.echo(
         f"refined {result.refined}, already refined {result.existing}, kept (already soft) {result.soft_skipped}; "
@@ -540,7 +540,7 @@ def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> No
         config = RelightConfig(
             src, out or Path(DATA_ROOT) / "relit", thresholds=AlignmentThresholds(min_edge_ratio), **options
         )
-        result = run_relight(config, command="datagen relight " + " ".join(sys.argv[2:]))
+        result = run_relight(config, command=command_line())
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.items()) or "none"
     click.echo(
         f"new {result.new}, already there {result.existing}, rejected attempts: {rejected} ({result.seconds:.1f} s)"

@@ -15,6 +15,34 @@ import click
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class RecordedCommand(click.Command):
+    """A command that keeps the arguments it was given (`ctx.meta["argv"]`), for `command_line`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+class RecordedGroup(click.Group):
+    """A group whose commands are RecordedCommands."""
+
+    command_class = RecordedCommand
+
+
+def command_line(ctx: click.Context | None = None) -> str:
+    """The command as run, for run.json: `datagen compose --fg ...`, from click's context (options of the group
+    itself, such as `datagen -v`, are not part of it; sys.argv would give `datagen compose compose ...` then)."""
+    import shlex
+
+    ctx = ctx or click.get_current_context()
+    words = [ctx.info_name or ""]
+    parent = ctx.parent
+    while parent is not None:
+        words.insert(0, parent.info_name or "")
+        parent = parent.parent
+    return " ".join(["datagen", *words[1:], *map(shlex.quote, ctx.meta.get("argv", []))])
+
+
 @contextmanager
 def user_errors(*kinds: type[Exception]) -> Iterator[None]:
     """Exceptions of `kinds` (bad arguments or inputs, whose messages say what to do), an output that cannot be

@@ -1,3 +1,5 @@
+import json
+import shlex
 import subprocess
 import sys
 
@@ -208,3 +210,16 @@ def test_a_read_only_output_is_one_line_naming_it(tmp_path, read_only):
             result.output,
         )
         assert "cannot write" in result.output, (name, result.output)
+
+
+def test_run_json_records_the_command_as_run_even_after_group_options(tmp_path):
+    """`datagen -v synth ...` records `datagen synth ...` (sys.argv[2:] gave `datagen synth synth ...` then)."""
+    out = tmp_path / "my people"
+    args = ["synth", "--backend", "procedural", "-n", "2", "--size", "64x128", "-o", str(out), "--no-progress"]
+    result = CliRunner().invoke(cli, ["-v", *args])
+    assert result.exit_code == 0, result.output
+    command = json.loads((out / "run.json").read_text())["command"]
+    assert (
+        command
+        == "datagen synth --backend procedural -n 2 --size 64x128 -o " + shlex.quote(str(out)) + " --no-progress"
+    )

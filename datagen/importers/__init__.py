@@ -88,7 +88,7 @@ def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Ski
         yield from pool.map(import_pair, jobs, chunksize=4)
 
 
-def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult:
+def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | None = None) -> ImportResult:
     """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
     if kind not in IMPORTERS:
         raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
@@ -129,7 +129,7 @@ def run_import(kind: str, src: str | Path, config: ImportConfig) -> ImportResult
                 result.new += 1
         result.counts = _counts(out)
         result.seconds = time.time() - started
-        _write_records(kind, src, config, result, skipped, module)
+        _write_records(kind, src, config, result, skipped, module, command)
     return result
 
 
@@ -168,11 +168,13 @@ def _counts(out: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _write_records(kind: str, src: Path, config: ImportConfig, result: ImportResult, skipped: list[Skip], module):
+def _write_records(
+    kind: str, src: Path, config: ImportConfig, result: ImportResult, skipped: list[Skip], module, command
+):
     """skipped.jsonl (every skip with its path), run.json (what made it) and the dataset card."""
     result.skipped = write_skipped(result.out, skipped, config.shard)
     record = {
-        "command": f"datagen import {kind} {src}",
+        "command": command or f"datagen import {kind} {src}",
         "tool": f"datagen {__version__}",
         "kind": kind,
         "source": str(src.resolve()),
