@@ -222,8 +222,7 @@ def _scorer(workers: int) -> Iterator[Callable[..., Future]]:
 
 def auto_metric_workers(predictor) -> int:
     """1 (score in this process) when the model runs on the CPU: its threads use the cores, and processes beside
-    them slow it down more than they gain (the demo's evaluation on 2 cores: 8.7 s in one process, 10.4-10.7 s
-    with two metric workers). Otherwise the CPU count, at most 8."""
+    them slow it down more than they gain (figures: docs/benchmarks.md). Otherwise the CPU count, at most 8."""
     if predictor is not None and predictor.uses_cpu:
         return 1
     return min(8, os.cpu_count() or 1)

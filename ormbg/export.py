@@ -3,12 +3,12 @@
     python -m ormbg.export --checkpoint ormbg.pth                      # -> ormbg.onnx beside it
     python -m ormbg.export --checkpoint runs/x/best.safetensors -o model.onnx --fp16
 
-The graph takes `image`, Nx3xHxW float32 in [-0.5, 0.5] (RGB / 255 - 0.5, as `ormbg.preprocess.prepare` makes it),
-and returns `alpha`, Nx1xHxW probabilities of the finest side output (the sigmoid is inside). Batch, height
-and width are dynamic (`--static` fixes them to 1 x --size x --size). After writing, the export is run with
-onnxruntime on random inputs and compared with PyTorch; the largest difference is printed and a difference
-above the tolerance (1e-3 for fp32) fails the export. It never writes over the weights it reads.
-"""
+The graph takes `image`, Nx3xHxW float32 in [-0.5, 0.5] (RGB / 255 - 0.5: `ormbg.preprocess.prepare` resizes,
+`ormbg.preprocess.normalize` scales), and returns `alpha`, Nx1xHxW probabilities of the finest side output (the
+sigmoid is inside). Batch, height and width are dynamic (`--static` fixes them to 1 x --size x --size). After
+writing, the export is run with onnxruntime on random inputs and compared with PyTorch; the largest difference is
+printed and a difference above the tolerance (1e-3 for fp32) fails the export. It never writes over the weights it
+reads."""
 
 from __future__ import annotations
 

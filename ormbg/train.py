@@ -163,7 +163,8 @@ class Trainer:
             config = dataclasses.replace(config, stream_lanes=max(1, config.workers))
         self.config = config
         precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
-        # the device rule of inference (ormbg.device): CUDA, else MPS, else the CPU; accelerate then picks the same
+        # the device rule of inference (datagen.parallel.pick_device): CUDA, else MPS, else the CPU; accelerate then
+        # picks the same
         self.accelerator = Accelerator(
             mixed_precision=precision,
             # the schedule is written in optimizer steps: one scheduler step per optimizer step, for any process count

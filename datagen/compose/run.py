@@ -93,7 +93,7 @@ class Drawn:
 def draw(rng: np.random.Generator, augment: AugmentConfig, pool: Pools, occluders: list[PoolItem]) -> Drawn:
     """Everything random about one composite, from `rng` (`compose/params.py`), with the pool items it uses.
 
-    The one drawing of `datagen compose` and of training's online composites (ormbg.data.OnlineComposites)."""
+    The one drawing of `datagen compose` and of training's online composites (ormbg.composites.OnlineComposites)."""
     params = sample_params(rng, augment, len(pool.foregrounds), len(pool.backgrounds), len(occluders))
     foreground, background = pool.foregrounds[params["foreground"]], pool.backgrounds[params["background"]]
     extras = tuple(pool.foregrounds[extra["foreground"]] for extra in params["extra_people"])
