@@ -14,6 +14,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -373,12 +374,29 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
     Files of live processes (another shard writing now) are left alone. Returns how many were removed.
     """
     removed = 0
-    for path in Path(root).rglob(".*.tmp"):
-        match = TEMPORARY_PATTERN.match(path.name)
+    for path in _hidden_temporaries(str(root)):
+        match = TEMPORARY_PATTERN.match(os.path.basename(path))
         if match and not pid_alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _hidden_temporaries(root: str) -> Iterator[str]:
+    """Paths of `.*.tmp` files below `root`, streamed with os.scandir: a folder of a million files is never held as a
+    list (Path.rglob lists each folder first: about 150 MB and seconds at a million entries)."""
+    folders = [root]
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    yield entry.path
 
 
 def remove_stale_temporaries_of(path: str | os.PathLike) -> int:

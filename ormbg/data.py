@@ -148,11 +148,16 @@ class SamplePairs:
     every object it touched; forkserver would pickle them all)."""
 
     def __init__(self, pairs: list[tuple[str, str]]):
+        from array import array
+
         pairs.sort()
-        encoded = [path.encode("utf-8", "surrogateescape") for pair in pairs for path in pair]
-        lengths = torch.tensor([0] + [len(path) for path in encoded], dtype=torch.int64)
-        self.offsets = torch.cumsum(lengths, 0).share_memory_()
-        self.blob = torch.frombuffer(bytearray(b"".join(encoded)) or bytearray(1), dtype=torch.uint8).share_memory_()
+        blob, offsets = bytearray(), array("q", [0])
+        for pair in pairs:
+            for path in pair:
+                blob += path.encode("utf-8", "surrogateescape")
+                offsets.append(len(blob))
+        self.offsets = torch.frombuffer(offsets, dtype=torch.int64).clone().share_memory_()
+        self.blob = torch.frombuffer(blob or bytearray(1), dtype=torch.uint8).clone().share_memory_()
 
     def __len__(self) -> int:
         return (len(self.offsets) - 1) // 2
