@@ -79,11 +79,13 @@ def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int
     split = split or next(iter(splits(root)), None)
     if split is None:
         raise ValueError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
-    samples = sorted(iter_samples(root, split), key=lambda s: s.id)
-    if not samples:
+    ids = sorted(sample.id for sample in iter_samples(root, split))  # ids, not rows: a million of them fit
+    if not ids:
         raise ValueError(f"{root}/{split} has no complete sample")
-    order = np.random.default_rng(seed).permutation(len(samples))[:n]
-    return [samples[i] for i in sorted(order)]
+    order = sorted(np.random.default_rng(seed).permutation(len(ids))[:n])
+    chosen = {ids[i] for i in order}
+    found = {sample.id: sample for sample in iter_samples(root, split) if sample.id in chosen}
+    return [found[ids[i]] for i in order]
 
 
 def make_contact_sheet(samples: list[Sample], tile_px: int = 256) -> np.ndarray:

@@ -9,11 +9,13 @@ For each N, a composites directory and a synth directory of N rows are built fro
 before, unmeasured, so that its card is current, as after a real run); training start-up: `ormbg.train.Trainer` on
 the composites with 4 loader workers up to its first batch (the time to the first step), the main process's peak
 memory and one loader worker's unique memory (USS: what it does not share with the others); and `datagen inspect`
-(every file decoded; only at N <= --inspect-max). Prints seconds and peak RSS, and the peak above an idle process with
-the same imports, per N, measured in one run.
+(every file decoded; only at N <= --inspect-max); `datagen push --dry-run` (N <= --push-max): time, peak memory, and
+the staging folder's peak size on disk against the shards it ends with. Prints seconds and peak RSS, and the peak
+above an idle process with the same imports, per N, measured in one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
-loader-worker memory flat in N; inspect under 1 GB.
+loader-worker memory flat in N; inspect under 1 GB; push's memory flat in N, its disk at most 3 shards beyond
+what it uploads.
 """
 
 from __future__ import annotations
@@ -130,11 +132,40 @@ def train_start(root: Path, out: Path) -> tuple[float, float, float]:
     return float(lines[-2]), float(lines[-1]), float(lines[-3])
 
 
+PUSH = """
+import threading
+from pathlib import Path
+from datagen.hub import PushConfig, push
+out, peak = Path({out!r}), [0]
+def watch():
+    while not done.is_set():
+        peak[0] = max(peak[0], sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) if out.exists() else 0)
+        done.wait(0.2)
+done = threading.Event()
+thread = threading.Thread(target=watch)
+thread.start()
+push(PushConfig(Path({root!r}), "user/bench", dry_run=out, max_shard_size="20MB"))
+done.set()
+thread.join()
+shards = sum(p.stat().st_size for p in out.rglob("*.parquet"))
+print(peak[0] / 1e6, shards / 1e6, len(list(out.rglob("*.parquet"))))
+"""
+
+
+def push_dry_run(root: Path, out: Path) -> tuple[float, float, float, float, int]:
+    """(seconds, peak RSS MB, peak MB on disk in the staging, MB of shards written, shard count) of push --dry-run."""
+    shutil.rmtree(out, ignore_errors=True)
+    code = MEASURE.format(imports="", work=PUSH.format(out=str(out), root=str(root)))
+    words = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    return float(words[-2]), float(words[-1]), float(words[-5]), float(words[-4]), int(words[-3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-scale"))
     parser.add_argument("--inspect-max", type=int, default=100_000, help="largest N to run inspect on")
+    parser.add_argument("--push-max", type=int, default=100_000, help="largest N to run push --dry-run on")
     args = parser.parse_args()
     imports = (
         "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig; "
@@ -144,6 +175,7 @@ def main() -> None:
     _, idle_train = measure("import ormbg.train", "pass")
     print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
     header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "train: first batch", "worker USS", "inspect")
+    header += ("push --dry-run",)
     print(" | ".join(header))
     for rows in args.rows:
         root, pools, synth = args.work / f"composites-{rows}", args.work / f"pools-{rows}", args.work / f"synth-{rows}"
@@ -168,6 +200,12 @@ def main() -> None:
         if rows <= args.inspect_max:
             inspect_s, inspect_mb = measure(imports, f"inspect_dataset({str(root)!r})")
             inspect = f"{inspect_s:.1f} s, {inspect_mb:.0f} MB"
+        pushed = "-"
+        if rows <= args.push_max:
+            push_s, push_mb, disk_mb, shards_mb, count = push_dry_run(root, args.work / f"push-{rows}")
+            pushed = (
+                f"{push_s:.1f} s, {push_mb:.0f} MB; disk peak {disk_mb:.0f} MB for {shards_mb:.0f} MB in {count} shards"
+            )
         cells = [
             f"{read_s:.2f} s, {read_mb:.0f} MB (+{read_mb - idle:.0f})",
             f"{compose_s:.2f} s, {compose_mb:.0f} MB (+{compose_mb - idle:.0f})",
@@ -175,6 +213,7 @@ def main() -> None:
             f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
             f"{worker_mb:.0f} MB",
             inspect,
+            pushed,
         ]
         print(
             " | ".join([str(rows), *cells]),
