@@ -78,46 +78,14 @@ def test_licence_is_the_most_restrictive():
 
 
 def test_upload_with_the_http_layer_intercepted(dataset, caplog, capsys):
-    import httpx2 as httpx
-    from huggingface_hub.utils import _http
+    staged = []  # shards on local disk at each commit
 
-    requests, staged = [], []  # staged: shards on local disk at each commit
+    def count_staged():
+        staged.append(len(list(dataset.parent.glob(".*.push-staging/data/*.parquet"))))
 
-    def handler(request):
-        url, body = str(request.url), request.content
-        requests.append((request.method, url, body, request.headers.get("authorization")))
-        if url.endswith("/api/repos/create"):
-            return httpx.Response(200, json={"url": "https://huggingface.co/datasets/user/demo"})
-        if url.endswith("/api/validate-yaml"):
-            return httpx.Response(200, json={"errors": [], "warnings": []})
-        if "/preupload/" in url:
-            files = json.loads(body)["files"]
-            return httpx.Response(
-                200,
-                json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
-            )
-        if "/commit/" in url:
-            staged.append(len(list(dataset.parent.glob(".*.push-staging/data/*.parquet"))))
-            return httpx.Response(
-                200,
-                json={
-                    "commitUrl": "https://huggingface.co/datasets/user/demo/commit/a",
-                    "commitOid": "a" * 40,
-                    "pullRequestUrl": None,
-                },
-            )
-        return httpx.Response(404, json={"error": "not mocked"})
-
-    _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(handler)))
-    _http.close_session()
-    try:
-        with caplog.at_level(logging.DEBUG):
-            files = push(
-                PushConfig(dataset, "user/demo", token=TOKEN, private=True, max_shard_size="4KB", keep_shards=2)
-            )
-    finally:
-        _http.set_client_factory(_http.default_client_factory)
-        _http.close_session()
+    with FakeHub(on_commit=count_staged) as hub, caplog.at_level(logging.DEBUG):
+        files = push(PushConfig(dataset, "user/demo", token=TOKEN, private=True, max_shard_size="4KB", keep_shards=2))
+    requests = hub.requests
     create = next(r for r in requests if r[1].endswith("/api/repos/create"))
     created = json.loads(create[2])
     assert created["type"] == "dataset"
@@ -208,51 +176,55 @@ def test_push_checks_the_repo_id_before_any_work(dataset, tmp_path, repo_id):
     assert not any(".push" in p.name for p in dataset.parent.iterdir())
 
 
-def intercepted_hub(fail_commit: int | None = None):
-    """huggingface_hub's HTTP client answering as the Hub for create, preupload (files sent inline) and commit; the
-    commit number `fail_commit` (from 1) fails as a dropped network does. Returns (install, uninstall, sent files)."""
-    import httpx2 as httpx
-    from huggingface_hub.utils import _http
+class FakeHub:
+    """huggingface_hub's HTTP client answering as the Hub for create, preupload (files sent inline) and commit, while
+    the `with` lasts. Commit number `fail_commit` (from 1) fails as a dropped network does; `on_commit()` runs at each
+    commit. Keeps every request (method, url, body, authorization) and the files committed (path -> content)."""
 
-    sent, commits = {}, []
+    def __init__(self, fail_commit: int | None = None, on_commit=None):
+        self.fail_commit, self.on_commit = fail_commit, on_commit
+        self.requests, self.sent, self.commits = [], {}, 0
 
-    def handler(request):
-        url = str(request.url)
+    def handler(self, request):
+        import httpx2 as httpx
+
+        url, body = str(request.url), request.content
+        self.requests.append((request.method, url, body, request.headers.get("authorization")))
         if url.endswith("/api/repos/create"):
             return httpx.Response(200, json={"url": "https://huggingface.co/datasets/user/demo"})
         if url.endswith("/api/validate-yaml"):
             return httpx.Response(200, json={"errors": [], "warnings": []})
         if "/preupload/" in url:
-            files = json.loads(request.content)["files"]
+            files = json.loads(body)["files"]
             answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
             return httpx.Response(200, json={"files": answer})
         if "/commit/" in url:
-            commits.append(url)
-            if len(commits) == fail_commit:
+            self.commits += 1
+            if self.on_commit:
+                self.on_commit()
+            if self.commits == self.fail_commit:
                 raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
-            for line in request.content.decode().splitlines():
+            for line in body.decode().splitlines():
                 item = json.loads(line)
                 if item["key"] == "file":
-                    sent[item["value"]["path"]] = item["value"]["content"]
-            return httpx.Response(
-                200,
-                json={
-                    "commitUrl": "https://huggingface.co/datasets/user/demo/commit/a",
-                    "commitOid": "a" * 40,
-                    "pullRequestUrl": None,
-                },
-            )
+                    self.sent[item["value"]["path"]] = item["value"]["content"]
+            commit = {"commitUrl": "https://huggingface.co/datasets/user/demo/commit/a", "commitOid": "a" * 40}
+            return httpx.Response(200, json={**commit, "pullRequestUrl": None})
         return httpx.Response(404, json={"error": "not mocked"})
 
-    def install():
-        _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(handler)))
-        _http.close_session()
+    def __enter__(self):
+        import httpx2 as httpx
+        from huggingface_hub.utils import _http
 
-    def uninstall():
+        _http.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(self.handler)))
+        _http.close_session()
+        return self
+
+    def __exit__(self, *exc):
+        from huggingface_hub.utils import _http
+
         _http.set_client_factory(_http.default_client_factory)
         _http.close_session()
-
-    return install, uninstall, sent
 
 
 def test_a_failed_push_is_one_line_keeps_its_staging_and_a_rerun_goes_on(dataset, tmp_path, monkeypatch):
@@ -264,23 +236,17 @@ def test_a_failed_push_is_one_line_keeps_its_staging_and_a_rerun_goes_on(dataset
     clean = tmp_path / "clean"
     shutil.copytree(dataset, clean)
     options = ["--token", TOKEN, "--max-shard-size", "4KB", "--keep-shards", "2"]
-    install, uninstall, expected = intercepted_hub()
-    install()
-    try:
+    with FakeHub() as hub:
         assert CliRunner().invoke(cli, ["push", str(clean), "user/demo", *options]).exit_code == 0
-    finally:
-        uninstall()
+    expected = hub.sent
     encoded = []
     real_write = datagen.hub.write_shard
     monkeypatch.setattr(
         datagen.hub, "write_shard", lambda rows, path, f: encoded.append(path.name) or real_write(rows, path, f)
     )
-    install, uninstall, sent = intercepted_hub(fail_commit=2)
-    install()
-    try:
+    with FakeHub(fail_commit=2) as hub:
         result = CliRunner().invoke(cli, ["push", str(dataset), "user/demo", *options])
-    finally:
-        uninstall()
+    sent = hub.sent
     assert result.exit_code == 1, result.output
     assert "push to datasets/user/demo failed" in result.output and "a rerun goes on" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
@@ -288,12 +254,9 @@ def test_a_failed_push_is_one_line_keeps_its_staging_and_a_rerun_goes_on(dataset
     record = json.loads((staging / ".datagen-push-staging").read_text())
     assert len(record["done"]) == 2 and not any((staging / name).exists() for name in record["done"])
     first = list(encoded)
-    install, uninstall, more = intercepted_hub()
-    install()
-    try:
+    with FakeHub() as hub:
         assert CliRunner().invoke(cli, ["push", str(dataset), "user/demo", *options]).exit_code == 0
-    finally:
-        uninstall()
+    more = hub.sent
     again = encoded[len(first) :]
     assert not set(again) & set(record["done"]), "shards uploaded before are not encoded again"
     assert len(again) == len(expected) - 2 - 2, "the rest only (README.md and preview.png are not shards)"

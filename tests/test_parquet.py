@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from datagen.hub import PushConfig, push
 from ormbg.data import MixSampler, Recipe, Source
 from ormbg.parquet import ParquetRows, open_parquet
-from ormbg.train import TrainConfig, main, run_train
+from ormbg.train import main, run_train
 from tests.conftest import directory_bytes, write_demo_dataset
+from tests.test_train import config as train_config
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +79,9 @@ def test_a_resumed_sampler_continues_each_lanes_count():
 
 
 def config(out, train, val, **changes):
-    values = dict(
-        out=out,
-        recipe=Recipe(tuple(train), tuple(val)),
-        size=48,
-        batch_size=2,
-        max_steps=4,
-        val_every=2,
-        log_every=1,
-        workers=2,
-        warmup_steps=2,
-        width_divisor=8,
-        progress=False,
-    )
-    return TrainConfig(**{**values, **changes})
+    """test_train's narrow, quick run on these sources, with 2 loader workers (Parquet's lanes are per worker)."""
+    values = dict(recipe=Recipe(tuple(train), tuple(val)), size=48, max_steps=4, workers=2, warmup_steps=2)
+    return train_config(out, train[0].path, **{**values, **changes})
 
 
 def test_training_on_parquet_resumes_to_the_uninterrupted_batches(staged, directory, tmp_path):
