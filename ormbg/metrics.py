@@ -26,9 +26,6 @@ BETA2 = 0.3  # F-measure
 EPS = np.spacing(1)  # MATLAB's eps, which the reference code adds to denominators
 LEVELS = 256
 
-SEGMENTATION = ("mae", "max_f", "mean_f", "adaptive_f", "s_measure", "e_measure", "adaptive_e", "weighted_f")
-MATTING = ("sad", "mse", "grad", "conn")
-
 
 def binarize(alpha: np.ndarray) -> np.ndarray:
     """Ground-truth mask: alpha above 128/255 (PySODMetrics' `gt > 128` on the uint8 matte)."""
