@@ -29,6 +29,8 @@ from datagen.inspect import inspect_dataset
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
+    HUB_MATTE_COLUMNS,
+    HUB_SPLIT_NAMES,
     ID_PATTERN,
     REJECTED,
     SPLITS,
@@ -398,10 +400,6 @@ def _extension(data: bytes) -> str:
     return "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
 
 
-MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # the usual names of the matte column on the Hub
-SPLIT_NAMES = {"training": "train", "val": "validation", "valid": "validation", "dev": "validation", "testing": "test"}
-
-
 @dataclass
 class PullResult(StageResult):
     counts: dict[str, int] = field(default_factory=dict)  # our split -> rows after the pull
@@ -412,12 +410,12 @@ class PullResult(StageResult):
 def map_split(name: str, split_map: dict[str, str]) -> str:
     """Our split for a Hub split: as named by `split_map`, a known synonym, or `test` for any other name (so an
     unknown split never feeds training unless the user maps it there)."""
-    target = split_map.get(name) or (name if name in SPLITS else SPLIT_NAMES.get(name.lower(), "test"))
+    target = split_map.get(name) or (name if name in SPLITS else HUB_SPLIT_NAMES.get(name.lower(), "test"))
     return check_split(target)
 
 
 def matte_column(features: dict[str, Any], wanted: str | None, source: str) -> str:
-    """The Image column holding the matte: `wanted`, else the first of MATTE_COLUMNS, else "image" (RGBA)."""
+    """The Image column holding the matte: `wanted`, else the first of HUB_MATTE_COLUMNS, else "image" (RGBA)."""
     import datasets
 
     images = [column for column, feature in features.items() if isinstance(feature, datasets.Image)]
@@ -425,7 +423,7 @@ def matte_column(features: dict[str, Any], wanted: str | None, source: str) -> s
         if wanted not in images:
             raise ValueError(f"{source}: --alpha-column {wanted!r} is not an image column (image columns: {images})")
         return wanted
-    for column in MATTE_COLUMNS:
+    for column in HUB_MATTE_COLUMNS:
         if column in images:
             return column
     if "image" not in images:
@@ -553,7 +551,7 @@ def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
     first = next(iter(part), None)
     if first and first.get("image") and not _has_alpha_channel(first["image"]["bytes"]):
         raise ValueError(
-            f"{repo_id} ({name}): no matte column ({', '.join(MATTE_COLUMNS)}) and its images have no alpha "
+            f"{repo_id} ({name}): no matte column ({', '.join(HUB_MATTE_COLUMNS)}) and its images have no alpha "
             "channel; name the matte's column with --alpha-column"
         )
 

@@ -141,6 +141,14 @@ def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
 
 
 HUB_SCHEME = "hf://"  # a Hub dataset named where a dataset directory could be: hf://user/name
+HUB_MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # the usual names of a Hub dataset's matte column
+HUB_SPLIT_NAMES = {
+    "training": "train",
+    "val": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "testing": "test",
+}
 
 
 def parse_spec(text: str, option: str, weighted: bool = False) -> tuple[str, str | None, float]:

@@ -23,11 +23,9 @@ from typing import Any
 import numpy as np
 
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
-from datagen.records import HUB_SCHEME, splits
+from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, splits
 
 log = logging.getLogger(__name__)
-MATTE_COLUMNS = ("alpha", "mask", "matte", "gt", "label")  # as `datagen pull` looks for them (datagen.hub)
-SPLIT_SYNONYMS = {"training": "train", "val": "validation", "valid": "validation", "dev": "validation"}
 SALT = 0x50415251  # "PARQ": keeps these permutations apart from the sampler's draws of the same seed
 
 
@@ -49,7 +47,7 @@ def _split_of(name: str) -> str:
     or its folder (`default/train/0000.parquet`, the Hub's Parquet conversion); synonyms mapped (val -> validation)."""
     path = PurePosixPath(name)
     word = path.name.split("-")[0].split(".")[0] if "-" in path.name else path.parent.name
-    return SPLIT_SYNONYMS.get(word.lower(), word.lower())
+    return HUB_SPLIT_NAMES.get(word.lower(), word.lower())
 
 
 def _hub_failure(location: str, error: Exception):
@@ -84,7 +82,6 @@ class ParquetRows:
     seed: int = 0
     lanes_per_rank: int = 1
     world_size: int = 1
-    weight: float = 1.0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -280,10 +277,10 @@ def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", d
             f"{option} {path}: no `image` column of images (columns: {', '.join(schema.names)}); training reads the "
             "image + alpha columns that `datagen push` writes"
         )
-    matte = next((name for name in MATTE_COLUMNS if name in images), None)
+    matte = next((name for name in HUB_MATTE_COLUMNS if name in images), None)
     if matte is None:
         raise ValueError(
-            f"{option} {path}: no matte column ({', '.join(MATTE_COLUMNS)}) among its image columns "
+            f"{option} {path}: no matte column ({', '.join(HUB_MATTE_COLUMNS)}) among its image columns "
             f"({', '.join(images)})"
         )
     groups = np.asarray([g for g in groups if g[2] > 0], np.int64).reshape(-1, 3)
