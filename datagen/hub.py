@@ -24,8 +24,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, render_card
-from datagen.inspect import inspect_dataset
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
@@ -131,21 +132,38 @@ def plan_shards(directory: Path, max_shard_bytes: int) -> tuple[list[Shard], dic
     return shards, features
 
 
-def write_shard(samples, path: Path, features) -> None:
+ALPHA_STATS = ("transparent", "opaque", "soft", "empty", "full")  # pixel counts, then alphas all 0 / all 255
+
+
+def alpha_stats(alpha: np.ndarray) -> dict[str, int]:
+    """One matte's share of the card's alpha statistics: its pixels at 0, at 255 and between; empty or full."""
+    zeros, ones = int(np.count_nonzero(alpha == 0)), int(np.count_nonzero(alpha == 255))
+    counts = (zeros, ones, alpha.size - zeros - ones, int(zeros == alpha.size), int(ones == alpha.size))
+    return dict(zip(ALPHA_STATS, counts))
+
+
+def write_shard(samples, path: Path, features) -> dict[str, int]:
     """The rows `samples` yields as one Parquet file with the datasets library's schema metadata (so it loads with
-    Image columns), ROWS_PER_GROUP rows per row group; atomic. The bytes depend only on the rows and files."""
+    Image columns), ROWS_PER_GROUP rows per row group; atomic. The bytes depend only on the rows and files. Returns
+    the alpha statistics of its rows (the card's; the mattes are decoded here, as they pass, not in a second pass)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from datagen.io import read_alpha
 
     schema = features.arrow_schema
     columns = set(schema.names)
     temporary = temporary_name(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stats = dict.fromkeys(ALPHA_STATS, 0)
     try:
         with pq.ParquetWriter(temporary, schema) as writer:
             group = []
             for sample in samples:
                 group.append(_example(sample, columns))
+                if sample.path("alpha"):
+                    for key, value in alpha_stats(read_alpha(sample.path("alpha"))).items():
+                        stats[key] += value
                 if len(group) == ROWS_PER_GROUP:
                     writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=ROWS_PER_GROUP)
                     group = []
@@ -156,11 +174,13 @@ def write_shard(samples, path: Path, features) -> None:
         raise output_error(path, error) from error
     finally:
         temporary.unlink(missing_ok=True)
+    return stats
 
 
 def export_parquet(directory: Path, staging: Path, shards: list[Shard], features, done: set[str], on_shard) -> None:
     """Write each shard not in `done` to `staging`, one at a time, in one pass over each split's rows (the rows of
-    shards already done are passed over without reading their files), calling `on_shard(shard)` after each."""
+    shards already done are passed over without reading their files), calling `on_shard(shard, alpha statistics)`
+    after each."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(shards), initial=len(done), desc="push", unit="shard", disable=None)
@@ -171,19 +191,18 @@ def export_parquet(directory: Path, staging: Path, shards: list[Shard], features
             if shard.name in done:
                 collections.deque(rows, maxlen=0)
                 continue
-            write_shard(rows, staging / shard.name, features[split])
-            on_shard(shard)
+            on_shard(shard, write_shard(rows, staging / shard.name, features[split]))
             bar.update(1)
     bar.close()
 
 
 def hub_card(
-    directory: Path, repo_id: str, written: dict[str, list[str]], preview: str | None
+    directory: Path, repo_id: str, written: dict[str, list[str]], preview: str | None, stats: dict[str, int]
 ) -> tuple[str, str | None]:
     """The card `push` uploads: the local card's header and body (one writer, card.render_card) with the Parquet
-    `configs`, plus how the data was made, its alpha statistics and the preview."""
-    report = inspect_dataset(directory)
-    share = report.to_dict()["alpha_share"]
+    `configs`, plus how the data was made, its alpha statistics (`stats`, summed over the shards) and the preview."""
+    total = sum(stats[key] for key in ("transparent", "opaque", "soft")) or 1
+    share = {key: stats[key] / total for key in ("transparent", "opaque", "soft")}
     made = read_json(directory / "run.json") if (directory / "run.json").is_file() else {}
     extra = [
         "## How it was made",
@@ -193,7 +212,7 @@ def hub_card(
         "## Alpha statistics",
         "",
         f"Pixels: {share['transparent']:.1%} transparent, {share['opaque']:.1%} opaque, {share['soft']:.1%} soft; "
-        f"{len(report.empty_alpha)} empty and {len(report.full_alpha)} full alphas.",
+        f"{stats['empty']} empty and {stats['full']} full alphas.",
         "",
     ]
     if preview:
@@ -272,7 +291,8 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload
         write_atomic(out / STAGING_MARKER, json.dumps(record).encode())
         names.clear()
 
-    def on_shard(shard: Shard) -> None:
+    def on_shard(shard: Shard, stats: dict[str, int]) -> None:
+        record.setdefault("alpha_stats", {})[shard.name] = stats  # saved with the shard, for a resumed card
         pending.append(shard.name)
         if not upload or len(pending) >= keep:
             finish(pending)
@@ -286,7 +306,8 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload
     if any(not s.is_background for s in iter_samples(directory)):
         write_preview(directory, out / "preview.png", n=8, tile_px=192)
         preview = "preview.png"
-    card, license_text = hub_card(directory, repo_id, written, preview)
+    stats = {key: sum(shard[key] for shard in record["alpha_stats"].values()) for key in ALPHA_STATS}
+    card, license_text = hub_card(directory, repo_id, written, preview, stats)
     write_atomic(out / "README.md", card.encode())
     extras = ["README.md"] + ([preview] if preview else [])
     if license_text:
@@ -558,8 +579,6 @@ def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
 
 def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, where: str):
     """(files, metadata) for write_sample_files from one streamed row, or a Skip."""
-    import numpy as np
-
     import datasets
     from datagen.io import ImageReadError, decode_bytes, read_alpha, read_foreground, read_image
 

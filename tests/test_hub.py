@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from datagen.card import license_rank
 from datagen.cli import cli
 from datagen.hub import PushConfig, pull, push
+from datagen.inspect import inspect_dataset
 from datagen.io import read_alpha, read_image
 from datagen.records import iter_samples, read_rows
 from tests.conftest import write_demo_dataset
@@ -49,6 +50,12 @@ def test_dry_run_loads_pixel_equal_and_has_a_card(dataset, tmp_path):
     assert header["license"] == "apache-2.0" and header["task_categories"] == ["image-segmentation"]
     assert {entry["split"] for entry in header["configs"][0]["data_files"]} == {"train", "test"}
     assert "| procedural | 8 | Apache-2.0 |" in card and "preview.png" in card
+    report = inspect_dataset(dataset)  # the card's alpha statistics, counted as the shards pass, are inspect's
+    share = report.to_dict()["alpha_share"]
+    assert (
+        f"Pixels: {share['transparent']:.1%} transparent, {share['opaque']:.1%} opaque, {share['soft']:.1%} soft; "
+        f"{len(report.empty_alpha)} empty and {len(report.full_alpha)} full alphas."
+    ) in card
 
 
 def test_pull_of_the_dry_run_gives_back_an_equal_directory(dataset, tmp_path):
