@@ -149,7 +149,7 @@ def write_shard(samples, path: Path, features) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from datagen.io import read_alpha
+    from datagen.io import ImageReadError, read_alpha
 
     schema = features.arrow_schema
     columns = set(schema.names)
@@ -161,9 +161,15 @@ def write_shard(samples, path: Path, features) -> dict[str, int]:
             group = []
             for sample in samples:
                 group.append(_example(sample, columns))
-                if sample.path("alpha"):
-                    for key, value in alpha_stats(read_alpha(sample.path("alpha"))).items():
-                        stats[key] += value
+                try:  # an unreadable matte is pushed as it is and left out of the statistics, as inspect does
+                    counts = alpha_stats(read_alpha(sample.path("alpha"))) if sample.path("alpha") else {}
+                except ImageReadError as error:
+                    log.warning(
+                        "%s: %s (pushed as it is, left out of the card's alpha statistics)", error.path, error.reason
+                    )
+                    counts = {}
+                for key, value in counts.items():
+                    stats[key] += value
                 if len(group) == ROWS_PER_GROUP:
                     writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=ROWS_PER_GROUP)
                     group = []
