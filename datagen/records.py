@@ -183,6 +183,12 @@ def check_split(split: str) -> str:
     return split
 
 
+def files_present(folder: str, row: dict[str, Any]) -> bool:
+    """Every file `row` names is on disk below `folder` (its split folder, ending in a separator): plain strings and
+    os.stat, no Path objects, since a resume checks millions."""
+    return all(os.path.isfile(folder + row[key]) for key in FILE_COLUMNS if row.get(key))
+
+
 @dataclass(frozen=True)
 class Sample:
     """One complete sample of a dataset directory: its split folder and its metadata row."""
@@ -201,9 +207,7 @@ class Sample:
         return self.root / self.split / relative if relative else None
 
     def is_complete(self) -> bool:
-        """Every file the row names is on disk (plain string paths and os.stat: a resume checks millions)."""
-        folder = f"{self.root}{os.sep}{self.split}{os.sep}"
-        return all(os.path.isfile(folder + self.row[key]) for key in FILE_COLUMNS if self.row.get(key))
+        return files_present(f"{self.root}{os.sep}{self.split}{os.sep}", self.row)
 
     @property
     def is_foreground_only(self) -> bool:
@@ -330,13 +334,12 @@ class ResumeState:
     def read(cls, root: str | os.PathLike) -> ResumeState:
         """Stream each split's rows once, keeping only their ids (a row is never held: memory grows with the ids)."""
         root, done, rowed = Path(root), {}, {}
-        isfile = os.path.isfile
         for split in SPLITS:
             done[split], rowed[split] = set(), set()
             folder = f"{root}{os.sep}{split}{os.sep}"
-            for row in iter_rows(root, split):  # the loop of Sample.is_complete, inlined: it runs a million times
+            for row in iter_rows(root, split):
                 rowed[split].add(row["id"])
-                if all(isfile(folder + row[key]) for key in FILE_COLUMNS if row.get(key)):
+                if files_present(folder, row):
                     done[split].add(row["id"])
         return cls(root, done, rowed)
 

@@ -404,24 +404,16 @@ class MixSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         """(source, sample index, augmentation seed, step, rank, slot): the last three seed online composites."""
         drawn: dict[tuple[int, int], int] = {}  # (stream source, lane) -> rows read from it so far
-        if self.streams:
-            for step in range(self.start_step):  # replayed: a resumed run's lanes read on where they stopped
-                self._count(step, drawn)
-        step = self.start_step
+        step = 0 if self.streams else self.start_step  # with streams, the steps before start_step are replayed
         while True:
             lane = lane_of(step, self.rank, self.lanes)
             for slot, (source, index, seed) in enumerate(self.mine(step)):
                 if source in self.streams:
                     index = drawn.get((source, lane), 0)
                     drawn[source, lane] = index + 1
-                yield source, index, seed, step, self.rank, slot
+                if step >= self.start_step:
+                    yield source, index, seed, step, self.rank, slot
             step += 1
-
-    def _count(self, step: int, drawn: dict[tuple[int, int], int]) -> None:
-        lane = lane_of(step, self.rank, self.lanes)
-        for source, _, _ in self.mine(step):
-            if source in self.streams:
-                drawn[source, lane] = drawn.get((source, lane), 0) + 1
 
 
 class EvalSet(Dataset):
