@@ -12,7 +12,15 @@ from pathlib import Path
 import click
 
 from datagen import __version__
-from datagen.console import CONTEXT_SETTINGS, RecordedGroup, command_line, logging_options, parse_shard, user_errors
+from datagen.console import (
+    CONTEXT_SETTINGS,
+    RecordedGroup,
+    command_line,
+    logging_options,
+    parse_shard,
+    ray_option,
+    user_errors,
+)
 
 DATA_ROOT = "datasets"
 
@@ -98,6 +106,7 @@ def cli() -> None:
     callback=lambda c, p, v: parse_shard(c, p, v) if v else None,
     help="I/K: make indices with index % K == I  [default: from accelerate's RANK/WORLD_SIZE, else 0/1].",
 )
+@ray_option
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with images/s.")
 def synth(out, size, shard, device, **options) -> None:
@@ -157,6 +166,7 @@ IMPORT_KINDS = ["p3m", "ppm100", "aim500", "dis5k", "am2k", "folder"]
 @click.option(
     "-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes converting pairs."
 )
+@ray_option
 @click.option("--keep-png", is_flag=True, help="Keep lossless (PNG) source images as PNG instead of JPEG q95.")
 @click.option(
     "--jpeg-quality",
@@ -286,6 +296,7 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     help="Share held out as split validation; one foreground or background never lands in both splits.",
 )
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Render processes.")
+@ray_option
 @click.option(
     "--shard",
     default="0/1",
@@ -348,12 +359,13 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
     "(OpenCV, faster, less accurate). Both measured in docs/benchmarks.md.",
 )
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes.")
+@ray_option
 @click.option(
     "--shard", default="0/1", callback=parse_shard, show_default=True, help="I/K: every K-th photo row from the I-th."
 )
 @click.option("--overwrite", is_flag=True, help="Estimate every fg/ file again (this or another --method).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
-def foreground(directory: Path, splits, method: str, workers: int, shard, overwrite: bool, progress: bool) -> None:
+def foreground(directory: Path, splits, **options) -> None:
     """Estimate the foreground colour of DIRECTORY's photos: fg/<id>.png for every photo row (image + alpha).
 
     In every soft pixel (hair above all) a photo holds its old background; `datagen compose` needs the person's
@@ -364,7 +376,7 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
     from datagen.foreground import ForegroundConfig, run_foreground
 
     with user_errors(ValueError, FileNotFoundError):
-        config = ForegroundConfig(directory, tuple(splits), method, workers, shard, overwrite, progress)
+        config = ForegroundConfig(directory, tuple(splits), **options)
         result = run_foreground(config, command=command_line())
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
     click.echo(f"new {result.new}, already there {result.existing}; rows updated: {updated} ({result.seconds:.1f} s)")
@@ -426,6 +438,7 @@ def foreground(directory: Path, splits, method: str, workers: int, shard, overwr
 @click.option(
     "--shard", default="0/1", callback=parse_shard, show_default=True, help="I/K: every K-th row from the I-th."
 )
+@ray_option
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def refine(directory: Path, splits, where, **options) -> None:
     """Turn DIRECTORY's coarse mattes (binary masks) into soft ones with ViTMatte.
@@ -525,6 +538,7 @@ def refine(directory: Path, splits, where, **options) -> None:
     callback=lambda c, p, v: parse_shard(c, p, v) if v else None,
     help="I/K  [default: from accelerate's RANK/WORLD_SIZE, else 0/1].",
 )
+@ray_option
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> None:
     """Relight the people of SRC's photo rows with IC-Light; the ground truth stays exact.

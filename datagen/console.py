@@ -100,3 +100,10 @@ def logging_options(base: int = logging.WARNING) -> Callable:
         )
 
     return decorate
+
+
+def ray_option(command: Callable) -> Callable:
+    """Decorator: `--ray [ADDRESS]` (a local Ray instance without a value), the same on every per-sample stage."""
+    from datagen.cluster import HELP, LOCAL
+
+    return click.option("--ray", is_flag=False, flag_value=LOCAL, default=None, metavar="[ADDRESS]", help=HELP)(command)

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen import __version__
+from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
@@ -115,6 +116,7 @@ class ForegroundConfig:
     workers: int = 1
     shard: tuple[int, int] = (0, 1)
     overwrite: bool = False  # estimate every fg/ file again (e.g. with another method), replacing files and row keys
+    ray: str | None = None  # estimate on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -126,6 +128,7 @@ class ForegroundConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         check_shard(self.shard)
+        check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
 
 @dataclass
@@ -159,7 +162,13 @@ def estimate_one(job: ForegroundJob) -> Skip | None:
     return None
 
 
-def _outcomes(jobs: list[ForegroundJob], workers: int) -> Iterator[Skip | None]:
+RAY_BATCH = 4  # images per Ray task: `ml` takes about a second per 1024 px image
+
+
+def _outcomes(jobs: list[ForegroundJob], workers: int, ray: str | None = None) -> Iterator[Skip | None]:
+    if ray:
+        yield from ray_map(estimate_one, jobs, ray, batch_size=RAY_BATCH)
+        return
     if workers == 1:
         yield from map(estimate_one, jobs)
         return
@@ -184,28 +193,10 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
     skipped: list[Skip] = []
     with resume_run(root, config.shard, in_place=True):
         rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back
-        for split in chosen:
-            samples = photo_rows(root, split)
-            if not samples:
-                raise ValueError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
-            check_method(root, split, samples, config)
-            index, count = config.shard
-            mine = samples[index::count]
-            todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
-            result.existing += len(mine) - len(todo)
-            jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
-            outcomes = _outcomes(jobs, config.workers)
-            bar = tqdm(outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress)
-            for outcome in bar:
-                if outcome is None:
-                    result.new += 1
-                else:
-                    skipped.append(outcome)
-            waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
-            if waiting:
-                result.waiting[split] = waiting
-            else:
-                result.rows_updated[split] = record_foregrounds(root, split, config.method)
+        with recording(config.ray) as report:
+            for split in chosen:
+                _estimate_split(config, split, rejected, result, skipped)
+        result.ray = report.to_record() if report else None
         result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
         result.seconds = time.time() - started
         record = {
@@ -217,11 +208,41 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
             "rows_updated": result.rows_updated,
             "waiting": result.waiting,
             "failures_by_reason": result.skipped,
+            "ray": result.ray,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         }
         write_run_json(root, record, config.shard, "foreground.json")  # beside run.json: what edited the rows
     return result
+
+
+def _estimate_split(
+    config: ForegroundConfig, split: str, rejected: dict[str, str], result: ForegroundResult, skipped: list[Skip]
+) -> None:
+    """This shard's missing fg/ files of one split; once no row of the split waits, its rows get the columns."""
+    root = Path(config.root)
+    samples = photo_rows(root, split)
+    if not samples:
+        raise ValueError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
+    check_method(root, split, samples, config)
+    index, count = config.shard
+    mine = samples[index::count]
+    todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
+    result.existing += len(mine) - len(todo)
+    jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
+    outcomes = _outcomes(jobs, config.workers, config.ray)
+    for outcome in tqdm(
+        outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress
+    ):
+        if outcome is None:
+            result.new += 1
+        else:
+            skipped.append(outcome)
+    waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
+    if waiting:
+        result.waiting[split] = waiting
+    else:
+        result.rows_updated[split] = record_foregrounds(root, split, config.method)
 
 
 def check_method(root: Path, split: str, samples: list[Sample], config: ForegroundConfig) -> None:

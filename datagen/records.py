@@ -67,13 +67,15 @@ class Skip:
 @dataclass
 class StageResult:
     """What every writing stage reports (synth, compose, import, pull, foreground, refine, relight): its output
-    directory, samples made now, samples already there (a resumed run), skips by reason, seconds. Stages add theirs."""
+    directory, samples made now, samples already there (a resumed run), skips by reason, seconds, and what Ray ran
+    (with --ray). Stages add theirs."""
 
     out: Path
     new: int = 0
     existing: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    ray: dict[str, Any] | None = None  # a --ray run's RayReport (datagen.cluster): batches, worker processes, nodes
 
 
 class MetadataError(ValueError):

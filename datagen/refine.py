@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
+from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
 from datagen.parallel import pick_device
 from datagen.records import (
@@ -236,6 +237,7 @@ class RefineConfig:
     max_side_px: int = 2048  # longer images take a resized pass (the band restored at full size)
     offline: bool = False
     shard: tuple[int, int] = (0, 1)
+    ray: str | None = None  # refine on Ray (datagen.cluster): its address, or "local"; None: in this process
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -247,6 +249,7 @@ class RefineConfig:
         if not 0 < self.band_fraction < 0.5 or self.batch_size < 1 or self.max_side_px < 64:
             raise ValueError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
         check_shard(self.shard, self.overwrite)
+        check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
 
 @dataclass
@@ -307,11 +310,11 @@ def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: di
     return soft[sample.id] <= SOFT_SHARE
 
 
-def _refine_batch(
-    matter: Matter, samples: list[Sample], config: RefineConfig, result: RefineResult
-) -> Iterator[Skip | str]:
+def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> list[Skip | tuple[str, bool]]:
     """Refine a batch of rows: original to mask/ (once), new alpha to gt/ (what derives from the old one deleted), the
-    trimap used to refine_trimap/ (last). Yields each refined id, or a Skip."""
+    trimap used to refine_trimap/ (last). Per sample: a Skip, or (its id, whether an fg/ derived from the old alpha
+    was deleted)."""
+    outcomes: list[Skip | tuple[str, bool]] = []
     images, trimaps, ready = [], [], []
     for sample in samples:
         paths = _paths(sample)
@@ -319,23 +322,59 @@ def _refine_batch(
         try:
             image, mask = read_pair(sample.path("image"), source)
         except ImageReadError as error:
-            yield Skip(error.path, f"unreadable input: {error.reason}")
+            outcomes.append(Skip(error.path, f"unreadable input: {error.reason}"))
             continue
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], source.read_bytes())  # the original matte, byte for byte, before anything
         images.append(image)
         trimaps.append(band_trimap(mask, band_width(mask, config.band_px, config.band_fraction)))
-        ready.append(sample)
-    for sample, trimap, alpha in zip(ready, trimaps, matter(images, trimaps) if images else []):
-        result.foregrounds_removed += "foreground" in replace_alpha(sample, encode_png(alpha))
+        ready.append(len(outcomes))
+        outcomes.append((sample.id, False))
+    for position, trimap, alpha in zip(ready, trimaps, matter(images, trimaps) if images else []):
+        sample = samples[position]
+        removed = "foreground" in replace_alpha(sample, encode_png(alpha))
         write_atomic(_paths(sample)["refine_trimap"], encode_png(trimap))  # last: with gt/ != mask/, marks it done
-        yield sample.id
+        outcomes[position] = (sample.id, removed)
+    return outcomes
+
+
+class _Worker:
+    """Per-process state of a Ray refine worker: the config and its loaded ViTMatte."""
+
+    config: RefineConfig
+    matter: Matter
+
+
+def _init_worker(config: RefineConfig) -> None:
+    _Worker.config = config
+    _Worker.matter = Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
+
+
+def refine_batch(samples: list[Sample]) -> list[Skip | tuple[str, bool]]:
+    """On a Ray worker (an actor holding ViTMatte): one batch of rows, as a local run refines it."""
+    return _refine_batch(_Worker.matter, samples, _Worker.config)
+
+
+def _outcomes(todo: list[Sample], config: RefineConfig, matter: Matter | None) -> Iterator[Skip | tuple[str, bool]]:
+    """Each row's outcome in order: batches of --batch-size through ViTMatte here, or on Ray's actors (one per GPU;
+    one per CPU with --device cpu), each loading the model once."""
+    if config.ray:
+        gpus = 0 if config.device == "cpu" else 1
+        options = {"batch_size": config.batch_size, "gpus": gpus, "actors": True, "per_batch": True}
+        yield from ray_map(refine_batch, todo, config.ray, _init_worker, (config,), **options)
+        return
+    if todo:
+        matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
+    for start in range(0, len(todo), config.batch_size):
+        yield from _refine_batch(matter, todo[start : start + config.batch_size], config)
 
 
 def run_refine(config: RefineConfig, matter: Matter | None = None, command: str = "datagen refine") -> RefineResult:
     """Refine the coarse photo rows of `config.root` (this shard's share) with ViTMatte; see the module docstring.
 
     `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
+    if matter is not None and config.ray:
+        raise ValueError("a matter passed in runs in this process only: leave config.ray unset")
     started, root = time.time(), Path(config.root)
     result, skipped, refined_now, soft = RefineResult(root), [], set(), {}
     split_names = chosen_splits(root, config.splits)
@@ -351,18 +390,16 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
                     todo.append(sample)
                 elif chosen(sample, config):
                     result.soft_skipped += 1
-        if todo:
-            matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
-        bar = tqdm(total=len(todo), desc="refine", unit="image", disable=not config.progress)
-        for start in range(0, len(todo), config.batch_size):
-            for outcome in _refine_batch(matter, todo[start : start + config.batch_size], config, result):
+        with recording(config.ray) as report:
+            outcomes = _outcomes(todo, config, matter)
+            for outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
                 if isinstance(outcome, Skip):
                     skipped.append(outcome)
                 else:
-                    refined_now.add(outcome)
+                    refined_now.add(outcome[0])
+                    result.foregrounds_removed += outcome[1]
                     result.new += 1
-                bar.update(1)
-        bar.close()
+        result.ray = report.to_record() if report else None
         for split in split_names:
             _record_split(root, split, config, result, refined_now, soft)
         result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}

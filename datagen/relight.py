@@ -32,6 +32,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.alpha import over
 from datagen.card import write_card
+from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
 from datagen.parallel import launcher, pick_device
 from datagen.records import (
@@ -299,6 +300,7 @@ class RelightConfig:
     dtype: str = "fp16"
     offline: bool = False
     shard: tuple[int, int] | None = None  # None: the launcher's (RANK, WORLD_SIZE)
+    ray: str | None = None  # relight on Ray (datagen.cluster): its address, or "local"; None: in this process
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -316,6 +318,7 @@ class RelightConfig:
             rank, world, _ = launcher()
             object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard)
+        check_shared_paths(self.ray, {"SRC": self.src, "--out": self.out, "--prompts": self.prompts})
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -349,6 +352,8 @@ def run_relight(
     config: RelightConfig, relighter: Relighter | None = None, command: str = "datagen relight"
 ) -> RelightResult:
     """Relight SRC's photo rows into OUT (this shard's share); see the module docstring. Resumes."""
+    if relighter is not None and config.ray:
+        raise ValueError("a relighter passed in runs in this process only: leave config.ray unset")
     started = time.time()
     result, skipped, rejected = RelightResult(Path(config.out)), [], {}
     bank = read_prompts(config.prompts) if config.prompts else LIGHTING
@@ -357,14 +362,16 @@ def run_relight(
         mine = [(i, s) for i, s in _rows(config) if i % count == index]
         todo = [(i, s) for i, s in mine if not state.is_done(s.split, s.id)]
         result.existing = len(mine) - len(todo)
-        relighter = relighter or (load_relighter(config) if todo else None)
-        for i, sample in tqdm(todo, desc="relight", unit="image", disable=not config.progress):
-            outcome = relight_one(config, relighter, i, sample, bank, rejected)
-            if isinstance(outcome, Skip):
-                skipped.append(outcome)
-            else:
-                state.add(sample.split, outcome)
-                result.new += 1
+        with recording(config.ray) as report:
+            outcomes = _outcomes(config, relighter, todo, bank, rejected)
+            bar = tqdm(outcomes, total=len(todo), desc="relight", unit="image", disable=not config.progress)
+            for (_, sample), outcome in zip(todo, bar):
+                if isinstance(outcome, Skip):
+                    skipped.append(outcome)
+                else:
+                    state.add(sample.split, outcome)
+                    result.new += 1
+        result.ray = report.to_record() if report else None
         result.rejected, result.skipped = rejected, dict(write_skipped(config.out, skipped, config.shard))
         result.seconds = time.time() - started
         record = {"command": command, "tool": f"datagen {__version__}",
@@ -378,6 +385,43 @@ def run_relight(
                        "`datagen relight`; the alpha files are the input's, byte for byte; each row records its "
                        "prompt, seed and alignment scores.")  # fmt: skip
     return result
+
+
+class _Worker:
+    """Per-process state of a Ray relight worker (an actor): the config, the prompt bank and the loaded IC-Light."""
+
+    config: RelightConfig
+    bank: list[str]
+    relighter: Relighter
+
+
+def _init_worker(config: RelightConfig, bank: list[str]) -> None:
+    _Worker.config, _Worker.bank, _Worker.relighter = config, bank, load_relighter(config)
+
+
+def relight_item(item: tuple[int, Sample]) -> tuple[dict[str, Any] | Skip, dict[str, int]]:
+    """On a Ray worker: one row relit as a local run relights it, and the attempts it rejected by reason."""
+    rejected: dict[str, int] = {}
+    return relight_one(_Worker.config, _Worker.relighter, *item, _Worker.bank, rejected), rejected
+
+
+def _outcomes(config: RelightConfig, relighter: Relighter | None, todo: list[tuple[int, Sample]], bank: list[str],
+              rejected: dict[str, int]) -> Iterator[dict[str, Any] | Skip]:  # fmt: skip
+    """Each row's row or Skip, in order: in this process, or on Ray's actors (one per GPU, IC-Light loaded once
+    each; one per CPU with --device cpu). Rejected attempts are counted into `rejected`."""
+    if config.ray:
+        options = {"gpus": 0 if config.device == "cpu" else 1, "actors": True, "batch_size": RAY_BATCH}
+        for outcome, theirs in ray_map(relight_item, todo, config.ray, _init_worker, (config, bank), **options):
+            for reason, count in theirs.items():
+                rejected[reason] = rejected.get(reason, 0) + count
+            yield outcome
+        return
+    relighter = relighter or (load_relighter(config) if todo else None)
+    for index, sample in todo:
+        yield relight_one(config, relighter, index, sample, bank, rejected)
+
+
+RAY_BATCH = 2  # rows per actor call: each takes seconds on a GPU (two diffusion passes per attempt)
 
 
 def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample: Sample, bank: list[str],

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.card import write_card
+from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import write_run_json
 from datagen.parallel import launcher, pick_device
 from datagen.procedural import draw_background, draw_person
@@ -76,6 +77,7 @@ class SynthConfig:
     max_attempts: int = 4
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     overwrite: bool = False
+    ray: str | None = None  # generate on Ray (datagen.cluster): its address, or "local"; None: in this process
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -94,6 +96,7 @@ class SynthConfig:
             rank, world, _ = launcher()
             object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard, self.overwrite)
+        check_shared_paths(self.ray, {"--out": self.out, "--prompts": self.prompts})
 
 
 def quality_scores(alpha: np.ndarray) -> dict[str, Any]:
@@ -252,29 +255,46 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
     `render` replaces the backend (tests pass a tiny LayerDiffuse pipeline through `layerdiffuse_renderer`).
     """
     started = time.time()
+    if render is not None and config.ray:
+        raise ValueError("a renderer passed in runs in this process only: leave config.ray unset")
     with resume_run(config.out, config.shard, config.overwrite) as state:
-        render = render or BACKENDS[config.backend].renderer(config)
-        result = _generate(config, render, state)
+        if config.ray:
+            with recording(config.ray) as report:
+                result = _generate_on_ray(config, state)
+            result.ray = report.to_record()
+        else:
+            result = _generate(config, render or BACKENDS[config.backend].renderer(config), state)
         result.seconds = time.time() - started
         _write_records(config, command, result)
     return result
 
 
-def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthResult:
+def _plan(config: SynthConfig, state: ResumeState) -> tuple[list[Job], SynthResult]:
+    """The first attempt of every sample of this shard not done yet, and the result that counts the rest."""
     fixed = load_prompts(config.prompts) if config.prompts else None
-    prefix = "synth" if config.kind == "person" else "background"
     index, count = config.shard
     mine = range(index, config.n, count)
-    todo = [i for i in mine if not state.is_done("train", seeded_id(prefix, config.seed, i))]
+    todo = [i for i in mine if not state.is_done("train", seeded_id(_prefix(config), config.seed, i))]
     pending = [Job(i, 0, _prompt(config, i, fixed)) for i in todo]
-    result = SynthResult(config.out, existing=len(mine) - len(pending))
+    return pending, SynthResult(config.out, existing=len(mine) - len(pending))
+
+
+def _prefix(config: SynthConfig) -> str:
+    return "synth" if config.kind == "person" else "background"
+
+
+def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthResult:
+    pending, result = _plan(config, state)
+    prefix = _prefix(config)
     bar = tqdm(total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
 
     def keep(batch: list[Job], images: list[np.ndarray]) -> list[Job]:
         """Score and write one batch; returns the jobs to generate again (the next attempt of rejected ones)."""
         retries = []
         for job, image in zip(batch, images):
-            row = _keep(config, prefix, job, image, result)
+            row, reason = _keep(config, prefix, job, image)
+            if reason:
+                result.rejected[reason] += 1
             if row is None and job.attempt + 1 < config.max_attempts:
                 retries.append(Job(job.index, job.attempt + 1, job.prompt))
                 continue
@@ -301,21 +321,76 @@ def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthR
     return result
 
 
-def _keep(config: SynthConfig, prefix: str, job: Job, image: np.ndarray, result: SynthResult) -> dict | None:
-    """Score and write one generated image; None (and a counted reason) when a person fails the thresholds."""
+def _keep(config: SynthConfig, prefix: str, job: Job, image: np.ndarray) -> tuple[dict | None, str | None]:
+    """Score and write one generated image: (its row, None), or (None, the reason) when a person fails the
+    thresholds."""
     metadata = BACKENDS[config.backend].fields(config, job)
     sample_id = seeded_id(prefix, config.seed, job.index)
     if config.kind == "background":
-        return write_sample_files(config.out, "train", sample_id, image=image, alpha=None, metadata=metadata)
+        return write_sample_files(config.out, "train", sample_id, image=image, alpha=None, metadata=metadata), None
     scores = quality_scores(image[..., 3])
     reason = rejection(scores, config.quality)
     if reason:
-        result.rejected[reason] += 1
-        return None
+        return None, reason
     metadata.update(scores)
-    return write_sample_files(
-        config.out, "train", sample_id, foreground=image, alpha=np.ascontiguousarray(image[..., 3]), metadata=metadata
-    )
+    alpha = np.ascontiguousarray(image[..., 3])
+    return write_sample_files(config.out, "train", sample_id, foreground=image, alpha=alpha, metadata=metadata), None
+
+
+class _Worker:
+    """Per-process state of a Ray synth worker: the config and its backend's renderer (a loaded pipeline)."""
+
+    config: SynthConfig
+    render: Render
+
+
+def _init_worker(config: SynthConfig) -> None:
+    _Worker.config, _Worker.render = config, BACKENDS[config.backend].renderer(config)
+
+
+def synth_batch(jobs: list[Job]) -> list[tuple[dict[str, Any] | None, list[str]]]:
+    """On a Ray worker: generate, score and write a batch, each rejected person again with its next attempt (as a
+    local run does), up to max_attempts. Per job: (its row or None when every attempt failed, the reasons rejected)."""
+    config = _Worker.config
+    rows: dict[int, dict[str, Any]] = {}
+    reasons: dict[int, list[str]] = {job.index: [] for job in jobs}
+    pending = list(jobs)
+    while pending:
+        retries = []
+        for job, image in zip(pending, _Worker.render(pending)):
+            row, reason = _keep(config, _prefix(config), job, image)
+            if row is not None:
+                rows[job.index] = row
+            else:
+                reasons[job.index].append(reason)
+                if job.attempt + 1 < config.max_attempts:
+                    retries.append(Job(job.index, job.attempt + 1, job.prompt))
+        pending = retries
+    return [(rows.get(job.index), reasons[job.index]) for job in jobs]
+
+
+PROCEDURAL_RAY_BATCH = 16  # procedural samples per Ray task (milliseconds each)
+
+
+def _generate_on_ray(config: SynthConfig, state: ResumeState) -> SynthResult:
+    """The plan of a local run, generated on Ray: LayerDiffuse on GPU actors (one pipeline each, batches of
+    --batch-size; on CPU actors with --device cpu), the procedural backend as CPU tasks. This process writes rows."""
+    pending, result = _plan(config, state)
+    if config.backend == "procedural":
+        options = {"batch_size": PROCEDURAL_RAY_BATCH}
+    else:
+        options = {"batch_size": config.batch_size, "gpus": 0 if config.device == "cpu" else 1, "actors": True}
+    outcomes = ray_map(synth_batch, pending, config.ray, _init_worker, (config,), per_batch=True, **options)
+    bar = tqdm(outcomes, total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
+    for row, reasons in bar:
+        result.rejected.update(reasons)
+        if row is None:
+            result.failed += 1
+        else:
+            state.add("train", row)
+            result.new += 1
+    result.count = len(state.rowed["train"])
+    return result
 
 
 def _write_records(config: SynthConfig, command: str, result: SynthResult) -> None:
@@ -331,6 +406,7 @@ def _write_records(config: SynthConfig, command: str, result: SynthResult) -> No
             "resumed_existing": result.existing,
             "rejections_by_reason": dict(result.rejected),
             "failed_every_attempt": result.failed,
+            "ray": result.ray,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         },

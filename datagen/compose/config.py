@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from datagen.cluster import check_shared_paths
 from datagen.records import check_shard
 
 Range = tuple[float, float]
@@ -174,6 +175,7 @@ class ComposeConfig:
     overwrite: bool = False
     cache_foreground_mb: float = 128.0  # decoded foregrounds kept per worker (LRU); bounds memory at any n
     cache_background_mb: float = 96.0  # decoded backgrounds kept per worker (LRU)
+    ray: str | None = None  # render on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -192,6 +194,8 @@ class ComposeConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         check_shard(self.shard, self.overwrite)
+        check_shared_paths(self.ray, {"--out": self.out, "--fg": self.foregrounds, "--bg": self.backgrounds,
+                                      "--occluders": self.occluders})  # fmt: skip
         if self.workers < 1 or min(self.cache_foreground_mb, self.cache_background_mb) < 0:
             raise ValueError("workers must be >= 1 and cache sizes >= 0")
 

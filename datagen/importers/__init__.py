@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.card import write_card
+from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError, Pair
@@ -57,10 +58,12 @@ class ImportConfig:
     # (P3M-10k, folder): chosen by a hash of each pair's source path, so stable when files are added or sharded
     val_fraction: float = 0.05
     foreground: str | None = None  # also estimate fg/ during import with this method (see datagen foreground)
+    ray: str | None = None  # convert on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
     progress: bool = True
 
     def __post_init__(self) -> None:
         check_shard(self.shard, self.overwrite)
+        check_shared_paths(self.ray, {"--out": self.out})
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if not 1 <= self.jpeg_quality <= 100:
@@ -80,7 +83,13 @@ class ImportResult(StageResult):
     counts: dict[str, int] = field(default_factory=dict)  # "<split>[/<subset>]" -> samples in the directory
 
 
-def _convert(jobs: list[PairJob], workers: int) -> Iterator[dict[str, Any] | Skip]:
+RAY_BATCH = 16  # pairs per Ray task (a pair takes tens of milliseconds; a task's scheduling about one)
+
+
+def _convert(jobs: list[PairJob], workers: int, ray: str | None = None) -> Iterator[dict[str, Any] | Skip]:
+    if ray:
+        yield from ray_map(import_pair, jobs, ray, batch_size=RAY_BATCH)
+        return
     if workers == 1:
         yield from map(import_pair, jobs)
         return
@@ -95,6 +104,7 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
     started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out)
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
+    check_shared_paths(config.ray, {"SRC": src})
     discovery: Discovery = module.discover(src, config)
     discovery.pairs = hold_out(discovery.pairs, kind, config.val_fraction)
     with resume_run(out, config.shard, config.overwrite) as state:
@@ -119,14 +129,16 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
         ]
         result = ImportResult(out, existing=len(mine) - len(jobs))
         skipped = list(discovery.skipped) if index == 0 else []
-        outcomes = _convert(jobs, config.workers)
-        bar = tqdm(outcomes, total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress)
-        for job, outcome in zip(jobs, bar):
-            if isinstance(outcome, Skip):
-                skipped.append(Skip(_relative(outcome.path, src), outcome.reason))
-            else:
-                state.add(job.pair.split, outcome)
-                result.new += 1
+        with recording(config.ray) as report:
+            outcomes = _convert(jobs, config.workers, config.ray)
+            bar = tqdm(outcomes, total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress)
+            for job, outcome in zip(jobs, bar):
+                if isinstance(outcome, Skip):
+                    skipped.append(Skip(_relative(outcome.path, src), outcome.reason))
+                else:
+                    state.add(job.pair.split, outcome)
+                    result.new += 1
+        result.ray = report.to_record() if report else None
         result.counts = _counts(out)
         result.seconds = time.time() - started
         _write_records(kind, src, config, result, skipped, module, command)
@@ -185,6 +197,7 @@ def _write_records(
         "new_samples": result.new,
         "resumed_existing": result.existing,
         "failures_by_reason": dict(result.skipped),
+        "ray": result.ray,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(result.seconds, 2),
     }
