@@ -162,6 +162,8 @@ def _take(ray, window: deque) -> list[Any]:
     reference, release = window.popleft()
     try:
         process, results = ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        raise _worker_error(ray, error) from None
     finally:
         if release:
             release()
@@ -169,6 +171,16 @@ def _take(ray, window: deque) -> list[Any]:
         report.batches += 1
         report.processes.add(process)
     return results
+
+
+def _worker_error(ray, error) -> BaseException:
+    """The exception a worker raised, as its own class (an OutputError stays one line naming the file, as in a local
+    run), with the worker's traceback as a note; Ray's own failures (a node lost) as Ray raised them."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, Exception) or isinstance(cause, ray.exceptions.RayError):
+        return error
+    cause.add_note(f"(raised on a Ray worker:)\n{error}")  # Ray's message: the worker's pid, node and traceback
+    return cause
 
 
 def _actor_pool(ray, resources: dict[str, float], held: list, gpus: float, function: Callable, per_batch: bool):

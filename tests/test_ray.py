@@ -26,6 +26,7 @@ from datagen.compose import run as compose_run
 from datagen.compose.config import ComposeConfig
 from datagen.foreground import ForegroundConfig, run_foreground
 from datagen.importers import ImportConfig, run_import
+from datagen.io import OutputError
 from datagen.records import ResumeState, read_rows
 from datagen.refine import RefineConfig, run_refine
 from datagen.samples import make_p3m_tree
@@ -228,3 +229,18 @@ def test_batches_come_back_in_order_from_tasks_and_actors():
     squares = [x * x for x in range(23)]
     assert list(cluster.ray_map(np.square, list(range(23)), batch_size=4)) == squares
     assert list(cluster.ray_map(np.square, list(range(23)), batch_size=5, actors=True)) == squares
+
+
+def test_an_error_on_a_worker_comes_back_as_its_own_class_and_one_line():
+    """A worker's OutputError is the driver's OutputError: the CLI prints its one line (naming the file)."""
+
+    def fails_on_three(x):  # nested: pickled by value (workers cannot import this test module)
+        if x == 3:
+            raise OutputError(28, f"/shared/out/train/im/sample-{x}.jpg: no space left on device")
+        return x
+
+    with pytest.raises(OutputError) as caught:
+        list(cluster.ray_map(fails_on_three, list(range(6)), batch_size=2))
+    message = str(caught.value)
+    assert message.endswith("/shared/out/train/im/sample-3.jpg: no space left on device") and "\n" not in message
+    assert "raised on a Ray worker" in "".join(caught.value.__notes__)
