@@ -7,6 +7,7 @@ run.json's `ray` record that two worker processes ran its batches, so a run that
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -18,6 +19,7 @@ import time
 import numpy as np
 import pytest
 import ray
+import torch
 from click.testing import CliRunner
 
 from datagen import cluster
@@ -27,7 +29,7 @@ from datagen.compose.config import ComposeConfig
 from datagen.foreground import ForegroundConfig, run_foreground
 from datagen.importers import ImportConfig, run_import
 from datagen.io import OutputError
-from datagen.records import ResumeState, read_rows
+from datagen.records import ResumeState, read_rows, write_sample
 from datagen.refine import RefineConfig, run_refine
 from datagen.samples import make_p3m_tree
 from datagen.synth import SynthConfig, run_synth
@@ -178,12 +180,25 @@ def test_foreground_on_ray_equals_the_local_run(tmp_path, monkeypatch):
     ray_record(tmp_path / "ray", "foreground.json")
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """A local run as each Ray worker of one CPU runs (Ray sets OMP_NUM_THREADS=1 there): torch's CPU sums depend on
+    the thread count, so model stages on CPUs are compared at one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_refine_on_ray_actors_equals_the_local_run(tmp_path, tiny_vitmatte):
     """ViTMatte on actors (one per CPU here with --device cpu; one per GPU on a cluster), each loading it once."""
     for name in ("local", "ray"):
         coarse_dataset(tmp_path / name, n=6, size=(60, 44))
     base = dict(model=str(tiny_vitmatte), offline=True, device="cpu", batch_size=2, progress=False)
-    run_refine(RefineConfig(tmp_path / "local", **base))
+    with one_torch_thread():
+        run_refine(RefineConfig(tmp_path / "local", **base))
     result = run_refine(RefineConfig(tmp_path / "ray", ray=cluster.LOCAL, **base))
     assert result.refined == 6 and result.ray["batches"] == 3
     assert data(tmp_path / "ray") == data(tmp_path / "local")
@@ -244,3 +259,29 @@ def test_an_error_on_a_worker_comes_back_as_its_own_class_and_one_line():
     message = str(caught.value)
     assert message.endswith("/shared/out/train/im/sample-3.jpg: no space left on device") and "\n" not in message
     assert "raised on a Ray worker" in "".join(caught.value.__notes__)
+
+
+def test_relight_on_ray_actors_equals_the_local_run(tmp_path, monkeypatch):
+    """IC-Light (a tiny SD1.5 built in code) on actors that load it once each; the same rows and bytes."""
+    import datagen.relight as relight
+    from datagen.relight import AlignmentThresholds, RelightConfig, run_relight
+    from tests.test_relight import photo
+    from tests.tiny_sd15 import tiny_offset, tiny_sd15
+
+    monkeypatch.setattr(relight, "RAY_BATCH", 1)
+    base = tiny_sd15(tmp_path / "sd15")
+    offset = tiny_offset(base, "fbc", tmp_path / "sd15" / "iclight_sd15_fbc.safetensors", scale=0.01)
+    src = tmp_path / "composites"
+    for index in range(4):
+        image, alpha = photo(index)
+        write_sample(src, "train", f"c{index}", image=image, alpha=alpha, metadata={"source": "composite"})
+    config = dict(
+        src=src, base=str(base), weights=str(offset), steps=2, size_px=64, highres_scale=1.5, device="cpu",
+        dtype="fp32", offline=True, thresholds=AlignmentThresholds.accept_all(), progress=False,
+    )  # fmt: skip
+    with one_torch_thread():
+        run_relight(RelightConfig(out=tmp_path / "local", **config))
+    result = run_relight(RelightConfig(out=tmp_path / "ray", ray=cluster.LOCAL, **config))
+    assert result.new == 4 and result.ray["batches"] == 4
+    assert directory_bytes(tmp_path / "ray") == directory_bytes(tmp_path / "local")
+    ray_record(tmp_path / "ray")
