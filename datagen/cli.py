@@ -106,6 +106,13 @@ def cli() -> None:
     callback=lambda c, p, v: parse_shard(c, p, v) if v else None,
     help="I/K: make indices with index % K == I  [default: from accelerate's RANK/WORLD_SIZE, else 0/1].",
 )
+@click.option(
+    "--focus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A slices file (`datagen slices EVAL.json --json SLICES.json`): draw each person attribute value in "
+    "proportion to its error ratio, clipped to [0.5, 4] (docs/focus.md).",
+)
 @ray_option
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with images/s.")
@@ -706,6 +713,43 @@ def inspect(directory: str, as_json: bool, workers: int, progress: bool) -> None
     report = inspect_dataset(directory, workers=workers, progress=progress and not as_json)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@logging_options()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--min-n",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Slices with fewer samples are listed apart, never ranked.",
+)
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Print only the N worst slices.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every slice as JSON (what `synth --focus` and `compose --focus` read).",
+)
+@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+def slices(report: Path, min_n: int, top: int | None, json_path: Path | None, markdown: bool) -> None:
+    """Error by slice: join REPORT (`python -m ormbg.evaluate ... --json REPORT`) with the rows it scored.
+
+    Per person attribute (a synth row's, or a composite's foreground's), compose family (scale, occluders, extra
+    people, lighting shift, shadow, defocus, degradations, photo source), source and subset: n, mean MAE (and the
+    other measures) and the ratio to the overall mean MAE, worst first. Run it where evaluate ran (the report names
+    its data by path).
+    """
+    from datagen.io import write_json
+    from datagen.slices import SlicesError, format_slices, slice_report
+
+    with user_errors(SlicesError):
+        result = slice_report(report, min_n)
+        if json_path:
+            write_json(json_path, result)
+    click.echo(format_slices(result, markdown=markdown, top=top), nl=False)
 
 
 @cli.command()

@@ -21,17 +21,47 @@ def _color(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int
     return tuple(int(v) for v in rng.integers(low, high, size=3))
 
 
-def draw_person(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+# How a few drawn prompt attributes (datagen.prompts.PERSON_ATTRIBUTES) shape a procedural person, so that the
+# failure loop (`datagen slices` -> `synth --focus`) can run and be tested on a CPU. Hair: (strand count range,
+# strand length range in head radii, bend); framing: the head's radius as a share of the frame; clothing: the range
+# of the body colour's channels (dark or light against the skin and backgrounds).
+HAIR_SHAPES = {
+    "bald head": ((0, 1), (0.0, 0.1), 0.0),
+    "a buzz cut": ((8, 20), (0.2, 0.4), 0.2),
+    "short hair": ((15, 35), (0.3, 0.8), 0.3),
+    "voluminous afro": ((90, 140), (1.2, 2.4), 1.2),
+    "frizzy hair": ((80, 130), (0.8, 2.2), 1.4),
+    "flyaway messy hair": ((70, 120), (1.0, 3.0), 1.2),
+    "wind-blown hair": ((60, 100), (1.5, 3.2), 0.9),
+    "long curly hair": ((60, 100), (1.8, 3.2), 1.0),
+    "long straight hair": ((50, 90), (2.0, 3.4), 0.2),
+}
+DEFAULT_HAIR = ((25, 60), (0.6, 2.2), 0.6)
+FRAMING_HEAD = {"portrait": (0.16, 0.2), "half body shot": (0.11, 0.14), "full body shot": (0.06, 0.08)}
+DEFAULT_HEAD = (0.09, 0.13)
+DARK_CLOTHES = ("a business suit", "a leather jacket", "a hoodie")
+LIGHT_CLOTHES = ("a sheer blouse", "a summer dress", "a knitted cardigan")
+
+
+def draw_person(
+    rng: np.random.Generator, height: int, width: int, attributes: dict[str, str] | None = None
+) -> np.ndarray:
     """A person-like RGBA foreground, HxWx4 uint8 with straight alpha; the figure stands in the frame.
 
-    Soft edges come from supersampled drawing; hair strands have alpha between about 0.2 and 0.8.
+    Soft edges come from supersampled drawing; hair strands have alpha between about 0.2 and 0.8. `attributes`
+    (prompt attributes, as `datagen synth` draws them) shape the hair, the person's size and the clothing colour;
+    without them the person is drawn as it always was from `rng`.
     """
+    attributes = attributes or {}
+    (strands_low, strands_high), (length_low, length_high), spread = HAIR_SHAPES.get(
+        attributes.get("hair", ""), DEFAULT_HAIR
+    )
     s = _SUPERSAMPLE
     big_h, big_w = height * s, width * s
     body = np.zeros((big_h, big_w), np.uint8)
     hair = np.zeros((big_h, big_w), np.uint8)
     cx = int(big_w * rng.uniform(0.4, 0.6))
-    head_r = int(min(big_h, big_w) * rng.uniform(0.09, 0.13))
+    head_r = int(min(big_h, big_w) * rng.uniform(*FRAMING_HEAD.get(attributes.get("framing", ""), DEFAULT_HEAD)))
     head_cy = int(big_h * 0.12) + head_r
     shoulder_y = head_cy + int(head_r * 1.6)
     torso_w = int(head_r * rng.uniform(1.6, 2.2))
@@ -46,11 +76,11 @@ def draw_person(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
     # Hair: thin curved strands from the crown, each drawn at a partial opacity and accumulated (max).
     strand = np.zeros_like(hair)
-    for _ in range(int(rng.integers(25, 60))):
+    for _ in range(int(rng.integers(strands_low, strands_high))):
         angle = rng.uniform(np.pi * 0.9, np.pi * 2.1)
-        length = head_r * rng.uniform(0.6, 2.2)
+        length = head_r * rng.uniform(length_low, length_high)
         t = np.linspace(0.0, 1.0, 12)
-        bend = rng.uniform(-0.6, 0.6)
+        bend = rng.uniform(-spread, spread)
         xs = cx + np.cos(angle + bend * t) * (head_r * 0.8 + length * t)
         ys = head_cy + np.sin(angle + bend * t) * (head_r * 0.8 + length * t) * 0.8 + length * t * 0.5
         points = np.stack([xs, ys], axis=1).astype(np.int32).reshape(-1, 1, 2)
@@ -63,7 +93,10 @@ def draw_person(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     alpha = 1 - (1 - body_alpha) * (1 - hair_alpha)
 
     rgb = np.empty((height, width, 3), np.float32)
-    rgb[:] = _color(rng, 20, 235)  # clothing
+    clothing = attributes.get("clothing", "")
+    rgb[:] = _color(
+        rng, *((10, 60) if clothing in DARK_CLOTHES else (190, 250) if clothing in LIGHT_CLOTHES else (20, 235))
+    )
     skin = np.array(_color(rng, 90, 230), np.float32)
     head_rows = slice(0, min(height, shoulder_y // s))
     rgb[head_rows] = skin

@@ -110,13 +110,22 @@ SCENE_TEMPLATE = "{style} of {place}, {time}, empty, no people, high quality"
 SCENE_NEGATIVE = "people, person, man, woman, child, crowd, human, face, body, hands, text, watermark"
 
 
-def sample_prompt(rng: np.random.Generator, kind: str) -> dict[str, Any]:
-    """{"prompt", "negative_prompt", "attributes"} for kind 'person' or 'background'."""
+def sample_prompt(rng: np.random.Generator, kind: str, focus: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """{"prompt", "negative_prompt", "attributes"} for kind 'person' or 'background'. Each attribute value is drawn
+    uniformly, or with `focus` (attribute -> one weight per value, `datagen.slices.focus_weights`) in proportion to
+    its weight; an attribute `focus` does not name stays uniform (and draws as it would without focus)."""
     attributes, template, negative = {
         "person": (PERSON_ATTRIBUTES, PERSON_TEMPLATE, PERSON_NEGATIVE),
         "background": (SCENE_ATTRIBUTES, SCENE_TEMPLATE, SCENE_NEGATIVE),
     }[kind]
-    chosen = {name: values[int(rng.integers(len(values)))] for name, values in attributes.items()}
+    focus = focus or {}
+    chosen = {}
+    for name, values in attributes.items():
+        if name in focus:
+            weights = np.asarray(focus[name], np.float64)
+            chosen[name] = values[int(rng.choice(len(values), p=weights / weights.sum()))]
+        else:
+            chosen[name] = values[int(rng.integers(len(values)))]
     return {"prompt": template.format(**chosen), "negative_prompt": negative, "attributes": chosen}
 
 

@@ -8,6 +8,7 @@ batch is generated (constant memory at any n); a rerun generates only the missin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import write_run_json
 from datagen.parallel import launcher, pick_device
 from datagen.procedural import draw_background, draw_person
-from datagen.prompts import load_prompts, sample_prompt
+from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
 from datagen.records import (
     ResumeState,
     StageResult,
@@ -36,6 +37,7 @@ from datagen.records import (
     seeded_id,
     write_sample_files,
 )
+from datagen.slices import focus_weights
 
 SDXL_OUTPUT_LICENSE = "CreativeML Open RAIL++-M (outputs of SDXL base; check the licence of the checkpoint used)"
 
@@ -78,6 +80,7 @@ class SynthConfig:
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     overwrite: bool = False
     ray: str | None = None  # generate on Ray (datagen.cluster): its address, or "local"; None: in this process
+    focus: Path | None = None  # a slices file (`datagen slices --json`): person attributes drawn by their error ratio
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -97,6 +100,8 @@ class SynthConfig:
             object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard, self.overwrite)
         check_shared_paths(self.ray, {"--out": self.out, "--prompts": self.prompts})
+        if self.focus is not None and (self.prompts is not None or self.kind != "person"):
+            raise ValueError("--focus leans the drawn person attributes: it needs --kind person and no --prompts")
 
 
 def quality_scores(alpha: np.ndarray) -> dict[str, Any]:
@@ -158,8 +163,15 @@ def procedural_renderer(config: SynthConfig) -> Render:
     width, height = config.size
 
     def render(jobs: list[Job]) -> list[np.ndarray]:
-        draw = draw_person if config.kind == "person" else draw_background
-        return [draw(np.random.default_rng(attempt_seed(config.seed, j.index, j.attempt)), height, width) for j in jobs]
+        """People shaped by their drawn attributes (hair, framing, clothing: datagen.procedural), or backgrounds."""
+        images = []
+        for job in jobs:
+            rng = np.random.default_rng(attempt_seed(config.seed, job.index, job.attempt))
+            if config.kind == "person":
+                images.append(draw_person(rng, height, width, job.prompt["attributes"]))
+            else:
+                images.append(draw_background(rng, height, width))
+        return images
 
     return render
 
@@ -219,7 +231,8 @@ class Backend:
             "model": config.model if prompted else self.name,
             "prompt": job.prompt["prompt"] if prompted else "",
             "negative_prompt": job.prompt["negative_prompt"] if prompted else "",
-            "attributes": json.dumps(job.prompt["attributes"] if prompted else {}),
+            "attributes": json.dumps(job.prompt["attributes"]),  # the procedural backend's shape the person too
+            "focus": job.prompt.get("focus", ""),  # the --focus weights' digest ("" without --focus)
             "seed": config.seed,
             "index": job.index,
             "attempt": job.attempt,
@@ -243,10 +256,31 @@ BACKENDS = {
 }
 
 
-def _prompt(config: SynthConfig, index: int, fixed: list[dict[str, Any]] | None) -> dict[str, Any]:
+def _prompt(
+    config: SynthConfig, index: int, fixed: list[dict[str, Any]] | None, focus: Focus | None = None
+) -> dict[str, Any]:
     if fixed:
         return fixed[index % len(fixed)]
-    return sample_prompt(np.random.default_rng([config.seed, index]), config.kind)
+    prompt = sample_prompt(np.random.default_rng([config.seed, index]), config.kind, focus.weights if focus else None)
+    return {**prompt, "focus": focus.digest} if focus else prompt
+
+
+@dataclass(frozen=True)
+class Focus:
+    """--focus: per person attribute, one weight per value (datagen.slices.focus_weights); their digest is in rows."""
+
+    file: str
+    weights: dict[str, list[float]]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(self.weights, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def read(cls, config: SynthConfig) -> Focus | None:
+        if config.focus is None:
+            return None
+        return cls(str(config.focus), focus_weights(config.focus, PERSON_ATTRIBUTES))
 
 
 def run_synth(config: SynthConfig, render: Render | None = None, command: str = "datagen synth") -> SynthResult:
@@ -272,10 +306,11 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
 def _plan(config: SynthConfig, state: ResumeState) -> tuple[list[Job], SynthResult]:
     """The first attempt of every sample of this shard not done yet, and the result that counts the rest."""
     fixed = load_prompts(config.prompts) if config.prompts else None
+    focus = Focus.read(config)
     index, count = config.shard
     mine = range(index, config.n, count)
     todo = [i for i in mine if not state.is_done("train", seeded_id(_prefix(config), config.seed, i))]
-    pending = [Job(i, 0, _prompt(config, i, fixed)) for i in todo]
+    pending = [Job(i, 0, _prompt(config, i, fixed, focus)) for i in todo]
     return pending, SynthResult(config.out, existing=len(mine) - len(pending))
 
 
@@ -406,6 +441,7 @@ def _write_records(config: SynthConfig, command: str, result: SynthResult) -> No
             "resumed_existing": result.existing,
             "rejections_by_reason": dict(result.rejected),
             "failed_every_attempt": result.failed,
+            "focus": asdict(focus) | {"digest": focus.digest} if (focus := Focus.read(config)) else None,
             "ray": result.ray,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),

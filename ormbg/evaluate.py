@@ -228,6 +228,11 @@ def auto_metric_workers(predictor) -> int:
     return min(8, os.cpu_count() or 1)
 
 
+def per_sample_measures(scores: dict[str, Any]) -> dict[str, float]:
+    """The scalar measures of one image (MAE first; curves and the trimap band left out), rounded for the report."""
+    return {key: round(float(value), 6) for key, value in scores.items() if isinstance(value, (int, float))}
+
+
 def evaluate_dataset(
     config: EvaluateConfig, root: Path, split: str, predictor, score: Callable[..., Future], in_flight: int
 ) -> dict[str, Any]:
@@ -243,15 +248,16 @@ def evaluate_dataset(
     )
     meter, worst, missing = Meter(), WorstSamples(config.worst), []
     subsets: dict[str, Meter] = {}  # the field reports P3M-500-P and -NP apart: one line per subset too
-    per_sample: list[dict[str, Any]] = []  # id and MAE of every sample (the review app sorts by it)
+    per_sample: list[dict[str, Any]] = []  # id and scalar measures of every sample (review sorts, slices groups)
     scoring: deque[tuple[dict[str, Any], np.ndarray, Future]] = deque()  # in sample order
 
     def collect(keep: int) -> None:
         while len(scoring) > keep or (scoring and scoring[0][2].done()):
             item, prediction, scores = scoring.popleft()
-            mae = meter.record(scores.result())["mae"]
+            measures = meter.record(scores.result())
+            mae = measures["mae"]
             worst.offer(mae, item, prediction)
-            per_sample.append({"id": item["id"], "mae": round(float(mae), 6)})
+            per_sample.append({"id": item["id"], **per_sample_measures(measures)})
             if item["subset"]:
                 subsets.setdefault(item["subset"], Meter()).record(scores.result())
 

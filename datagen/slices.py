@@ -1,0 +1,239 @@
+"""Error by slice: `datagen slices EVAL.json` joins an evaluation's per-sample measures with the rows it scored.
+
+Each evaluated sample falls into one value of each of its families:
+- person attributes (`attribute:hair`, `attribute:clothing`, ...): a synth row's `attributes`, or for a composite
+  those of the foreground it names (found through the composites' run.json, which lists their pools);
+- compose families, from a composite's recorded `params`: `scale` (the person's height in the frame), `occluders`,
+  `extra_people`, `lighting_shift`, `shadow`, `background_defocus`, each degradation, and `photo_source` (the
+  foreground row's `source`);
+- for any row: `source` and `subset`.
+A slice is one (family, value): its n, the mean of every measure, and `ratio`, its mean MAE over the overall mean.
+Slices with fewer than `min_n` samples are listed apart, never ranked. The JSON (`--json`) is what
+`datagen synth --focus` and `datagen compose --focus` read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.records import iter_rows, parse_spec, splits
+
+log = logging.getLogger(__name__)
+
+MIN_N = 20  # a slice with fewer samples is reported as too small to rank
+SCALE_BINS = ((0.4, "small (< 0.4 of the frame)"), (0.8, "medium (0.4-0.8)"), (1.0, "large (0.8-1.0)"))
+SHIFT_BINS = ((0.1, "mild (< 0.1)"), (0.25, "medium (0.1-0.25)"))
+
+
+class SlicesError(ValueError):
+    """An evaluation report that cannot be sliced (not a report, no per-sample measures, data gone)."""
+
+
+@dataclass
+class Slice:
+    family: str
+    value: str
+    n: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, measures: dict[str, float]) -> None:
+        self.n += 1
+        for key, value in measures.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.n for key, total in self.sums.items()}
+
+
+def _bin(value: float, bins: tuple[tuple[float, str], ...], last: str) -> str:
+    for limit, name in bins:
+        if value < limit:
+            return name
+    return last
+
+
+def composite_families(row: dict[str, Any]) -> dict[str, str]:
+    """The compose families of one composite row, from its recorded params."""
+    params = json.loads(row["params"])
+    lighting, degradations = params.get("lighting") or {}, params.get("degradations") or {}
+    shift = max(abs(lighting.get("brightness", 1.0) - 1.0), lighting.get("gradient", 0.0))
+    families = {
+        "scale": _bin(params["placement"]["height"], SCALE_BINS, "cut by the frame (> 1.0)"),
+        "occluders": "yes" if params.get("occluders") else "none",
+        "extra_people": "yes" if params.get("extra_people") else "none",
+        "lighting_shift": _bin(shift, SHIFT_BINS, "strong (>= 0.25)"),
+        "shadow": "yes" if params.get("shadow") else "none",
+        "background_defocus": "yes" if (params.get("bg") or {}).get("defocus_radius", 0) > 0 else "none",
+        "degradation:motion_blur": "yes" if degradations.get("motion_length", 0) > 0 else "none",
+        "degradation:grain": "yes" if degradations.get("grain", 0) > 0 else "none",
+        "degradation:grayscale": "yes" if degradations.get("grayscale") else "none",
+        "degradation:jpeg": "yes" if degradations.get("jpeg_quality", 0) > 0 else "none",
+    }
+    return families
+
+
+def attribute_families(row: dict[str, Any]) -> dict[str, str]:
+    """`attribute:NAME` -> value of a synth row's recorded prompt attributes (none for rows without them)."""
+    attributes = row.get("attributes")
+    if isinstance(attributes, str):
+        attributes = json.loads(attributes or "{}")
+    return {f"attribute:{name}": str(value) for name, value in (attributes or {}).items()}
+
+
+class ForegroundIndex:
+    """Rows of the foreground pools a composites directory was made from, by the id compose gave them
+    (`<pool folder name>:<sample id>`), read lazily from the pools its run.json names."""
+
+    def __init__(self, composites: Path):
+        self.composites, self.rows, self.missing = composites, None, []
+
+    def _pools(self) -> Iterator[tuple[str, Path, str | None]]:
+        try:
+            record = json.loads((self.composites / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        for spec in record.get("config", {}).get("foregrounds", []):
+            path, split, _ = parse_spec(str(spec), "--fg")
+            for base in (Path(path), self.composites.parent / path, Path(os.getcwd()) / path):
+                if base.is_dir():
+                    yield base.name, base, split
+                    break
+            else:
+                self.missing.append(str(path))
+
+    def get(self, foreground_id: str) -> dict[str, Any] | None:
+        if self.rows is None:
+            self.rows = {}
+            for name, root, split in self._pools():
+                for split_name in [split] if split else splits(root):
+                    for row in iter_rows(root, split_name):
+                        self.rows[f"{name}:{row['id']}"] = row
+            if self.missing:
+                log.warning("foreground pools not found (their attributes are left out): %s", ", ".join(self.missing))
+        return self.rows.get(foreground_id)
+
+
+def families_of(row: dict[str, Any], foregrounds: ForegroundIndex) -> dict[str, str]:
+    """Every family -> value of one evaluated row."""
+    families = {"source": str(row.get("source", "unknown"))}
+    if row.get("subset"):
+        families["subset"] = str(row["subset"])
+    families.update(attribute_families(row))
+    if row.get("params") and row.get("foreground_id"):
+        families.update(composite_families(row))
+        person = foregrounds.get(row["foreground_id"])
+        if person is not None:
+            families["photo_source"] = str(person.get("source", "unknown"))
+            families.update(attribute_families(person))
+    return families
+
+
+def read_report(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SlicesError(f"{path}: not readable as an evaluation report ({error}); write one with "
+                          "`python -m ormbg.evaluate ... --json EVAL.json`") from None  # fmt: skip
+    if not isinstance(report, dict) or not isinstance(report.get("datasets"), dict):
+        raise SlicesError(f"{path}: not an evaluation report (no 'datasets'); write one with `python -m ormbg.evaluate "
+                          "... --json EVAL.json`")  # fmt: skip
+    return report
+
+
+def slice_report(path: str | os.PathLike, min_n: int = MIN_N) -> dict[str, Any]:
+    """Slices of every dataset of the report at `path`, pooled: {"report", "min_n", "overall", "slices",
+    "too_few", "unmatched"}; `slices` worst first (by ratio of mean MAE to the overall mean)."""
+    report = read_report(path)
+    overall = Slice("all", "all")
+    table: dict[tuple[str, str], Slice] = {}
+    unmatched = 0
+    for name, scores in report["datasets"].items():
+        per_sample = scores.get("per_sample")
+        if not per_sample:
+            raise SlicesError(f"{path}: dataset {name} has no per-sample measures; evaluate again with this version")
+        root, split = name.rsplit(":", 1)
+        if not Path(root).is_dir():
+            raise SlicesError(f"{path}: dataset {root} is not there (slices read its rows): run from where "
+                              "evaluate ran, or move the data back")  # fmt: skip
+        rows = {row["id"]: row for row in iter_rows(root, split)}
+        foregrounds = ForegroundIndex(Path(root))
+        for entry in per_sample:
+            row = rows.get(entry["id"])
+            if row is None:
+                unmatched += 1
+                continue
+            measures = {key: value for key, value in entry.items() if key != "id"}
+            overall.add(measures)
+            for family, value in families_of(row, foregrounds).items():
+                table.setdefault((family, value), Slice(family, value)).add(measures)
+    if not overall.n:
+        raise SlicesError(f"{path}: none of its samples is in the data it names")
+    base = overall.means()
+    ranked, small = [], []
+    for part in table.values():
+        means = part.means()
+        entry = {"family": part.family, "value": part.value, "n": part.n, **means,
+                 "ratio": means["mae"] / base["mae"] if base["mae"] else 1.0}  # fmt: skip
+        (ranked if part.n >= min_n else small).append(entry)
+    ranked.sort(key=lambda entry: (-entry["ratio"], entry["family"], entry["value"]))
+    small.sort(key=lambda entry: (entry["family"], entry["value"]))
+    return {"report": str(path), "min_n": min_n, "overall": {"n": overall.n, **base}, "slices": ranked,
+            "too_few": small, "unmatched": unmatched}  # fmt: skip
+
+
+MEASURES = (("mae", "MAE"), ("mse", "MSE"), ("sad", "SAD"), ("grad", "Grad"), ("conn", "Conn"))
+
+
+def format_slices(result: dict[str, Any], markdown: bool = False, top: int | None = None) -> str:
+    """A table of the ranked slices (worst first), then the slices too small to rank."""
+    shown = [key for key, _ in MEASURES if key in result["overall"]]
+    header = ["family", "value", "n", *[dict(MEASURES)[key] for key in shown], "ratio"]
+    overall = result["overall"]
+    rows = [["all", "all", str(overall["n"]), *[f"{overall[k]:.4f}" for k in shown], "1.00"]]
+    for entry in result["slices"][:top]:
+        rows.append([entry["family"], entry["value"], str(entry["n"]),
+                     *[f"{entry[k]:.4f}" for k in shown], f"{entry['ratio']:.2f}"])  # fmt: skip
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    if result["too_few"]:
+        few = ", ".join(f"{e['family']}={e['value']} ({e['n']})" for e in result["too_few"])
+        lines += ["", f"Too few samples to rank (n < {result['min_n']}): {few}"]
+    if result["unmatched"]:
+        lines += ["", f"{result['unmatched']} evaluated ids have no row in their data (left out)"]
+    return "\n".join(lines) + "\n"
+
+
+FOCUS_CLIP = (0.5, 4.0)  # a value's weight: its error ratio, clipped (nothing vanishes, nothing dominates)
+
+
+def focus_weights(path: str | os.PathLike, attributes: dict[str, list[str]]) -> dict[str, list[float]]:
+    """Attribute -> one weight per value (in `attributes`' order) from a slices file (`datagen slices --json`): the
+    value's error ratio clipped to FOCUS_CLIP; 1 for a value the file does not rank (too few samples, or absent).
+    Attributes with no ranked value are left out (drawn uniformly, as without focus)."""
+    try:
+        result = json.loads(Path(path).read_text())
+        ranked = result["slices"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SlicesError(f"--focus {path}: not a slices file ({error}); write one with `datagen slices EVAL.json "
+                          "--json SLICES.json`") from None  # fmt: skip
+    ratios = {(entry["family"], entry["value"]): float(entry["ratio"]) for entry in ranked}
+    low, high = FOCUS_CLIP
+    weights = {}
+    for name, values in attributes.items():
+        found = [ratios.get((f"attribute:{name}", value)) for value in values]
+        if any(ratio is not None for ratio in found):
+            weights[name] = [1.0 if ratio is None else min(high, max(low, ratio)) for ratio in found]
+    if not weights:
+        raise SlicesError(f"--focus {path}: ranks no attribute value of these prompts (attribute:NAME slices); "
+                          "nothing to lean toward")  # fmt: skip
+    return weights

@@ -1,0 +1,144 @@
+"""The failure loop's first half: `datagen slices` (error by attribute and compose family) and `synth --focus`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from datagen.cli import cli
+from datagen.compose.config import ComposeConfig
+from datagen.compose.run import run_compose
+from datagen.procedural import draw_person
+from datagen.prompts import PERSON_ATTRIBUTES, sample_prompt
+from datagen.records import read_rows
+from datagen.slices import SlicesError, focus_weights, slice_report
+from datagen.synth import QualityThresholds, SynthConfig, run_synth
+
+HAIR = "voluminous afro"
+
+
+def synth(out, n, **options):
+    config = SynthConfig(out=out, backend="procedural", n=n, size=(32, 32), quality=QualityThresholds.accept_all(),
+                         progress=False, **options)  # fmt: skip
+    return run_synth(config)
+
+
+def hair_counts(out) -> Counter:
+    return Counter(json.loads(row["attributes"])["hair"] for row in read_rows(out, "train"))
+
+
+def test_procedural_rows_record_their_attributes_drawn_from_the_seed_as_before(tmp_path):
+    synth(tmp_path / "people", 12, seed=5)
+    for row in read_rows(tmp_path / "people", "train"):
+        before = sample_prompt(np.random.default_rng([5, row["index"]]), "person")["attributes"]
+        assert json.loads(row["attributes"]) == before and row["focus"] == ""
+    # the attributes shape the person; without them draw_person is what it always was
+    rng = lambda: np.random.default_rng([1])  # noqa: E731
+    assert np.array_equal(draw_person(rng(), 64, 48), draw_person(rng(), 64, 48, {}))
+    bald, afro = (draw_person(rng(), 64, 48, {"hair": hair}) for hair in ("bald head", HAIR))
+    soft = [int(((image[..., 3] > 0) & (image[..., 3] < 255)).sum()) for image in (bald, afro)]
+    assert soft[1] > 2 * soft[0]  # an afro has many more soft (hair) pixels than a bald head
+
+
+def slices_file(path, ratio: float = 3.0) -> None:
+    """One hair value at `ratio` times the mean error, every other at the ratio that keeps the mean at 1."""
+    others = (len(PERSON_ATTRIBUTES["hair"]) - ratio) / (len(PERSON_ATTRIBUTES["hair"]) - 1)
+    slices = [
+        {"family": "attribute:hair", "value": value, "n": 100, "mae": 0.1, "ratio": ratio if value == HAIR else others}
+        for value in PERSON_ATTRIBUTES["hair"]
+    ]
+    path.write_text(json.dumps({"slices": slices, "too_few": [], "overall": {"n": 1500, "mae": 0.1}}))
+
+
+@pytest.mark.slow
+def test_focus_draws_a_value_with_three_times_the_error_about_three_times_as_often(tmp_path):
+    """2,000 people: the value's share is 3x the uniform 1/15 (0.2, 400 of 2,000) within +-15% (binomial sd 18);
+    the same seed gives the same people; the focus is recorded in run.json and each row."""
+    slices_file(tmp_path / "slices.json")
+    synth(tmp_path / "focused", 2000, focus=tmp_path / "slices.json")
+    counts = hair_counts(tmp_path / "focused")
+    assert 340 <= counts[HAIR] <= 460, counts
+    share = counts[HAIR] / 2000 * len(PERSON_ATTRIBUTES["hair"])
+    assert 2.55 <= share <= 3.45
+    record = json.loads((tmp_path / "focused" / "run.json").read_text())["focus"]
+    assert record["weights"]["hair"][PERSON_ATTRIBUTES["hair"].index(HAIR)] == 3.0
+    assert {row["focus"] for row in read_rows(tmp_path / "focused", "train")} == {record["digest"]}
+    again = synth(tmp_path / "again", 40, focus=tmp_path / "slices.json")
+    assert again.new == 40
+    first = {row["id"]: row for row in read_rows(tmp_path / "focused", "train")}
+    for row in read_rows(tmp_path / "again", "train"):
+        assert row == first[row["id"]]
+
+
+def test_focus_weights_clip_and_refuse_what_is_not_a_slices_file(tmp_path):
+    slices_file(tmp_path / "s.json", ratio=9.0)  # others then at 6/14: clipped to 0.5, the value to 4
+    weights = focus_weights(tmp_path / "s.json", PERSON_ATTRIBUTES)
+    assert set(weights) == {"hair"} and max(weights["hair"]) == 4.0 and min(weights["hair"]) == 0.5
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SlicesError, match="not a slices file"):
+        focus_weights(tmp_path / "bad.json", PERSON_ATTRIBUTES)
+    with pytest.raises(ValueError, match="--kind person and no --prompts"):
+        SynthConfig(out=tmp_path / "x", kind="background", focus=tmp_path / "s.json")
+
+
+def test_slices_join_composites_with_their_foregrounds_and_rank_the_worst_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    synth(tmp_path / "people", 40)
+    synth(tmp_path / "bg", 6, kind="background")
+    compose = ComposeConfig(out=tmp_path / "comp", foregrounds=("people",), backgrounds=("bg",), n=120,
+                            size=(48, 48), progress=False)  # fmt: skip
+    run_compose(compose)
+    people = {f"people:{row['id']}": json.loads(row["attributes"]) for row in read_rows(tmp_path / "people", "train")}
+    rows = read_rows(tmp_path / "comp", "train")
+    worst = Counter(people[row["foreground_id"]]["hair"] for row in rows).most_common(1)[0][0]
+    per_sample = [
+        {"id": row["id"], "mae": 0.3 if people[row["foreground_id"]]["hair"] == worst else 0.1, "mse": 0.01}
+        for row in rows
+    ]
+    report = {"protocol": "x", "datasets": {f"{tmp_path / 'comp'}:train": {"n": len(rows), "per_sample": per_sample}}}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+
+    result = slice_report(tmp_path / "eval.json", min_n=5)
+    top = result["slices"][0]
+    assert (top["family"], top["value"]) == ("attribute:hair", worst)
+    assert top["mae"] == pytest.approx(0.3) and top["ratio"] == pytest.approx(0.3 / result["overall"]["mae"])
+    families = {entry["family"] for entry in result["slices"] + result["too_few"]}
+    assert {"scale", "occluders", "lighting_shift", "photo_source", "attribute:clothing", "source"} <= families
+    assert all(entry["n"] < 5 for entry in result["too_few"])
+
+    out = CliRunner().invoke(cli, ["slices", "eval.json", "--min-n", "5", "--json", "slices.json", "--markdown"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[3].startswith(f"| attribute:hair | {worst} |")
+    assert "Too few samples to rank (n < 5)" in out.output or not result["too_few"]
+    made = CliRunner().invoke(
+        cli,
+        [
+            "synth",
+            "--backend",
+            "procedural",
+            "-n",
+            "30",
+            "--size",
+            "32",
+            "-o",
+            "focused",
+            "--focus",
+            "slices.json",
+            "--no-progress",
+        ],  # fmt: skip
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads((tmp_path / "focused" / "run.json").read_text())["focus"]["file"] == "slices.json"
+
+
+def test_a_report_without_per_sample_measures_or_data_is_one_line(tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({"datasets": {f"{tmp_path}/gone:test": {"per_sample": [{}]}}}))
+    result = CliRunner().invoke(cli, ["slices", str(tmp_path / "eval.json")])
+    assert result.exit_code == 1 and "is not there" in result.output and "Traceback" not in result.output
+    (tmp_path / "old.json").write_text(json.dumps({"datasets": {"x:test": {"mae": 0.1}}}))
+    result = CliRunner().invoke(cli, ["slices", str(tmp_path / "old.json")])
+    assert result.exit_code == 1 and "no per-sample measures" in result.output
