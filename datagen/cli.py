@@ -37,6 +37,7 @@ def cli() -> None:
       datagen compose                    composites + exact alpha  -> datasets/composites
       datagen import p3m /data/P3M-10k   real matting data sets    -> datasets/p3m
       datagen inspect DIR                validate and summarise a dataset directory
+      datagen slices EVAL.json           error by person attribute and compose family (then synth --focus)
       datagen preview DIR -o sheet.png   contact sheet to look at
       datagen push DIR user/name         publish to the Hugging Face Hub
     """
@@ -301,6 +302,13 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     default=0.0,
     show_default=True,
     help="Share held out as split validation; one foreground or background never lands in both splits.",
+)
+@click.option(
+    "--focus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A slices file (`datagen slices EVAL.json --json SLICES.json`): each sample keeps one of 8 parameter draws "
+    "in proportion to the error ratios of its families, person and attributes, clipped to [0.5, 4] (docs/focus.md).",
 )
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Render processes.")
 @ray_option

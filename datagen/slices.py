@@ -4,8 +4,8 @@ Each evaluated sample falls into one value of each of its families:
 - person attributes (`attribute:hair`, `attribute:clothing`, ...): a synth row's `attributes`, or for a composite
   those of the foreground it names (found through the composites' run.json, which lists their pools);
 - compose families, from a composite's recorded `params`: `scale` (the person's height in the frame), `occluders`,
-  `extra_people`, `lighting_shift`, `shadow`, `background_defocus`, each degradation, and `photo_source` (the
-  foreground row's `source`);
+  `extra_people`, `lighting_shift`, `shadow`, `background_defocus`, each degradation, `foreground` (the person's
+  id) and `photo_source` (the foreground row's `source`);
 - for any row: `source` and `subset`.
 A slice is one (family, value): its n, the mean of every measure, and `ratio`, its mean MAE over the overall mean.
 Slices with fewer than `min_n` samples are listed apart, never ranked. The JSON (`--json`) is what
@@ -14,6 +14,7 @@ Slices with fewer than `min_n` samples are listed apart, never ranked. The JSON 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -58,9 +59,8 @@ def _bin(value: float, bins: tuple[tuple[float, str], ...], last: str) -> str:
     return last
 
 
-def composite_families(row: dict[str, Any]) -> dict[str, str]:
-    """The compose families of one composite row, from its recorded params."""
-    params = json.loads(row["params"])
+def composite_families(params: dict[str, Any]) -> dict[str, str]:
+    """The compose families of one composite, from its drawn (or recorded) params."""
     lighting, degradations = params.get("lighting") or {}, params.get("degradations") or {}
     shift = max(abs(lighting.get("brightness", 1.0) - 1.0), lighting.get("gradient", 0.0))
     families = {
@@ -87,20 +87,26 @@ def attribute_families(row: dict[str, Any]) -> dict[str, str]:
 
 
 class ForegroundIndex:
-    """Rows of the foreground pools a composites directory was made from, by the id compose gave them
-    (`<pool folder name>:<sample id>`), read lazily from the pools its run.json names."""
+    """Rows of foreground pools by the id compose gives their people (`<pool folder name>:<sample id>`), read lazily
+    from `specs` (DIR[:SPLIT]; a relative DIR is also looked for beside `near`)."""
 
-    def __init__(self, composites: Path):
-        self.composites, self.rows, self.missing = composites, None, []
+    def __init__(self, specs: list[str], near: Path | None = None):
+        self.specs, self.near, self.rows, self.missing = specs, near, None, []
+
+    @classmethod
+    def of_composites(cls, composites: Path) -> ForegroundIndex:
+        """The pools a composites directory was made from, as its run.json names them."""
+        try:
+            record = json.loads((composites / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return cls([])
+        return cls([str(spec) for spec in record.get("config", {}).get("foregrounds", [])], composites.parent)
 
     def _pools(self) -> Iterator[tuple[str, Path, str | None]]:
-        try:
-            record = json.loads((self.composites / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return
-        for spec in record.get("config", {}).get("foregrounds", []):
+        for spec in self.specs:
             path, split, _ = parse_spec(str(spec), "--fg")
-            for base in (Path(path), self.composites.parent / path, Path(os.getcwd()) / path):
+            bases = [Path(path)] + ([self.near / path] if self.near else [])
+            for base in bases:
                 if base.is_dir():
                     yield base.name, base, split
                     break
@@ -119,6 +125,16 @@ class ForegroundIndex:
         return self.rows.get(foreground_id)
 
 
+def person_families(foreground_id: str, foregrounds: ForegroundIndex) -> dict[str, str]:
+    """The families a composite's person brings: the person itself (`foreground`), its row's source and attributes."""
+    families = {"foreground": foreground_id}
+    person = foregrounds.get(foreground_id)
+    if person is not None:
+        families["photo_source"] = str(person.get("source", "unknown"))
+        families.update(attribute_families(person))
+    return families
+
+
 def families_of(row: dict[str, Any], foregrounds: ForegroundIndex) -> dict[str, str]:
     """Every family -> value of one evaluated row."""
     families = {"source": str(row.get("source", "unknown"))}
@@ -126,11 +142,8 @@ def families_of(row: dict[str, Any], foregrounds: ForegroundIndex) -> dict[str, 
         families["subset"] = str(row["subset"])
     families.update(attribute_families(row))
     if row.get("params") and row.get("foreground_id"):
-        families.update(composite_families(row))
-        person = foregrounds.get(row["foreground_id"])
-        if person is not None:
-            families["photo_source"] = str(person.get("source", "unknown"))
-            families.update(attribute_families(person))
+        families.update(composite_families(json.loads(row["params"])))
+        families.update(person_families(row["foreground_id"], foregrounds))
     return families
 
 
@@ -162,7 +175,7 @@ def slice_report(path: str | os.PathLike, min_n: int = MIN_N) -> dict[str, Any]:
             raise SlicesError(f"{path}: dataset {root} is not there (slices read its rows): run from where "
                               "evaluate ran, or move the data back")  # fmt: skip
         rows = {row["id"]: row for row in iter_rows(root, split)}
-        foregrounds = ForegroundIndex(Path(root))
+        foregrounds = ForegroundIndex.of_composites(Path(root))
         for entry in per_sample:
             row = rows.get(entry["id"])
             if row is None:
@@ -206,8 +219,15 @@ def format_slices(result: dict[str, Any], markdown: bool = False, top: int | Non
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
     if result["too_few"]:
-        few = ", ".join(f"{e['family']}={e['value']} ({e['n']})" for e in result["too_few"])
-        lines += ["", f"Too few samples to rank (n < {result['min_n']}): {few}"]
+        few = ", ".join(
+            f"{e['family']}={e['value']} ({e['n']})" for e in result["too_few"] if e["family"] != "foreground"
+        )
+        people = sum(e["family"] == "foreground" for e in result["too_few"])
+        people_text = f"{people} single foregrounds (each in the JSON)" if people else ""
+        lines += [
+            "",
+            f"Too few samples to rank (n < {result['min_n']}): " + "; ".join(filter(None, [few, people_text])),
+        ]
     if result["unmatched"]:
         lines += ["", f"{result['unmatched']} evaluated ids have no row in their data (left out)"]
     return "\n".join(lines) + "\n"
@@ -216,23 +236,63 @@ def format_slices(result: dict[str, Any], markdown: bool = False, top: int | Non
 FOCUS_CLIP = (0.5, 4.0)  # a value's weight: its error ratio, clipped (nothing vanishes, nothing dominates)
 
 
+def _ratios(path: str | os.PathLike) -> dict[tuple[str, str], float]:
+    """(family, value) -> error ratio of every ranked slice of a slices file."""
+    try:
+        result = json.loads(Path(path).read_text())
+        return {(entry["family"], entry["value"]): float(entry["ratio"]) for entry in result["slices"]}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SlicesError(f"--focus {path}: not a slices file ({error}); write one with `datagen slices EVAL.json "
+                          "--json SLICES.json`") from None  # fmt: skip
+
+
+def _clip(ratio: float) -> float:
+    low, high = FOCUS_CLIP
+    return min(high, max(low, ratio))
+
+
+class CompositeFocus:
+    """`datagen compose --focus`: a weight for each drawn composite, the product over its families (compose families,
+    the person, its source and attributes) of each ranked value's error ratio clipped to FOCUS_CLIP. Compose draws
+    FOCUS_CANDIDATES parameter sets per sample and keeps one in proportion to this weight (sampling-importance
+    resampling: the families' shares move toward prior share x weight)."""
+
+    def __init__(self, path: str | os.PathLike, foreground_specs: list[str]):
+        self.file = str(path)
+        self.ratios = _ratios(path)
+        self.families = sorted({family for family, _ in self.ratios})
+        if not self.ratios:
+            raise SlicesError(f"--focus {path}: ranks no slice; nothing to lean toward")
+        self.foregrounds = ForegroundIndex(foreground_specs)
+        self.digest = hashlib.sha1(json.dumps(sorted(self.ratios.items())).encode()).hexdigest()[:12]
+
+    def weight(self, params: dict[str, Any], foreground_id: str) -> float:
+        families = {**composite_families(params), **person_families(foreground_id, self.foregrounds)}
+        weight = 1.0
+        for family, value in families.items():
+            ratio = self.ratios.get((family, value))
+            if ratio is not None:
+                weight *= _clip(ratio)
+        return weight
+
+    def to_record(self) -> dict[str, Any]:
+        return {"file": self.file, "digest": self.digest, "families": self.families, "candidates": FOCUS_CANDIDATES,
+                "clip": list(FOCUS_CLIP)}  # fmt: skip
+
+
+FOCUS_CANDIDATES = 8  # parameter sets drawn per composite under --focus, one kept
+
+
 def focus_weights(path: str | os.PathLike, attributes: dict[str, list[str]]) -> dict[str, list[float]]:
     """Attribute -> one weight per value (in `attributes`' order) from a slices file (`datagen slices --json`): the
     value's error ratio clipped to FOCUS_CLIP; 1 for a value the file does not rank (too few samples, or absent).
     Attributes with no ranked value are left out (drawn uniformly, as without focus)."""
-    try:
-        result = json.loads(Path(path).read_text())
-        ranked = result["slices"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SlicesError(f"--focus {path}: not a slices file ({error}); write one with `datagen slices EVAL.json "
-                          "--json SLICES.json`") from None  # fmt: skip
-    ratios = {(entry["family"], entry["value"]): float(entry["ratio"]) for entry in ranked}
-    low, high = FOCUS_CLIP
+    ratios = _ratios(path)
     weights = {}
     for name, values in attributes.items():
         found = [ratios.get((f"attribute:{name}", value)) for value in values]
         if any(ratio is not None for ratio in found):
-            weights[name] = [1.0 if ratio is None else min(high, max(low, ratio)) for ratio in found]
+            weights[name] = [1.0 if ratio is None else _clip(ratio) for ratio in found]
     if not weights:
         raise SlicesError(f"--focus {path}: ranks no attribute value of these prompts (attribute:NAME slices); "
                           "nothing to lean toward")  # fmt: skip

@@ -175,6 +175,7 @@ class ComposeConfig:
     overwrite: bool = False
     cache_foreground_mb: float = 128.0  # decoded foregrounds kept per worker (LRU); bounds memory at any n
     cache_background_mb: float = 96.0  # decoded backgrounds kept per worker (LRU)
+    focus: Path | None = None  # a slices file (`datagen slices --json`): draws lean toward the families that failed
     ray: str | None = None  # render on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
     progress: bool = True
 

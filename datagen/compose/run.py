@@ -34,6 +34,7 @@ from datagen.records import (
     write_sample_files,
     write_skipped,
 )
+from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,33 @@ def draw(rng: np.random.Generator, augment: AugmentConfig, pool: Pools, occluder
 
 
 def make_job(
-    index: int, config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], draw_index: int = 0
+    index: int,
+    config: ComposeConfig,
+    pools: dict[str, Pools],
+    occluders: list[PoolItem],
+    draw_index: int = 0,
+    focus: CompositeFocus | None = None,
 ) -> ComposeJob:
     """Everything random about sample `index`: its split from numpy.random.default_rng([seed, index]), its
-    parameters from the same generator (draw 0) or, when an earlier draw failed, from ([seed, index, draw])."""
+    parameters from the same generator (draw 0) or, when an earlier draw failed, from ([seed, index, draw]).
+
+    With `focus` (--focus), FOCUS_CANDIDATES draws (the first as without focus, the others from
+    [seed, index, draw, 1, k]) and one kept in proportion to its focus weight (chosen by [seed, index, draw, 2])."""
     rng = np.random.default_rng([config.seed, index])
     split = "validation" if rng.random() < config.val_fraction else "train"
     if draw_index:
         rng = np.random.default_rng([config.seed, index, draw_index])
     drawn = draw(rng, config.augment, pools[split], occluders)
+    if focus is not None:
+        candidates = [drawn] + [
+            draw(np.random.default_rng([config.seed, index, draw_index, 1, k]), config.augment, pools[split], occluders)
+            for k in range(1, FOCUS_CANDIDATES)
+        ]
+        weights = np.array([focus.weight(c.params, c.foreground.id) for c in candidates])
+        pick = np.random.default_rng([config.seed, index, draw_index, 2]).choice(
+            len(candidates), p=weights / weights.sum()
+        )
+        drawn = candidates[int(pick)]
     return ComposeJob(index, seeded_id("composite", config.seed, index), split, drawn)
 
 
@@ -163,16 +182,19 @@ class Renderer:
 
 
 class _Worker:
-    """Per-process state of a compose worker: the config, the pools and the renderer."""
+    """Per-process state of a compose worker: the config, the pools, the renderer and the --focus weights."""
 
     config: ComposeConfig
     pools: dict[str, Pools]
     occluders: list[PoolItem]
     renderer: Renderer
+    focus: CompositeFocus | None
 
 
-def _init_worker(config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]) -> None:
-    _Worker.config, _Worker.pools, _Worker.occluders = config, pools, occluders
+def _init_worker(
+    config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], focus: CompositeFocus | None = None
+) -> None:
+    _Worker.config, _Worker.pools, _Worker.occluders, _Worker.focus = config, pools, occluders, focus
     _Worker.renderer = Renderer(config.cache_foreground_mb, config.cache_background_mb)
 
 
@@ -186,7 +208,7 @@ def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
     config, found_bad = _Worker.config, []
     for draw_index in range(MAX_DRAWS):
         if draw_index:
-            job = make_job(job.index, config, _Worker.pools, _Worker.occluders, draw_index)
+            job = make_job(job.index, config, _Worker.pools, _Worker.occluders, draw_index, _Worker.focus)
         try:
             image, alpha = _Worker.renderer.render(job.drawn, config.size)
             break
@@ -207,6 +229,7 @@ def compose_one(job: ComposeJob) -> tuple[dict[str, Any] | Skip, list[Skip]]:
         "seed": config.seed,
         "index": job.index,
         "draw": draw_index,
+        "focus": _Worker.focus.digest if _Worker.focus else "",  # the --focus weights' digest
         "params": json.dumps(job.drawn.params, sort_keys=True),
     }
     row = write_sample_files(config.out, job.split, job.sample_id, image=image, alpha=alpha, metadata=metadata)
@@ -234,22 +257,27 @@ def assign_workers(jobs: list[ComposeJob], workers: int) -> dict[str, int]:
 
 
 def _results(
-    jobs: list[ComposeJob], config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem]
+    jobs: list[ComposeJob],
+    config: ComposeConfig,
+    pools: dict[str, Pools],
+    occluders: list[PoolItem],
+    focus: CompositeFocus | None,
 ) -> Iterator[tuple[dict[str, Any] | Skip, list[Skip]]]:
     """Outcomes in job order. Ray: batches of jobs as Ray tasks. Several workers: jobs routed by foreground, a bounded
     window in flight."""
     if config.ray:
-        setup = (config, pools, occluders)
+        setup = (config, pools, occluders, focus)
         yield from ray_map(compose_one, jobs, config.ray, _init_worker, setup, batch_size=RAY_BATCH)
         return
     if config.workers == 1:
-        _init_worker(config, pools, occluders)
+        _init_worker(config, pools, occluders, focus)
         with single_threaded_opencv():
             yield from map(compose_one, jobs)
         return
     owner = assign_workers(jobs, config.workers)
     executors = [
-        process_pool(1, _init_worker, (config, pools, occluders), preload=[__name__]) for _ in range(config.workers)
+        process_pool(1, _init_worker, (config, pools, occluders, focus), preload=[__name__])
+        for _ in range(config.workers)
     ]
     window: deque = deque()
     try:
@@ -268,19 +296,20 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
     """Write config.n composites (this shard's share) into config.out; resumes unless config.overwrite."""
     started = time.time()
     pools, occluders = split_pools(config)
+    focus = CompositeFocus(config.focus, [str(spec) for spec in config.foregrounds]) if config.focus else None
     with resume_run(config.out, config.shard, config.overwrite) as state:
         index, count = config.shard
         mine = range(index, config.n, count)
         # an id names one index, so a sample done in either split is skipped before anything is drawn for it
         jobs = [
-            make_job(i, config, pools, occluders)
+            make_job(i, config, pools, occluders, focus=focus)
             for i in mine
             if not any(state.is_done(split, seeded_id("composite", config.seed, i)) for split in COMPOSE_SPLITS)
         ]
         result = ComposeResult(config.out, existing=len(mine) - len(jobs))
         skipped: dict[str, Skip] = {}  # by path or id: an unreadable file is recorded once
         with recording(config.ray) as report:
-            outcomes = _results(jobs, config, pools, occluders)
+            outcomes = _results(jobs, config, pools, occluders, focus)
             bar = tqdm(outcomes, total=len(jobs), desc="compose", unit="image", disable=not config.progress)
             for job, (outcome, found_bad) in zip(jobs, bar):
                 for skip in found_bad:
@@ -294,11 +323,11 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
         result.skipped = dict(write_skipped(config.out, skipped.values(), config.shard))
         result.counts = {split: len(state.rowed[split]) for split in COMPOSE_SPLITS if state.rowed[split]}
         result.seconds = time.time() - started
-        _write_records(config, command, result)
+        _write_records(config, command, result, focus)
     return result
 
 
-def _write_records(config: ComposeConfig, command: str, result: ComposeResult) -> None:
+def _write_records(config: ComposeConfig, command: str, result: ComposeResult, focus: CompositeFocus | None) -> None:
     settings = {**asdict(config), "augment": config.augment.to_dict()}
     settings = json.loads(json.dumps(settings, default=str))
     write_run_json(
@@ -313,6 +342,7 @@ def _write_records(config: ComposeConfig, command: str, result: ComposeResult) -
             "failures_by_reason": result.skipped,
             "test_splits_used": benchmark_specs(config),
             "ray": result.ray,
+            "focus": focus.to_record() if focus else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
         },
