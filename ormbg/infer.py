@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import cv2
 import numpy as np
 import torch
 
@@ -39,7 +38,7 @@ from datagen.io import (
 )
 from datagen.parallel import pick_device
 from datagen.refine import DEFAULT_MODEL as VITMATTE
-from ormbg.preprocess import normalize, prepare
+from ormbg.preprocess import mattes_at, normalize, prepare
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +99,7 @@ class Predictor:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                 logits = self.model(pixels)[0]
             probability = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        return [
-            np.clip(cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-            for p, (height, width) in zip(probability.astype(np.float32), sizes)
-        ]
+        return mattes_at(probability, sizes)
 
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
         pixels = torch.stack([prepare(image, self.size_px) for image in images])

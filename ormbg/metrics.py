@@ -282,15 +282,17 @@ def image_scores(
     return scores
 
 
-def score_matte(prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None) -> dict[str, Any]:
+def score_matte(
+    prediction: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None, matting: bool = True
+) -> dict[str, Any]:
     """`image_scores` of a prediction against a uint8 ground truth. prediction: float in [0, 1], or a uint8 matte
-    read from a file (then resized, linear, to the truth's size). Light to import: evaluate's worker processes
-    run it."""
+    read from a file (then resized, linear, to the truth's size). `matting=False`: MAE and the F curve only
+    (training's validation). Light to import: evaluate's worker processes run it."""
     if prediction.dtype == np.uint8:
         prediction = prediction.astype(np.float64) / 255
         if prediction.shape != alpha.shape:
             prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    return image_scores(prediction, alpha.astype(np.float64) / 255, trimap)
+    return image_scores(prediction, alpha.astype(np.float64) / 255, trimap, matting=matting)
 
 
 class Meter:
@@ -308,11 +310,6 @@ class Meter:
         """Scores of one image computed elsewhere (`image_scores`, e.g. in a worker process)."""
         self.images.append(scores)
         return scores
-
-    def update(self, prediction, target) -> None:
-        """A batch: prediction, target Nx1xHxW torch tensors in [0, 1]."""
-        for p, t in zip(prediction.detach().float().cpu().numpy(), target.detach().float().cpu().numpy()):
-            self.add(p[0], t[0])
 
     def result(self) -> dict[str, Any]:
         if not self.images:

@@ -1,5 +1,6 @@
 """The model's input: an image resized and laid out as a uint8 tensor (`prepare`), normalised on the device
-(`normalize`). Shared by training, evaluation and inference; light on purpose (no albumentations), so
+(`normalize`); and its output brought back to each image's size (`mattes_at`). Shared by training's validation,
+evaluation and inference, so all three score and write the same mattes; light on purpose (no albumentations), so
 `import ormbg.infer` stays small."""
 
 from __future__ import annotations
@@ -27,3 +28,12 @@ def prepare(image: np.ndarray, size_px: int) -> torch.Tensor:
     return image_tensor(
         cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     )
+
+
+def mattes_at(probability: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The network's NxSxS probabilities as HxW float32 mattes at each image's own (height, width): linear resize,
+    clipped to [0, 1]. The one way back to the image (inference writes it, evaluation and validation score it)."""
+    return [
+        np.clip(cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        for p, (height, width) in zip(np.asarray(probability, np.float32), sizes)
+    ]

@@ -43,16 +43,17 @@ from ormbg.data import (
     MixSampler,
     Recipe,
     TrainSet,
+    collate_eval,
     describe,
     loader_options,
     open_source,
 )
 from ormbg.losses import LossWeights, ormbg_loss
-from ormbg.metrics import Meter
+from ormbg.metrics import Meter, score_matte
 from ormbg.model import ORMBG, WeightsError, load_weights, read_checkpoint
 from ormbg.parquet import ParquetRows
 from ormbg.plot import plot_curves
-from ormbg.preprocess import normalize
+from ormbg.preprocess import mattes_at, normalize
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,9 @@ class Trainer:
         # one loader per validation set; its workers start at the first validation and stay alive
         options = loader_options(min(config.workers, 2), persistent=True)
         self.val_loaders = {
-            name: DataLoader(EvalSet(samples, config.size), batch_size=config.batch_size, **options)
+            name: DataLoader(
+                EvalSet(samples, config.size), batch_size=config.batch_size, collate_fn=collate_eval, **options
+            )
             for name, samples in self.val_sets.items()
         }
 
@@ -311,16 +314,18 @@ class Trainer:
         results = {}
         for name, loader in self.val_loaders.items():
             meter = Meter(full=False)
-            for pixels, alpha, unreadable in loader:
+            for pixels, alphas, unreadable in loader:
                 self.bad.add_json(unreadable)
-                readable = torch.tensor([text == "[]" for text in unreadable])
-                if not readable.any():
+                readable = [i for i, text in enumerate(unreadable) if text == "[]"]
+                if not readable:
                     continue
-                pixels, alpha = pixels[readable], alpha[readable]
-                pixels = normalize(pixels.to(self.accelerator.device))
+                pixels = normalize(pixels[readable].to(self.accelerator.device))
                 with self.accelerator.autocast():
                     logits = self.model(pixels)[0]
-                meter.update(torch.sigmoid(logits.float()), alpha)
+                probability = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+                truths = [alphas[i] for i in readable]
+                for matte, truth in zip(mattes_at(probability, [truth.shape for truth in truths]), truths):
+                    meter.record(score_matte(matte, truth, matting=False))  # as ormbg.evaluate scores it
             results[name] = meter.result()
         self.model.train()
         return results

@@ -12,6 +12,7 @@ from ormbg.metrics import (
     gradient_error,
     image_scores,
     s_measure,
+    score_matte,
     weighted_f,
 )
 
@@ -133,12 +134,10 @@ def test_meter_means_images_and_curves():
     assert "unknown" not in result
 
 
-def test_training_meter_takes_batches():
-    torch = pytest.importorskip("torch")
-
+def test_training_meter_keeps_mae_and_the_f_curve():
     meter = Meter(full=False)
-    batch = torch.tensor(np.stack([PREDICTION, ALPHA]))[:, None].float()
-    meter.update(batch, torch.tensor(np.stack([ALPHA, ALPHA]))[:, None].float())
+    for prediction in (PREDICTION, ALPHA):
+        meter.record(score_matte(prediction, (ALPHA * 255).astype(np.uint8), matting=False))
     result = meter.result()
     assert set(result) == {"n", "mae", "max_f", "mean_f"}
     assert result["mae"] == pytest.approx(0.075)

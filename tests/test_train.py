@@ -325,17 +325,33 @@ def test_it_learns(tmp_path):
     assert max_fs[-1] >= 2 * constant_f, (max_fs, constant_f)
 
 
+def test_validation_scores_as_evaluate_does(tmp_path, composites):
+    """Training at 48 px on 64 px composites: the last validation's MAE and max-F equal `ormbg.evaluate`'s of the
+    checkpoint of that step on the same split (both bring the matte back to the ground truth's size)."""
+    from ormbg.evaluate import EvaluateConfig, run_evaluate
+
+    run_train(config(tmp_path / "run", composites, size=48, max_steps=2, val_every=2))
+    validation = metrics(tmp_path / "run")[-1]["val"]["composites:validation"]
+    checkpoint = tmp_path / "run/last.safetensors"
+    data = (f"{composites}:validation",)
+    report = run_evaluate(EvaluateConfig(data, checkpoint, size=48, workers=0, metric_workers=1, progress=False))
+    scores = report["datasets"][f"{composites}:validation"]
+    assert scores["n"] == validation["n"] and scores["mae"] == pytest.approx(validation["mae"], rel=1e-6)
+    assert scores["max_f"] == pytest.approx(validation["max_f"], rel=1e-6)
+
+
 def test_the_model_fits_one_batch(composites):
     """Loop, loss and model are sound: 60 steps on one fixed batch take its MAE far below predicting nothing."""
     from torch.utils.data import DataLoader
 
-    from ormbg.data import EvalSet, list_samples
+    from ormbg.data import EvalSet, collate_eval, list_samples
     from ormbg.losses import ormbg_loss
     from ormbg.preprocess import normalize
 
     torch.manual_seed(0)
-    pixels, alpha, _ = next(iter(DataLoader(EvalSet(list_samples(Source(str(composites))), 64), batch_size=4)))
-    pixels = normalize(pixels)
+    loader = DataLoader(EvalSet(list_samples(Source(str(composites))), 64), batch_size=4, collate_fn=collate_eval)
+    pixels, alphas, _ = next(iter(loader))  # composites of 64 px: the alphas are the training size already
+    pixels, alpha = normalize(pixels), torch.stack([torch.from_numpy(a) for a in alphas])[:, None].float() / 255
     model = ORMBG(8)  # the published layout at 1/64 of its parameters: 7 s here, the full width 57 s
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(60):
