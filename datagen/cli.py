@@ -125,11 +125,11 @@ def synth(out, size, shard, device, **options) -> None:
     Several GPUs: `accelerate launch -m datagen synth ...` (each process takes its share of the indices).
     """
     from datagen.compose.config import parse_size
-    from datagen.layerdiffuse import MissingWeightsError
     from datagen.synth import SynthConfig, run_synth
+    from datagen.weights import MissingModelError
 
     default_out = Path(DATA_ROOT) / ("synth" if options["kind"] == "person" else "backgrounds")
-    with user_errors(MissingWeightsError, ValueError):
+    with user_errors(MissingModelError, ValueError):
         config = SynthConfig(out=out or default_out, size=parse_size(size), shard=shard, device=device, **options)
         result = run_synth(config, command=command_line())
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.most_common()) or "none"
@@ -465,7 +465,8 @@ def refine(directory: Path, splits, where, **options) -> None:
     unless --force. fg/ files estimated from an old alpha are deleted: run `datagen foreground` again. A rerun
     resumes.
     """
-    from datagen.refine import MissingModelError, RefineConfig, parse_where, run_refine
+    from datagen.refine import RefineConfig, parse_where, run_refine
+    from datagen.weights import MissingModelError
 
     with user_errors(ValueError, FileNotFoundError, MissingModelError):
         config = RefineConfig(directory, tuple(splits), where=parse_where(where), **options)
@@ -563,9 +564,10 @@ def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> No
     composited with the unchanged alpha over its background. The alpha files are SRC's, byte for byte. A rerun
     resumes; `accelerate launch -m datagen relight ...` spreads it over GPUs.
     """
-    from datagen.relight import AlignmentThresholds, MissingWeightsError, RelightConfig, run_relight
+    from datagen.relight import AlignmentThresholds, RelightConfig, run_relight
+    from datagen.weights import MissingModelError
 
-    with user_errors(ValueError, FileNotFoundError, MissingWeightsError):
+    with user_errors(ValueError, FileNotFoundError, MissingModelError):
         config = RelightConfig(
             src, out or Path(DATA_ROOT) / "relit", thresholds=AlignmentThresholds(min_edge_ratio), **options
         )

@@ -21,6 +21,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from torch import nn
 
+from datagen.weights import MissingModelError, merge_offset
+
 log = logging.getLogger(__name__)
 
 LAYERDIFFUSE_REPO = "lllyasviel/LayerDiffuse_Diffusers"
@@ -162,35 +164,12 @@ def decode_transparent(decoder: TransparentDecoder, pixels: torch.Tensor, latent
     return torch.median(torch.stack(outputs), dim=0).values
 
 
-def merge_offset(unet: nn.Module, offset: dict[str, torch.Tensor], expected: int | None = ATTN_TENSORS) -> int:
-    """unet[key] += offset[key] for every key of the offset; returns how many tensors were patched.
-
-    Every key must exist in the UNet with the same shape (a port that silently patched nothing is the failure
-    this guards against); `expected` (560 for the published file) is checked too. The merged state dict is
-    loaded strictly.
-    """
-    state = unet.state_dict()
-    missing = [key for key in offset if key not in state]
-    if missing:
-        raise ValueError(f"{len(missing)} offset keys are not in the UNet, e.g. {missing[:3]}: wrong base model?")
-    wrong = [key for key, value in offset.items() if value.shape != state[key].shape]
-    if wrong:
-        key = wrong[0]
-        raise ValueError(
-            f"{len(wrong)} offset tensors differ in shape, e.g. {key}: {tuple(offset[key].shape)} vs "
-            f"{tuple(state[key].shape)}"
-        )
-    if expected is not None and len(offset) != expected:
-        raise ValueError(f"the offset has {len(offset)} tensors, the published file has {expected}: wrong file?")
-    merged = dict(state)
-    for key, value in offset.items():
-        merged[key] = state[key] + value.to(state[key].device, state[key].dtype)
-    unet.load_state_dict(merged, strict=True)
-    return len(offset)
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A weight file that is not in the Hugging Face cache or at the given path; says how to get it."""
+def merge_layerdiffuse_offset(
+    unet: nn.Module, offset: dict[str, torch.Tensor], expected: int | None = ATTN_TENSORS
+) -> int:
+    """The LayerDiffuse attention offset into SDXL's UNet (`weights.merge_offset`: every key in the UNet, the
+    published file's 560 tensors); returns how many tensors were patched."""
+    return merge_offset(unet, offset, expected=expected, what="the LayerDiffuse offset")
 
 
 def fetch(repo_or_path: str, filename: str, offline: bool) -> Path:
@@ -199,7 +178,7 @@ def fetch(repo_or_path: str, filename: str, offline: bool) -> Path:
     if local.is_dir():
         path = local / filename
         if not path.is_file():
-            raise MissingWeightsError(
+            raise MissingModelError(
                 f"{path} does not exist: copy {filename} from the Hub repo {LAYERDIFFUSE_REPO} into {local}"
             )
         return path
@@ -209,7 +188,7 @@ def fetch(repo_or_path: str, filename: str, offline: bool) -> Path:
     try:
         return Path(hf_hub_download(repo_or_path, filename, local_files_only=offline))
     except (LocalEntryNotFoundError, OSError) as error:
-        raise MissingWeightsError(
+        raise MissingModelError(
             f"{repo_or_path}/{filename} is not available{' offline' if offline else ''}: on a machine with "
             f"Hub access run `hf download {repo_or_path} {filename}` (or pass a local folder), "
             f"then rerun{' with --offline' if offline else ''}"
@@ -297,11 +276,11 @@ def load_generator(
         kwargs = {"vae": AutoencoderKL.from_pretrained(vae, **options)} if vae and dtype == torch.float16 else {}
         pipeline = StableDiffusionXLPipeline.from_pretrained(model, add_watermarker=False, **kwargs, **options)
     except OSError as error:
-        raise MissingWeightsError(
+        raise MissingModelError(
             f"could not load {model}{' offline' if offline else ''} ({error}); on a machine with Hub access run "
             f"`hf download {model}`, or pass --model with a local folder"
         ) from error
-    patched = merge_offset(pipeline.unet, load_file(fetch(layerdiffuse, ATTN_FILE, offline)))
+    patched = merge_layerdiffuse_offset(pipeline.unet, load_file(fetch(layerdiffuse, ATTN_FILE, offline)))
     log.info("merged the LayerDiffuse offset into %d UNet tensors", patched)
     decoder = TransparentDecoder()
     decoder.load_state_dict(load_file(fetch(layerdiffuse, DECODER_FILE, offline)), strict=True)

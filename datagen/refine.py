@@ -50,14 +50,11 @@ from datagen.records import (
     update_rows,
     write_skipped,
 )
+from datagen.weights import MissingModelError
 
 DEFAULT_MODEL = "hustvl/vitmatte-small-composition-1k"
 PAD_MULTIPLE = 32  # the image processor pads height and width to a multiple of this
 SOFT_SHARE = 0.05  # a matte with more soft pixels than this share of its foreground is already soft: skipped
-
-
-class MissingModelError(FileNotFoundError):
-    """A ViTMatte checkpoint that is neither a local folder nor in the Hugging Face cache: says how to get it."""
 
 
 def band_width(mask: np.ndarray, band_px: int | None = None, band_fraction: float = 0.02) -> int:

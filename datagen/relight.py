@@ -47,6 +47,7 @@ from datagen.records import (
     write_sample_files,
     write_skipped,
 )
+from datagen.weights import MissingModelError, merge_offset
 
 WEIGHTS = "lllyasviel/ic-light"  # Hub repo of the offsets
 WEIGHT_FILES = {"fc": "iclight_sd15_fc.safetensors", "fbc": "iclight_sd15_fbc.safetensors"}
@@ -67,10 +68,6 @@ LIGHTING = [  # a bank of lighting descriptions, drawn per row from (seed, index
 NEGATIVE = "lowres, bad anatomy, bad hands, cropped, worst quality"
 
 
-class MissingWeightsError(FileNotFoundError):
-    """A base model or IC-Light offset that is neither local nor in the cache: says how to get it."""
-
-
 def widen_conv_in(unet, condition_channels: int):
     """Give the UNet's `conv_in` 4 + `condition_channels` inputs: the first 4 keep their weights, the new ones start
     at zero (the model is unchanged until the offset is added). Returns the UNet."""
@@ -86,24 +83,6 @@ def widen_conv_in(unet, condition_channels: int):
     unet.conv_in = new
     unet.register_to_config(in_channels=old.in_channels + condition_channels)
     return unet
-
-
-def merge_offset(unet, offset: dict) -> None:
-    """Add the published offset to every key of the widened UNet, strictly: a missing or extra key or a wrong shape
-    is a ValueError naming it."""
-    state = unet.state_dict()
-    missing, extra = sorted(set(state) - set(offset)), sorted(set(offset) - set(state))
-    if missing or extra:
-        raise ValueError(
-            f"IC-Light offset does not fit the UNet: {len(missing)} keys missing (first {missing[:2]}), "
-            f"{len(extra)} unexpected (first {extra[:2]}); is it the file for this --model (fc or fbc)?"
-        )
-    wrong = [key for key in state if state[key].shape != offset[key].shape]
-    if wrong:
-        raise ValueError(f"IC-Light offset: {wrong[0]} is {tuple(offset[wrong[0]].shape)}, the UNet's is "
-                         f"{tuple(state[wrong[0]].shape)}")  # fmt: skip
-    merged = {key: value + offset[key].to(value.device, value.dtype) for key, value in state.items()}
-    unet.load_state_dict(merged, strict=True)
 
 
 def alignment_scores(before: np.ndarray, after: np.ndarray, alpha: np.ndarray) -> dict[str, float]:
@@ -255,7 +234,7 @@ def load_relighter(config: RelightConfig) -> Relighter:
             config.base, safety_checker=None, local_files_only=config.offline
         )
     except (OSError, ValueError) as error:
-        raise MissingWeightsError(
+        raise MissingModelError(
             f"cannot load the SD1.5 base {config.base} ({str(error).splitlines()[0]}): with Hub access run "
             f"`hf download {config.base}`, or pass --base with a local folder"
         ) from error
@@ -268,12 +247,14 @@ def load_relighter(config: RelightConfig) -> Relighter:
                 hf_hub_download(config.weights, WEIGHT_FILES[config.model], local_files_only=config.offline)
             )
         except Exception as error:  # any Hub failure means: the file is not here; say how to get it
-            raise MissingWeightsError(
+            raise MissingModelError(
                 f"cannot find the IC-Light offset {WEIGHT_FILES[config.model]} of {config.weights}: with Hub access "
                 f"run `hf download {config.weights} {WEIGHT_FILES[config.model]}`, or pass --weights with the file"
             ) from error
     widen_conv_in(pipeline.unet, CONDITION_CHANNELS[config.model])
-    merge_offset(pipeline.unet, load_file(str(offset_path)))
+    merge_offset(
+        pipeline.unet, load_file(str(offset_path)), every_key=True, what=f"the IC-Light offset {offset_path.name}"
+    )
     pipeline = pipeline.to(pick_device(config.device), dtype)
     return Relighter(pipeline, config.model, config.steps, config.guidance, config.size_px, config.highres_scale,
                      config.highres_denoise)  # fmt: skip

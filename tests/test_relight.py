@@ -15,10 +15,10 @@ from datagen.relight import (
     RelightConfig,
     alignment_scores,
     condition_inputs,
-    merge_offset,
     run_relight,
     widen_conv_in,
 )
+from datagen.weights import merge_offset
 from tests.conftest import directory_bytes
 from tests.tiny_sd15 import tiny_offset, tiny_sd15
 
@@ -46,17 +46,17 @@ def test_the_offset_is_added_to_every_key_and_must_fit_exactly(sd15):
     assert unet.conv_in.in_channels == 12 and unet.config.in_channels == 12
     assert (before["conv_in.weight"][:, 4:] == 0).all(), "new input channels start at zero"
     offset = load_file(str(offset_path))
-    merge_offset(unet, offset)
+    merge_offset(unet, offset, every_key=True)
     after = unet.state_dict()
     for key in before:
         torch.testing.assert_close(after[key], before[key] + offset[key])
     assert all(offset[key].abs().sum() > 0 for key in offset), "the fixture offsets every key"
     with pytest.raises(ValueError, match="1 keys missing"):
-        merge_offset(unet, {k: v for k, v in offset.items() if k != "conv_in.bias"})
-    with pytest.raises(ValueError, match="1 unexpected"):
-        merge_offset(unet, {**offset, "extra.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="conv_in.weight is"):
-        merge_offset(unet, {**offset, "conv_in.weight": torch.zeros(3, 3)})
+        merge_offset(unet, {k: v for k, v in offset.items() if k != "conv_in.bias"}, every_key=True)
+    with pytest.raises(ValueError, match="1 keys not in the UNet"):
+        merge_offset(unet, {**offset, "extra.weight": torch.zeros(1)}, every_key=True)
+    with pytest.raises(ValueError, match="first conv_in.weight"):
+        merge_offset(unet, {**offset, "conv_in.weight": torch.zeros(3, 3)}, every_key=True)
 
 
 def test_the_check_passes_an_identity_relight_and_rejects_a_shifted_person():

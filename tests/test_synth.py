@@ -16,11 +16,11 @@ from datagen.io import read_foreground
 from datagen.layerdiffuse import (
     VIEWS,
     Generator,
-    MissingWeightsError,
+    MissingModelError,
     TransparentDecoder,
     decode_transparent,
     fetch,
-    merge_offset,
+    merge_layerdiffuse_offset,
     unview,
     view,
 )
@@ -73,25 +73,25 @@ def test_offset_merge_changes_exactly_the_named_tensors():
     before = {key: value.clone() for key, value in unet.state_dict().items()}
     names = [key for key in before if "attn1.to_q" in key or "attn2.to_k" in key]
     offset = {key: torch.full_like(before[key], 0.5) for key in names}
-    assert merge_offset(unet, offset, expected=len(names)) == len(names)
+    assert merge_layerdiffuse_offset(unet, offset, expected=len(names)) == len(names)
     after = unet.state_dict()
     for key, value in after.items():
         if key in offset:
             torch.testing.assert_close(value, before[key] + 0.5)
         else:
             assert torch.equal(value, before[key]), key
-    with pytest.raises(ValueError, match="not in the UNet"):
-        merge_offset(unet, {"nope.weight": torch.zeros(1)}, expected=None)
+    with pytest.raises(ValueError, match="keys not in the UNet"):
+        merge_layerdiffuse_offset(unet, {"nope.weight": torch.zeros(1)}, expected=None)
     with pytest.raises(ValueError, match="differ in shape"):
-        merge_offset(unet, {names[0]: torch.zeros(3)}, expected=None)
+        merge_layerdiffuse_offset(unet, {names[0]: torch.zeros(3)}, expected=None)
     with pytest.raises(ValueError, match="published file has 560"):
-        merge_offset(unet, offset)
+        merge_layerdiffuse_offset(unet, offset)
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
-    with pytest.raises(MissingWeightsError, match="hf download lllyasviel/LayerDiffuse_Diffusers"):
+    with pytest.raises(MissingModelError, match="hf download lllyasviel/LayerDiffuse_Diffusers"):
         fetch("lllyasviel/LayerDiffuse_Diffusers", "ld_diffusers_sdxl_attn.safetensors", offline=True)
-    with pytest.raises(MissingWeightsError, match="copy ld_diffusers_sdxl_attn.safetensors"):
+    with pytest.raises(MissingModelError, match="copy ld_diffusers_sdxl_attn.safetensors"):
         fetch(str(tmp_path), "ld_diffusers_sdxl_attn.safetensors", offline=True)
     save_file({"x": torch.zeros(1)}, str(tmp_path / "ld_diffusers_sdxl_attn.safetensors"))
     assert fetch(str(tmp_path), "ld_diffusers_sdxl_attn.safetensors", offline=True).is_file()
