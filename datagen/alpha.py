@@ -46,14 +46,17 @@ def crop_to_alpha(foreground: np.ndarray) -> np.ndarray:
     return foreground[top:bottom, left:right]
 
 
-def trimap_from_alpha(alpha: np.ndarray, radius_px: int | None = None) -> np.ndarray:
+def trimap_from_alpha(alpha: np.ndarray, radius_px: int | None = None, edge_of: int | None = None) -> np.ndarray:
     """A trimap (HxW uint8: 0 / 128 / 255) from an alpha: unknown within `radius_px` of any soft pixel.
 
     The band is the dilation of alpha > 0 minus the erosion of alpha == 255 by a disc of `radius_px`
-    (default 1% of the short side, at least 3 px): the usual recipe of Deep Image Matting.
+    (default 1% of the short side, at least 3 px): the usual recipe of Deep Image Matting. `edge_of`: a coarse
+    mask's trimap instead (`datagen refine`): unknown within `radius_px` of the edge of alpha > edge_of, the mask's
+    0 or 255 elsewhere.
     """
     radius_px = radius_px or max(3, round(min(alpha.shape) * 0.01))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
-    maybe = cv2.dilate((alpha > 0).astype(np.uint8), disc)
-    sure = cv2.erode((alpha == 255).astype(np.uint8), disc)
+    inside = (alpha > 0 if edge_of is None else alpha > edge_of).astype(np.uint8)
+    maybe = cv2.dilate(inside, disc)
+    sure = cv2.erode(inside if edge_of is not None else (alpha == 255).astype(np.uint8), disc)
     return np.where(sure > 0, 255, np.where(maybe > 0, 128, 0)).astype(np.uint8)

@@ -49,6 +49,16 @@ def pick_device(device: str = "auto"):
     return torch.device("cpu")
 
 
+def torch_dtype(name: str, device: str = "cpu"):
+    """The torch dtype of a --dtype / --precision name (fp32, fp16, bf16); "auto": fp16 on an accelerator, fp32 on the
+    CPU. The one map of these names for every stage."""
+    import torch
+
+    if name == "auto":
+        return torch.float32 if str(device) == "cpu" else torch.float16
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
 def _checked_device(device: str):
     """torch.device(device) when this machine has it; else a ValueError naming --device and what there is."""
     import torch

@@ -2,8 +2,9 @@
 
 One implementation for both uses:
 
-- `band_trimap(mask, band_px)`: a trimap from a coarse matte: unknown (128) within `band_px` of its edge, the mask's
-  own 0 / 255 elsewhere. `band_width` scales the width with the person (a share of the mask's bounding-box height).
+- `alpha.trimap_from_alpha(mask, band_px, edge_of=127)`: a trimap from a coarse matte: unknown (128) within
+  `band_px` of its edge, the mask's own 0 / 255 elsewhere. `band_width` scales the width with the person (a share
+  of the mask's bounding-box height).
 - `Matter`: `transformers`' `VitMatteForImageMatting` from a Hub id or a local folder (`--offline`), run on image +
   trimap prepared as its image processor does (RGB / 255, normalised with mean 0.5 and std 0.5; the trimap / 255 as
   a fourth channel; zero padding at the bottom and right to a multiple of 32), in batches of equal padded size.
@@ -35,7 +36,7 @@ from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
 from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
-from datagen.parallel import pick_device
+from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     SPLITS,
     Sample,
@@ -67,19 +68,11 @@ def band_width(mask: np.ndarray, band_px: int | None = None, band_fraction: floa
     return max(3, round(band_fraction * height))
 
 
-def band_trimap(mask: np.ndarray, band_px: int) -> np.ndarray:
-    """HxW uint8 trimap of a coarse matte: 128 within `band_px` of the edge of (mask > 127), else 0 or 255."""
-    binary = (mask > 127).astype(np.uint8)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
-    grown, shrunk = cv2.dilate(binary, disc), cv2.erode(binary, disc)
-    return np.where(shrunk > 0, 255, np.where(grown > 0, 128, 0)).astype(np.uint8)
-
-
 def uncertain_trimap(alpha: np.ndarray, widen_px: int = 4, low: int = 16, high: int = 239) -> np.ndarray:
     """The trimap of a predicted matte (ORMBG's, for `infer --refine`): unknown where it is soft or uncertain
     (low < alpha < high) and on the edge of its mask, widened by `widen_px`; known elsewhere."""
     unsure = ((alpha > low) & (alpha < high)).astype(np.uint8)
-    edge = band_trimap(alpha, 1) == 128
+    edge = trimap_from_alpha(alpha, 1, edge_of=127) == 128
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * widen_px + 1, 2 * widen_px + 1))
     unknown = cv2.dilate((unsure | edge).astype(np.uint8), disc) > 0
     return np.where(unknown, 128, np.where(alpha >= 128, 255, 0)).astype(np.uint8)
@@ -150,11 +143,10 @@ class Matter:
         max_side_px: int = 2048,
         option: str = "--model",  # the option that named the model, for errors
     ):
-        import torch
 
         self.name, self.max_side_px = model, max_side_px
         self.device = pick_device(device)
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        self.dtype = torch_dtype(dtype)
         self.model = load_matting_model(model, offline, option).to(self.device, self.dtype).eval()
 
     def prepare(self, image: np.ndarray, trimap: np.ndarray):
@@ -324,7 +316,7 @@ def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], source.read_bytes())  # the original matte, byte for byte, before anything
         images.append(image)
-        trimaps.append(band_trimap(mask, band_width(mask, config.band_px, config.band_fraction)))
+        trimaps.append(trimap_from_alpha(mask, band_width(mask, config.band_px, config.band_fraction), edge_of=127))
         ready.append(len(outcomes))
         outcomes.append((sample.id, False))
     for position, trimap, alpha in zip(ready, trimaps, matter(images, trimaps) if images else []):

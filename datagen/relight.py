@@ -34,7 +34,7 @@ from datagen.alpha import over
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
-from datagen.parallel import launcher, pick_device
+from datagen.parallel import launcher, pick_device, torch_dtype
 from datagen.records import (
     Sample,
     Skip,
@@ -224,11 +224,10 @@ class Relighter:
 
 def load_relighter(config: RelightConfig) -> Relighter:
     """The SD1.5 pipeline of `config.base`, its UNet widened and the IC-Light offset of `config.weights` merged."""
-    import torch
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.dtype]
+    dtype = torch_dtype(config.dtype)
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
             config.base, safety_checker=None, local_files_only=config.offline

@@ -26,7 +26,7 @@ from datagen import __version__
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
 from datagen.io import write_run_json
-from datagen.parallel import launcher, pick_device
+from datagen.parallel import launcher, pick_device, torch_dtype
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
 from datagen.records import (
@@ -183,8 +183,7 @@ def layerdiffuse_renderer(config: SynthConfig, generator=None) -> Render:
     from datagen.layerdiffuse import load_generator
 
     device = str(pick_device(config.device))
-    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    dtype = dtypes[config.dtype] if config.dtype != "auto" else (torch.float16 if device != "cpu" else torch.float32)
+    dtype = torch_dtype(config.dtype, device)
     if generator is None:
         generator = load_generator(config.model, device, dtype, config.offline, config.layerdiffuse)
     width, height = config.size

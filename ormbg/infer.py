@@ -36,7 +36,7 @@ from datagen.io import (
     remove_stale_temporaries_of,
     write_atomic,
 )
-from datagen.parallel import pick_device
+from datagen.parallel import pick_device, torch_dtype
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.preprocess import mattes_at, normalize, prepare
 
@@ -79,7 +79,7 @@ class Predictor:
         from ormbg.model import load_model
 
         self.device = pick_device(device)
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.dtype = None if precision == "fp32" else torch_dtype(precision)  # None: no autocast
         self.model = load_model(checkpoint).eval().to(self.device)
 
     @property

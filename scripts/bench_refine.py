@@ -41,9 +41,9 @@ def one(shape: str, side: int, batch: int, device: str, dtype: str, rounds: int)
     """Time `rounds` batches of `batch` side x side images after a warm-up; peak memory of this process."""
     import torch
 
-    from datagen.alpha import over
+    from datagen.alpha import over, trimap_from_alpha
     from datagen.procedural import draw_background, draw_person
-    from datagen.refine import Matter, band_trimap
+    from datagen.refine import Matter
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -51,7 +51,8 @@ def one(shape: str, side: int, batch: int, device: str, dtype: str, rounds: int)
     rng = np.random.default_rng(0)
     person = draw_person(rng, side, side)
     image = over(person, draw_background(rng, side, side))
-    trimap = band_trimap(np.where(person[..., 3] > 127, 255, 0).astype(np.uint8), max(3, side // 50))
+    mask = np.where(person[..., 3] > 127, 255, 0).astype(np.uint8)
+    trimap = trimap_from_alpha(mask, max(3, side // 50), edge_of=127)
     images, trimaps = [image] * batch, [trimap] * batch
     matter(images, trimaps)  # warm-up
     if matter.device.type == "cuda":

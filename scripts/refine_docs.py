@@ -3,10 +3,10 @@
     python scripts/refine_docs.py [--rgba ../shared/fixtures/real/layerdiffuse-sdxl-man.png]
 
 The mask is the real LayerDiffuse man's alpha thresholded at 128 (what DIS5K's masks or a model's thresholded output
-look like); the trimap is `datagen.refine.band_trimap` with the band `datagen refine` picks by default
-(`band_width`: 2% of the mask's bounding-box height, at least 3 px): grey is what ViTMatte fills, black and white
-stay the mask's own 0 and 255. No refined alpha is shown: no ViTMatte weights can be downloaded where this runs,
-and random weights show nothing.
+look like); the trimap is `datagen.alpha.trimap_from_alpha(mask, band, edge_of=127)` with the band `datagen refine`
+picks by default (`band_width`: 2% of the mask's bounding-box height, at least 3 px): grey is what ViTMatte fills,
+black and white stay the mask's own 0 and 255. No refined alpha is shown: no ViTMatte weights can be downloaded
+where this runs, and random weights show nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datagen.alpha import over
+from datagen.alpha import over, trimap_from_alpha
 from datagen.io import encode_png, read_foreground, write_atomic
 from datagen.preview import tile_sheet
-from datagen.refine import band_trimap, band_width
+from datagen.refine import band_width
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     image = over(person, np.full((height, width, 3), (120, 130, 140), np.uint8))
     mask = np.where(person[..., 3] > 127, 255, 0).astype(np.uint8)
     band = band_width(mask)
-    trimap = band_trimap(mask, band)
+    trimap = trimap_from_alpha(mask, band, edge_of=127)
     grey = [np.repeat(array[..., None], 3, axis=2) for array in (mask, trimap)]
     label = f"image | coarse mask (alpha > 127) | trimap, band {band} px each side (2% of the mask's height)"
     write_atomic(args.out, encode_png(tile_sheet([(label, [image, *grey])], 320)))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from datagen.alpha import over
+from datagen.alpha import over, trimap_from_alpha
 from datagen.cli import cli
 from datagen.inspect import inspect_dataset
 from datagen.io import read_alpha, read_foreground
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows, write_sample
-from datagen.refine import Matter, RefineConfig, band_trimap, band_width, run_refine, soft_share
+from datagen.refine import Matter, RefineConfig, band_width, run_refine, soft_share
 from tests.conftest import directory_bytes
 
 
@@ -25,16 +25,16 @@ def coarse_dataset(root, n=4, size=(97, 131), soft=(), trimaps=False):
         image = over(person, draw_background(rng, *size))
         alpha = person[..., 3] if f"s{index}" in soft else np.where(person[..., 3] > 127, 255, 0).astype(np.uint8)
         source = "dis5k" if index % 2 == 0 else "mine"
-        extra = {"trimap": band_trimap(alpha, 2)} if trimaps else {}
+        extra = {"trimap": trimap_from_alpha(alpha, 2, edge_of=127)} if trimaps else {}
         metadata = {"source": source, "license": "x"}
         write_sample(root, "train", f"s{index}", image=image, alpha=alpha, metadata=metadata, **extra)
     return root
 
 
-def test_band_trimap_keeps_the_mask_outside_the_band_and_scales_with_the_person():
+def test_the_band_trimap_keeps_the_mask_outside_the_band_and_scales_with_the_person():
     mask = np.zeros((200, 100), np.uint8)
     mask[40:160, 30:70] = 255
-    trimap = band_trimap(mask, 5)
+    trimap = trimap_from_alpha(mask, 5, edge_of=127)
     known = trimap != 128
     np.testing.assert_array_equal(trimap[known], mask[known])
     assert (
@@ -71,7 +71,9 @@ def test_refine_keeps_the_mask_outside_the_band_writes_what_it_used_and_resumes(
         assert mask_bytes == originals[row["id"]], "the original mask is kept byte for byte"
         mask = read_alpha(root / "train" / row["mask_file_name"])
         trimap = read_alpha(root / "train" / row["refine_trimap_file_name"])
-        np.testing.assert_array_equal(trimap, band_trimap(mask, row["refine_band_px"]))  # the trimap used
+        np.testing.assert_array_equal(
+            trimap, trimap_from_alpha(mask, row["refine_band_px"], edge_of=127)
+        )  # the trimap used
         alpha = read_alpha(root / "train" / row["alpha_file_name"])
         known = trimap != 128
         np.testing.assert_array_equal(alpha[known], mask[known])  # outside the band: exactly the mask
@@ -135,7 +137,7 @@ def test_large_images_take_a_resized_pass_with_the_band_restored(tiny_vitmatte):
     rng = np.random.default_rng(2)
     person = draw_person(rng, 301, 199)
     mask = np.where(person[..., 3] > 127, 255, 0).astype(np.uint8)
-    trimap = band_trimap(mask, 6)
+    trimap = trimap_from_alpha(mask, 6, edge_of=127)
     image = over(person, draw_background(rng, 301, 199))
     (alpha,) = Matter(str(tiny_vitmatte), device="cpu", offline=True, max_side_px=128)([image], [trimap])
     assert alpha.shape == (301, 199)
