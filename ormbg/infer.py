@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from datagen import __version__
+from datagen.alpha import over
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.io import (
     IMAGE_EXTENSIONS,
@@ -214,8 +215,7 @@ def render(
     colors = cutout_colors(image, alpha_u8, foreground)
     if mode == "rgba":
         return encode_png(np.dstack([colors, alpha_u8]))
-    weight = alpha_u8[..., None].astype(np.float32) / 255
-    composite = np.round(colors * weight + np.array(color, np.float32) * (1 - weight)).astype(np.uint8)
+    composite = over(np.dstack([colors, alpha_u8]), np.broadcast_to(np.array(color, np.uint8), colors.shape))
     return encode_jpeg(composite) if path.suffix.lower() in (".jpg", ".jpeg") else encode_png(composite)
 
 
