@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, render_card
+from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
@@ -64,16 +64,8 @@ def _features(row: dict[str, Any]):
 
     features = {}
     for key, value in row.items():
-        if key in IMAGE_COLUMNS:
-            features[IMAGE_COLUMNS[key]] = datasets.Image()
-        elif isinstance(value, bool):
-            features[key] = datasets.Value("bool")
-        elif isinstance(value, int):
-            features[key] = datasets.Value("int64")
-        elif isinstance(value, float):
-            features[key] = datasets.Value("float64")
-        else:
-            features[key] = datasets.Value("string")
+        kind = feature_type(key, value)  # the card's types: one map of Python values to datasets types
+        features[IMAGE_COLUMNS.get(key, key)] = datasets.Image() if kind == "image" else datasets.Value(kind)
     return datasets.Features(features)
 
 
