@@ -21,6 +21,7 @@ from datagen.console import (
     ray_option,
     user_errors,
 )
+from datagen.errors import InputError
 
 DATA_ROOT = "datasets"
 
@@ -126,10 +127,9 @@ def synth(out, size, shard, device, **options) -> None:
     """
     from datagen.compose.config import parse_size
     from datagen.synth import SynthConfig, run_synth
-    from datagen.weights import MissingModelError
 
     default_out = Path(DATA_ROOT) / ("synth" if options["kind"] == "person" else "backgrounds")
-    with user_errors(MissingModelError, ValueError):
+    with user_errors():
         config = SynthConfig(out=out or default_out, size=parse_size(size), shard=shard, device=device, **options)
         result = run_synth(config, command=command_line())
     rejected = ", ".join(f"{reason} {n}" for reason, n in result.rejected.most_common()) or "none"
@@ -233,9 +233,9 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     become one-channel 8-bit PNGs, soft values kept. Bad pairs are skipped and listed with their reason in
     OUT/skipped.jsonl; a rerun resumes.
     """
-    from datagen.importers import ImportConfig, LayoutError, run_import
+    from datagen.importers import ImportConfig, run_import
 
-    with user_errors(LayoutError, ValueError):
+    with user_errors():
         config = ImportConfig(out=Path(out or Path(DATA_ROOT) / kind), **options)
         result = run_import(kind, src, config, command=command_line())
     click.echo(f"{'split':<22}{'samples':>9}")
@@ -338,10 +338,9 @@ def compose(foregrounds, backgrounds, occluders, size, preset, config_file, **op
     degradations. All of them are written into the sample's metadata (`params`). A rerun resumes.
     """
     from datagen.compose.config import ComposeConfig, load_augment, parse_size
-    from datagen.compose.pools import PoolError
     from datagen.compose.run import run_compose
 
-    with user_errors(PoolError, ValueError):
+    with user_errors():
         config = ComposeConfig(
             foregrounds=tuple(foregrounds) or (f"{DATA_ROOT}/synth",),
             backgrounds=tuple(backgrounds) or (f"{DATA_ROOT}/backgrounds",),
@@ -390,7 +389,7 @@ def foreground(directory: Path, splits, **options) -> None:
     """
     from datagen.foreground import ForegroundConfig, run_foreground
 
-    with user_errors(ValueError, FileNotFoundError):
+    with user_errors():
         config = ForegroundConfig(directory, tuple(splits), **options)
         result = run_foreground(config, command=command_line())
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
@@ -466,9 +465,8 @@ def refine(directory: Path, splits, where, **options) -> None:
     resumes.
     """
     from datagen.refine import RefineConfig, parse_where, run_refine
-    from datagen.weights import MissingModelError
 
-    with user_errors(ValueError, FileNotFoundError, MissingModelError):
+    with user_errors():
         config = RefineConfig(directory, tuple(splits), where=parse_where(where), **options)
         result = run_refine(config, command=command_line())
     updated = ", ".join(f"{split} {n}" for split, n in result.rows_updated.items()) or "none"
@@ -565,9 +563,8 @@ def relight(src: Path, out: Path | None, min_edge_ratio: float, **options) -> No
     resumes; `accelerate launch -m datagen relight ...` spreads it over GPUs.
     """
     from datagen.relight import AlignmentThresholds, RelightConfig, run_relight
-    from datagen.weights import MissingModelError
 
-    with user_errors(ValueError, FileNotFoundError, MissingModelError):
+    with user_errors():
         config = RelightConfig(
             src, out or Path(DATA_ROOT) / "relit", thresholds=AlignmentThresholds(min_edge_ratio), **options
         )
@@ -596,11 +593,11 @@ def review(directory: Path, list_: bool, reject_ids, undo_ids, reason: str) -> N
     """
     from datagen.records import chosen_splits, read_rows, rejected_ids, set_rejected
 
-    with user_errors(ValueError, FileNotFoundError):
+    with user_errors():
         known = {row["id"] for split in chosen_splits(directory) for row in read_rows(directory, split)}
         for sample_id in (*reject_ids, *undo_ids):
             if sample_id not in known:
-                raise ValueError(f"{directory} has no sample {sample_id!r}")
+                raise InputError(f"{directory} has no sample {sample_id!r}")
         for sample_id in reject_ids:
             changed = set_rejected(directory, sample_id, reason)
             click.echo(f"rejected {sample_id}" if changed else f"{sample_id} was already rejected")
@@ -642,10 +639,10 @@ def push(directory: Path, repo_id: str, private, token, max_shard_size: str, dry
     Shards are written one at a time into a folder beside DIRECTORY and uploaded --keep-shards at a time; after a
     failure the folder stays and a rerun goes on from the shards already uploaded, without encoding them again.
     """
-    from datagen.hub import HubError, PushConfig
+    from datagen.hub import PushConfig
     from datagen.hub import push as push_dataset
 
-    with user_errors(ValueError, HubError):
+    with user_errors():
         files = push_dataset(PushConfig(directory, repo_id, private, token, max_shard_size, dry_run, keep_shards))
     where = dry_run if dry_run else f"https://huggingface.co/datasets/{repo_id}"
     click.echo(f"{'wrote' if dry_run else 'pushed'} {len(files)} files -> {where}")
@@ -681,14 +678,13 @@ def pull(repo_id: str, out: Path | None, split: str | None, alpha_column, split_
     REPO_ID may also be a local folder holding such a dataset (for example a `datagen push --dry-run` output).
     Rows are streamed to disk; a rerun resumes.
     """
-    from datagen.hub import HubError
     from datagen.hub import pull as pull_dataset
 
     out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
-    with user_errors(ValueError, FileNotFoundError, HubError):
+    with user_errors():
         mapping = dict(item.split("=", 1) for item in split_map if "=" in item)
         if len(mapping) != len(split_map):
-            raise ValueError(f"--split-map takes NAME=SPLIT, got {list(split_map)}")
+            raise InputError(f"--split-map takes NAME=SPLIT, got {list(split_map)}")
         result = pull_dataset(repo_id, out, split, alpha_column, mapping, progress)
     renamed = ", ".join(f"{hub} -> {ours}" for hub, ours in result.splits.items() if hub != ours)
     click.echo(f"matte from column `{result.alpha_column}`" + (f"; splits mapped: {renamed}" if renamed else ""))
@@ -753,9 +749,9 @@ def slices(report: Path, min_n: int, top: int | None, json_path: Path | None, ma
     its data by path).
     """
     from datagen.io import write_json
-    from datagen.slices import SlicesError, format_slices, slice_report
+    from datagen.slices import format_slices, slice_report
 
-    with user_errors(SlicesError):
+    with user_errors():
         result = slice_report(report, min_n)
         if json_path:
             write_json(json_path, result)
@@ -783,6 +779,6 @@ def preview(directory: str, out: str, n: int, split: str | None, seed: int, tile
     """
     from datagen.preview import write_preview
 
-    with user_errors(ValueError):
+    with user_errors():
         rows = write_preview(directory, out, n=n, split=split, seed=seed, tile_px=tile_px)
     click.echo(f"wrote {out} ({rows} samples)")

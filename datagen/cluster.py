@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
+
 LOCAL = "local"  # `--ray` without a value: a Ray instance on this machine, started for the run
 INSTALL = "pip install -e '.[ray]'  (or: pip install 'ray[data]>=2.40')"
 IN_FLIGHT_PER_WORKER = 2  # batches submitted per worker beyond the one it runs: workers never wait for the driver
@@ -71,7 +73,7 @@ def recording(address: str | None) -> Iterator[RayReport | None]:
         _REPORTS.remove(report)
 
 
-class RayUnavailable(ValueError):
+class RayUnavailable(InputError):
     """--ray without Ray installed, or a cluster that cannot run the stage (no GPU)."""
 
 
@@ -105,7 +107,7 @@ def check_shared_paths(address: str | None, paths: dict[str, Any]) -> None:
     for option, value in paths.items():
         for path in value if isinstance(value, (list, tuple)) else [value]:
             if path is not None and not Path(str(path)).is_absolute():
-                raise ValueError(
+                raise InputError(
                     f"{option} {path}: a relative path names a different folder on each Ray node; give an absolute "
                     "path on storage every node mounts at the same place (NFS, Lustre, a bucket mount)"
                 )

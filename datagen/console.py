@@ -44,17 +44,16 @@ def command_line(ctx: click.Context | None = None) -> str:
 
 
 @contextmanager
-def user_errors(*kinds: type[Exception]) -> Iterator[None]:
-    """Exceptions of `kinds` (bad arguments or inputs, whose messages say what to do), an output that cannot be
-    written (OutputError: disk full, read-only) and a busy output (BusyError) become a one-line CLI error with exit
-    status 1; anything else propagates with its traceback. Every command of datagen and ormbg uses it."""
+def user_errors() -> Iterator[None]:
+    """The errors a user can fix (`datagen.errors.UserError`: bad options or inputs, missing weights, a full,
+    read-only or busy output) become a one-line CLI error with exit status 1; anything else (a bug) propagates with
+    its traceback. Every command of datagen and ormbg uses it."""
     try:
         yield
     except Exception as error:
-        from datagen.io import OutputError
-        from datagen.records import BusyError
+        from datagen.errors import UserError
 
-        if isinstance(error, (*kinds, OutputError, BusyError)):
+        if isinstance(error, UserError):
             raise click.ClickException(str(error)) from error
         raise
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from datagen import __version__
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
@@ -79,7 +80,7 @@ def _multilevel(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     try:
         from pymatting import estimate_foreground_ml
     except ImportError as error:
-        raise ValueError(
+        raise InputError(
             "--method ml needs pymatting, a dependency of this project: pip install pymatting; "
             "--method blur-fusion needs nothing"
         ) from error
@@ -93,7 +94,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
     alpha); in between, the old background is taken out.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        raise InputError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     if image.shape[:2] != alpha.shape:
         raise ValueError(f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
     pixels = image.astype(np.float32) / 255
@@ -121,12 +122,12 @@ class ForegroundConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+            raise InputError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
         for split in self.splits:
             if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+                raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
+            raise InputError(f"workers must be at least 1, got {self.workers}")
         check_shard(self.shard)
         check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
@@ -223,7 +224,7 @@ def _estimate_split(
     root = Path(config.root)
     samples = photo_rows(root, split)
     if not samples:
-        raise ValueError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
+        raise InputError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
     check_method(root, split, samples, config)
     index, count = config.shard
     mine = samples[index::count]
@@ -249,7 +250,7 @@ def check_method(root: Path, split: str, samples: list[Sample], config: Foregrou
     """Refuse to label fg/ files of another method as this one's: --overwrite estimates them again."""
     methods = {s.row["foreground_method"] for s in samples if "foreground_method" in s.row} - {config.method}
     if methods and not config.overwrite:
-        raise ValueError(
+        raise InputError(
             f"fg/ of {root}/{split} was estimated with {', '.join(sorted(methods))}, not {config.method}: add "
             f"--overwrite to estimate it again with {config.method}, or pass --method {sorted(methods)[0]}"
         )

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card
+from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
@@ -54,7 +55,7 @@ def parse_bytes(text: str) -> int:
     """'500MB' -> bytes (KB, MB, GB; powers of 1000 as the Hub counts)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", text.upper())
     if not match:
-        raise ValueError(f"size {text!r}: give a number with KB, MB or GB, e.g. 500MB")
+        raise InputError(f"size {text!r}: give a number with KB, MB or GB, e.g. 500MB")
     return int(float(match[1]) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match[2]])
 
 
@@ -82,7 +83,7 @@ def _example(sample: Sample, columns: set[str]) -> dict[str, Any]:
         else:
             example[key] = value
     if extra := set(example) - columns:
-        raise ValueError(
+        raise InputError(
             f"{sample.root}/{sample.split}/metadata.jsonl: row {sample.id!r} has columns {sorted(extra)} that the "
             "split's first row lacks; make the rows uniform (rerun the stage that wrote them) before pushing"
         )
@@ -245,12 +246,12 @@ def open_staging(directory: Path, out: Path, print_: str) -> dict[str, Any]:
     inside the dataset or holding it, are refused, so nothing else is lost."""
     source, target = directory.resolve(), out.resolve()
     if target == source or source in target.parents or target in source.parents:
-        raise ValueError(f"--dry-run {out}: the staging folder must lie outside {directory} and not contain it")
+        raise InputError(f"--dry-run {out}: the staging folder must lie outside {directory} and not contain it")
     if target.exists() and not target.is_dir():
-        raise ValueError(f"--dry-run {out} is a file: name a new or empty folder")
+        raise InputError(f"--dry-run {out} is a file: name a new or empty folder")
     if target.is_dir() and any(target.iterdir()):
         if not (target / STAGING_MARKER).is_file():
-            raise ValueError(
+            raise InputError(
                 f"--dry-run {out} is a folder with other files in it (no {STAGING_MARKER}, so not an earlier "
                 "staging): name a new or empty folder"
             )
@@ -274,7 +275,7 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload
     most `keep` shards are on disk; without, they stay (--dry-run). Each shard done is recorded in out's marker, so a
     rerun after a failure goes on without encoding them again. Returns every file of the dataset repo."""
     if not splits(directory):
-        raise ValueError(f"{directory} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise InputError(f"{directory} has no split with a metadata.jsonl: is it a dataset directory?")
     shards, features = plan_shards(directory, max_shard_bytes)
     record = open_staging(directory, out, fingerprint(directory, repo_id, max_shard_bytes))
     done = set(record["done"])
@@ -328,10 +329,10 @@ class PushConfig:
 
     def __post_init__(self) -> None:
         if self.keep_shards < 1:
-            raise ValueError(f"--keep-shards {self.keep_shards}: at least 1")
+            raise InputError(f"--keep-shards {self.keep_shards}: at least 1")
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A Hub call that failed for a reason the user fixes: no network, no or a wrong token, no such repo."""
 
 
@@ -351,11 +352,11 @@ def check_repo_id(repo_id: str) -> None:
     from huggingface_hub.utils import validate_repo_id
 
     if "/" not in repo_id:
-        raise ValueError(f"repo id {repo_id!r}: expected user/name")
+        raise InputError(f"repo id {repo_id!r}: expected user/name")
     try:
         validate_repo_id(repo_id)
     except ValueError as error:
-        raise ValueError(f"repo id {repo_id!r}: expected user/name ({error})") from None
+        raise InputError(f"repo id {repo_id!r}: expected user/name ({error})") from None
 
 
 def push(config: PushConfig) -> list[str]:
@@ -440,13 +441,13 @@ def matte_column(features: dict[str, Any], wanted: str | None, source: str) -> s
     images = [column for column, feature in features.items() if isinstance(feature, datasets.Image)]
     if wanted:
         if wanted not in images:
-            raise ValueError(f"{source}: --alpha-column {wanted!r} is not an image column (image columns: {images})")
+            raise InputError(f"{source}: --alpha-column {wanted!r} is not an image column (image columns: {images})")
         return wanted
     for column in HUB_MATTE_COLUMNS:
         if column in images:
             return column
     if "image" not in images:
-        raise ValueError(f"{source}: no `image` column and no matte column (found {sorted(features)})")
+        raise InputError(f"{source}: no `image` column and no matte column (found {sorted(features)})")
     return "image"
 
 
@@ -478,13 +479,16 @@ def pull(
     import datasets
 
     if splits(repo_id):
-        raise ValueError(
+        raise InputError(
             f"{repo_id} is a dataset directory already (it has <split>/metadata.jsonl): use it as it is; pull reads a "
             "Hub dataset (user/name) or a folder of its Parquet files (such as a `datagen push --dry-run` output)"
         )
     try:
         loaded = datasets.load_dataset(repo_id, split=split, streaming=True)
     except Exception as error:
+        if isinstance(error, FileNotFoundError) and not is_hub_failure(error):  # a local path without data files
+            raise MissingInputError(f"pull of {repo_id}: {error} Name a Hub dataset (user/name) or a folder of its "
+                                    "Parquet files") from error  # fmt: skip
         if not is_hub_failure(error):
             raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -505,7 +509,7 @@ def pull(
             features = part.features or {}
             column = matte_column(features, alpha_column, repo_id)
             if result.alpha_column and result.alpha_column != column:
-                raise ValueError(f"{repo_id}: the splits keep their mattes in different columns; pass --alpha-column")
+                raise InputError(f"{repo_id}: the splits keep their mattes in different columns; pass --alpha-column")
             result.alpha_column = column
             undecoded = {
                 c: datasets.Image(decode=False) if isinstance(f, datasets.Image) else f for c, f in features.items()
@@ -569,7 +573,7 @@ def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
     """Refuse a dataset whose only image column has no alpha channel: its 'matte' would be 255 everywhere."""
     first = next(iter(part), None)
     if first and first.get("image") and not _has_alpha_channel(first["image"]["bytes"]):
-        raise ValueError(
+        raise InputError(
             f"{repo_id} ({name}): no matte column ({', '.join(HUB_MATTE_COLUMNS)}) and its images have no alpha "
             "channel; name the matte's column with --alpha-column"
         )

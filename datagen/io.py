@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datagen.errors import InputError, UserError
+
 # PIL's own bomb guard stays on: it warns above MAX_IMAGE_PIXELS and raises above twice that. We turn the
 # warning into our error too, so that a 100-megapixel "image" is refused with a clear message either way.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -36,7 +38,7 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name in SYSTEM_FILES
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """A file that is not a readable image, or one we refuse (decompression bomb). Carries the path."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -314,7 +316,7 @@ def encode_png(array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-class OutputError(OSError):
+class OutputError(UserError, OSError):
     """An output that cannot be written (disk full, read-only, no permission): one line with the path and cause.
 
     Built as OutputError(errno, message) so that it pickles across worker processes like any OSError.
@@ -449,5 +451,9 @@ def write_run_json(
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value; a file that is not JSON is an InputError naming it (never a bare decoder message)."""
     with open(path, encoding="utf-8") as file:
-        return json.load(file)
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not valid JSON ({error}); rewrite it or remove it") from None

@@ -21,6 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from torch import nn
 
+from datagen.errors import InputError
 from datagen.weights import MissingModelError, merge_offset
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ class Generator:
     ) -> torch.Tensor:
         """SDXL's latents of a batch (the patched UNet, classifier-free guidance)."""
         if height % 64 or width % 64:
-            raise ValueError(f"size {width}x{height}: LayerDiffuse needs width and height that are multiples of 64")
+            raise InputError(f"size {width}x{height}: LayerDiffuse needs width and height that are multiples of 64")
         return self.pipeline(
             prompt=prompts,
             negative_prompt=negative_prompts,

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from datagen.errors import InputError
 from datagen.io import pid_alive
 
 PRELOAD = ["numpy", "cv2", "PIL.Image"]
@@ -66,14 +67,14 @@ def _checked_device(device: str):
     try:
         chosen = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this machine has no CUDA device (or torch was built without CUDA); "
+        raise InputError(f"--device {device}: this machine has no CUDA device (or torch was built without CUDA); "
                          "use --device cpu, or auto")  # fmt: skip
     if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 ...)")
+        raise InputError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 ...)")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu, or auto")
+        raise InputError(f"--device {device}: MPS is not available here; use --device cpu, or auto")
     return chosen
 
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from datagen.alpha import over
+from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_foreground, read_image, read_pair, write_atomic
 from datagen.records import Sample, iter_samples, splits
 
@@ -78,10 +79,10 @@ def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int
     """n complete samples of `split` (default: the first split present), drawn without replacement by seed."""
     split = split or next(iter(splits(root)), None)
     if split is None:
-        raise ValueError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise InputError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
     ids = sorted(sample.id for sample in iter_samples(root, split))  # ids, not rows: a million of them fit
     if not ids:
-        raise ValueError(f"{root}/{split} has no complete sample")
+        raise InputError(f"{root}/{split} has no complete sample")
     order = sorted(np.random.default_rng(seed).permutation(len(ids))[:n])
     chosen = {ids[i] for i in order}
     found = {sample.id: sample for sample in iter_samples(root, split) if sample.id in chosen}
@@ -127,7 +128,7 @@ def write_preview(
 ) -> int:
     """Write a contact sheet PNG of n samples of `root` to `out`; returns the number of rows drawn."""
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise InputError(f"n must be at least 1, got {n}")
     samples = choose_samples(root, n, split, seed)
     write_atomic(Path(out), encode_png(make_contact_sheet(samples, tile_px)))
     return len(samples)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from datagen.errors import InputError
+
 PERSON_ATTRIBUTES: dict[str, list[str]] = {
     "age": ["a child", "a teenager", "a young adult", "an adult", "a middle-aged", "an elderly"],
     "gender": ["woman", "man", "person"],
@@ -138,14 +140,17 @@ def load_prompts(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not line.strip() or line.startswith("#"):
             continue
         if Path(path).suffix == ".jsonl":
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{number}: not a JSON line ({error})") from None
             if "prompt" not in row:
-                raise ValueError(f"{path}:{number}: a JSON line needs a 'prompt'")
+                raise InputError(f"{path}:{number}: a JSON line needs a 'prompt'")
             prompts.append(
                 {"prompt": row["prompt"], "negative_prompt": row.get("negative_prompt", ""), "attributes": {}}
             )
         else:
             prompts.append({"prompt": line.strip(), "negative_prompt": "", "attributes": {}})
     if not prompts:
-        raise ValueError(f"{path}: no prompts in it")
+        raise InputError(f"{path}: no prompts in it")
     return prompts

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import (
     encode_jpeg,
     encode_png,
@@ -78,7 +79,7 @@ class StageResult:
     ray: dict[str, Any] | None = None  # a --ray run's RayReport (datagen.cluster): batches, worker processes, nodes
 
 
-class MetadataError(ValueError):
+class MetadataError(InputError):
     """A metadata.jsonl line that is not a JSON object; names the file and line."""
 
 
@@ -92,7 +93,7 @@ def sanitize_id(name: str) -> str:
     """
     cleaned = _UNSAFE.sub("_", name).lstrip("._-")
     if not cleaned:
-        raise ValueError(f"cannot make an id from {name!r}: no letters or digits")
+        raise InputError(f"cannot make an id from {name!r}: no letters or digits")
     return cleaned
 
 
@@ -134,9 +135,9 @@ def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
     """A valid (I, K) shard; refuses --overwrite with several shards (they would delete each other's work)."""
     index, count = shard
     if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= I < K")
+        raise InputError(f"shard {index}/{count}: need 0 <= I < K")
     if overwrite and count > 1:
-        raise ValueError(
+        raise InputError(
             "--overwrite with --shard would let shards delete each other's work: clear the output once "
             "(an unsharded --overwrite run, or rm -r) and start the shards"
         )
@@ -164,24 +165,24 @@ def parse_spec(text: str, option: str, weighted: bool = False) -> tuple[str, str
     path, *rest = text[len(scheme) :].split(":")
     path = scheme + path if path else ""
     if not path or len(rest) > (2 if weighted else 1):
-        raise ValueError(f"{option} {text!r}: expected DIR[:SPLIT{'[:WEIGHT]' if weighted else ''}]")
+        raise InputError(f"{option} {text!r}: expected DIR[:SPLIT{'[:WEIGHT]' if weighted else ''}]")
     split = rest[0] or None if rest else None
     if split is not None and split not in SPLITS:
-        raise ValueError(f"{option} {text!r}: split {split!r} is not one of {', '.join(SPLITS)}")
+        raise InputError(f"{option} {text!r}: split {split!r} is not one of {', '.join(SPLITS)}")
     weight = 1.0
     if len(rest) > 1:
         try:
             weight = float(rest[1])
         except ValueError:
-            raise ValueError(f"{option} {text!r}: weight {rest[1]!r} is not a number") from None
+            raise InputError(f"{option} {text!r}: weight {rest[1]!r} is not a number") from None
         if not weight > 0 or weight == float("inf"):
-            raise ValueError(f"{option} {text!r}: weight {weight} must be a number above 0")
+            raise InputError(f"{option} {text!r}: weight {weight} must be a number above 0")
     return path, split, weight
 
 
 def check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     return split
 
 
@@ -370,7 +371,7 @@ def resume_run(
         yield ResumeState.read(root)
 
 
-class BusyError(RuntimeError):
+class BusyError(UserError, RuntimeError):
     """Another run holds the lock of a dataset directory (or of the same shard of it)."""
 
 
@@ -583,7 +584,7 @@ def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> lis
     """The splits a stage works on: those requested, else every split present; an error when there is none."""
     chosen = list(requested) or splits(root)
     if not chosen:
-        raise FileNotFoundError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise MissingInputError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
     return chosen
 
 

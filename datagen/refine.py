@@ -35,6 +35,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
 from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
@@ -232,11 +233,11 @@ class RefineConfig:
     def __post_init__(self) -> None:
         for split in self.splits:
             if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+                raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         if self.band_px is not None and self.band_px < 1:
-            raise ValueError(f"band_px must be at least 1, got {self.band_px}")
+            raise InputError(f"band_px must be at least 1, got {self.band_px}")
         if not 0 < self.band_fraction < 0.5 or self.batch_size < 1 or self.max_side_px < 64:
-            raise ValueError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
+            raise InputError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
         check_shard(self.shard, self.overwrite)
         check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
@@ -415,7 +416,7 @@ def check_model(samples: list[Sample], config: RefineConfig) -> None:
     others.pop(config.model, None)
     if others:
         model, count = others.most_common(1)[0]
-        raise ValueError(
+        raise InputError(
             f"{count} rows of {samples[0].root / samples[0].split} were refined with {model}, not {config.model}: "
             "add --overwrite to refine them again with this model (each from its original in mask/), or pass "
             f"--model {model}"
@@ -467,6 +468,6 @@ def parse_where(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ..
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--where {item!r}: expected FIELD=VALUE, for example source=dis5k")
+            raise InputError(f"--where {item!r}: expected FIELD=VALUE, for example source=dis5k")
         pairs.append((key, value))
     return tuple(pairs)

@@ -33,6 +33,7 @@ from datagen import __version__
 from datagen.alpha import over
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.errors import InputError
 from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
 from datagen.parallel import launcher, pick_device, torch_dtype
 from datagen.records import (
@@ -285,15 +286,15 @@ class RelightConfig:
 
     def __post_init__(self) -> None:
         if self.model not in WEIGHT_FILES:
-            raise ValueError(f"model must be fc or fbc, got {self.model!r}")
+            raise InputError(f"model must be fc or fbc, got {self.model!r}")
         if self.steps < 1 or self.max_attempts < 1 or not 0 < self.highres_denoise <= 1:
-            raise ValueError("steps and max_attempts must be >= 1, highres_denoise in (0, 1]")
+            raise InputError("steps and max_attempts must be >= 1, highres_denoise in (0, 1]")
         if self.size_px < 64 or self.size_px % 64:
-            raise ValueError(f"--size {self.size_px}: the first pass's long side must be a multiple of 64, 64 or more")
+            raise InputError(f"--size {self.size_px}: the first pass's long side must be a multiple of 64, 64 or more")
         if not 1 <= self.highres_scale <= 4:
-            raise ValueError(f"--highres-scale {self.highres_scale}: use 1 (no second pass) up to 4")
+            raise InputError(f"--highres-scale {self.highres_scale}: use 1 (no second pass) up to 4")
         if self.prompts is not None and not read_prompts(self.prompts):
-            raise ValueError(f"--prompts {self.prompts}: no lighting description in it (one per line)")
+            raise InputError(f"--prompts {self.prompts}: no lighting description in it (one per line)")
         if self.shard is None:
             rank, world, _ = launcher()
             object.__setattr__(self, "shard", (rank, world))
@@ -306,7 +307,7 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
     try:
         return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as error:
-        raise ValueError(f"--prompts {path}: cannot read it ({error.strerror})") from None
+        raise InputError(f"--prompts {path}: cannot read it ({error.strerror})") from None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
 from datagen.records import iter_rows, parse_spec, splits
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ SCALE_BINS = ((0.4, "small (< 0.4 of the frame)"), (0.8, "medium (0.4-0.8)"), (1
 SHIFT_BINS = ((0.1, "mild (< 0.1)"), (0.25, "medium (0.1-0.25)"))
 
 
-class SlicesError(ValueError):
+class SlicesError(InputError):
     """An evaluation report that cannot be sliced (not a report, no per-sample measures, data gone)."""
 
 

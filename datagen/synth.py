@@ -25,6 +25,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.errors import InputError
 from datagen.io import write_run_json
 from datagen.parallel import launcher, pick_device, torch_dtype
 from datagen.procedural import draw_background, draw_person
@@ -85,23 +86,23 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in ("person", "background"):
-            raise ValueError(f"kind must be person or background, got {self.kind!r}")
+            raise InputError(f"kind must be person or background, got {self.kind!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         width, height = self.size
         if self.backend == "procedural" and min(width, height) < 16:
-            raise ValueError(f"size {width}x{height}: the procedural backend draws people at 16x16 px or more")
+            raise InputError(f"size {width}x{height}: the procedural backend draws people at 16x16 px or more")
         if self.backend != "procedural" and (width % 64 or height % 64 or width < 64 or height < 64):
-            raise ValueError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
+            raise InputError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
         if self.n < 1 or self.batch_size < 1 or self.steps < 1 or self.max_attempts < 1:
-            raise ValueError("n, batch_size, steps and max_attempts must be at least 1")
+            raise InputError("n, batch_size, steps and max_attempts must be at least 1")
         if self.shard is None:
             rank, world, _ = launcher()
             object.__setattr__(self, "shard", (rank, world))
         check_shard(self.shard, self.overwrite)
         check_shared_paths(self.ray, {"--out": self.out, "--prompts": self.prompts})
         if self.focus is not None and (self.prompts is not None or self.kind != "person"):
-            raise ValueError("--focus leans the drawn person attributes: it needs --kind person and no --prompts")
+            raise InputError("--focus leans the drawn person attributes: it needs --kind person and no --prompts")
 
 
 def quality_scores(alpha: np.ndarray) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from datagen.errors import InputError, UserError
 
-class MissingModelError(FileNotFoundError):
+
+class MissingModelError(UserError, FileNotFoundError):
     """Weights (a model folder, a Hub checkpoint, an offset file) that are neither local nor in the Hugging Face
     cache; the message names what is missing and the command that fetches it (`hf download ...`) or the option that
     takes a local copy. Every model loader raises this one; the CLI prints it as one line."""
@@ -28,16 +30,16 @@ def merge_offset(unet: Any, offset: dict[str, Any], every_key: bool = False, exp
     missing = sorted(set(state) - set(offset)) if every_key else []
     extra = sorted(set(offset) - set(state))
     if missing or extra:
-        raise ValueError(
+        raise InputError(
             f"{what} does not fit the UNet: {len(missing)} keys missing (first {missing[:2]}), {len(extra)} keys "
             f"not in the UNet (first {extra[:2]}): the wrong base model or the wrong file?"
         )
     wrong = [key for key, value in offset.items() if value.shape != state[key].shape]
     if wrong:
-        raise ValueError(f"{what}: {len(wrong)} tensors differ in shape from the UNet's, first {wrong[0]}: "
+        raise InputError(f"{what}: {len(wrong)} tensors differ in shape from the UNet's, first {wrong[0]}: "
                          f"{tuple(offset[wrong[0]].shape)} vs {tuple(state[wrong[0]].shape)}")  # fmt: skip
     if expected is not None and len(offset) != expected:
-        raise ValueError(f"{what} has {len(offset)} tensors, the published file has {expected}: the wrong file?")
+        raise InputError(f"{what} has {len(offset)} tensors, the published file has {expected}: the wrong file?")
     merged = dict(state)
     for key, value in offset.items():
         merged[key] = state[key] + value.to(state[key].device, state[key].dtype)

@@ -28,7 +28,8 @@ import numpy as np
 from datagen import __version__
 from datagen.alpha import over
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
-from datagen.io import encode_png, read_image, write_atomic
+from datagen.errors import InputError
+from datagen.io import encode_png, read_image, read_json, write_atomic
 from datagen.preview import sample_tiles, tile_sheet
 from datagen.records import Sample, iter_samples, parse_spec, read_rows, rejected_ids, set_rejected, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
@@ -50,7 +51,7 @@ class Models:
         from ormbg.infer import Predictor
 
         if name not in self.checkpoints:
-            raise ValueError(f"unknown model {name!r}: one of {', '.join(self.checkpoints)}")
+            raise InputError(f"unknown model {name!r}: one of {', '.join(self.checkpoints)}")
         if name not in self.loaded:
             path = self.checkpoints[name]
             onnx = path.suffix == ".onnx"
@@ -83,7 +84,7 @@ def remove_background(
     from ormbg.infer import DEFAULT_FOREGROUND, cutout_colors
 
     if not image_path:
-        raise ValueError("no image: upload or paste one")
+        raise InputError("no image: upload or paste one")
     image = read_image(image_path)  # upright: EXIF orientation applied
     started = time.perf_counter()
     (alpha,) = models.predictor(model)([image])
@@ -115,7 +116,7 @@ def remove_background(
 def remove_batch(models: Models, paths: list[str], model: str) -> str:
     """A zip of the RGBA cut-outs (PNG, same names) of several image files."""
     if not paths:
-        raise ValueError("no files: upload one or more images")
+        raise InputError("no files: upload one or more images")
     folder = Path(tempfile.mkdtemp(prefix="ormbg-app-batch-"))
     archive = folder / "cutouts.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -133,7 +134,7 @@ def dataset_root(spec: str) -> tuple[Path, list[str]]:
     root = Path(path)
     present = splits(root)
     if not present:
-        raise ValueError(f"{root} is not a dataset directory")
+        raise InputError(f"{root} is not a dataset directory")
     return root, [split] if split else present
 
 
@@ -141,7 +142,7 @@ def eval_errors(report_path: str | None, root: Path, split: str) -> dict[str, fl
     """{id: MAE} of an `ormbg.evaluate --json` report's worst samples of this dataset, where it has them."""
     if not report_path:
         return {}
-    report = json.loads(Path(report_path).read_text())
+    report = read_json(report_path)
     scores = report.get("datasets", {}).get(f"{root}:{split}", {})
     return {entry["id"]: entry["mae"] for entry in scores.get("per_sample", [])}
 
@@ -151,7 +152,7 @@ def matching(row: dict[str, Any], text: str) -> bool:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep:
-            raise ValueError(f"filter {part!r}: use FIELD=VALUE, for example source=p3m")
+            raise InputError(f"filter {part!r}: use FIELD=VALUE, for example source=p3m")
         if str(row.get(key.strip())) != value.strip():
             return False
     return True
@@ -191,7 +192,7 @@ def sample_details(spec: str, split: str, sample_id: str) -> tuple[str, str]:
     root, _ = dataset_root(spec)
     row = next((row for row in read_rows(root, split) if row["id"] == sample_id), None)
     if row is None:
-        raise ValueError(f"{root}:{split} has no sample {sample_id!r}")
+        raise InputError(f"{root}:{split} has no sample {sample_id!r}")
     tile = Path(tempfile.mkdtemp(prefix="ormbg-review-")) / f"{sample_id}.png"
     write_atomic(tile, encode_png(tile_sheet([(sample_id, sample_tiles(Sample(root, split, row)))], 384)))
     rejected = rejected_ids(root)
@@ -218,7 +219,7 @@ def build_app(models: Models | None, data: list[str], report: str | None = None)
     try:
         import gradio as gr
     except ImportError as error:
-        raise ValueError("the app needs Gradio: pip install -e .[app]") from error
+        raise InputError("the app needs Gradio: pip install -e .[app]") from error
 
     with gr.Blocks(title="ormbg") as app:
         gr.Markdown("# ormbg: background removal and dataset review")
@@ -339,9 +340,9 @@ def _review_tab(gr, data: list[str], report: str | None) -> None:
 @click.option("--port", type=int, default=7860, show_default=True)
 def main(checkpoints, onnx, data, report, size, refine, refine_model, host, port) -> None:
     """Remove backgrounds in a browser and review datasets (a Gradio app; `pip install -e .[app]`)."""
-    with user_errors(ValueError, FileNotFoundError):
+    with user_errors():
         if not (checkpoints or onnx or data):
-            raise ValueError("give --checkpoint/--onnx (remove backgrounds), --data (review a dataset), or both")
+            raise InputError("give --checkpoint/--onnx (remove backgrounds), --data (review a dataset), or both")
         paths = [*checkpoints, *onnx]
         models = Models({p.name: p for p in paths}, size, refine_model if refine else None) if paths else None
         app = build_app(models, list(data), report)

@@ -26,6 +26,7 @@ from datagen.compose.config import PRESETS, load_augment
 from datagen.compose.pools import PoolItem, list_pool
 from datagen.compose.render import EmptyComposite
 from datagen.compose.run import MAX_DRAWS, BadItem, Drawn, Pools, Renderer, draw
+from datagen.errors import InputError, MissingInputError
 
 FIXED_VALIDATION = (
     "online composites are drawn anew every time, so they cannot select checkpoints: write a fixed validation set "
@@ -50,13 +51,13 @@ class ComposeSource:
         object.__setattr__(self, "fg", tuple(map(str, self.fg)))
         object.__setattr__(self, "bg", tuple(map(str, self.bg)))
         if not self.fg or not self.bg:
-            raise ValueError("a compose source needs at least one fg=DIR[:SPLIT] and one bg=DIR[:SPLIT]")
+            raise InputError("a compose source needs at least one fg=DIR[:SPLIT] and one bg=DIR[:SPLIT]")
         if self.preset not in PRESETS:
-            raise ValueError(f"compose preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+            raise InputError(f"compose preset {self.preset!r}: use one of {', '.join(PRESETS)}")
         if self.config is not None and not Path(self.config).is_file():
-            raise FileNotFoundError(f"compose config {self.config} does not exist")
+            raise MissingInputError(f"compose config {self.config} does not exist")
         if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight <= 0:
-            raise ValueError(f"compose weight {self.weight!r} must be a number above 0")
+            raise InputError(f"compose weight {self.weight!r} must be a number above 0")
 
     @property
     def name(self) -> str:
@@ -69,7 +70,7 @@ class ComposeSource:
         for part in filter(None, text.split(",")):
             key, sep, value = part.partition("=")
             if not sep or key not in ("fg", "bg", "occluders", "weight", "preset", "config"):
-                raise ValueError(
+                raise InputError(
                     f"{option} {text!r}: {part!r} is not KEY=VALUE with KEY fg, bg, occluders, weight, preset or config"
                 )
             if key in ("fg", "bg"):
@@ -78,13 +79,13 @@ class ComposeSource:
                 try:
                     values[key] = float(value)
                 except ValueError:
-                    raise ValueError(f"{option} {text!r}: weight {value!r} is not a number") from None
+                    raise InputError(f"{option} {text!r}: weight {value!r} is not a number") from None
             else:
                 values[key] = value
         try:
             return cls(**values)
         except (ValueError, FileNotFoundError) as error:
-            raise ValueError(f"{option} {text!r}: {error}") from None
+            raise InputError(f"{option} {text!r}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe YAML form: {"compose": {fg, bg, occluders, preset, config}, "weight": W}."""
@@ -97,7 +98,7 @@ class ComposeSource:
         """From the recipe YAML form (see to_dict); unknown keys name `where`."""
         inner, known = item.get("compose"), {"fg", "bg", "occluders", "preset", "config"}
         if set(item) - {"compose", "weight"} or not isinstance(inner, dict) or set(inner) - known:
-            raise ValueError(
+            raise InputError(
                 f"{where}: compose entry {item!r}: use {{compose: {{fg: [...], bg: [...], occluders, preset, "
                 "config}, weight: W}"
             )
@@ -108,7 +109,7 @@ class ComposeSource:
                 {"weight": item["weight"]} if "weight" in item else {}
             ))  # fmt: skip
         except (ValueError, FileNotFoundError) as error:
-            raise ValueError(f"{where}: compose entry: {error}") from None
+            raise InputError(f"{where}: compose entry: {error}") from None
 
 
 class OnlineComposites:
@@ -148,7 +149,7 @@ class OnlineComposites:
             except (EmptyComposite, EmptyAlphaError):
                 continue
             return image, alpha, json.dumps({**drawn.params, "draw": attempt}, sort_keys=True), unusable
-        raise ValueError(f"{self.source.name}: no usable composite in {MAX_DRAWS} draws; check its pools")
+        raise InputError(f"{self.source.name}: no usable composite in {MAX_DRAWS} draws; check its pools")
 
     def render_params(self, params: dict[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Render recorded parameters (a `datagen compose` row's `params`, ids and all) with this source's pools."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from datagen.errors import InputError, MissingInputError
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates over the network
 
 import json  # noqa: E402
@@ -54,9 +56,9 @@ class Source:
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
-            raise ValueError(f"{self.path}: split {self.split!r} is not one of {', '.join(SPLITS)}")
+            raise InputError(f"{self.path}: split {self.split!r} is not one of {', '.join(SPLITS)}")
         if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight <= 0:
-            raise ValueError(f"{self.path}: weight {self.weight!r} must be a number above 0")
+            raise InputError(f"{self.path}: weight {self.weight!r} must be a number above 0")
 
     @property
     def name(self) -> str:
@@ -82,7 +84,7 @@ class Recipe:
     def load(cls, path: str | os.PathLike) -> Recipe:
         """A recipe YAML (`train:` and `validation:` lists of {path, split, weight})."""
         if not Path(path).is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no recipe at {path}: run from the repository root (where datasets/recipes/ is), or give the "
                 "training data with --data DIR[:SPLIT[:WEIGHT]] (and --val DIR[:SPLIT]) or --recipe FILE"
             )
@@ -95,26 +97,26 @@ class Recipe:
         unknown keys and bad values are errors that name `where` and the key."""
         if not isinstance(data, dict) or set(data) - set(RECIPE_KEYS):
             unknown = sorted(set(data) - set(RECIPE_KEYS)) if isinstance(data, dict) else data
-            raise ValueError(f"{where}: unknown recipe keys {unknown}; a recipe has {' and '.join(RECIPE_KEYS)}")
+            raise InputError(f"{where}: unknown recipe keys {unknown}; a recipe has {' and '.join(RECIPE_KEYS)}")
 
         def sources(key: str) -> tuple[Source, ...]:
             items = data.get(key) or []
             if not isinstance(items, list):
-                raise ValueError(f"{where}: `{key}` must be a list of {{path, split, weight}}")
+                raise InputError(f"{where}: `{key}` must be a list of {{path, split, weight}}")
             result = []
             for item in items:
                 if isinstance(item, dict) and "compose" in item:
                     if key == "validation":
-                        raise ValueError(f"{where}: `validation` has a compose entry: {FIXED_VALIDATION}")
+                        raise InputError(f"{where}: `validation` has a compose entry: {FIXED_VALIDATION}")
                     result.append(ComposeSource.from_dict(item, where))
                     continue
                 if not isinstance(item, dict) or "path" not in item or set(item) - set(SOURCE_KEYS):
                     unknown = sorted(set(item) - set(SOURCE_KEYS)) if isinstance(item, dict) else item
-                    raise ValueError(f"{where}: `{key}` entry {item!r}: unknown keys {unknown} (use {SOURCE_KEYS})")
+                    raise InputError(f"{where}: `{key}` entry {item!r}: unknown keys {unknown} (use {SOURCE_KEYS})")
                 try:
                     result.append(Source(**item))
                 except ValueError as error:
-                    raise ValueError(f"{where}: `{key}`: {error}") from None
+                    raise InputError(f"{where}: `{key}`: {error}") from None
             return tuple(result)
 
         return cls(sources("train"), sources("validation"))
@@ -126,7 +128,7 @@ class Recipe:
         benchmarks: named, never assumed). A compose source in --val is refused."""
         for text in val:
             if "fg=" in text or "bg=" in text:
-                raise ValueError(f"--val {text!r}: {FIXED_VALIDATION}")
+                raise InputError(f"--val {text!r}: {FIXED_VALIDATION}")
         train = [Source.parse(text, "train", "--data") for text in data]
         train += [ComposeSource.parse(text) for text in compose]
         return cls(tuple(train), tuple(Source.parse(text, "validation", "--val") for text in val))
@@ -176,7 +178,7 @@ def list_samples(source: Source, option: str = "--data") -> SamplePairs:
     """The photo samples of a source (image and alpha on disk); a clear error naming `option` when it is missing."""
     if not Path(source.path).is_dir():
         make = HOW_TO_MAKE.get(Path(source.path).name, "datagen compose or datagen import")
-        raise FileNotFoundError(f"{option} {source.path} does not exist: make it with `{make}`")
+        raise MissingInputError(f"{option} {source.path} does not exist: make it with `{make}`")
     folder = f"{Path(source.path)}{os.sep}{source.split}{os.sep}"  # strings, not Paths: a million rows
     pairs = [
         (folder + s.row["file_name"], folder + s.row["alpha_file_name"])
@@ -186,7 +188,7 @@ def list_samples(source: Source, option: str = "--data") -> SamplePairs:
     if rejected := rejected_ids(source.path):
         log.info("%s: %d samples rejected in rejected.jsonl are left out", source.path, len(rejected))
     if not pairs:
-        raise FileNotFoundError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
+        raise MissingInputError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
     return SamplePairs(pairs)
 
 
@@ -281,7 +283,7 @@ class TrainSet(Dataset):
             except ImageReadError as error:
                 unreadable.append([error.path, error.reason])
         else:
-            raise ValueError(
+            raise InputError(
                 f"{MAX_SUBSTITUTES} unreadable samples in a row, last {unreadable[-1][0]}: run datagen inspect"
             )
         return self._augment(image, np.multiply(alpha_u8, 1 / 255, dtype=np.float32), seed, unreadable, what)
@@ -318,7 +320,7 @@ class BadSamples:
             with open(self.path, "a", encoding="utf-8") as file:
                 file.write(json.dumps({"path": path, "reason": reason}) + "\n")
         if len(self.seen) > self.limit:
-            raise ValueError(
+            raise InputError(
                 f"{len(self.seen)} unreadable samples, more than --max-bad-samples {self.limit} (listed in "
                 f"{self.path or 'the log'}): check the data with `datagen inspect DIR`"
             )

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
+from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, parse_spec, splits
@@ -69,17 +70,17 @@ def resolve_split(spec: str) -> tuple[Path, str]:
     root = Path(path)
     present = splits(root)
     if not present:
-        raise FileNotFoundError(f"{root} is not a dataset directory (no <split>/metadata.jsonl)")
+        raise MissingInputError(f"{root} is not a dataset directory (no <split>/metadata.jsonl)")
     if split:
         if split not in present:
-            raise ValueError(f"{root} has no split {split!r} (it has {', '.join(present)})")
+            raise InputError(f"{root} has no split {split!r} (it has {', '.join(present)})")
         return root, split
     for candidate in ("test", "validation"):
         if candidate in present:
             return root, candidate
     if len(present) == 1:
         return root, present[0]
-    raise ValueError(f"{root} has splits {', '.join(present)}: say which, as {root}:SPLIT")
+    raise InputError(f"{root} has splits {', '.join(present)}: say which, as {root}:SPLIT")
 
 
 class ScoredSet(Dataset):
@@ -91,7 +92,7 @@ class ScoredSet(Dataset):
             (s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id
         )
         if not self.samples:
-            raise ValueError(f"{root}/{split} has no image + alpha samples")
+            raise InputError(f"{root}/{split} has no image + alpha samples")
         self.size_px, self.predictions, self.images = size_px, predictions, images  # images: the second stage's input
 
     def __len__(self) -> int:
@@ -149,13 +150,13 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.checkpoint, self.onnx, self.predictions)) != 1:
-            raise ValueError("give exactly one of --checkpoint, --onnx and --predictions")
+            raise InputError("give exactly one of --checkpoint, --onnx and --predictions")
         if not self.data:
-            raise ValueError("give at least one --data DIR[:SPLIT]")
+            raise InputError("give at least one --data DIR[:SPLIT]")
         if self.predictions is not None and not Path(self.predictions).is_dir():
-            raise FileNotFoundError(f"--predictions {self.predictions} is not a folder")
+            raise MissingInputError(f"--predictions {self.predictions} is not a folder")
         if self.refine not in (None, "vitmatte") or (self.refine and self.predictions is not None):
-            raise ValueError("--refine vitmatte refines a model's mattes: give --checkpoint or --onnx with it")
+            raise InputError("--refine vitmatte refines a model's mattes: give --checkpoint or --onnx with it")
 
     def protocol(self) -> str:
         source = (
@@ -286,7 +287,7 @@ def evaluate_dataset(
         collect(keep=in_flight)  # bounded: each holds a matte and its truth
     collect(keep=0)
     if missing and len(missing) == len(dataset):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{config.predictions} holds none of the {len(dataset)} mattes <id>.png of {root}:{split}"
         )
     if missing:
@@ -392,7 +393,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 def main(data, json_path, markdown, worst_dir, **options) -> None:
     """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories."""
     worst_dir = worst_dir or (json_path.parent if json_path else Path("."))
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors():
         report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))
     table = markdown_table(report)
     with user_errors():

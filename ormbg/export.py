@@ -25,6 +25,7 @@ from torch import nn
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
+from datagen.errors import InputError, MissingInputError
 from datagen.io import output_error
 from ormbg.model import ORMBG, load_model
 
@@ -59,16 +60,16 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if not Path(self.checkpoint).is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{self.checkpoint} does not exist: the published weights are `ormbg.pth` in the Hub repo "
                 "schirrmacher/ormbg (hf download schirrmacher/ormbg ormbg.pth)"
             )
         if self.target.suffix != ".onnx":
-            raise ValueError(f"the output {self.target} must end in .onnx")
+            raise InputError(f"the output {self.target} must end in .onnx")
         if self.target.exists() and self.target.resolve() == Path(self.checkpoint).resolve():
-            raise ValueError(f"the output {self.target} is the checkpoint itself: choose another -o")
+            raise InputError(f"the output {self.target} is the checkpoint itself: choose another -o")
         if self.size < 32:
-            raise ValueError("size must be at least 32")
+            raise InputError("size must be at least 32")
 
 
 @dataclass
@@ -110,7 +111,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     """Write the ONNX graph atomically next to (never over) the weights, then check it against PyTorch."""
     model = load_model(config.checkpoint)
     if config.fp16 and not torch.cuda.is_available():
-        raise ValueError("--fp16 export needs a CUDA GPU (to run half precision and to check parity)")
+        raise InputError("--fp16 export needs a CUDA GPU (to run half precision and to check parity)")
     wrapped = AlphaModel(model.eval(), half=config.fp16).eval()
     device = "cuda" if config.fp16 else "cpu"
     wrapped = wrapped.to(device)
@@ -165,7 +166,7 @@ def run_export(config: ExportConfig) -> ExportResult:
 @click.option("--tolerance", type=float, default=None, help="Largest allowed difference [1e-3; fp16 2e-2].")
 def main(**options) -> None:
     """Export ORMBG weights to ONNX and check the export against PyTorch."""
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors():
         result = run_export(ExportConfig(**options))
     shapes = ", ".join("x".join(map(str, s)) for s in result.checked_shapes) or "none"
     click.echo(f"wrote {result.path}; largest |onnx - torch| {result.max_difference:.2e} on inputs {shapes}")

@@ -28,6 +28,7 @@ import torch
 from datagen import __version__
 from datagen.alpha import over
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
+from datagen.errors import InputError, MissingInputError
 from datagen.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -119,7 +120,7 @@ def _onnx_session(path: str | os.PathLike):
     import onnxruntime
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} does not exist: make it with `python -m ormbg.export --checkpoint ...`")
+        raise MissingInputError(f"{path} does not exist: make it with `python -m ormbg.export --checkpoint ...`")
     providers = [
         p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
     ]
@@ -131,7 +132,7 @@ def parse_color(text: str) -> tuple[int, int, int]:
     named = {"white": "ffffff", "black": "000000", "green": "00ff00", "grey": "808080", "gray": "808080"}
     value = named.get(text.lower(), text.lstrip("#"))
     if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
-        raise ValueError(f"colour {text!r}: give #rrggbb or one of {sorted(named)}")
+        raise InputError(f"colour {text!r}: give #rrggbb or one of {sorted(named)}")
     return tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
 
 
@@ -149,10 +150,10 @@ def list_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         elif item.is_file():
             found.append((item, Path(item.stem)))
         else:
-            raise FileNotFoundError(f"{item} is neither an image file nor a folder")
+            raise MissingInputError(f"{item} is neither an image file nor a folder")
     if not found:
         shown = ", ".join(map(str, inputs))
-        raise FileNotFoundError(f"no images in {shown} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise MissingInputError(f"no images in {shown} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
 
 
@@ -173,7 +174,7 @@ def plan_outputs(inputs: list[str | os.PathLike], out: Path, mode: str) -> list[
     seen: dict[Path, Path] = {}
     for source, target in items:
         if target in seen:
-            raise ValueError(f"{seen[target]} and {source} would both write {target}: give them from different folders")
+            raise InputError(f"{seen[target]} and {source} would both write {target}: give them from different folders")
         seen[target] = source
     return items
 
@@ -182,9 +183,9 @@ def check_output_name(path: Path, mode: str) -> Path:
     """An output file named by the user: JPEG for a composite named .jpg/.jpeg, else PNG; a matte or cut-out (which
     JPEG cannot hold losslessly, or with its alpha) named .jpg is refused rather than written as PNG bytes."""
     if path.is_dir():
-        raise ValueError(f"-o {path} is a folder: name the output file (cutout.png), or give -o - for stdout")
+        raise InputError(f"-o {path} is a folder: name the output file (cutout.png), or give -o - for stdout")
     if path.suffix.lower() in (".jpg", ".jpeg") and mode != "composite":
-        raise ValueError(f"-o {path}: --mode {mode} writes PNG (lossless, with its alpha); name the file .png")
+        raise InputError(f"-o {path}: --mode {mode} writes PNG (lossless, with its alpha); name the file .png")
     return path
 
 
@@ -239,13 +240,13 @@ class InferConfig:
 
     def __post_init__(self) -> None:
         if self.refine not in (None, "vitmatte"):
-            raise ValueError(f"refine must be vitmatte, got {self.refine!r}")
+            raise InputError(f"refine must be vitmatte, got {self.refine!r}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.foreground not in FOREGROUNDS:
-            raise ValueError(f"--foreground {self.foreground}: use one of {', '.join(FOREGROUNDS)}")
+            raise InputError(f"--foreground {self.foreground}: use one of {', '.join(FOREGROUNDS)}")
         if self.size < 32 or self.batch_size < 1:
-            raise ValueError("size must be >= 32 and batch_size >= 1")
+            raise InputError("size must be >= 32 and batch_size >= 1")
         parse_color(self.color)
 
 
@@ -364,9 +365,9 @@ def main(inputs, **options) -> None:
     cat a.jpg | python -m ormbg.infer - -o - --checkpoint ormbg.pth > cut.png   # stdin to stdout
     """
     if "-" in inputs or str(options["out"]) == "-":
-        with user_errors(FileNotFoundError, ValueError):
+        with user_errors():
             if inputs != ("-",) and len(inputs) != 1:
-                raise ValueError("`-` takes exactly one image (stdin in, or one file to stdout)")
+                raise InputError("`-` takes exactly one image (stdin in, or one file to stdout)")
             config = InferConfig(inputs=tuple(inputs), **{**options, "out": Path("-")})
             target = (
                 Path("stdout.png") if str(options["out"]) == "-" else check_output_name(options["out"], config.mode)
@@ -380,7 +381,7 @@ def main(inputs, **options) -> None:
             with user_errors():
                 write_atomic(options["out"], output)
         return
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors():
         result = run_infer(InferConfig(inputs=tuple(inputs), **options))
     click.echo(
         f"wrote {result.written}, kept {result.kept} existing, skipped {result.skipped} unreadable"

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datagen.errors import InputError, MissingInputError
+
 
 class REBNCONV(nn.Module):
     """3x3 convolution (dilated), batch norm, ReLU. Attribute names are the published ones."""
@@ -102,7 +104,7 @@ class ORMBG(nn.Module):
     def __init__(self, width_divisor: int = 1, in_channels: int = 3, out_channels: int = 1):
         super().__init__()
         if width_divisor < 1 or 16 % width_divisor:
-            raise ValueError(f"width_divisor must divide 16 (1, 2, 4, 8 or 16), got {width_divisor}")
+            raise InputError(f"width_divisor must divide 16 (1, 2, 4, 8 or 16), got {width_divisor}")
         self.width_divisor = width_divisor
 
         def width(channels: int) -> int:
@@ -129,7 +131,7 @@ class ORMBG(nn.Module):
         return [upsample_like(getattr(self, f"side{i}")(feature), x) for i, feature in enumerate(features, start=1)]
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """A weights or checkpoint file that cannot be used: names the file and says what it should be."""
 
 
@@ -141,7 +143,7 @@ def read_checkpoint(path: str | Path) -> dict:
     pickle cannot run code) or a .safetensors file. Raises WeightsError naming the file when it is unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {PUBLISHED}")
+        raise MissingInputError(f"{path} does not exist: {PUBLISHED}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
 from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, splits
 
@@ -200,7 +201,7 @@ def _list_files(path: str, split: str) -> tuple[list[str], list[str]]:
     if path.startswith(HUB_SCHEME):
         repo = path[len(HUB_SCHEME) :].strip("/")
         if repo.count("/") != 1:
-            raise ValueError(f"{path}: expected hf://user/name")
+            raise InputError(f"{path}: expected hf://user/name")
         try:
             found = hub_filesystem().glob(f"datasets/{repo}/**/*.parquet")
         except Exception as error:
@@ -234,7 +235,7 @@ def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", d
 
     files, found = _list_files(path, split)
     if not files:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{option} {path}:{split}: no Parquet files of split {split!r} (splits found: {', '.join(found) or 'none'})"
         )
     hub = path.startswith(HUB_SCHEME)
@@ -267,25 +268,25 @@ def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", d
             if hub and is_hub_failure(error):
                 raise _hub_failure(path, error) from error
             message = f"{option} {path}: {PurePosixPath(name).name} is not a readable Parquet file ({error})"
-            raise ValueError(message) from error
+            raise InputError(message) from error
         schema = schema or parquet.schema_arrow
         metadata = parquet.metadata
         groups += [(index, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
     images = _image_columns(schema)
     if "image" not in images:
-        raise ValueError(
+        raise InputError(
             f"{option} {path}: no `image` column of images (columns: {', '.join(schema.names)}); training reads the "
             "image + alpha columns that `datagen push` writes"
         )
     matte = next((name for name in HUB_MATTE_COLUMNS if name in images), None)
     if matte is None:
-        raise ValueError(
+        raise InputError(
             f"{option} {path}: no matte column ({', '.join(HUB_MATTE_COLUMNS)}) among its image columns "
             f"({', '.join(images)})"
         )
     groups = np.asarray([g for g in groups if g[2] > 0], np.int64).reshape(-1, 3)
     if not len(groups):
-        raise FileNotFoundError(f"{option} {path}:{split}: its Parquet files hold no rows")
+        raise MissingInputError(f"{option} {path}:{split}: its Parquet files hold no rows")
     log.info(
         "%s:%s: %d rows in %d row groups of %d files (matte: %s)",
         path,

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
-from datagen.hub import HubError
+from datagen.errors import InputError, MissingInputError
 from datagen.io import write_atomic
 from datagen.parallel import pick_device
 from datagen.records import ResumeState, write_sample_files
@@ -102,13 +102,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+            raise InputError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.log_with not in (None, "tensorboard", "wandb"):
-            raise ValueError(f"log_with must be tensorboard or wandb, got {self.log_with!r}")
+            raise InputError(f"log_with must be tensorboard or wandb, got {self.log_with!r}")
         if min(self.size, self.batch_size, self.grad_accum, self.max_steps, self.val_every, self.log_every) < 1:
-            raise ValueError("size, batch_size, grad_accum, max_steps, val_every and log_every must be >= 1")
+            raise InputError("size, batch_size, grad_accum, max_steps, val_every and log_every must be >= 1")
         if self.batch_size < 2:
-            raise ValueError(
+            raise InputError(
                 f"--batch-size {self.batch_size}: ORMBG's batch norm needs at least 2 images per process and step "
                 "(use --grad-accum to step on more images than fit at once)"
             )
@@ -177,7 +177,7 @@ class Trainer:
         )
         self.recipe = config.recipe or Recipe.load(DEFAULT_RECIPE)
         if not self.recipe.train:
-            raise ValueError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
+            raise InputError("the recipe has no training source: give --data DIR[:SPLIT[:WEIGHT]] or --recipe")
         self.train_sources = [
             OnlineComposites(source, config.seed, config.compose_cache_mb)
             if isinstance(source, ComposeSource)
@@ -282,7 +282,7 @@ class Trainer:
         would disagree); metrics.jsonl is cut back to its step."""
         path = self.result.out / "last.pt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"--resume: {path} does not exist: the run stopped before its first checkpoint; start it again "
                 "with --overwrite"
             )
@@ -373,11 +373,11 @@ class Trainer:
         config, out = self.config, self.result.out
         if not config.resume and not config.overwrite and any((out / name).exists() for name in RUN_FILES):
             if not (out / "last.pt").is_file():
-                raise ValueError(
+                raise InputError(
                     f"run folder {out} holds a run that stopped before its first checkpoint (no last.pt to resume "
                     "from): start it again with --overwrite, or give a new --out"
                 )
-            raise ValueError(f"run folder {out} has a run; pass --resume or a new --out (or --overwrite)")
+            raise InputError(f"run folder {out} has a run; pass --resume or a new --out (or --overwrite)")
         out.mkdir(parents=True, exist_ok=True)
         if not config.resume:
             for name in RUN_FILES:
@@ -479,7 +479,7 @@ def check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
     differ = sorted(key for key in given if key not in RESUME_MAY_CHANGE and saved.get(key) != given[key])
     if differ:
         changes = "; ".join(f"{key}: run {saved.get(key)!r}, now {given[key]!r}" for key in differ)
-        raise ValueError(
+        raise InputError(
             f"--resume from {path} with other options ({changes}): resume with the run's own options (leave them "
             "out: --resume reads config.yaml), or start a new run in another --out"
         )
@@ -510,15 +510,15 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     fields and bad values are errors naming the file and the key."""
     values = yaml.safe_load(Path(config_file).read_text()) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{config_file}: expected a mapping of TrainConfig fields")
+        raise InputError(f"{config_file}: expected a mapping of TrainConfig fields")
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise ValueError(f"{config_file}: unknown fields {sorted(unknown)}")
+        raise InputError(f"{config_file}: unknown fields {sorted(unknown)}")
     if values.get("losses") is not None:
         known = {f.name for f in dataclasses.fields(LossWeights)}
         if not isinstance(values["losses"], dict) or set(values["losses"]) - known:
             wrong = sorted(set(values["losses"]) - known) if isinstance(values["losses"], dict) else values["losses"]
-            raise ValueError(f"{config_file}: `losses` has unknown keys {wrong} (use {sorted(known)})")
+            raise InputError(f"{config_file}: `losses` has unknown keys {wrong} (use {sorted(known)})")
         values["losses"] = LossWeights(**values["losses"])
     if values.get("recipe") is not None:
         values["recipe"] = Recipe.from_dict(values["recipe"], str(config_file))
@@ -643,7 +643,7 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
     Writes last.pt / best.pt (model, optimizer, scheduler, step, config, RNG states), the weights as .safetensors,
     metrics.jsonl, curves.png and config.yaml into the run folder.
     """
-    with user_errors(FileNotFoundError, ValueError, HubError):
+    with user_errors():
         saved = Path(options["out"] or "") / "config.yaml"
         if not config_file and options["resume"] and options["out"] and saved.is_file():
             config_file = saved  # --resume continues with the run's own options

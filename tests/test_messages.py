@@ -111,3 +111,30 @@ def test_write_sample_keeps_json_of_rows(tmp_path):
     assert json.loads((tmp_path / "train/metadata.jsonl").read_text()) == row
     assert row["refine_trimap_file_name"] == "refine_trimap/x.png"
     assert (tmp_path / "train/refine_trimap/x.png").is_file()
+
+
+def test_user_errors_are_one_line_and_a_bug_keeps_its_traceback(tmp_path):
+    import click
+
+    from datagen.console import user_errors
+    from datagen.errors import InputError
+    from datagen.io import read_json
+
+    @click.command()
+    @click.argument("kind")
+    def command(kind):
+        with user_errors():
+            if kind == "user":
+                raise InputError("--size 0: give a side of 16 px or more")
+            if kind == "json":
+                (tmp_path / "run.json").write_text("{not json")
+                read_json(tmp_path / "run.json")
+            raise ValueError("an internal invariant broke")  # a bug: not the user's to fix
+
+    runner = CliRunner()
+    user = runner.invoke(command, ["user"])
+    assert user.exit_code == 1 and user.output == "Error: --size 0: give a side of 16 px or more\n"
+    corrupt = runner.invoke(command, ["json"])
+    assert corrupt.exit_code == 1 and f"{tmp_path / 'run.json'}: not valid JSON" in corrupt.output
+    bug = runner.invoke(command, ["bug"])
+    assert isinstance(bug.exception, ValueError) and "Error:" not in bug.output  # propagates, traceback and all

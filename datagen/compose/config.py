@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from datagen.cluster import check_shared_paths
+from datagen.errors import InputError
 from datagen.records import check_shard
 
 Range = tuple[float, float]
@@ -73,9 +74,9 @@ class AugmentConfig:
             value = getattr(self, item.name)
             if item.name.endswith("_p"):
                 if not 0.0 <= value <= 1.0:
-                    raise ValueError(f"augmentation {item.name}={value}: a probability must be in [0, 1]")
+                    raise InputError(f"augmentation {item.name}={value}: a probability must be in [0, 1]")
             elif not (isinstance(value, tuple) and len(value) == 2 and value[0] <= value[1]):
-                raise ValueError(f"augmentation {item.name}={value!r}: give [low, high] with low <= high")
+                raise InputError(f"augmentation {item.name}={value!r}: give [low, high] with low <= high")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], base: AugmentConfig | None = None) -> AugmentConfig:
@@ -83,7 +84,7 @@ class AugmentConfig:
         names = {item.name for item in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown augmentation keys {unknown}; known: {sorted(names)}")
+            raise InputError(f"unknown augmentation keys {unknown}; known: {sorted(names)}")
         fixed = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
         return dataclasses.replace(base or cls(), **fixed)
 
@@ -146,13 +147,13 @@ PRESETS: dict[str, AugmentConfig] = {
 def load_augment(preset: str, path: str | os.PathLike | None = None) -> AugmentConfig:
     """The preset, with the fields of a YAML file (a mapping of AugmentConfig fields) replacing its values."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     if path is None:
         return PRESETS[preset]
     with open(path, encoding="utf-8") as file:
         values = yaml.safe_load(file) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of augmentation fields, got {type(values).__name__}")
+        raise InputError(f"{path}: expected a mapping of augmentation fields, got {type(values).__name__}")
     return AugmentConfig.from_dict(values, PRESETS[preset])
 
 
@@ -181,24 +182,24 @@ class ComposeConfig:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS and not (self.preset == "custom" and self.augment is not None):
-            raise ValueError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+            raise InputError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
         # one source of truth: the ranges rendered are the ranges recorded (a row never says "strong" for others)
         if self.augment is None:
             object.__setattr__(self, "augment", PRESETS[self.preset])
         elif self.augment != PRESETS.get(self.preset):
             object.__setattr__(self, "preset", "custom")
         if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+            raise InputError(f"n must be at least 1, got {self.n}")
         width, height = self.size
         if width < 16 or height < 16:
-            raise ValueError(f"size {width}x{height} is too small: at least 16x16")
+            raise InputError(f"size {width}x{height} is too small: at least 16x16")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         check_shard(self.shard, self.overwrite)
         check_shared_paths(self.ray, {"--out": self.out, "--fg": self.foregrounds, "--bg": self.backgrounds,
                                       "--occluders": self.occluders})  # fmt: skip
         if self.workers < 1 or min(self.cache_foreground_mb, self.cache_background_mb) < 0:
-            raise ValueError("workers must be >= 1 and cache sizes >= 0")
+            raise InputError("workers must be >= 1 and cache sizes >= 0")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -206,9 +207,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         parts = [int(part) for part in text.lower().split("x")]
     except ValueError:
-        raise ValueError(f"size {text!r}: give a side (1024) or WxH (768x1024)") from None
+        raise InputError(f"size {text!r}: give a side (1024) or WxH (768x1024)") from None
     if len(parts) == 1:
         return parts[0], parts[0]
     if len(parts) == 2:
         return parts[0], parts[1]
-    raise ValueError(f"size {text!r}: give a side (1024) or WxH (768x1024)")
+    raise InputError(f"size {text!r}: give a side (1024) or WxH (768x1024)")

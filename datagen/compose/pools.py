@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from datagen.alpha import crop_to_alpha
+from datagen.errors import InputError
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image, readable_path
 from datagen.records import iter_samples, parse_spec, rejected_ids, splits
 
@@ -29,7 +30,7 @@ class PoolItem:
     license: str = "unknown"
 
 
-class PoolError(ValueError):
+class PoolError(InputError):
     """A pool that is missing or empty: says where and how to make one."""
 
 

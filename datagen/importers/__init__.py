@@ -21,6 +21,7 @@ from tqdm import tqdm
 from datagen import __version__
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.errors import InputError
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError, Pair
@@ -65,17 +66,17 @@ class ImportConfig:
         check_shard(self.shard, self.overwrite)
         check_shared_paths(self.ray, {"--out": self.out})
         if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
+            raise InputError(f"workers must be at least 1, got {self.workers}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+            raise InputError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.foreground is not None and self.foreground not in ("blur-fusion", "ml"):
-            raise ValueError(f"foreground method {self.foreground!r}: use blur-fusion or ml")
+            raise InputError(f"foreground method {self.foreground!r}: use blur-fusion or ml")
         if bool(self.images) != bool(self.alphas):
-            raise ValueError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
+            raise InputError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _convert(jobs: list[PairJob], workers: int, ray: str | None = None) -> Itera
 def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | None = None) -> ImportResult:
     """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
     if kind not in IMPORTERS:
-        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
+        raise InputError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
     started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out)
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])

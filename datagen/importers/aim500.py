@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
 from datagen.importers.layout import Discovery, LayoutError, pair_by_stem, unwrap
+from datagen.io import read_json
 from datagen.records import Skip
 
 KIND = "aim500"
@@ -35,10 +37,9 @@ def _fields(value: Any) -> dict[str, str]:
 
 def read_categories(path: Path) -> dict[str, dict[str, str]]:
     """{stem: {"type": .., "category": ..}} from aim_category_type.json (keys with or without extension)."""
-    with open(path, encoding="utf-8") as file:
-        data = json.load(file)
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object mapping image names to type and category")
+        raise InputError(f"{path}: expected a JSON object mapping image names to type and category")
     return {Path(str(name)).stem: _fields(value) for name, value in data.items()}
 
 

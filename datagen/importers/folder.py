@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datagen.errors import InputError
 from datagen.importers.layout import (
     Discovery,
     LayoutError,
@@ -29,7 +30,7 @@ def discover(src: Path, config) -> Discovery:
         raise LayoutError(KIND, src, ["a folder of images"])
     if config.images or config.alphas:
         if not (config.images and config.alphas):
-            raise ValueError("folder import: give both --images and --alphas, or neither (RGBA cut-outs)")
+            raise InputError("folder import: give both --images and --alphas, or neither (RGBA cut-outs)")
         skipped: list[Skip] = []
         images = index_by_stem(src.glob(config.images), src, skipped)
         alphas = index_by_stem(src.glob(config.alphas), src, skipped)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import InputError
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
 from datagen.records import Skip
 
@@ -36,7 +37,7 @@ class Discovery:
         self.skipped += other.skipped
 
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """SRC is not a copy of the named data set: says which folders were expected and which were found."""
 
     def __init__(self, kind: str, src: Path, expected: list[str]):
