@@ -135,6 +135,8 @@ def ray_map(
     does). `per_batch`: `function` takes the whole batch and returns a list of results, one per item (GPU stages
     batch their model calls). `actors` (implied by `gpus`): long-lived workers, one per GPU (`gpus` each) or per CPU.
     """
+    if not items:
+        return  # nothing to do (a resumed run that is complete): no Ray instance is started for it
     ray = connect(address)
     resources = ray.cluster_resources()
     held = [ray.put((setup, setup_args))]  # inside a list: Ray passes the reference, not the value, to each task

@@ -155,6 +155,7 @@ class SynthResult(StageResult):
     count: int = 0
     rejected: Counter = field(default_factory=Counter)
     failed: int = 0  # samples that failed every attempt
+    focus: dict[str, Any] | None = None  # --focus: the file, the weights and their digest
 
 
 Render = Callable[[list[Job]], list[np.ndarray]]  # jobs -> HxWx4 (person) or HxWx3 (background) uint8
@@ -311,7 +312,9 @@ def _plan(config: SynthConfig, state: ResumeState) -> tuple[list[Job], SynthResu
     mine = range(index, config.n, count)
     todo = [i for i in mine if not state.is_done("train", seeded_id(_prefix(config), config.seed, i))]
     pending = [Job(i, 0, _prompt(config, i, fixed, focus)) for i in todo]
-    return pending, SynthResult(config.out, existing=len(mine) - len(pending))
+    result = SynthResult(config.out, existing=len(mine) - len(pending))
+    result.focus = asdict(focus) | {"digest": focus.digest} if focus else None  # for run.json
+    return pending, result
 
 
 def _prefix(config: SynthConfig) -> str:
@@ -441,7 +444,7 @@ def _write_records(config: SynthConfig, command: str, result: SynthResult) -> No
             "resumed_existing": result.existing,
             "rejections_by_reason": dict(result.rejected),
             "failed_every_attempt": result.failed,
-            "focus": asdict(focus) | {"digest": focus.digest} if (focus := Focus.read(config)) else None,
+            "focus": result.focus,
             "ray": result.ray,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(result.seconds, 2),
