@@ -16,6 +16,7 @@ from datagen.console import (
     CONTEXT_SETTINGS,
     RecordedGroup,
     command_line,
+    focus_option,
     logging_options,
     parse_shard,
     ray_option,
@@ -108,13 +109,7 @@ def cli() -> None:
     callback=lambda c, p, v: parse_shard(c, p, v) if v else None,
     help="I/K: make indices with index % K == I  [default: from accelerate's RANK/WORLD_SIZE, else 0/1].",
 )
-@click.option(
-    "--focus",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A slices file (`datagen slices EVAL.json --json SLICES.json`): draw each person attribute value in "
-    "proportion to its error ratio, clipped to [0.5, 4] (docs/focus.md).",
-)
+@focus_option("draw each person attribute value in proportion to its error ratio")
 @ray_option
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with images/s.")
@@ -303,12 +298,9 @@ def import_cmd(kind: str, src: str, out: str | None, **options) -> None:
     show_default=True,
     help="Share held out as split validation; one foreground or background never lands in both splits.",
 )
-@click.option(
-    "--focus",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A slices file (`datagen slices EVAL.json --json SLICES.json`): each sample keeps one of 8 parameter draws "
-    "in proportion to the error ratios of its families, person and attributes, clipped to [0.5, 4] (docs/focus.md).",
+@focus_option(
+    "each sample keeps one of 8 parameter draws in proportion to the error ratios of its families, person and "
+    "attributes"
 )
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Render processes.")
 @ray_option

@@ -106,3 +106,17 @@ def ray_option(command: Callable) -> Callable:
     from datagen.cluster import HELP, LOCAL
 
     return click.option("--ray", is_flag=False, flag_value=LOCAL, default=None, metavar="[ADDRESS]", help=HELP)(command)
+
+
+def focus_option(how: str) -> Callable:
+    """Decorator: `--focus SLICES.json` (a `datagen slices --json` file) on synth and compose; `how` says how the
+    stage leans on it."""
+    from pathlib import Path
+
+    return click.option(
+        "--focus",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=f"A slices file (`datagen slices EVAL.json --json SLICES.json`): {how}, clipped to [0.5, 4] "
+        "(docs/focus.md).",
+    )

@@ -120,7 +120,9 @@ class ForegroundIndex:
             for name, root, split in self._pools():
                 for split_name in [split] if split else splits(root):
                     for row in iter_rows(root, split_name):
-                        self.rows[f"{name}:{row['id']}"] = row
+                        # only what the families read: a pool's rows travel to every compose worker with --focus
+                        kept = {key: row[key] for key in ("source", "attributes") if key in row}
+                        self.rows[f"{name}:{row['id']}"] = kept
             if self.missing:
                 log.warning("foreground pools not found (their attributes are left out): %s", ", ".join(self.missing))
         return self.rows.get(foreground_id)

@@ -8,6 +8,7 @@ batch is generated (constant memory at any n); a rerun generates only the missin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -273,8 +274,8 @@ class Focus:
     file: str
     weights: dict[str, list[float]]
 
-    @property
-    def digest(self) -> str:
+    @functools.cached_property
+    def digest(self) -> str:  # once: every planned sample's prompt carries it
         return hashlib.sha1(json.dumps(self.weights, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
