@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import MISSING, field
 from typing import Any
 
 import click
@@ -23,10 +24,180 @@ class RecordedCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-class RecordedGroup(click.Group):
-    """A group whose commands are RecordedCommands."""
+class ConfigCommand(RecordedCommand):
+    """A command whose options are made from the fields of a stage's config dataclass (`config="module:Class"`),
+    each with its default and help text written once, in the dataclass (`option`). The class is imported the first
+    time the command's parameters are needed (parsing or --help of that command), so `datagen --help` stays
+    instant. Parameters declared on the function (arguments, options that are not config fields) come first; every
+    command gets -v/-q."""
 
-    command_class = RecordedCommand
+    def __init__(self, *args: Any, config: str | None = None, **kwargs: Any):
+        self._config, self._generated = config, True
+        super().__init__(*args, **kwargs)
+        logging_options()(self)
+        self._generated = config is None
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        if not self._generated:
+            self._generated = True
+            self._params[len(self._params) - 2 : len(self._params) - 2] = config_options(
+                load_config_class(self._config or ""), {param.name for param in self._params}
+            )
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params = value
+
+
+class RecordedGroup(click.Group):
+    """A group whose commands are ConfigCommands (RecordedCommands without `config=`)."""
+
+    command_class = ConfigCommand
+
+
+def load_config_class(spec: str) -> type:
+    """ "datagen.synth:SynthConfig" -> the class."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **click_options: Any) -> Any:
+    """A config dataclass field that is also a command-line option of the stage's command (ConfigCommand): the
+    default lives here, once. `click_options` are click.Option keywords (`type`, `multiple`, `metavar`, ...) plus
+    `flags` (the option's names; default `--field-name`) and `cli_default` (the option's default where the field's
+    is built from it); the field's name decides the shared ones (`_shared`)."""
+    metadata = {"help": help, "click": click_options}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+DATA_ROOT = "datasets"  # where stages write by default: datasets/<stage or source>
+SPLITS = ("train", "validation", "test")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+class SizeType(click.ParamType):
+    """WxH or a side (a square): '768x1024' -> (768, 1024) as (width, height)."""
+
+    name = "WxH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = [int(part) for part in str(value).lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            self.fail(f"{value!r}: give a side (1024) or WxH (768x1024)", param, ctx)
+        return (parts[0], parts[-1])
+
+
+SIZE = SizeType()
+
+
+def _shared() -> dict[str, dict[str, Any]]:
+    """The options with one meaning on every command that has them, by config field name; a field's own help is
+    put before the shared text (or replaces it where the shared one is empty)."""
+    from pathlib import Path
+
+    from datagen.cluster import HELP as RAY_HELP
+
+    return {
+        "out": {"flags": ("-o", "--out"), "type": click.Path(file_okay=False, path_type=Path), "help": ""},
+        "n": {"flags": ("-n", "--n"), "type": click.IntRange(min=1), "help": ""},
+        "workers": {"flags": ("-w", "--workers"), "type": click.IntRange(min=1), "help": "Worker processes."},
+        "batch_size": {"flags": ("-b", "--batch-size"), "type": click.IntRange(min=1), "help": ""},
+        "seed": {"type": int, "help": "Sample i draws from (seed, i)."},
+        "shard": {
+            "type": str,
+            "metavar": "I/K",
+            "help": "I/K: only the items with index % K == I (shards can share one output directory)  [default: "
+            "from the launcher's RANK/WORLD_SIZE (accelerate launch, torchrun), else 0/1].",
+        },
+        "device": {"help": "auto, cpu, cuda, cuda:N or mps (auto: this process's GPU under a launcher, else the CPU)."},
+        "dtype": {"type": click.Choice(DTYPES), "help": "auto: fp16 on a GPU, fp32 on the CPU."},
+        "splits": {
+            "flags": ("--split",),
+            "multiple": True,
+            "type": click.Choice(SPLITS),
+            "help": "Only this split (repeatable)  [default: every split].",
+        },  # fmt: skip
+        "overwrite": {"help": "Start over instead of resuming."},
+        "offline": {"help": "Use only the local Hugging Face cache or local files."},
+        "progress": {"flags": ("--progress/--no-progress",), "help": "Show a progress bar on stderr."},
+        "ray": {
+            "flags": ("--ray",),
+            "is_flag": False,
+            "flag_value": "local",
+            "metavar": "[ADDRESS]",
+            "help": RAY_HELP,
+        },  # fmt: skip
+        "focus": {
+            "type": click.Path(exists=True, dir_okay=False, path_type=Path),
+            "help": "(a `datagen slices EVAL.json --json SLICES.json` file), clipped to [0.5, 4] (docs/focus.md).",
+        },
+    }
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, multiple) of a field's annotation: bool, int, float, str, Path, tuples of them, `X | None`."""
+    import types
+    import typing
+    from pathlib import Path
+
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        if len(args) == 1 or set(args) == {str, Path}:
+            return _click_type(args[0])
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _click_type(args[0])[0], True
+    if annotation is Path:
+        return click.Path(path_type=Path), False
+    if annotation in (int, float, str, bool):
+        return annotation, False
+    raise TypeError(f"no command-line type for {annotation!r}: give type= in the field's option()")
+
+
+def config_options(config_class: type, declared: set[str | None]) -> list[click.Option]:
+    """click Options for every `option()` field of `config_class` that the command does not declare itself."""
+    import dataclasses
+    import typing
+
+    hints, shared, options = typing.get_type_hints(config_class), _shared(), []
+    for item in dataclasses.fields(config_class):
+        if "click" not in item.metadata or item.name in declared:
+            continue
+        kwargs = {**shared.get(item.name, {}), **item.metadata["click"]}
+        own, common = item.metadata["help"], shared.get(item.name, {}).get("help", "")
+        kwargs["help"] = " ".join(filter(None, [own, common])) if item.name == "focus" else own or common
+        flags = kwargs.pop("flags", ("--" + item.name.replace("_", "-"),))
+        if "cli_default" in kwargs:  # a field whose value the option's only builds (e.g. thresholds from a number)
+            kwargs["default"] = kwargs.pop("cli_default")
+        elif item.default is not MISSING:
+            kwargs["default"] = item.default
+        else:
+            kwargs["required"] = True
+        if "type" not in kwargs and "is_flag" not in kwargs:
+            kind, multiple = _click_type(hints[item.name])
+            if kind is bool:
+                kwargs.setdefault("is_flag", True)
+            else:
+                kwargs["type"] = kind
+                kwargs["multiple"] = kwargs.get("multiple", multiple)
+        default = kwargs.get("default")
+        if kwargs.get("type") is SIZE and isinstance(default, tuple):
+            kwargs["default"] = "x".join(map(str, default))
+        if kwargs.get("multiple") and default:
+            kwargs["show_default"] = ", ".join(map(str, default))
+        kwargs.setdefault("show_default", default is not None and not isinstance(default, bool) and default != ())
+        options.append(click.Option([*flags, item.name], **kwargs))
+    return options
 
 
 def command_line(ctx: click.Context | None = None) -> str:
@@ -56,17 +227,6 @@ def user_errors() -> Iterator[None]:
         if isinstance(error, UserError):
             raise click.ClickException(str(error)) from error
         raise
-
-
-def parse_shard(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    """'I/K' -> (I, K) with 0 <= I < K."""
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not I/K, for example 0/4") from None
-    if not 0 <= index < count:
-        raise click.BadParameter(f"{value!r}: need 0 <= I < K")
-    return index, count
 
 
 LEVELS = [logging.WARNING, logging.INFO, logging.DEBUG]
@@ -99,24 +259,3 @@ def logging_options(base: int = logging.WARNING) -> Callable:
         )
 
     return decorate
-
-
-def ray_option(command: Callable) -> Callable:
-    """Decorator: `--ray [ADDRESS]` (a local Ray instance without a value), the same on every per-sample stage."""
-    from datagen.cluster import HELP, LOCAL
-
-    return click.option("--ray", is_flag=False, flag_value=LOCAL, default=None, metavar="[ADDRESS]", help=HELP)(command)
-
-
-def focus_option(how: str) -> Callable:
-    """Decorator: `--focus SLICES.json` (a `datagen slices --json` file) on synth and compose; `how` says how the
-    stage leans on it."""
-    from pathlib import Path
-
-    return click.option(
-        "--focus",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        default=None,
-        help=f"A slices file (`datagen slices EVAL.json --json SLICES.json`): {how}, clipped to [0.5, 4] "
-        "(docs/focus.md).",
-    )

@@ -20,31 +20,31 @@ measures the methods.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.console import option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic, write_run_json
 from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
+    InPlaceResult,
     Sample,
     Skip,
-    StageResult,
-    check_shard,
     chosen_splits,
     read_rows,
     rejected_ids,
+    resolve_shard,
     resume_run,
     update_rows,
     write_skipped,
@@ -112,13 +112,18 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
 @dataclass(frozen=True)
 class ForegroundConfig:
     root: Path  # the dataset directory whose photo rows get fg/
-    splits: tuple[str, ...] = ()  # empty: every split present
-    method: str = DEFAULT_METHOD
-    workers: int = 1
-    shard: tuple[int, int] = (0, 1)
-    overwrite: bool = False  # estimate every fg/ file again (e.g. with another method), replacing files and row keys
-    ray: str | None = None  # estimate on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
-    progress: bool = True
+    splits: tuple[str, ...] = option(())  # empty: every split present
+    method: str = option(
+        DEFAULT_METHOD,
+        "ml: pymatting's multi-level estimator (the most accurate); blur-fusion: Forte & Pitie's approximation "
+        "(OpenCV, faster, less accurate). Both measured in docs/benchmarks.md.",
+        type=click.Choice(METHODS),
+    )
+    workers: int = option(1)
+    shard: tuple[int, int] | None = option(None)
+    overwrite: bool = option(False, "Estimate every fg/ file again (this or another --method).")
+    ray: str | None = option(None)  # estimate on Ray (datagen.cluster): its address, or "local"; None: here
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,16 +133,14 @@ class ForegroundConfig:
                 raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
-        check_shard(self.shard)
+        object.__setattr__(self, "shard", resolve_shard(self.shard))
         check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
 
 @dataclass
-class ForegroundResult(StageResult):
-    """`new`: fg/ files written now; `existing`: photo rows whose fg/ file was already there."""
-
-    rows_updated: dict[str, int] = field(default_factory=dict)  # split -> rows given foreground_file_name
-    waiting: dict[str, int] = field(default_factory=dict)  # split -> photo rows still without fg/ (other shards)
+class ForegroundResult(InPlaceResult):
+    """`new`: fg/ files written now; `existing`: photo rows whose fg/ file was already there; `rows_updated`: rows
+    given foreground_file_name; `waiting`: photo rows still without fg/."""
 
 
 @dataclass(frozen=True)
@@ -200,19 +203,7 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
         result.ray = report.to_record() if report else None
         result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
         result.seconds = time.time() - started
-        record = {
-            "command": command,
-            "tool": f"datagen {__version__}",
-            "config": json.loads(json.dumps(asdict(config), default=str)),
-            "new_foregrounds": result.new,
-            "already_there": result.existing,
-            "rows_updated": result.rows_updated,
-            "waiting": result.waiting,
-            "failures_by_reason": result.skipped,
-            "ray": result.ray,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(result.seconds, 2),
-        }
+        record = result.to_record(command, config)
         write_run_json(root, record, config.shard, "foreground.json")  # beside run.json: what edited the rows
     return result
 

@@ -24,9 +24,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card
+from datagen.console import option
 from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
@@ -321,11 +323,19 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload
 class PushConfig:
     directory: Path
     repo_id: str
-    private: bool = False
-    token: str | None = None  # else HF_TOKEN or the huggingface_hub login
-    max_shard_size: str = "500MB"
-    dry_run: Path | None = None  # write what would be uploaded here and upload nothing
-    keep_shards: int = 3  # shards on local disk at most while uploading
+    private: bool = option(False, "Create the Hub repo as private.")
+    token: str | None = option(None, "Hub token  [default: HF_TOKEN, else the huggingface_hub login].")
+    max_shard_size: str = option("500MB", "Parquet shard size (KB, MB, GB).")
+    dry_run: Path | None = option(
+        None,
+        "Write exactly what would be uploaded into this folder and upload nothing (a rerun resumes it).",
+        type=click.Path(file_okay=False, path_type=Path),
+    )
+    keep_shards: int = option(
+        3,
+        "Shards written before they are uploaded (in one commit) and removed: the local disk a push needs.",
+        type=click.IntRange(min=1),
+    )
 
     def __post_init__(self) -> None:
         if self.keep_shards < 1:
@@ -426,6 +436,20 @@ class PullResult(StageResult):
     splits: dict[str, str] = field(default_factory=dict)  # the Hub's split -> ours
     alpha_column: str = ""  # the column the matte came from ("image" for an RGBA image column)
 
+    def summary_lines(self) -> list[str]:
+        renamed = ", ".join(f"{hub} -> {ours}" for hub, ours in self.splits.items() if hub != ours)
+        return [f"matte from column `{self.alpha_column}`" + (f"; splits mapped: {renamed}" if renamed else "")]
+
+
+def parse_split_map(split_map: dict[str, str] | list[str] | tuple[str, ...]) -> dict[str, str]:
+    """{hub split: ours}, from a dict or NAME=SPLIT strings (pull's --split-map)."""
+    if isinstance(split_map, dict):
+        return split_map
+    mapping = dict(item.split("=", 1) for item in split_map if "=" in item)
+    if len(mapping) != len(split_map):
+        raise InputError(f"--split-map takes NAME=SPLIT, got {list(split_map)}")
+    return mapping
+
 
 def map_split(name: str, split_map: dict[str, str]) -> str:
     """Our split for a Hub split: as named by `split_map`, a known synonym, or `test` for any other name (so an
@@ -463,7 +487,7 @@ def pull(
     out: Path,
     split: str | None = None,
     alpha_column: str | None = None,
-    split_map: dict[str, str] | None = None,
+    split_map: dict[str, str] | list[str] | tuple[str, ...] | None = None,
     progress: bool = False,
 ) -> PullResult:
     """A Hub dataset (or a local copy of one) into the dataset directory `out`, streamed row by row.
@@ -498,7 +522,7 @@ def pull(
             "exist), and the token for a private dataset (HF_TOKEN or `hf auth login`); a rerun resumes"
         ) from error
     parts = {split: loaded} if split else dict(loaded)
-    result, split_map = PullResult(Path(out)), split_map or {}
+    result, split_map = PullResult(Path(out)), parse_split_map(split_map or {})
     with resume_run(out) as state:
         skipped: list[Skip] = []
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>

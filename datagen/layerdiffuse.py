@@ -22,15 +22,14 @@ from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 from torch import nn
 
 from datagen.errors import InputError
+from datagen.synth import LAYERDIFFUSE_REPO
 from datagen.weights import MissingModelError, merge_offset
 
 log = logging.getLogger(__name__)
 
-LAYERDIFFUSE_REPO = "lllyasviel/LayerDiffuse_Diffusers"
 ATTN_FILE = "ld_diffusers_sdxl_attn.safetensors"
 DECODER_FILE = "ld_diffusers_sdxl_vae_transparent_decoder.safetensors"
 ATTN_TENSORS = 560  # tensors the published offset patches; a port that patches another number is broken
-DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
 FP16_VAE = "madebyollin/sdxl-vae-fp16-fix"
 
 

@@ -9,6 +9,7 @@ DIR/<split>/trimap/<id>.png
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,61 @@ class StageResult:
     seconds: float = 0.0
     ray: dict[str, Any] | None = None  # a --ray run's RayReport (datagen.cluster): batches, worker processes, nodes
 
+    def to_record(self, command: str, config: Any, **extra: Any) -> dict[str, Any]:
+        """The run record (run.json, or foreground.json / refine.json beside it), one schema for every stage:
+        command, tool, config, then this result's fields (new, existing, skipped by reason, ray, and the stage's own),
+        anything in `extra`, finished and seconds (docs/FORMAT.md)."""
+        from datagen import __version__
+
+        fields = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}  # asdict breaks Counters
+        fields = {key: value for key, value in fields.items() if key not in ("out", "seconds")}
+        return json.loads(json.dumps({
+            "command": command,
+            "tool": f"datagen {__version__}",
+            "config": asdict(config),
+            **fields,
+            **extra,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(self.seconds, 2),
+        }, default=str))  # fmt: skip
+
+    def summary(self) -> str:
+        """What a command prints when it ends: made now, already there, the stage's own counts, skipped, seconds and
+        where (with the count per split), then each skip reason with its count."""
+        counts = ", ".join(f"{split} {n}" for split, n in getattr(self, "counts", {}).items())
+        head = [f"new {self.new}", f"already there {self.existing}", *self.summary_parts()]
+        head.append(f"skipped {sum(self.skipped.values())}")
+        lines = [", ".join(head) + f" in {self.seconds:.1f} s -> {self.out}" + (f" ({counts})" if counts else "")]
+        for reason, count in sorted(self.skipped.items(), key=lambda item: -item[1]):
+            lines.append(f"  skipped {count:>6}  {reason}  (each in {Path(self.out) / 'skipped.jsonl'})")
+        return "\n".join([*lines, *self.summary_lines()])
+
+    def summary_parts(self) -> list[str]:
+        """The stage's own counts for the summary's first line."""
+        return []
+
+    def summary_lines(self) -> list[str]:
+        """The stage's own lines after the summary's first."""
+        return []
+
+
+@dataclass
+class InPlaceResult(StageResult):
+    """What a stage that changes a dataset in place reports (foreground, refine): the rows it updated per split, and
+    the rows still waiting (for other shards, or skipped) per split."""
+
+    rows_updated: dict[str, int] = field(default_factory=dict)  # split -> rows updated now
+    waiting: dict[str, int] = field(default_factory=dict)  # split -> rows not done yet (other shards, or skipped)
+
+    def summary_parts(self) -> list[str]:
+        return [f"rows updated: {', '.join(f'{split} {n}' for split, n in self.rows_updated.items()) or 'none'}"]
+
+    def summary_lines(self) -> list[str]:
+        return [
+            f"  {split}: {n} rows still to do (other shards, or skipped): their rows are not updated yet"
+            for split, n in self.waiting.items()
+        ]
+
 
 class MetadataError(InputError):
     """A metadata.jsonl line that is not a JSON object; names the file and line."""
@@ -131,16 +187,26 @@ def seeded_id(prefix: str, seed: int, index: int) -> str:
     return f"{sanitize_id(prefix)}-s{seed}-{index:07d}"
 
 
-def check_shard(shard: tuple[int, int], overwrite: bool = False) -> None:
-    """A valid (I, K) shard; refuses --overwrite with several shards (they would delete each other's work)."""
+def resolve_shard(shard: tuple[int, int] | str | None, overwrite: bool = False) -> tuple[int, int]:
+    """(I, K) of a stage's --shard: "I/K" or (I, K) with 0 <= I < K; None: the launcher's (RANK, WORLD_SIZE) under
+    `accelerate launch` or `torchrun`, else (0, 1). Refuses --overwrite with several shards (they would delete each
+    other's work)."""
+    if shard is None:
+        shard = (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+    elif isinstance(shard, str):
+        parts = shard.split("/")
+        if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+            raise InputError(f"--shard {shard!r}: give I/K, for example 0/4")
+        shard = (int(parts[0]), int(parts[1]))
     index, count = shard
     if not 0 <= index < count:
-        raise InputError(f"shard {index}/{count}: need 0 <= I < K")
+        raise InputError(f"--shard {index}/{count}: need 0 <= I < K")
     if overwrite and count > 1:
         raise InputError(
             "--overwrite with --shard would let shards delete each other's work: clear the output once "
             "(an unsharded --overwrite run, or rm -r) and start the shards"
         )
+    return index, count
 
 
 HUB_SCHEME = "hf://"  # a Hub dataset named where a dataset directory could be: hf://user/name
@@ -307,6 +373,29 @@ def rejected_ids(root: str | os.PathLike) -> dict[str, str]:
         else:
             state[row["id"]] = str(row.get("reason", ""))
     return state
+
+
+def review(root: str | os.PathLike, reject: Iterable[str] = (), undo: Iterable[str] = (), reason: str = "rejected by "
+           "review", list_all: bool = False) -> list[str]:  # fmt: skip
+    """`datagen review`: reject and un-reject samples of `root` by id (every id must exist; nothing is deleted) and
+    say what changed; with `list_all`, or nothing to change, list the rejected samples. The lines to print."""
+    known = {row["id"] for split in chosen_splits(root) for row in read_rows(root, split)}
+    reject, undo = list(reject), list(undo)
+    for sample_id in (*reject, *undo):
+        if sample_id not in known:
+            raise InputError(f"{root} has no sample {sample_id!r}")
+    lines = [
+        f"rejected {sample_id}" if set_rejected(root, sample_id, reason) else f"{sample_id} was already rejected"
+        for sample_id in reject
+    ]
+    for sample_id in undo:
+        changed = set_rejected(root, sample_id, "undone by review", rejected=False)
+        lines.append(f"undid the rejection of {sample_id}" if changed else f"{sample_id} was not rejected")
+    if list_all or not (reject or undo):
+        rejected = rejected_ids(root)
+        lines += [f"{sample_id}\t{why}" for sample_id, why in sorted(rejected.items())]
+        lines.append(f"{len(rejected)} rejected of {len(known)} samples ({Path(root) / REJECTED})")
+    return lines
 
 
 def set_rejected(root: str | os.PathLike, sample_id: str, reason: str, rejected: bool = True) -> bool:

@@ -20,34 +20,34 @@ deletes what was derived from the old one (fg/ of `datagen foreground`: run it a
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.alpha import alpha_bbox, trimap_from_alpha
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.console import option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
 from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     SPLITS,
+    InPlaceResult,
     Sample,
     Skip,
-    StageResult,
-    check_shard,
     chosen_splits,
     forget_derived,
     read_rows,
     replace_alpha,
+    resolve_shard,
     resume_run,
     update_rows,
     write_skipped,
@@ -147,7 +147,7 @@ class Matter:
 
         self.name, self.max_side_px = model, max_side_px
         self.device = pick_device(device)
-        self.dtype = torch_dtype(dtype)
+        self.dtype = torch_dtype(dtype, self.device)
         self.model = load_matting_model(model, offline, option).to(self.device, self.dtype).eval()
 
     def prepare(self, image: np.ndarray, trimap: np.ndarray):
@@ -214,21 +214,41 @@ def soft_share(alpha: np.ndarray) -> float:
 @dataclass(frozen=True)
 class RefineConfig:
     root: Path
-    splits: tuple[str, ...] = ()  # empty: every split present
-    model: str = DEFAULT_MODEL  # Hub id or local folder
-    band_px: int | None = None  # fixed half-width of the unknown band; None: band_fraction of the person's height
-    band_fraction: float = 0.02
-    where: tuple[tuple[str, str], ...] = ()  # only rows whose FIELD equals VALUE (all must hold)
-    force: bool = False  # refine mattes that are already soft too
-    overwrite: bool = False  # refine again rows refined before (from their mask/), e.g. with another model
-    device: str = "auto"
-    dtype: str = "fp32"
-    batch_size: int = 4
-    max_side_px: int = 2048  # longer images take a resized pass (the band restored at full size)
-    offline: bool = False
-    shard: tuple[int, int] = (0, 1)
-    ray: str | None = None  # refine on Ray (datagen.cluster): its address, or "local"; None: in this process
-    progress: bool = True
+    splits: tuple[str, ...] = option(())  # empty: every split present
+    model: str = option(
+        DEFAULT_MODEL, "ViTMatte Hub id or local folder (also -base-composition-1k, -small/-base-distinctions-646)."
+    )
+    band_px: int | None = option(
+        None,
+        "Half-width of the unknown band in px  [default: --band-fraction of the person's height].",
+        flags=("--band",),
+        type=click.IntRange(min=1),
+    )
+    band_fraction: float = option(
+        0.02,
+        "Band half-width as a share of the mask's bounding-box height (at least 3 px).",
+        type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+    )
+    # only rows whose FIELD equals VALUE (all must hold): pairs, or FIELD=VALUE strings
+    where: tuple[tuple[str, str], ...] = option(
+        (), "FIELD=VALUE: only rows whose metadata field has this value (repeatable, all must hold).", type=str,
+        multiple=True,
+    )  # fmt: skip
+    force: bool = option(False, "Refine mattes that are already soft too (more than 5% soft pixels).")
+    overwrite: bool = option(False, "Refine again rows refined before (another --model), each from its mask/.")
+    device: str = option("auto")
+    dtype: str = option("fp32")
+    batch_size: int = option(4, "Images per batch (of equal padded size).")
+    max_side_px: int = option(
+        2048,
+        "Longer images take a resized pass; the known region is kept at full size.",
+        flags=("--max-side",),
+        type=click.IntRange(min=64),
+    )
+    offline: bool = option(False)
+    shard: tuple[int, int] | None = option(None)
+    ray: str | None = option(None)  # refine on Ray (datagen.cluster): its address, or "local"; None: here
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
         for split in self.splits:
@@ -238,22 +258,33 @@ class RefineConfig:
             raise InputError(f"band_px must be at least 1, got {self.band_px}")
         if not 0 < self.band_fraction < 0.5 or self.batch_size < 1 or self.max_side_px < 64:
             raise InputError("band_fraction must be in (0, 0.5), batch_size >= 1 and max_side_px >= 64")
-        check_shard(self.shard, self.overwrite)
+        object.__setattr__(self, "shard", resolve_shard(self.shard, self.overwrite))
+        object.__setattr__(self, "where", parse_where(self.where))
         check_shared_paths(self.ray, {"DIRECTORY": self.root})
 
 
 @dataclass
-class RefineResult(StageResult):
-    """`new`: mattes refined now (also `refined`); `existing`: refined by an earlier run."""
+class RefineResult(InPlaceResult):
+    """`new`: mattes refined now (also `refined`); `existing`: refined by an earlier run; `waiting`: rows still to
+    refine."""
 
     soft_skipped: int = 0  # already soft (more than SOFT_SHARE soft pixels): kept unless --force
-    rows_updated: dict[str, int] = field(default_factory=dict)
-    waiting: dict[str, int] = field(default_factory=dict)  # rows still to refine (other shards, or skipped)
     foregrounds_removed: int = 0  # fg/ files derived from a replaced alpha, deleted: `datagen foreground` redoes them
 
     @property
     def refined(self) -> int:
         return self.new
+
+    def summary_parts(self) -> list[str]:
+        return [f"kept (already soft) {self.soft_skipped}", *super().summary_parts()]
+
+    def summary_lines(self) -> list[str]:
+        removed = self.foregrounds_removed
+        return [
+            *([f"fg/ of {removed} refined rows removed (estimated from the old alpha): run `datagen foreground "
+               f"{self.out}` to estimate them again"] if removed else []),
+            *super().summary_lines(),
+        ]  # fmt: skip
 
 
 def _paths(sample: Sample) -> dict[str, Path]:
@@ -394,14 +425,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
             _record_split(root, split, config, result, refined_now, soft)
         result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
         result.seconds = time.time() - started
-        record = {
-            "command": command,
-            "tool": f"datagen {__version__}",
-            "config": json.loads(json.dumps(asdict(config), default=str)),
-            **{k: v for k, v in asdict(result).items() if k not in ("out", "seconds")},
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(result.seconds, 2),
-        }
+        record = result.to_record(command, config)
         write_run_json(root, record, config.shard, "refine.json")  # beside run.json: what edited the rows
     return result
 
@@ -462,10 +486,13 @@ def _record_split(
     result.rows_updated[split] = update_rows(root, split, update)
 
 
-def parse_where(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """`FIELD=VALUE` strings -> pairs; a string without `=` is a ValueError naming --where."""
+def parse_where(items) -> tuple[tuple[str, str], ...]:
+    """`FIELD=VALUE` strings (or pairs) -> pairs; a string without `=` is an InputError naming --where."""
     pairs = []
     for item in items:
+        if not isinstance(item, str):
+            pairs.append(tuple(item))
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--where {item!r}: expected FIELD=VALUE, for example source=dis5k")

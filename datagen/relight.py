@@ -17,33 +17,33 @@ values, and the alpha file is copied unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.alpha import over
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.console import DATA_ROOT, option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
-from datagen.parallel import launcher, pick_device, torch_dtype
+from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     Sample,
     Skip,
     StageResult,
-    check_shard,
     chosen_splits,
     iter_samples,
     rejected_ids,
+    resolve_shard,
     resume_run,
     write_sample_files,
     write_skipped,
@@ -224,19 +224,19 @@ class Relighter:
 
 
 def load_relighter(config: RelightConfig) -> Relighter:
-    """The SD1.5 pipeline of `config.base`, its UNet widened and the IC-Light offset of `config.weights` merged."""
+    """The SD1.5 pipeline of `config.model`, its UNet widened and the IC-Light offset of `config.weights` merged."""
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
     dtype = torch_dtype(config.dtype)
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
-            config.base, safety_checker=None, local_files_only=config.offline
+            config.model, safety_checker=None, local_files_only=config.offline
         )
     except (OSError, ValueError) as error:
         raise MissingModelError(
-            f"cannot load the SD1.5 base {config.base} ({str(error).splitlines()[0]}): with Hub access run "
-            f"`hf download {config.base}`, or pass --base with a local folder"
+            f"cannot load the SD1.5 base {config.model} ({str(error).splitlines()[0]}): with Hub access run "
+            f"`hf download {config.model}`, or pass --model with a local folder"
         ) from error
     offset_path = Path(config.weights)
     if not offset_path.is_file():
@@ -244,49 +244,68 @@ def load_relighter(config: RelightConfig) -> Relighter:
 
         try:
             offset_path = Path(
-                hf_hub_download(config.weights, WEIGHT_FILES[config.model], local_files_only=config.offline)
+                hf_hub_download(config.weights, WEIGHT_FILES[config.variant], local_files_only=config.offline)
             )
         except Exception as error:  # any Hub failure means: the file is not here; say how to get it
             raise MissingModelError(
-                f"cannot find the IC-Light offset {WEIGHT_FILES[config.model]} of {config.weights}: with Hub access "
-                f"run `hf download {config.weights} {WEIGHT_FILES[config.model]}`, or pass --weights with the file"
+                f"cannot find the IC-Light offset {WEIGHT_FILES[config.variant]} of {config.weights}: with Hub access "
+                f"run `hf download {config.weights} {WEIGHT_FILES[config.variant]}`, or pass --weights with the file"
             ) from error
-    widen_conv_in(pipeline.unet, CONDITION_CHANNELS[config.model])
+    widen_conv_in(pipeline.unet, CONDITION_CHANNELS[config.variant])
     merge_offset(
         pipeline.unet, load_file(str(offset_path)), every_key=True, what=f"the IC-Light offset {offset_path.name}"
     )
     pipeline = pipeline.to(pick_device(config.device), dtype)
-    return Relighter(pipeline, config.model, config.steps, config.guidance, config.size_px, config.highres_scale,
+    return Relighter(pipeline, config.variant, config.steps, config.guidance, config.size_px, config.highres_scale,
                      config.highres_denoise)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class RelightConfig:
     src: Path  # a dataset directory with photo rows (composites, imports)
-    out: Path
-    model: str = "fbc"  # fc: text + foreground; fbc: text + foreground + the background it stands on
-    weights: str = WEIGHTS  # Hub repo of the offsets, or the offset file itself
-    base: str = BASE  # SD1.5 Hub id or local folder
-    prompts: Path | None = None  # one lighting description per line, instead of the bank
-    steps: int = 25
-    guidance: float = 2.0
-    size_px: int = 640  # the low-resolution pass's long side (multiples of 64)
-    highres_scale: float = 1.5  # the img2img pass's size over the first's (1: none)
+    out: Path = option(Path(DATA_ROOT) / "relit", "Dataset directory to write.")
+    variant: str = option(
+        "fbc",
+        "fbc: conditioned on the background the person stands on; fc: text and foreground only.",
+        type=click.Choice(list(WEIGHT_FILES)),
+    )
+    weights: str = option(WEIGHTS, "Hub repo of the IC-Light offsets, or the offset file.")
+    model: str = option(BASE, "SD1.5 Hub id or local folder (IC-Light's demo uses this one).")
+    prompts: Path | None = option(
+        None,
+        "Lighting descriptions, one per line  [default: a built-in bank].",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    )
+    steps: int = option(25, type=click.IntRange(min=1))
+    guidance: float = option(2.0)
+    size_px: int = option(
+        640, "Long side of the first pass (then --highres-scale times it, img2img).", flags=("--size",),
+        type=click.IntRange(min=64),
+    )  # fmt: skip
+    highres_scale: float = option(1.5)  # the img2img pass's size over the first's (1: none)
     highres_denoise: float = 0.5
-    n: int | None = None  # only the first n rows (in split and row order)
-    seed: int = 0
-    max_attempts: int = 3
-    thresholds: AlignmentThresholds = field(default_factory=AlignmentThresholds)
-    device: str = "auto"
-    dtype: str = "fp16"
-    offline: bool = False
-    shard: tuple[int, int] | None = None  # None: the launcher's (RANK, WORLD_SIZE)
-    ray: str | None = None  # relight on Ray (datagen.cluster): its address, or "local"; None: in this process
-    progress: bool = True
+    n: int | None = option(None, "Only the first N photo rows.", type=click.IntRange(min=1))
+    seed: int = option(0, "Row i draws its prompts and seeds from (seed, i, attempt).")
+    max_attempts: int = option(3, "Draws per row before it is skipped.", type=click.IntRange(min=1))
+    thresholds: AlignmentThresholds = option(
+        factory=AlignmentThresholds,
+        help="Alignment check: relit edges keep this share of the original's correlation with the alpha's.",
+        flags=("--min-edge-ratio",),
+        type=float,
+        cli_default=AlignmentThresholds.min_edge_ratio,
+    )  # a number (the command line's --min-edge-ratio) becomes AlignmentThresholds(min_edge_ratio=it)
+    device: str = option("auto")
+    dtype: str = option("fp16")
+    offline: bool = option(False)
+    shard: tuple[int, int] | None = option(None)
+    ray: str | None = option(None)  # relight on Ray (datagen.cluster): its address, or "local"; None: here
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
-        if self.model not in WEIGHT_FILES:
-            raise InputError(f"model must be fc or fbc, got {self.model!r}")
+        if self.variant not in WEIGHT_FILES:
+            raise InputError(f"variant must be fc or fbc, got {self.variant!r}")
+        if isinstance(self.thresholds, (int, float)):
+            object.__setattr__(self, "thresholds", AlignmentThresholds(min_edge_ratio=float(self.thresholds)))
         if self.steps < 1 or self.max_attempts < 1 or not 0 < self.highres_denoise <= 1:
             raise InputError("steps and max_attempts must be >= 1, highres_denoise in (0, 1]")
         if self.size_px < 64 or self.size_px % 64:
@@ -295,10 +314,7 @@ class RelightConfig:
             raise InputError(f"--highres-scale {self.highres_scale}: use 1 (no second pass) up to 4")
         if self.prompts is not None and not read_prompts(self.prompts):
             raise InputError(f"--prompts {self.prompts}: no lighting description in it (one per line)")
-        if self.shard is None:
-            rank, world, _ = launcher()
-            object.__setattr__(self, "shard", (rank, world))
-        check_shard(self.shard)
+        object.__setattr__(self, "shard", resolve_shard(self.shard))
         check_shared_paths(self.ray, {"SRC": self.src, "--out": self.out, "--prompts": self.prompts})
 
 
@@ -313,6 +329,9 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 @dataclass
 class RelightResult(StageResult):
     rejected: dict[str, int] = field(default_factory=dict)  # attempts rejected, by reason
+
+    def summary_parts(self) -> list[str]:
+        return [f"rejected attempts: {', '.join(f'{reason} {n}' for reason, n in self.rejected.items()) or 'none'}"]
 
 
 def _rows(config: RelightConfig) -> Iterator[tuple[int, Sample]]:
@@ -355,13 +374,10 @@ def run_relight(
         result.ray = report.to_record() if report else None
         result.rejected, result.skipped = rejected, dict(write_skipped(config.out, skipped, config.shard))
         result.seconds = time.time() - started
-        record = {"command": command, "tool": f"datagen {__version__}",
-                  "config": json.loads(json.dumps(asdict(config), default=str)),
-                  **{k: v for k, v in asdict(result).items() if k not in ("out", "seconds")},
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(result.seconds, 2)}  # fmt: skip
+        record = result.to_record(command, config)
         write_run_json(config.out, record, config.shard)
         if state.rowed and any(state.rowed.values()):
-            what = f"IC-Light ({config.model}, {config.weights} on {config.base})"
+            what = f"IC-Light ({config.variant}, {config.weights} on {config.model})"
             write_card(config.out, "ormbg relit", f"Photo rows of {Path(config.src).name} relit with {what} by "
                        "`datagen relight`; the alpha files are the input's, byte for byte; each row records its "
                        "prompt, seed and alignment scores.")  # fmt: skip
@@ -417,7 +433,7 @@ def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample:
         rng = np.random.default_rng([config.seed, index, attempt])
         prompt, seed = bank[int(rng.integers(len(bank)))], int(rng.integers(2**31))
         frame = relighter.relight(
-            person, background if config.model == "fbc" else np.full_like(image, 127), prompt, seed
+            person, background if config.variant == "fbc" else np.full_like(image, 127), prompt, seed
         )
         scores = alignment_scores(image, frame, alpha)
         reason = config.thresholds.rejection(scores)
@@ -435,10 +451,10 @@ def relight_one(config: RelightConfig, relighter: Relighter, index: int, sample:
         if not key.endswith("file_name") and key not in ("id", "width", "height")
     }
     metadata["license"] = (
-        f"{sample.row.get('license', 'unknown')}; relit with IC-Light ({config.weights} on {config.base}): "
+        f"{sample.row.get('license', 'unknown')}; relit with IC-Light ({config.weights} on {config.model}): "
         "those models' licences apply too"
     )
-    metadata.update(relight_model=config.model, relight_weights=config.weights, relight_base=config.base,
+    metadata.update(relight_model=config.variant, relight_weights=config.weights, relight_base=config.model,
                     relight_prompt=prompt, relight_seed=seed, relight_attempt=attempt, relight_source=sample.id,
                     **scores)  # fmt: skip
     row = write_sample_files(config.out, sample.split, sample.id, image=relit, alpha=None, metadata=metadata)

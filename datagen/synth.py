@@ -19,22 +19,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.console import DATA_ROOT, SIZE, option
 from datagen.errors import InputError
 from datagen.io import write_run_json
-from datagen.parallel import launcher, pick_device, torch_dtype
+from datagen.parallel import pick_device, torch_dtype
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
 from datagen.records import (
     ResumeState,
     StageResult,
-    check_shard,
+    resolve_shard,
     resume_run,
     seeded_id,
     write_sample_files,
@@ -60,33 +61,44 @@ class QualityThresholds:
         return cls(min_coverage=0.0, max_coverage=1.0, max_components=10**9, max_haze=1.0, forbidden_edges=())
 
 
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+LAYERDIFFUSE_REPO = "lllyasviel/LayerDiffuse_Diffusers"  # the official diffusers port: attention offset + decoder
+KINDS = ("person", "background")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    out: Path
-    kind: str = "person"  # or "background"
-    n: int = 100
-    seed: int = 0
-    backend: str = "layerdiffuse"  # or "procedural" (CPU, for smoke runs, tests and the demo)
-    model: str = "stabilityai/stable-diffusion-xl-base-1.0"
-    layerdiffuse: str = "lllyasviel/LayerDiffuse_Diffusers"  # Hub repo or local folder with the two files
-    steps: int = 25
-    guidance: float = 7.0
-    size: tuple[int, int] = (1024, 1024)  # (width, height), multiples of 64
-    batch_size: int = 1
-    device: str = "auto"
-    dtype: str = "auto"
-    prompts: Path | None = None
-    offline: bool = False
-    shard: tuple[int, int] | None = None  # (I, K): indices with index % K == I; None: the launcher's (RANK, WORLD_SIZE)
+    out: Path | None = option(None, f"Dataset directory  [default: {DATA_ROOT}/synth, or {DATA_ROOT}/backgrounds].")
+    kind: str = option("person", "Transparent people (a foreground pool) or people-free backgrounds.",
+                       type=click.Choice(KINDS))  # fmt: skip
+    n: int = option(100, "Samples to make.")
+    seed: int = option(0)
+    backend: str = option("layerdiffuse", "procedural: simple CPU figures for smoke tests and the demo.",
+                          type=click.Choice(["layerdiffuse", "procedural"]))  # fmt: skip
+    model: str = option(SDXL, "SDXL Hub id or local folder (photo checkpoints such as RealVisXL give cleaner people).")
+    layerdiffuse: str = option(LAYERDIFFUSE_REPO, "Hub repo or local folder holding the LayerDiffuse offset and "
+                               "transparent decoder.")  # fmt: skip
+    steps: int = option(25, type=click.IntRange(min=1))
+    guidance: float = option(7.0, "Classifier-free guidance scale.")
+    size: tuple[int, int] = option((1024, 1024), "WxH (or a side), multiples of 64.", type=SIZE)
+    batch_size: int = option(1, "Images per GPU batch; larger batches are faster per image and need more GPU memory "
+                             "(measured figures: docs/benchmarks.md).")  # fmt: skip
+    device: str = option("auto")
+    dtype: str = option("auto")
+    prompts: Path | None = option(None, "Prompts file (.txt one per line, or .jsonl with prompt / negative_prompt) "
+                                  "instead of the sampler.", type=click.Path(exists=True, dir_okay=False,
+                                                                             path_type=Path))  # fmt: skip
+    offline: bool = option(False)
+    shard: tuple[int, int] | None = option(None)  # (I, K) or "I/K"; None: the launcher's (RANK, WORLD_SIZE)
     max_attempts: int = 4
     quality: QualityThresholds = field(default_factory=QualityThresholds)
-    overwrite: bool = False
-    ray: str | None = None  # generate on Ray (datagen.cluster): its address, or "local"; None: in this process
-    focus: Path | None = None  # a slices file (`datagen slices --json`): person attributes drawn by their error ratio
-    progress: bool = True
+    overwrite: bool = option(False)
+    ray: str | None = option(None)  # generate on Ray (datagen.cluster): its address, or "local"; None: here
+    focus: Path | None = option(None, "Draw each person attribute value in proportion to its error ratio")
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("person", "background"):
+        if self.kind not in KINDS:
             raise InputError(f"kind must be person or background, got {self.kind!r}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -97,10 +109,9 @@ class SynthConfig:
             raise InputError(f"size {width}x{height}: width and height must be positive multiples of 64 (SDXL)")
         if self.n < 1 or self.batch_size < 1 or self.steps < 1 or self.max_attempts < 1:
             raise InputError("n, batch_size, steps and max_attempts must be at least 1")
-        if self.shard is None:
-            rank, world, _ = launcher()
-            object.__setattr__(self, "shard", (rank, world))
-        check_shard(self.shard, self.overwrite)
+        object.__setattr__(self, "shard", resolve_shard(self.shard, self.overwrite))
+        if self.out is None:
+            object.__setattr__(self, "out", Path(DATA_ROOT) / ("synth" if self.kind == "person" else "backgrounds"))
         check_shared_paths(self.ray, {"--out": self.out, "--prompts": self.prompts})
         if self.focus is not None and (self.prompts is not None or self.kind != "person"):
             raise InputError("--focus leans the drawn person attributes: it needs --kind person and no --prompts")
@@ -157,6 +168,10 @@ class SynthResult(StageResult):
     rejected: Counter = field(default_factory=Counter)
     failed: int = 0  # samples that failed every attempt
     focus: dict[str, Any] | None = None  # --focus: the file, the weights and their digest
+
+    def summary_parts(self) -> list[str]:
+        rejected = ", ".join(f"{reason} {n}" for reason, n in self.rejected.most_common()) or "none"
+        return [f"{self.count} in all", f"failed every attempt {self.failed}", f"rejected attempts: {rejected}"]
 
 
 Render = Callable[[list[Job]], list[np.ndarray]]  # jobs -> HxWx4 (person) or HxWx3 (background) uint8
@@ -433,25 +448,7 @@ def _generate_on_ray(config: SynthConfig, state: ResumeState) -> SynthResult:
 
 
 def _write_records(config: SynthConfig, command: str, result: SynthResult) -> None:
-    settings = json.loads(json.dumps(asdict(config), default=str))
-    write_run_json(
-        config.out,
-        {
-            "command": command,
-            "tool": f"datagen {__version__}",
-            "config": settings,
-            "count": result.count,
-            "new_samples": result.new,
-            "resumed_existing": result.existing,
-            "rejections_by_reason": dict(result.rejected),
-            "failed_every_attempt": result.failed,
-            "focus": result.focus,
-            "ray": result.ray,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(result.seconds, 2),
-        },
-        config.shard,
-    )
+    write_run_json(config.out, result.to_record(command, config), config.shard)
     if result.count:
         what = (
             "transparent people (RGBA foregrounds, fg/ + gt/)" if config.kind == "person" else "people-free backgrounds"

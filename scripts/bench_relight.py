@@ -65,7 +65,7 @@ def one(shape: str, size: str, batch: int, device: str, dtype: str, steps: int) 
     with tempfile.TemporaryDirectory() as folder:
         base = build(shape, Path(folder))
         offset = tiny_offset(base, "fbc", Path(folder) / "offset.safetensors")
-        config = RelightConfig(src=Path(folder), out=Path(folder) / "out", base=str(base), weights=str(offset),
+        config = RelightConfig(src=Path(folder), out=Path(folder) / "out", model=str(base), weights=str(offset),
                                steps=steps, size_px=max(width, height) * 2 // 3, device=device, dtype=dtype,
                                offline=True, shard=(0, 1))  # fmt: skip
         relighter = load_relighter(config)

@@ -65,7 +65,7 @@ def test_relight_skips_a_matte_of_another_size(flawed, tmp_path):
 
     base = tiny_sd15(tmp_path / "sd15")
     offset = tiny_offset(base, "fbc", tmp_path / "sd15/iclight_sd15_fbc.safetensors", scale=0.01)
-    config = RelightConfig(src=flawed, out=tmp_path / "relit", base=str(base), weights=str(offset), steps=1,
+    config = RelightConfig(src=flawed, out=tmp_path / "relit", model=str(base), weights=str(offset), steps=1,
                            size_px=64, device="cpu", dtype="fp32", offline=True,
                            thresholds=AlignmentThresholds.accept_all(), progress=False)  # fmt: skip
     result = run_relight(config)

@@ -3,6 +3,7 @@ import shlex
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -223,3 +224,48 @@ def test_run_json_records_the_command_as_run_even_after_group_options(tmp_path):
         command
         == "datagen synth --backend procedural -n 2 --size 64x128 -o " + shlex.quote(str(out)) + " --no-progress"
     )
+
+
+STAGE_ARGUMENTS = {"foreground": ["."], "refine": ["."], "relight": ["."], "push": [".", "user/name"]}
+
+
+@pytest.mark.parametrize("command", ["synth", "import", "compose", "foreground", "refine", "relight", "push"])
+def test_every_option_default_is_the_configs(command):
+    """The stages' options are made from their config dataclasses: the command line's defaults build exactly the
+    config that the dataclass's own defaults build (a default restated by hand, or a type that converts it to
+    something else, fails here)."""
+    import dataclasses
+
+    from datagen.console import load_config_class
+
+    stage = cli.commands[command]
+    config_class = load_config_class(stage._config)
+    fields = {item.name for item in dataclasses.fields(config_class)}
+    arguments = STAGE_ARGUMENTS.get(command, [])
+    parsed = stage.make_context(command, ["folder", "."] if command == "import" else arguments).params
+    options = [param.name for param in stage.params if isinstance(param, click.Option) and param.name in fields]
+    assert len(options) >= 5, options
+    positional = {name: parsed[name] for name in fields if name in parsed and name not in options}
+    from_command_line = config_class(**positional, **{name: parsed[name] for name in options})
+    assert from_command_line == config_class(**positional), command
+    for name in options:  # and each one on its own (a None default resolved in __post_init__ hides nothing)
+        assert config_class(**positional, **{name: parsed[name]}) == config_class(**positional), (command, name)
+
+
+def test_shared_options_mean_the_same_on_every_stage():
+    """--shard, --device, --dtype, --progress, --overwrite, --ray, --split, --out (a dataset directory; preview's is
+    the sheet it draws): one definition each."""
+    import click as click_module
+
+    seen = {}
+    for name, command in cli.commands.items():
+        for param in command.params:
+            shared = ("shard", "device", "dtype", "ray", "splits", "out", "progress", "overwrite")
+            if param.name in shared and (name, param.name) != ("preview", "out"):
+                info = json.dumps(param.type.to_info_dict(), sort_keys=True, default=str)
+                key = (param.name, tuple(param.opts), tuple(param.secondary_opts), info,
+                       isinstance(param, click_module.Option) and param.multiple)  # fmt: skip
+                if param.name not in ("out", "overwrite"):
+                    key += (param.help,)
+                seen.setdefault(param.name, set()).add(key)
+    assert {name for name, kinds in seen.items() if len(kinds) > 1} == set(), seen

@@ -313,7 +313,7 @@ def test_bad_pool_files_are_recorded_once_and_redrawn(pools, tmp_path):
     skipped = [json.loads(line)["path"] for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert sorted(Path(path).name for path in skipped) == ["broken.png", "empty.png", "truncated.jpg"]
     record = json.loads((out / "run.json").read_text())
-    assert record["failures_by_reason"] == result.skipped
+    assert record["skipped"] == result.skipped
     assert any(row["draw"] > 0 for row in rows(out).values())
     assert not any("broken" in row["params"] or "truncated" in row["params"] for row in rows(out).values())
     assert inspect_dataset(out).ok

@@ -220,7 +220,7 @@ def test_every_skip_reason_is_recorded(tmp_path):
     }
     assert dict(result.skipped) == expected
     record = json.loads((out / "run.json").read_text())
-    assert record["failures_by_reason"] == expected
+    assert record["skipped"] == expected
     assert record["license"].startswith("mattes CC BY-NC-SA 4.0")
     skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert {s["path"] for s in skipped} >= {"image/broken.jpg", "image/wrongsize.jpg", "matte/orphan_matte.png"}

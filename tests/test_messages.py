@@ -16,7 +16,7 @@ def test_relight_refuses_bad_options_before_loading_anything(tmp_path, dataset_d
     empty = tmp_path / "prompts.txt"
     empty.write_text("\n  \n")
     runner = CliRunner()
-    base = ["relight", str(dataset_dir), "-o", str(tmp_path / "out"), "--base", str(tmp_path / "no-model")]
+    base = ["relight", str(dataset_dir), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")]
     for args, expected in (
         (["--prompts", str(empty)], "no lighting description"),
         (["--size", "65"], "multiple of 64"),

@@ -226,18 +226,11 @@ def test_relative_paths_are_refused_on_a_cluster_and_a_missing_ray_names_the_ins
 
 
 def test_ray_option_takes_an_address_or_none():
-    @cli.command("ray-echo", hidden=True)
-    @__import__("datagen.console", fromlist=["ray_option"]).ray_option
-    def echo(ray):
-        print(repr(ray))
-
-    try:
-        runner = CliRunner()
-        assert runner.invoke(cli, ["ray-echo"]).output.strip() == "None"
-        assert runner.invoke(cli, ["ray-echo", "--ray"]).output.strip() == "'local'"
-        assert runner.invoke(cli, ["ray-echo", "--ray", "ray://head:10001"]).output.strip() == "'ray://head:10001'"
-    finally:
-        cli.commands.pop("ray-echo")
+    for name in ("synth", "import", "compose", "foreground", "refine", "relight"):
+        command, arguments = cli.commands[name], {"import": ["folder", "."], "foreground": ["."], "refine": ["."],
+                                                  "relight": ["."]}.get(name, [])  # fmt: skip
+        for given, expected in (([], None), (["--ray"], "local"), (["--ray", "ray://head:10001"], "ray://head:10001")):
+            assert command.make_context(name, [*arguments, *given]).params["ray"] == expected, (name, given)
 
 
 def test_batches_come_back_in_order_from_tasks_and_actors():
@@ -276,7 +269,7 @@ def test_relight_on_ray_actors_equals_the_local_run(tmp_path, monkeypatch):
         image, alpha = photo(index)
         write_sample(src, "train", f"c{index}", image=image, alpha=alpha, metadata={"source": "composite"})
     config = dict(
-        src=src, base=str(base), weights=str(offset), steps=2, size_px=64, highres_scale=1.5, device="cpu",
+        src=src, model=str(base), weights=str(offset), steps=2, size_px=64, highres_scale=1.5, device="cpu",
         dtype="fp32", offline=True, thresholds=AlignmentThresholds.accept_all(), progress=False,
     )  # fmt: skip
     with one_torch_thread():

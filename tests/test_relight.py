@@ -83,7 +83,7 @@ def test_relight_end_to_end_keeps_the_alpha_bytes_and_resumes(tmp_path, sd15):
         )
     out = tmp_path / "relit"
     config = dict(
-        src=src, out=out, base=str(base), weights=str(offset), steps=2, size_px=64, highres_scale=1.5,
+        src=src, out=out, model=str(base), weights=str(offset), steps=2, size_px=64, highres_scale=1.5,
         device="cpu", dtype="fp32", offline=True, thresholds=AlignmentThresholds.accept_all(), progress=False,
     )  # fmt: skip
     result = run_relight(RelightConfig(**config))
@@ -124,10 +124,10 @@ def test_missing_weights_say_how_to_get_them(tmp_path, sd15):
     src = tmp_path / "src"
     image, alpha = photo(0)
     write_sample(src, "train", "c0", image=image, alpha=alpha, metadata={"source": "s"})
-    args = ["relight", str(src), "-o", str(tmp_path / "out"), "--base", str(base), "--offline", "--device", "cpu"]
+    args = ["relight", str(src), "-o", str(tmp_path / "out"), "--model", str(base), "--offline", "--device", "cpu"]
     result = CliRunner().invoke(cli, [*args, "--no-progress"])
     assert result.exit_code == 1 and "hf download lllyasviel/ic-light iclight_sd15_fbc.safetensors" in result.output
-    result = CliRunner().invoke(cli, [*args[:4], "--base", str(tmp_path / "nope"), "--offline", "--no-progress"])
+    result = CliRunner().invoke(cli, [*args[:4], "--model", str(tmp_path / "nope"), "--offline", "--no-progress"])
     assert result.exit_code == 1 and "hf download" in result.output and "Traceback" not in result.output
 
 
@@ -135,7 +135,7 @@ def test_relight_leaves_rejected_samples_out_and_the_others_unchanged(tmp_path, 
     """A rejected source sample is not relit; the others keep their draws (their index in SRC)."""
     base, offset = sd15
     config = dict(
-        base=str(base), weights=str(offset), steps=1, size_px=64, device="cpu", dtype="fp32", offline=True,
+        model=str(base), weights=str(offset), steps=1, size_px=64, device="cpu", dtype="fp32", offline=True,
         thresholds=AlignmentThresholds.accept_all(), progress=False,
     )  # fmt: skip
     src = tmp_path / "src"

@@ -278,7 +278,7 @@ def test_quality_rejections_retry_with_the_next_seed(tmp_path):
     result = run_synth(config)
     assert result.new == 0 and result.failed == 2 and result.rejected == {"coverage too small": 6}
     record = json.loads((tmp_path / "s/run.json").read_text())
-    assert record["rejections_by_reason"] == {"coverage too small": 6}
+    assert record["rejected"] == {"coverage too small": 6}
 
 
 def test_quality_scores_on_known_alphas():

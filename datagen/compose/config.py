@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
 from datagen.cluster import check_shared_paths
+from datagen.console import DATA_ROOT, SIZE, option
 from datagen.errors import InputError
-from datagen.records import check_shard
+from datagen.records import resolve_shard
 
 Range = tuple[float, float]
 
@@ -159,26 +161,48 @@ def load_augment(preset: str, path: str | os.PathLike | None = None) -> AugmentC
 
 @dataclass(frozen=True)
 class ComposeConfig:
-    out: Path = Path("datasets/composites")
-    # DIR[:SPLIT] of contract directories (every split but test unless one is named) or folders of RGBA images
-    foregrounds: tuple[str | Path, ...] = ("datasets/synth",)
-    backgrounds: tuple[str | Path, ...] = ("datasets/backgrounds",)  # DIR[:SPLIT] of contract dirs or image folders
-    raw_foreground: bool = False  # use photo rows without fg/ as they are (their old background shows in soft pixels)
-    occluders: Path | None = None  # RGBA pool for occluders; None: procedural occluders
-    n: int = 1000
-    size: tuple[int, int] = (1024, 1024)  # (width, height)
-    preset: str = "default"  # named ranges (PRESETS); recorded as "custom" when `augment` differs from them
-    augment: AugmentConfig | None = None  # None: the preset's ranges
-    seed: int = 0
-    val_fraction: float = 0.0  # share of foregrounds and backgrounds (and so samples) kept for validation
-    workers: int = 1
-    shard: tuple[int, int] = (0, 1)
-    overwrite: bool = False
+    out: Path = option(Path(DATA_ROOT) / "composites", "Dataset directory to write.")
+    foregrounds: tuple[str | Path, ...] = option(
+        (f"{DATA_ROOT}/synth",),
+        "Foreground pool DIR[:SPLIT]: a dataset directory (fg/ rows; photo rows need `datagen foreground DIR` first) "
+        "or a folder of RGBA images. Without :SPLIT every split but test (benchmarks are used only when named). "
+        "Repeatable.",
+        flags=("--fg",),
+    )
+    backgrounds: tuple[str | Path, ...] = option(
+        (f"{DATA_ROOT}/backgrounds",),
+        "Backgrounds DIR[:SPLIT]: a dataset directory (every split but test unless named) or any folder of images. "
+        "Repeatable.",
+        flags=("--bg",),
+    )
+    raw_foreground: bool = option(
+        False, "Use photo rows without fg/ as they are: their soft pixels keep the old background (a halo)."
+    )
+    occluders: Path | None = option(None, "RGBA pool of occluders  [default: procedural shapes].")
+    n: int = option(1000, "Composites to make.")
+    size: tuple[int, int] = option((1024, 1024), "Output size: a square side or WxH.", type=SIZE)
+    # named ranges (PRESETS); recorded as "custom" when `augment` differs from them
+    preset: str = option("default", "Augmentation strength; none = geometry and the blend only.",
+                         type=click.Choice(["none", "default", "strong"]))  # fmt: skip
+    augment: AugmentConfig | None = None  # None: the preset's ranges (the command line: --config FILE)
+    seed: int = option(0)
+    val_fraction: float = option(
+        0.0,
+        "Share held out as split validation; one foreground or background never lands in both splits.",
+        type=click.FloatRange(0, 1, max_open=True),
+    )
+    workers: int = option(1, "Render processes.")
+    shard: tuple[int, int] | None = option(None)
+    overwrite: bool = option(False)
     cache_foreground_mb: float = 128.0  # decoded foregrounds kept per worker (LRU); bounds memory at any n
     cache_background_mb: float = 96.0  # decoded backgrounds kept per worker (LRU)
-    focus: Path | None = None  # a slices file (`datagen slices --json`): draws lean toward the families that failed
-    ray: str | None = None  # render on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
-    progress: bool = True
+    focus: Path | None = option(
+        None,
+        "Each sample keeps one of 8 parameter draws in proportion to the error ratios of its families, person and "
+        "attributes",
+    )
+    ray: str | None = option(None)  # render on Ray (datagen.cluster): its address, or "local"; None: here
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS and not (self.preset == "custom" and self.augment is not None):
@@ -195,21 +219,8 @@ class ComposeConfig:
             raise InputError(f"size {width}x{height} is too small: at least 16x16")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        check_shard(self.shard, self.overwrite)
+        object.__setattr__(self, "shard", resolve_shard(self.shard, self.overwrite))
         check_shared_paths(self.ray, {"--out": self.out, "--fg": self.foregrounds, "--bg": self.backgrounds,
                                       "--occluders": self.occluders})  # fmt: skip
         if self.workers < 1 or min(self.cache_foreground_mb, self.cache_background_mb) < 0:
             raise InputError("workers must be >= 1 and cache sizes >= 0")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024' -> (1024, 1024); '768x1024' -> (768, 1024) as (width, height)."""
-    try:
-        parts = [int(part) for part in text.lower().split("x")]
-    except ValueError:
-        raise InputError(f"size {text!r}: give a side (1024) or WxH (768x1024)") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise InputError(f"size {text!r}: give a side (1024) or WxH (768x1024)")

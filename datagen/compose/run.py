@@ -10,13 +10,12 @@ import json
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
 from datagen.cluster import ray_map, recording
@@ -328,26 +327,10 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
 
 
 def _write_records(config: ComposeConfig, command: str, result: ComposeResult, focus: CompositeFocus | None) -> None:
-    settings = {**asdict(config), "augment": config.augment.to_dict()}
-    settings = json.loads(json.dumps(settings, default=str))
-    write_run_json(
-        config.out,
-        {
-            "command": command,
-            "tool": f"datagen {__version__}",
-            "config": settings,
-            "counts": result.counts,
-            "new_samples": result.new,
-            "resumed_existing": result.existing,
-            "failures_by_reason": result.skipped,
-            "test_splits_used": benchmark_specs(config),
-            "ray": result.ray,
-            "focus": focus.to_record() if focus else None,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": round(result.seconds, 2),
-        },
-        config.shard,
+    record = result.to_record(
+        command, config, test_splits_used=benchmark_specs(config), focus=focus.to_record() if focus else None
     )
+    write_run_json(config.out, record, config.shard)
     if result.counts:
         description = (
             "People composited onto backgrounds by `datagen compose`: placement, lighting, shadow, occlusion "

@@ -12,16 +12,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 from tqdm import tqdm
 
-from datagen import __version__
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.console import DATA_ROOT, option
 from datagen.errors import InputError
+from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError, Pair
@@ -31,8 +33,8 @@ from datagen.records import (
     SPLITS,
     Skip,
     StageResult,
-    check_shard,
     iter_rows,
+    resolve_shard,
     resume_run,
     unique_ids,
     write_skipped,
@@ -46,24 +48,33 @@ IMPORTERS = {module.KIND: module for module in (p3m, ppm100, aim500, dis5k, am2k
 
 @dataclass(frozen=True)
 class ImportConfig:
-    out: Path  # dataset directory to write (the CLI's default: datasets/<kind>)
-    workers: int = 1  # processes converting pairs
-    keep_png: bool = False  # lossless sources stay PNG instead of JPEG q95
-    jpeg_quality: int = 95  # for re-encoded images (copied JPEGs keep their bytes)
-    overwrite: bool = False  # start over instead of resuming
-    shard: tuple[int, int] = (0, 1)  # (I, K): this process converts pairs with index % K == I
-    images: str | None = None  # folder kind: glob of images under SRC
-    alphas: str | None = None  # folder kind: glob of mattes under SRC
-    split: str = "train"  # folder kind: the split to write
-    # share of train pairs held out as split validation, for data sets without a validation split of their own
-    # (P3M-10k, folder): chosen by a hash of each pair's source path, so stable when files are added or sharded
-    val_fraction: float = 0.05
-    foreground: str | None = None  # also estimate fg/ during import with this method (see datagen foreground)
-    ray: str | None = None  # convert on Ray (datagen.cluster): its address, or "local"; None: this machine's workers
-    progress: bool = True
+    out: Path | None = option(None, f"Dataset directory to write  [default: {DATA_ROOT}/<kind>].")
+    workers: int = option(1, "Processes converting pairs.")
+    keep_png: bool = option(False, "Keep lossless (PNG) source images as PNG instead of JPEG q95.")
+    jpeg_quality: int = option(95, "Quality of re-encoded images (8-bit RGB JPEG sources are copied byte for byte).",
+                               type=click.IntRange(1, 100))  # fmt: skip
+    overwrite: bool = option(False)
+    shard: tuple[int, int] | None = option(None)
+    images: str | None = option(None, "folder: glob of images under SRC, e.g. 'photos/*.jpg'.")
+    alphas: str | None = option(None, "folder: glob of mattes under SRC, paired with images by stem.")
+    split: str = option("train", "folder: the split to write.", type=click.Choice(SPLITS))
+    val_fraction: float = option(
+        0.05,
+        "For data sets without a validation split of their own (p3m, folder): the share of train pairs held out as "
+        "split validation, chosen by a hash of each file name (stable when files are added or the run is sharded). "
+        "Checkpoints are selected on it, never on the test benchmarks.",
+        type=click.FloatRange(0, 1, max_open=True),
+    )
+    foreground: str | None = option(
+        None,
+        "Also estimate each photo's foreground colour into fg/ (as `datagen foreground` does), for compose.",
+        type=click.Choice(METHODS),
+    )
+    ray: str | None = option(None)  # convert on Ray (datagen.cluster): its address, or "local"; None: here
+    progress: bool = option(True)
 
     def __post_init__(self) -> None:
-        check_shard(self.shard, self.overwrite)
+        object.__setattr__(self, "shard", resolve_shard(self.shard, self.overwrite))
         check_shared_paths(self.ray, {"--out": self.out})
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
@@ -73,8 +84,8 @@ class ImportConfig:
             raise InputError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.foreground is not None and self.foreground not in ("blur-fusion", "ml"):
-            raise InputError(f"foreground method {self.foreground!r}: use blur-fusion or ml")
+        if self.foreground is not None and self.foreground not in METHODS:
+            raise InputError(f"foreground method {self.foreground!r}: use one of {', '.join(METHODS)}")
         if bool(self.images) != bool(self.alphas):
             raise InputError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
 
@@ -102,7 +113,7 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
     """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
     if kind not in IMPORTERS:
         raise InputError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
-    started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out)
+    started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out or Path(DATA_ROOT) / kind)
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
@@ -186,22 +197,14 @@ def _write_records(
 ):
     """skipped.jsonl (every skip with its path), run.json (what made it) and the dataset card."""
     result.skipped = write_skipped(result.out, skipped, config.shard)
-    record = {
-        "command": command or f"datagen import {kind} {src}",
-        "tool": f"datagen {__version__}",
-        "kind": kind,
-        "source": str(src.resolve()),
-        "license": module.LICENSE,
-        "download": module.URL,
-        "config": {**asdict(config), "out": str(config.out)},
-        "counts": result.counts,
-        "new_samples": result.new,
-        "resumed_existing": result.existing,
-        "failures_by_reason": dict(result.skipped),
-        "ray": result.ray,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(result.seconds, 2),
-    }
+    record = result.to_record(
+        command or f"datagen import {kind} {src}",
+        dataclasses.replace(config, out=result.out),
+        kind=kind,
+        source=str(src.resolve()),
+        license=module.LICENSE,
+        download=module.URL,
+    )
     write_run_json(result.out, record, config.shard)
     if result.counts:
         write_card(
