@@ -528,6 +528,25 @@ def config_values(config_file: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
+def resolve_config(options: dict[str, Any], recipe=None, data=(), compose=(), val=(), config_file=None) -> TrainConfig:
+    """The run's config from the command line, by precedence: the options given, then a --config file (with
+    --resume and no --config: the run's own config.yaml, so a resumed run keeps its options), then the defaults.
+    The data: --data/--compose (with --val) replace the recipe; --recipe or --val alone keep the other half of the
+    config's recipe (or datasets/recipes/default.yaml)."""
+    saved = Path(options.get("out") or "") / "config.yaml"
+    if not config_file and options.get("resume") and options.get("out") and saved.is_file():
+        config_file = saved
+    values = config_values(config_file) if config_file else {}
+    values.update({key: value for key, value in options.items() if value is not None})
+    if data or compose:
+        values["recipe"] = Recipe.parse(list(data), list(val), compose)
+    elif recipe or val:
+        base = Recipe.load(recipe) if recipe else values.get("recipe") or Recipe.load(DEFAULT_RECIPE)
+        validation = Recipe.parse([], list(val)).validation if val else base.validation
+        values["recipe"] = Recipe(base.train, validation)
+    return TrainConfig(**values)
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--recipe",
@@ -644,18 +663,7 @@ def main(recipe, data, compose, val, config_file, **options) -> None:
     metrics.jsonl, curves.png and config.yaml into the run folder.
     """
     with user_errors():
-        saved = Path(options["out"] or "") / "config.yaml"
-        if not config_file and options["resume"] and options["out"] and saved.is_file():
-            config_file = saved  # --resume continues with the run's own options
-        values = config_values(config_file) if config_file else {}
-        values.update({key: value for key, value in options.items() if value is not None})
-        if data or compose:
-            values["recipe"] = Recipe.parse(list(data), list(val), compose)
-        elif recipe or val:
-            base = Recipe.load(recipe) if recipe else values.get("recipe") or Recipe.load(DEFAULT_RECIPE)
-            validation = Recipe.parse([], list(val)).validation if val else base.validation
-            values["recipe"] = Recipe(base.train, validation)
-        result = run_train(TrainConfig(**values))
+        result = run_train(resolve_config(options, recipe, data, compose, val, config_file))
     if not result.main_process:
         return  # rank 0 reports for the run
     bad = f"; {len(result.bad_samples)} unreadable samples skipped (bad_samples.jsonl)" if result.bad_samples else ""
