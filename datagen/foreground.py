@@ -20,8 +20,6 @@ measures the methods.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +29,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.cluster import check_shared_paths
 from datagen.console import option
 from datagen.errors import InputError
-from datagen.io import ImageReadError, encode_png, read_pair, write_atomic, write_run_json
-from datagen.parallel import process_pool
+from datagen.io import ImageReadError, encode_png, read_pair, write_atomic
 from datagen.records import (
     SPLITS,
     InPlaceResult,
@@ -45,10 +42,9 @@ from datagen.records import (
     read_rows,
     rejected_ids,
     resolve_shard,
-    resume_run,
     update_rows,
-    write_skipped,
 )
+from datagen.stage import Run, map_items, stage_run
 
 METHODS = ("blur-fusion", "ml")
 DEFAULT_METHOD = "ml"  # the most accurate, and fast enough: scripts/bench_foreground.py (docs/benchmarks.md)
@@ -169,17 +165,6 @@ def estimate_one(job: ForegroundJob) -> Skip | None:
 RAY_BATCH = 4  # images per Ray task: `ml` takes about a second per 1024 px image
 
 
-def _outcomes(jobs: list[ForegroundJob], workers: int, ray: str | None = None) -> Iterator[Skip | None]:
-    if ray:
-        yield from ray_map(estimate_one, jobs, ray, batch_size=RAY_BATCH)
-        return
-    if workers == 1:
-        yield from map(estimate_one, jobs)
-        return
-    with process_pool(workers, preload=[__name__]) as pool:
-        yield from pool.map(estimate_one, jobs, chunksize=2)
-
-
 def photo_rows(root: Path, split: str) -> list[Sample]:
     """The rows of a split that are photos (an image and an alpha), in file order."""
     return [
@@ -191,28 +176,20 @@ def photo_rows(root: Path, split: str) -> list[Sample]:
 
 def run_foreground(config: ForegroundConfig, command: str = "datagen foreground") -> ForegroundResult:
     """Write fg/ for the photo rows of `config.root` (this shard's share) and record them in the rows."""
-    started, root = time.time(), Path(config.root)
+    root = Path(config.root)
     result = ForegroundResult(root)
     chosen = chosen_splits(root, config.splits)
-    skipped: list[Skip] = []
-    with resume_run(root, config.shard, in_place=True):
+    with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
+                   record="foreground.json") as run:  # fmt: skip
         rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back
-        with recording(config.ray) as report:
-            for split in chosen:
-                _estimate_split(config, split, rejected, result, skipped)
-        result.ray = report.to_record() if report else None
-        result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
-        result.seconds = time.time() - started
-        record = result.to_record(command, config)
-        write_run_json(root, record, config.shard, "foreground.json")  # beside run.json: what edited the rows
+        for split in chosen:
+            _estimate_split(config, split, rejected, run)
     return result
 
 
-def _estimate_split(
-    config: ForegroundConfig, split: str, rejected: dict[str, str], result: ForegroundResult, skipped: list[Skip]
-) -> None:
+def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, str], run: Run) -> None:
     """This shard's missing fg/ files of one split; once no row of the split waits, its rows get the columns."""
-    root = Path(config.root)
+    root, result = Path(config.root), run.result
     samples = photo_rows(root, split)
     if not samples:
         raise InputError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
@@ -222,14 +199,15 @@ def _estimate_split(
     todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
     result.existing += len(mine) - len(todo)
     jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
-    outcomes = _outcomes(jobs, config.workers, config.ray)
+    outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2,
+                         preload=[__name__])  # fmt: skip
     for outcome in tqdm(
         outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress
     ):
         if outcome is None:
             result.new += 1
         else:
-            skipped.append(outcome)
+            run.skip(outcome)
     waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
     if waiting:
         result.waiting[split] = waiting

@@ -78,6 +78,7 @@ class StageResult:
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     ray: dict[str, Any] | None = None  # a --ray run's RayReport (datagen.cluster): batches, worker processes, nodes
+    skips_file: str = "skipped.jsonl"  # where each skip is listed with its path (datagen.stage.skips_file)
 
     def to_record(self, command: str, config: Any, **extra: Any) -> dict[str, Any]:
         """The run record (run.json, or foreground.json / refine.json beside it), one schema for every stage:
@@ -86,7 +87,7 @@ class StageResult:
         from datagen import __version__
 
         fields = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}  # asdict breaks Counters
-        fields = {key: value for key, value in fields.items() if key not in ("out", "seconds")}
+        fields = {key: value for key, value in fields.items() if key not in ("out", "seconds", "skips_file")}
         return json.loads(json.dumps({
             "command": command,
             "tool": f"datagen {__version__}",
@@ -105,7 +106,7 @@ class StageResult:
         head.append(f"skipped {sum(self.skipped.values())}")
         lines = [", ".join(head) + f" in {self.seconds:.1f} s -> {self.out}" + (f" ({counts})" if counts else "")]
         for reason, count in sorted(self.skipped.items(), key=lambda item: -item[1]):
-            lines.append(f"  skipped {count:>6}  {reason}  (each in {Path(self.out) / 'skipped.jsonl'})")
+            lines.append(f"  skipped {count:>6}  {reason}  (each in {Path(self.out) / self.skips_file})")
         return "\n".join([*lines, *self.summary_lines()])
 
     def summary_parts(self) -> list[str]:
@@ -677,14 +678,16 @@ def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> lis
     return chosen
 
 
-def write_skipped(root: str | os.PathLike, skipped: Iterable[Skip], shard: tuple[int, int] = (0, 1)) -> Counter:
-    """Write DIR/skipped.jsonl (every skip with its path and reason); returns the count per reason class.
+def write_skipped(
+    root: str | os.PathLike, skipped: Iterable[Skip], shard: tuple[int, int] = (0, 1), name: str = "skipped.jsonl"
+) -> Counter:
+    """Write DIR/skipped.jsonl (or `name`: every skip with its path and reason); returns the count per reason class.
 
     The reason class is the reason up to its first ':' or ' (' (the particulars: sizes, decoder messages).
     """
     skipped = list(skipped)
     lines = "".join(json.dumps({"path": skip.path, "reason": skip.reason}) + "\n" for skip in skipped)
-    write_atomic(Path(root) / shard_file_name("skipped.jsonl", shard), lines.encode())
+    write_atomic(Path(root) / shard_file_name(name, shard), lines.encode())
     return Counter(re.split(r":| \(", skip.reason, maxsplit=1)[0] for skip in skipped)
 
 
@@ -702,7 +705,8 @@ def reset_dataset(root: str | os.PathLike) -> None:
     for split in SPLITS:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
-    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json", "refine.json"):
+    for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json", "refine.json",
+                 "foreground-skipped.jsonl", "refine-skipped.jsonl"):  # fmt: skip
         (root / name).unlink(missing_ok=True)
     for path in root.glob("*.shard-*-of-*.*"):
         path.unlink()

@@ -20,7 +20,6 @@ deletes what was derived from the old one (fg/ of `datagen foreground`: run it a
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,10 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.alpha import alpha_bbox, trimap_from_alpha
-from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.cluster import check_shared_paths, ray_map
 from datagen.console import option
 from datagen.errors import InputError
-from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic, write_run_json
+from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic
 from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     SPLITS,
@@ -48,10 +47,9 @@ from datagen.records import (
     read_rows,
     replace_alpha,
     resolve_shard,
-    resume_run,
     update_rows,
-    write_skipped,
 )
+from datagen.stage import stage_run
 from datagen.weights import MissingModelError
 
 DEFAULT_MODEL = "hustvl/vitmatte-small-composition-1k"
@@ -396,10 +394,11 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
     if matter is not None and config.ray:
         raise ValueError("a matter passed in runs in this process only: leave config.ray unset")
-    started, root = time.time(), Path(config.root)
-    result, skipped, refined_now, soft = RefineResult(root), [], set(), {}
+    root = Path(config.root)
+    result, refined_now, soft = RefineResult(root), set(), {}
     split_names = chosen_splits(root, config.splits)
-    with resume_run(root, config.shard, in_place=True):
+    with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
+                   record="refine.json") as run:  # fmt: skip
         todo: list[Sample] = []
         for split in split_names:
             samples = [Sample(root, split, row) for row in read_rows(root, split)]
@@ -411,22 +410,16 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
                     todo.append(sample)
                 elif chosen(sample, config):
                     result.soft_skipped += 1
-        with recording(config.ray) as report:
-            outcomes = _outcomes(todo, config, matter)
-            for outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
-                if isinstance(outcome, Skip):
-                    skipped.append(outcome)
-                else:
-                    refined_now.add(outcome[0])
-                    result.foregrounds_removed += outcome[1]
-                    result.new += 1
-        result.ray = report.to_record() if report else None
+        outcomes = _outcomes(todo, config, matter)
+        for outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
+            if isinstance(outcome, Skip):
+                run.skip(outcome)
+            else:
+                refined_now.add(outcome[0])
+                result.foregrounds_removed += outcome[1]
+                result.new += 1
         for split in split_names:
             _record_split(root, split, config, result, refined_now, soft)
-        result.skipped = dict(write_skipped(root, skipped, config.shard)) if skipped else {}
-        result.seconds = time.time() - started
-        record = result.to_record(command, config)
-        write_run_json(root, record, config.shard, "refine.json")  # beside run.json: what edited the rows
     return result
 
 

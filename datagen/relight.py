@@ -18,7 +18,6 @@ values, and the alpha file is copied unchanged.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +26,13 @@ from typing import Any
 import click
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from datagen.alpha import over
 from datagen.card import write_card
-from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.cluster import check_shared_paths, ray_map
 from datagen.console import DATA_ROOT, option
 from datagen.errors import InputError
-from datagen.io import ImageReadError, read_pair, write_atomic, write_run_json
+from datagen.io import ImageReadError, read_pair, write_atomic
 from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     Sample,
@@ -44,10 +42,9 @@ from datagen.records import (
     iter_samples,
     rejected_ids,
     resolve_shard,
-    resume_run,
     write_sample_files,
-    write_skipped,
 )
+from datagen.stage import stage_run
 from datagen.weights import MissingModelError, merge_offset
 
 WEIGHTS = "lllyasviel/ic-light"  # Hub repo of the offsets
@@ -354,29 +351,16 @@ def run_relight(
     """Relight SRC's photo rows into OUT (this shard's share); see the module docstring. Resumes."""
     if relighter is not None and config.ray:
         raise ValueError("a relighter passed in runs in this process only: leave config.ray unset")
-    started = time.time()
-    result, skipped, rejected = RelightResult(Path(config.out)), [], {}
+    result = RelightResult(Path(config.out))
     bank = read_prompts(config.prompts) if config.prompts else LIGHTING
-    with resume_run(config.out, config.shard) as state:
+    with stage_run(result, config, command, shard=config.shard, ray=config.ray) as run:
         index, count = config.shard
         mine = [(i, s) for i, s in _rows(config) if i % count == index]
-        todo = [(i, s) for i, s in mine if not state.is_done(s.split, s.id)]
+        todo = [(i, s) for i, s in mine if not run.state.is_done(s.split, s.id)]
         result.existing = len(mine) - len(todo)
-        with recording(config.ray) as report:
-            outcomes = _outcomes(config, relighter, todo, bank, rejected)
-            bar = tqdm(outcomes, total=len(todo), desc="relight", unit="image", disable=not config.progress)
-            for (_, sample), outcome in zip(todo, bar):
-                if isinstance(outcome, Skip):
-                    skipped.append(outcome)
-                else:
-                    state.add(sample.split, outcome)
-                    result.new += 1
-        result.ray = report.to_record() if report else None
-        result.rejected, result.skipped = rejected, dict(write_skipped(config.out, skipped, config.shard))
-        result.seconds = time.time() - started
-        record = result.to_record(command, config)
-        write_run_json(config.out, record, config.shard)
-        if state.rowed and any(state.rowed.values()):
+        outcomes = _outcomes(config, relighter, todo, bank, result.rejected)
+        run.collect(todo, outcomes, lambda item: item[1].split, "relight", "image", config.progress)
+        if run.state.rowed and any(run.state.rowed.values()):
             what = f"IC-Light ({config.variant}, {config.weights} on {config.model})"
             write_card(config.out, "ormbg relit", f"Photo rows of {Path(config.src).name} relit with {what} by "
                        "`datagen relight`; the alpha files are the input's, byte for byte; each row records its "

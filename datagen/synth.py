@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.card import write_card
-from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.cluster import check_shared_paths, ray_map
 from datagen.console import DATA_ROOT, SIZE, option
 from datagen.errors import InputError
-from datagen.io import write_run_json
 from datagen.parallel import pick_device, torch_dtype
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
@@ -36,11 +34,11 @@ from datagen.records import (
     ResumeState,
     StageResult,
     resolve_shard,
-    resume_run,
     seeded_id,
     write_sample_files,
 )
 from datagen.slices import focus_weights
+from datagen.stage import stage_run
 
 SDXL_OUTPUT_LICENSE = "CreativeML Open RAIL++-M (outputs of SDXL base; check the licence of the checkpoint used)"
 
@@ -305,40 +303,39 @@ def run_synth(config: SynthConfig, render: Render | None = None, command: str = 
 
     `render` replaces the backend (tests pass a tiny LayerDiffuse pipeline through `layerdiffuse_renderer`).
     """
-    started = time.time()
     if render is not None and config.ray:
         raise ValueError("a renderer passed in runs in this process only: leave config.ray unset")
-    with resume_run(config.out, config.shard, config.overwrite) as state:
+    result = SynthResult(config.out)
+    with stage_run(result, config, command, shard=config.shard, ray=config.ray, overwrite=config.overwrite,
+                   skips=False) as run:  # fmt: skip
         if config.ray:
-            with recording(config.ray) as report:
-                result = _generate_on_ray(config, state)
-            result.ray = report.to_record()
+            _generate_on_ray(config, run.state, result)
         else:
-            result = _generate(config, render or BACKENDS[config.backend].renderer(config), state)
-        result.seconds = time.time() - started
-        _write_records(config, command, result)
+            _generate(config, render or BACKENDS[config.backend].renderer(config), run.state, result)
+        if result.count:
+            _write_card(config)
     return result
 
 
-def _plan(config: SynthConfig, state: ResumeState) -> tuple[list[Job], SynthResult]:
-    """The first attempt of every sample of this shard not done yet, and the result that counts the rest."""
+def _plan(config: SynthConfig, state: ResumeState, result: SynthResult) -> list[Job]:
+    """The first attempt of every sample of this shard not done yet; the rest counted in `result`."""
     fixed = load_prompts(config.prompts) if config.prompts else None
     focus = Focus.read(config)
     index, count = config.shard
     mine = range(index, config.n, count)
     todo = [i for i in mine if not state.is_done("train", seeded_id(_prefix(config), config.seed, i))]
     pending = [Job(i, 0, _prompt(config, i, fixed, focus)) for i in todo]
-    result = SynthResult(config.out, existing=len(mine) - len(pending))
+    result.existing = len(mine) - len(pending)
     result.focus = asdict(focus) | {"digest": focus.digest} if focus else None  # for run.json
-    return pending, result
+    return pending
 
 
 def _prefix(config: SynthConfig) -> str:
     return "synth" if config.kind == "person" else "background"
 
 
-def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthResult:
-    pending, result = _plan(config, state)
+def _generate(config: SynthConfig, render: Render, state: ResumeState, result: SynthResult) -> None:
+    pending = _plan(config, state, result)
     prefix = _prefix(config)
     bar = tqdm(total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
 
@@ -372,7 +369,6 @@ def _generate(config: SynthConfig, render: Render, state: ResumeState) -> SynthR
             writing = writer.submit(keep, batch, images) if batch else None
     bar.close()
     result.count = len(state.rowed["train"])
-    return result
 
 
 def _keep(config: SynthConfig, prefix: str, job: Job, image: np.ndarray) -> tuple[dict | None, str | None]:
@@ -426,10 +422,10 @@ def synth_batch(jobs: list[Job]) -> list[tuple[dict[str, Any] | None, list[str]]
 PROCEDURAL_RAY_BATCH = 16  # procedural samples per Ray task (milliseconds each)
 
 
-def _generate_on_ray(config: SynthConfig, state: ResumeState) -> SynthResult:
+def _generate_on_ray(config: SynthConfig, state: ResumeState, result: SynthResult) -> None:
     """The plan of a local run, generated on Ray: LayerDiffuse on GPU actors (one pipeline each, batches of
     --batch-size; on CPU actors with --device cpu), the procedural backend as CPU tasks. This process writes rows."""
-    pending, result = _plan(config, state)
+    pending = _plan(config, state, result)
     if config.backend == "procedural":
         options = {"batch_size": PROCEDURAL_RAY_BATCH}
     else:
@@ -444,19 +440,13 @@ def _generate_on_ray(config: SynthConfig, state: ResumeState) -> SynthResult:
             state.add("train", row)
             result.new += 1
     result.count = len(state.rowed["train"])
-    return result
 
 
-def _write_records(config: SynthConfig, command: str, result: SynthResult) -> None:
-    write_run_json(config.out, result.to_record(command, config), config.shard)
-    if result.count:
-        what = (
-            "transparent people (RGBA foregrounds, fg/ + gt/)" if config.kind == "person" else "people-free backgrounds"
-        )
-        how = BACKENDS[config.backend].how
-        write_card(
-            config.out,
-            f"ormbg synth: {config.kind}s ({config.backend})",
-            f"{what.capitalize()}, {how}, by `datagen synth`. Each row records its prompt, seeds, model and "
-            "quality scores.",
-        )
+def _write_card(config: SynthConfig) -> None:
+    what = "transparent people (RGBA foregrounds, fg/ + gt/)" if config.kind == "person" else "people-free backgrounds"
+    write_card(
+        config.out,
+        f"ormbg synth: {config.kind}s ({config.backend})",
+        f"{what.capitalize()}, {BACKENDS[config.backend].how}, by `datagen synth`. Each row records its prompt, "
+        "seeds, model and quality scores.",
+    )

@@ -27,7 +27,8 @@ def test_refine_skips_a_truncated_alpha_and_refines_the_rest(flawed, tiny_vitmat
     result = run_refine(RefineConfig(flawed, model=str(tiny_vitmatte), offline=True, device="cpu", force=True,
                                      progress=False))  # fmt: skip
     assert result.refined == 2 and sum(result.skipped.values()) == 2
-    reasons = [json.loads(line)["reason"] for line in (flawed / "skipped.jsonl").read_text().splitlines()]
+    assert result.skips_file == "refine-skipped.jsonl"  # the importer's skipped.jsonl is not refine's to write
+    reasons = [json.loads(line)["reason"] for line in (flawed / result.skips_file).read_text().splitlines()]
     assert any("truncated" in r for r in reasons) and any("matte size mismatch" in r for r in reasons)
 
 

@@ -309,5 +309,5 @@ def test_bad_devices_other_models_and_odd_sizes_are_one_line_or_a_skip(tmp_path,
     (root / "train/gt/s1.png").write_bytes(encode_png(np.zeros((30, 30), np.uint8)))
     result = runner.invoke(cli, [*base, "--model", str(tiny_vitmatte), "--device", "cpu", "--force"])
     assert result.exit_code == 0 and "new 2" in result.output, result.output
-    skipped = [json.loads(line) for line in (root / "skipped.jsonl").read_text().splitlines()]
+    skipped = [json.loads(line) for line in (root / "refine-skipped.jsonl").read_text().splitlines()]
     assert len(skipped) == 1 and "matte size mismatch" in skipped[0]["reason"]

@@ -7,33 +7,30 @@ of workers, any --shard split and any interruption. Rows are appended in index o
 from __future__ import annotations
 
 import json
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
-from datagen.cluster import ray_map, recording
+from datagen.cluster import ray_map
 from datagen.compose.config import AugmentConfig, ComposeConfig
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
-from datagen.io import ImageReadError, write_run_json
+from datagen.io import ImageReadError
 from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import (
     Skip,
     StageResult,
-    resume_run,
     seeded_id,
     write_sample_files,
-    write_skipped,
 )
 from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
+from datagen.stage import stage_run
 
 
 @dataclass(frozen=True)
@@ -293,57 +290,47 @@ def _results(
 
 def run_compose(config: ComposeConfig, command: str = "datagen compose") -> ComposeResult:
     """Write config.n composites (this shard's share) into config.out; resumes unless config.overwrite."""
-    started = time.time()
     pools, occluders = split_pools(config)
     focus = CompositeFocus(config.focus, [str(spec) for spec in config.foregrounds]) if config.focus else None
-    with resume_run(config.out, config.shard, config.overwrite) as state:
+    result = ComposeResult(config.out)
+    with stage_run(result, config, command, shard=config.shard, ray=config.ray, overwrite=config.overwrite) as run:
         index, count = config.shard
         mine = range(index, config.n, count)
         # an id names one index, so a sample done in either split is skipped before anything is drawn for it
         jobs = [
             make_job(i, config, pools, occluders, focus=focus)
             for i in mine
-            if not any(state.is_done(split, seeded_id("composite", config.seed, i)) for split in COMPOSE_SPLITS)
+            if not any(run.state.is_done(split, seeded_id("composite", config.seed, i)) for split in COMPOSE_SPLITS)
         ]
-        result = ComposeResult(config.out, existing=len(mine) - len(jobs))
-        skipped: dict[str, Skip] = {}  # by path or id: an unreadable file is recorded once
-        with recording(config.ray) as report:
-            outcomes = _results(jobs, config, pools, occluders, focus)
-            bar = tqdm(outcomes, total=len(jobs), desc="compose", unit="image", disable=not config.progress)
-            for job, (outcome, found_bad) in zip(jobs, bar):
-                for skip in found_bad:
-                    skipped.setdefault(skip.path, skip)
-                if isinstance(outcome, Skip):
-                    skipped.setdefault(outcome.path, outcome)
-                else:
-                    state.add(job.split, outcome)
-                    result.new += 1
-        result.ray = report.to_record() if report else None
-        result.skipped = dict(write_skipped(config.out, skipped.values(), config.shard))
-        result.counts = {split: len(state.rowed[split]) for split in COMPOSE_SPLITS if state.rowed[split]}
-        result.seconds = time.time() - started
-        _write_records(config, command, result, focus)
+        result.existing = len(mine) - len(jobs)
+
+        def outcomes() -> Iterator[dict[str, Any] | Skip]:
+            for outcome, found_bad in _results(jobs, config, pools, occluders, focus):
+                for skip in found_bad:  # an unreadable pool file is recorded once
+                    run.skip(skip)
+                yield outcome
+
+        run.collect(jobs, outcomes(), lambda job: job.split, "compose", "image", config.progress)
+        result.counts = {split: len(run.state.rowed[split]) for split in COMPOSE_SPLITS if run.state.rowed[split]}
+        run.extra = {"test_splits_used": benchmark_specs(config), "focus": focus.to_record() if focus else None}
+        if result.counts:
+            _write_card(config)
     return result
 
 
-def _write_records(config: ComposeConfig, command: str, result: ComposeResult, focus: CompositeFocus | None) -> None:
-    record = result.to_record(
-        command, config, test_splits_used=benchmark_specs(config), focus=focus.to_record() if focus else None
+def _write_card(config: ComposeConfig) -> None:
+    description = (
+        "People composited onto backgrounds by `datagen compose`: placement, lighting, shadow, occlusion "
+        "and camera degradations, with the person's exact alpha as ground truth. Each row's `params` "
+        "holds every drawn parameter; `foreground_id` and `background_id` name the inputs."
     )
-    write_run_json(config.out, record, config.shard)
-    if result.counts:
-        description = (
-            "People composited onto backgrounds by `datagen compose`: placement, lighting, shadow, occlusion "
-            "and camera degradations, with the person's exact alpha as ground truth. Each row's `params` "
-            "holds every drawn parameter; `foreground_id` and `background_id` name the inputs."
+    used = benchmark_specs(config)
+    if used:
+        description += (
+            f"\n\n**Made from test splits, named by the user: {', '.join(used)}.** These hold benchmark images: "
+            "do not evaluate a model trained on these composites on those benchmarks."
         )
-        used = benchmark_specs(config)
-        if used:
-            description += (
-                f"\n\n**Made from test splits, named by the user: {', '.join(used)}.** These hold benchmark images: "
-                "do not evaluate a model trained on these composites on those benchmarks."
-            )
-        write_card(config.out, "ormbg composites", description)
+    write_card(config.out, "ormbg composites", description)
 
 
 def benchmark_specs(config: ComposeConfig) -> list[str]:

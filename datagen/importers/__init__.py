@@ -9,36 +9,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
-from tqdm import tqdm
 
 from datagen.card import write_card
-from datagen.cluster import check_shared_paths, ray_map, recording
+from datagen.cluster import check_shared_paths
 from datagen.console import DATA_ROOT, option
 from datagen.errors import InputError
 from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError, Pair
-from datagen.io import write_run_json
-from datagen.parallel import process_pool
 from datagen.records import (
     SPLITS,
     Skip,
     StageResult,
     iter_rows,
     resolve_shard,
-    resume_run,
     unique_ids,
-    write_skipped,
 )
+from datagen.stage import map_items, stage_run
 
 __all__ = ["IMPORTERS", "ImportConfig", "ImportResult", "LayoutError", "run_import"]
 
@@ -90,36 +83,28 @@ class ImportConfig:
             raise InputError("give both --images and --alphas, or neither (a folder of RGBA cut-outs)")
 
 
-@dataclass
-class ImportResult(StageResult):
-    counts: dict[str, int] = field(default_factory=dict)  # "<split>[/<subset>]" -> samples in the directory
-
-
 RAY_BATCH = 16  # pairs per Ray task (a pair takes tens of milliseconds; a task's scheduling about one)
 
 
-def _convert(jobs: list[PairJob], workers: int, ray: str | None = None) -> Iterator[dict[str, Any] | Skip]:
-    if ray:
-        yield from ray_map(import_pair, jobs, ray, batch_size=RAY_BATCH)
-        return
-    if workers == 1:
-        yield from map(import_pair, jobs)
-        return
-    with process_pool(workers, preload=[__name__]) as pool:
-        yield from pool.map(import_pair, jobs, chunksize=4)
+@dataclass
+class ImportResult(StageResult):
+    counts: dict[str, int] = field(default_factory=dict)  # "<split>[/<subset>]" -> samples in the directory
 
 
 def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | None = None) -> ImportResult:
     """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
     if kind not in IMPORTERS:
         raise InputError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
-    started, module, src, out = time.time(), IMPORTERS[kind], Path(src), Path(config.out or Path(DATA_ROOT) / kind)
+    module, src, out = IMPORTERS[kind], Path(src), Path(config.out or Path(DATA_ROOT) / kind)
+    config = dataclasses.replace(config, out=out)
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
     discovery: Discovery = module.discover(src, config)
     discovery.pairs = hold_out(discovery.pairs, kind, config.val_fraction)
-    with resume_run(out, config.shard, config.overwrite) as state:
+    result = ImportResult(out)
+    with stage_run(result, config, command or f"datagen import {kind} {src}", shard=config.shard, ray=config.ray,
+                   overwrite=config.overwrite) as run:  # fmt: skip
         ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
         index, count = config.shard
         mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
@@ -135,25 +120,35 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
                 config.jpeg_quality,
                 trimaps,
                 config.foreground,
-            )
+            )  # fmt: skip
             for pair in mine
-            if not state.is_done(pair.split, ids[pair.key])
+            if not run.state.is_done(pair.split, ids[pair.key])
         ]
-        result = ImportResult(out, existing=len(mine) - len(jobs))
-        skipped = list(discovery.skipped) if index == 0 else []
-        with recording(config.ray) as report:
-            outcomes = _convert(jobs, config.workers, config.ray)
-            bar = tqdm(outcomes, total=len(jobs), desc=f"import {kind}", unit="pair", disable=not config.progress)
-            for job, outcome in zip(jobs, bar):
-                if isinstance(outcome, Skip):
-                    skipped.append(Skip(_relative(outcome.path, src), outcome.reason))
-                else:
-                    state.add(job.pair.split, outcome)
-                    result.new += 1
-        result.ray = report.to_record() if report else None
+        result.existing = len(mine) - len(jobs)
+        for skip in discovery.skipped if index == 0 else []:
+            run.skip(skip)
+        outcomes = (
+            Skip(_relative(outcome.path, src), outcome.reason) if isinstance(outcome, Skip) else outcome
+            for outcome in map_items(
+                import_pair,
+                jobs,
+                workers=config.workers,
+                ray=config.ray,
+                ray_batch=RAY_BATCH,
+                chunksize=4,
+                preload=[__name__],
+            )  # fmt: skip
+        )
+        run.collect(jobs, outcomes, lambda job: job.pair.split, f"import {kind}", "pair", config.progress)
         result.counts = _counts(out)
-        result.seconds = time.time() - started
-        _write_records(kind, src, config, result, skipped, module, command)
+        run.extra = {"kind": kind, "source": str(src.resolve()), "license": module.LICENSE, "download": module.URL}
+        if result.counts:
+            write_card(
+                out,
+                f"{kind} (imported with ormbg datagen)",
+                f"{module.__doc__.strip()}\n\nLicence as its authors state it: {module.LICENSE}.\nDownload: "
+                f"{module.URL}.",
+            )
     return result
 
 
@@ -190,25 +185,3 @@ def _counts(out: Path) -> dict[str, int]:
         for row in iter_rows(out, split):  # streamed: a million rows are counted, never held
             counts[f"{split}/{row['subset']}" if row.get("subset") else split] += 1
     return dict(sorted(counts.items()))
-
-
-def _write_records(
-    kind: str, src: Path, config: ImportConfig, result: ImportResult, skipped: list[Skip], module, command
-):
-    """skipped.jsonl (every skip with its path), run.json (what made it) and the dataset card."""
-    result.skipped = write_skipped(result.out, skipped, config.shard)
-    record = result.to_record(
-        command or f"datagen import {kind} {src}",
-        dataclasses.replace(config, out=result.out),
-        kind=kind,
-        source=str(src.resolve()),
-        license=module.LICENSE,
-        download=module.URL,
-    )
-    write_run_json(result.out, record, config.shard)
-    if result.counts:
-        write_card(
-            result.out,
-            f"{kind} (imported with ormbg datagen)",
-            f"{module.__doc__.strip()}\n\nLicence as its authors state it: {module.LICENSE}.\nDownload: {module.URL}.",
-        )

@@ -1,0 +1,124 @@
+"""The stage runner: what every writing stage (synth, compose, import, foreground, refine, relight) does around its
+own planning and per-item work.
+
+    with stage_run(result, config, command, out=..., shard=..., ray=...) as run:   # lock, resume, Ray report
+        jobs = plan(run.state)                                                      # the stage's planner
+        outcomes = map_items(work_one, jobs, workers=..., ray=...)                  # here, a process pool or Ray
+        run.collect(jobs, outcomes, split_of=..., desc="compose", unit="image")     # rows appended, skips kept
+    # on leaving: skipped.jsonl, the run record (result.to_record) and the seconds; the command prints
+    # result.summary()
+
+A stage that edits the dataset it reads (`in_place`: foreground, refine) writes its record beside run.json
+(`foreground.json`, `refine.json`) and its skips to `<record>-skipped.jsonl`, so it never writes over the files of the
+stage that made the dataset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from datagen.cluster import ray_map, recording
+from datagen.io import write_run_json
+from datagen.parallel import process_pool, single_threaded_opencv
+from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
+
+
+@dataclass
+class Run:
+    """A stage's run in progress: what is done (`state`), the result it counts into, the skips met, and anything
+    the run record gets besides the result's fields (`extra`)."""
+
+    state: ResumeState
+    result: StageResult
+    skips: dict[str, Skip] = field(default_factory=dict)  # by path: a file met twice is recorded once
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def skip(self, skip: Skip) -> None:
+        self.skips.setdefault(skip.path, skip)
+
+    def collect(
+        self,
+        jobs: list[Any],
+        outcomes: Iterable[dict[str, Any] | Skip],
+        split_of: Callable[[Any], str],
+        desc: str,
+        unit: str = "image",
+        progress: bool = True,
+    ) -> None:
+        """Append each job's row to its split (in job order) and count it new; keep each Skip."""
+        for job, outcome in zip(jobs, tqdm(outcomes, total=len(jobs), desc=desc, unit=unit, disable=not progress)):
+            if isinstance(outcome, Skip):
+                self.skip(outcome)
+            else:
+                self.state.add(split_of(job), outcome)
+                self.result.new += 1
+
+
+def skips_file(record: str) -> str:
+    """Where a stage's skips go: skipped.jsonl beside run.json; `<name>-skipped.jsonl` beside an in-place record."""
+    return "skipped.jsonl" if record == "run.json" else f"{Path(record).stem}-skipped.jsonl"
+
+
+@contextmanager
+def stage_run(
+    result: StageResult,
+    config: Any,
+    command: str,
+    *,
+    shard: tuple[int, int],
+    ray: str | None = None,
+    overwrite: bool = False,
+    in_place: bool = False,
+    record: str = "run.json",
+    skips: bool = True,
+) -> Iterator[Run]:
+    """Lock `result.out` (this shard), start over if asked, read what is done, count what Ray runs; on leaving
+    without an error, write the skips, the run record and the seconds (under the lock). The skips file is written
+    on every run of a stage that makes its dataset (`skips=False`: one that never skips), and by an in-place stage
+    only when it skipped something."""
+    started = time.time()
+    with resume_run(result.out, shard, overwrite, in_place=in_place) as state:
+        run = Run(state, result)
+        with recording(ray) as report:
+            yield run
+        result.ray = report.to_record() if report else None
+        if run.skips or (skips and not in_place):
+            result.skips_file = skips_file(record)
+            result.skipped = dict(write_skipped(result.out, run.skips.values(), shard, result.skips_file))
+        result.seconds = time.time() - started
+        write_run_json(result.out, result.to_record(command, config, **run.extra), shard, record)
+
+
+def map_items(
+    function: Callable[[Any], Any],
+    items: list[Any],
+    *,
+    workers: int = 1,
+    ray: str | None = None,
+    setup: Callable[..., None] | None = None,
+    setup_args: tuple = (),
+    ray_batch: int = 16,
+    chunksize: int = 1,
+    preload: list[str] | None = None,
+    single_threaded: bool = False,
+) -> Iterator[Any]:
+    """`function(item)` for each item, in item order: on Ray (tasks of `ray_batch` items), in `workers` processes,
+    or here. `setup(*setup_args)` runs once in each process that does the work (set-up such as a worker's state)."""
+    if ray:
+        yield from ray_map(function, items, ray, setup, setup_args, batch_size=ray_batch)
+        return
+    if workers == 1:
+        if setup is not None:
+            setup(*setup_args)
+        with single_threaded_opencv() if single_threaded else nullcontext():
+            yield from map(function, items)
+        return
+    with process_pool(workers, setup, setup_args, preload=preload) as pool:
+        yield from pool.map(function, items, chunksize=chunksize)
