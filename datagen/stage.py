@@ -15,6 +15,7 @@ stage that made the dataset.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -25,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from datagen.cluster import ray_map, recording
+from datagen.errors import UserError
 from datagen.io import write_run_json
 from datagen.parallel import process_pool, single_threaded_opencv
 from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
@@ -61,6 +63,20 @@ class Run:
                 self.result.new += 1
 
 
+@contextmanager
+def crash_report(command: str, out: Path) -> Iterator[None]:
+    """A bug (any error but a UserError) keeps its traceback; before it, one line says where the run's files are and
+    that a rerun resumes from them."""
+    try:
+        yield
+    except Exception as error:
+        if not isinstance(error, UserError):
+            stage = command.split(" --")[0]
+            print(f"{stage}: stopped by an unexpected error (a bug: the traceback follows; please report it). What "
+                  f"was made so far is in {out}; a rerun resumes from it.", file=sys.stderr)  # fmt: skip
+        raise
+
+
 def skips_file(record: str) -> str:
     """Where a stage's skips go: skipped.jsonl beside run.json; `<name>-skipped.jsonl` beside an in-place record."""
     return "skipped.jsonl" if record == "run.json" else f"{Path(record).stem}-skipped.jsonl"
@@ -86,7 +102,7 @@ def stage_run(
     started = time.time()
     with resume_run(result.out, shard, overwrite, in_place=in_place) as state:
         run = Run(state, result)
-        with recording(ray) as report:
+        with recording(ray) as report, crash_report(command, result.out):
             yield run
         result.ray = report.to_record() if report else None
         if run.skips or (skips and not in_place):

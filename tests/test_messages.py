@@ -138,3 +138,26 @@ def test_user_errors_are_one_line_and_a_bug_keeps_its_traceback(tmp_path):
     assert corrupt.exit_code == 1 and f"{tmp_path / 'run.json'}: not valid JSON" in corrupt.output
     bug = runner.invoke(command, ["bug"])
     assert isinstance(bug.exception, ValueError) and "Error:" not in bug.output  # propagates, traceback and all
+
+
+def test_a_bug_in_a_stage_says_where_its_files_are_and_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    import datagen.compose.run as compose_run
+    from datagen.compose.config import ComposeConfig
+
+    def broken(job):
+        raise ZeroDivisionError("a bug in a worker")
+
+    monkeypatch.setattr(compose_run, "compose_one", broken)
+    fg, bg = tmp_path / "fg", tmp_path / "bg"
+    fg.mkdir(), bg.mkdir()
+    person = np.zeros((32, 16, 4), np.uint8)
+    person[8:28, 4:12] = 255
+    encode = __import__("datagen.io", fromlist=["encode_png"]).encode_png
+    (fg / "p.png").write_bytes(encode(person))
+    (bg / "b.png").write_bytes(encode(np.full((40, 40, 3), 90, np.uint8)))
+    config = ComposeConfig(out=tmp_path / "out", foregrounds=(fg,), backgrounds=(bg,), n=2, size=(32, 32),
+                           progress=False)  # fmt: skip
+    with pytest.raises(ZeroDivisionError):
+        compose_run.run_compose(config, command="datagen compose --fg x")
+    err = capsys.readouterr().err
+    assert "datagen compose: stopped by an unexpected error" in err and str(tmp_path / "out") in err, err
