@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
-from datagen.io import ImageReadError, read_pair  # noqa: E402
+from datagen.io import ImageReadError, read_alpha, read_image, read_pair  # noqa: E402
 from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
@@ -419,33 +419,66 @@ class MixSampler(Sampler):
 
 
 class EvalSet(Dataset):
-    """Validation samples as `ormbg.evaluate` reads them: the image as `prepare` makes it and the alpha at its own
-    size (uint8), so validation scores the matte brought back to the image's size (`preprocess.mattes_at`), exactly
-    as evaluate does: the same checkpoint and data give the same MAE through both. Batch with `collate_eval`."""
+    """Samples to score, read one way for `ormbg.evaluate` and for training's validation: the image as `prepare`
+    makes it (or, with `predictions`, another model's matte <id>.png from that folder), the alpha at its own size
+    (uint8) and the trimap where there is one. Validation thus scores the matte brought back to the ground truth's
+    size (`preprocess.mattes_at`) exactly as evaluate does: the same checkpoint and data give the same MAE.
 
-    def __init__(self, samples: SamplePairs | ParquetRows, size_px: int):
-        self.samples, self.size_px = samples, size_px
+    `samples`: a split's `Sample`s (ids, trimaps and subsets: what evaluate reads), or a validation source's
+    `SamplePairs` / `ParquetRows`. `images`: also keep the decoded image (the second stage's input). An item is a dict,
+    or {"id", "unreadable": [path, reason]} when a file of it cannot be read. Training batches them with
+    `collate_eval`; evaluate takes the list."""
+
+    def __init__(self, samples, size_px: int, predictions: Path | None = None, images: bool = False):
+        self.samples, self.size_px, self.predictions, self.images = samples, size_px, predictions, images
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
-        """(image, alpha, unreadable JSON as TrainSet); an unreadable sample gives zeros, to be left out."""
+    def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            if isinstance(self.samples, ParquetRows):
-                image, alpha_u8, _ = self.samples.row(index)
-            else:
-                image, alpha_u8 = read_pair(*self.samples[index])
+            return self._read(index)
         except ImageReadError as error:
-            zeros = torch.zeros((3, self.size_px, self.size_px), dtype=torch.uint8), np.zeros((1, 1), np.uint8)
-            return *zeros, json.dumps([[error.path, error.reason]])
-        return prepare(image, self.size_px), alpha_u8, "[]"
+            return {"id": self._id(index), "unreadable": [error.path, error.reason]}
+
+    def _id(self, index: int) -> str:
+        if isinstance(self.samples, ParquetRows):
+            return f"row {index}"
+        if isinstance(self.samples, SamplePairs):
+            return Path(self.samples[index][0]).stem
+        return self.samples[index].id
+
+    def _read(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": self._id(index), "trimap": None, "subset": ""}
+        if isinstance(self.samples, ParquetRows):
+            image, item["alpha"], _ = self.samples.row(index)
+        elif isinstance(self.samples, SamplePairs):
+            image, item["alpha"] = read_pair(*self.samples[index])
+        else:
+            sample = self.samples[index]
+            item.update(image_path=str(sample.path("image")), subset=str(sample.row.get("subset") or ""))
+            item["alpha"] = read_alpha(sample.path("alpha"))
+            if sample.path("trimap"):
+                item["trimap"] = read_alpha(sample.path("trimap"))
+            if self.predictions is not None:  # uint8: an eighth of the bytes to pass from the loader worker
+                path = self.predictions / f"{sample.id}.png"
+                item["prediction"] = read_alpha(path) if path.is_file() else None
+                return item
+            image = read_image(sample.path("image"))
+        item["pixels"] = prepare(image, self.size_px)
+        if self.images:
+            item["image"] = image
+        return item
 
 
-def collate_eval(items: list[tuple[torch.Tensor, np.ndarray, str]]) -> tuple[torch.Tensor, list, list[str]]:
-    """EvalSet items -> (Nx3xSxS pixels, the N alphas at their own sizes, the N unreadable JSON strings)."""
-    pixels, alphas, unreadable = zip(*items)
-    return torch.stack(pixels), list(alphas), list(unreadable)
+def collate_eval(items: list[dict[str, Any]]) -> tuple[torch.Tensor, list, list[str]]:
+    """EvalSet items -> (Nx3xSxS pixels, the N alphas at their own sizes, the N unreadable lists as JSON); an
+    unreadable item gives zeros and a 1x1 alpha, to be left out."""
+    size = next((item["pixels"].shape[-1] for item in items if "pixels" in item), 1)
+    pixels = [item.get("pixels", torch.zeros((3, size, size), dtype=torch.uint8)) for item in items]
+    alphas = [item.get("alpha", np.zeros((1, 1), np.uint8)) for item in items]
+    unreadable = [json.dumps([item["unreadable"]] if "unreadable" in item else []) for item in items]
+    return torch.stack(pixels), alphas, unreadable
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

@@ -27,18 +27,17 @@ import click
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.errors import InputError, MissingInputError
-from datagen.io import ImageReadError, encode_png, read_alpha, read_image, write_atomic, write_json
+from datagen.io import encode_png, read_image, write_atomic, write_json
 from datagen.parallel import process_pool
 from datagen.records import iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
-from ormbg.data import BadSamples, loader_options
+from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
-from ormbg.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -81,48 +80,6 @@ def resolve_split(spec: str) -> tuple[Path, str]:
     if len(present) == 1:
         return root, present[0]
     raise InputError(f"{root} has splits {', '.join(present)}: say which, as {root}:SPLIT")
-
-
-class ScoredSet(Dataset):
-    """Samples of one split with image and alpha: the prepared pixels (or a prediction read from a folder),
-    the ground truth at its own size, and the trimap where there is one."""
-
-    def __init__(self, root: Path, split: str, size_px: int, predictions: Path | None = None, images: bool = False):
-        self.samples = sorted(
-            (s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id
-        )
-        if not self.samples:
-            raise InputError(f"{root}/{split} has no image + alpha samples")
-        self.size_px, self.predictions, self.images = size_px, predictions, images  # images: the second stage's input
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """The item's arrays, or {"id", "unreadable": [path, reason]} when a file of it cannot be read."""
-        try:
-            return self._read(self.samples[index])
-        except ImageReadError as error:
-            return {"id": self.samples[index].id, "unreadable": [error.path, error.reason]}
-
-    def _read(self, sample) -> dict[str, Any]:
-        alpha = read_alpha(sample.path("alpha"))
-        item = {"id": sample.id, "image_path": str(sample.path("image")), "alpha": alpha, "trimap": None}
-        item["subset"] = str(sample.row.get("subset") or "")
-        if sample.path("trimap"):
-            item["trimap"] = read_alpha(sample.path("trimap"))
-        if self.predictions is None:
-            image = read_image(sample.path("image"))
-            item["pixels"] = prepare(image, self.size_px)
-            if self.images:
-                item["image"] = image
-            return item
-        path = self.predictions / f"{sample.id}.png"
-        if not path.is_file():
-            item["prediction"] = None
-            return item
-        item["prediction"] = read_alpha(path)  # uint8: an eighth of the bytes to pass from the loader worker
-        return item
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,7 +197,10 @@ def evaluate_dataset(
     """Scores of one DIR:SPLIT; `score` from `_scorer`, at most `in_flight` images waiting for their scores."""
     from tqdm import tqdm
 
-    dataset = ScoredSet(root, split, config.size, config.predictions, images=config.refine is not None)
+    samples = sorted((s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id)
+    if not samples:
+        raise InputError(f"{root}/{split} has no image + alpha samples")
+    dataset = EvalSet(samples, config.size, config.predictions, images=config.refine is not None)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
