@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300, help="training steps")
     parser.add_argument("--size", type=int, default=128, help="training and evaluation side, px")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--width-divisor", type=int, default=1, help="narrower ORMBG (1: the published width; the tests use 8)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     args = parser.parse_args()
 
@@ -107,7 +110,7 @@ def main() -> int:
         f"python -m ormbg.train --data {composites}:train:0.8 --data {p3m}:train:0.2 --val {composites}:validation "
         f"--val {p3m}:validation --out {q(str(run))} --size {args.size} --batch-size 4 --max-steps {args.steps} "
         f"--lr 1e-3 --warmup-steps {min(20, args.steps)} --val-every {max(1, args.steps // 6)} "
-        f"--log-every {max(1, args.steps // 30)} --workers 1 {seed}{resume}",
+        f"--log-every {max(1, args.steps // 30)} --workers 1 --width-divisor {args.width_divisor} {seed}{resume}",
     )
     weights = q(str(run / "best.safetensors"))
     demo.run(
