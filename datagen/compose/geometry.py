@@ -104,7 +104,7 @@ def place_foreground(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0, 0),
     )
-    alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+    alpha = np.multiply(warped[..., 3], 1.0 / 255.0, dtype=np.float32)
     return Layer(warped[..., :3], alpha, top, left)
 
 
@@ -112,10 +112,9 @@ def over(canvas: np.ndarray, layer: Layer) -> None:
     """canvas (HxWx3 float32, 0..255) <- layer over canvas, in place: C = P + (1 - a) C."""
     region = canvas[layer.box]
     transparency = 1.0 - layer.alpha
-    # A 3-channel factor and a float32 addend keep numpy on its fast contiguous loops (3x faster than
-    # broadcasting the alpha and adding uint8 into float32).
-    region *= cv2.merge([transparency, transparency, transparency])
-    region += layer.color.astype(np.float32, copy=False)
+    # In place on the canvas's region with a 3-channel factor; the 8-bit colour is added without a float copy.
+    cv2.multiply(region, cv2.merge([transparency, transparency, transparency]), dst=region)
+    cv2.add(region, layer.color, dst=region, dtype=cv2.CV_32F)
 
 
 def union_alpha(total: np.ndarray, layer: Layer) -> None:

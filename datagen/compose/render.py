@@ -91,4 +91,5 @@ def render(inputs: Inputs, params: dict[str, Any], size: tuple[int, int]) -> tup
             over(canvas, layer)
             occlude_alpha(alpha, layer)
     image, alpha = degrade(canvas, alpha, degradations)
-    return image, np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+    # round(255 a) saturated to 0..255 in one pass (the alpha is never below 0: products and a positive kernel)
+    return image, cv2.convertScaleAbs(alpha, alpha=255.0)
