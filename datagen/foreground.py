@@ -80,7 +80,7 @@ def _multilevel(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
             "--method ml needs pymatting, a dependency of this project: pip install pymatting; "
             "--method blur-fusion needs nothing"
         ) from error
-    return estimate_foreground_ml(image.astype(np.float64), alpha.astype(np.float64)).astype(np.float32)
+    return estimate_foreground_ml(image, alpha)  # float32 in and out (pymatting computes in float32 anyway)
 
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFAULT_METHOD) -> np.ndarray:
@@ -99,7 +99,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
         estimate = pixels
     else:
         estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
-    result = np.rint(estimate * 255).astype(np.uint8)
+    result = cv2.convertScaleAbs(estimate, alpha=255.0)  # round(255 F), in [0, 255]: one pass
     opaque = alpha == 255
     result[opaque] = image[opaque]  # a = 1: the photo is the foreground, to the byte
     return result
