@@ -269,3 +269,20 @@ def test_shared_options_mean_the_same_on_every_stage():
                     key += (param.help,)
                 seen.setdefault(param.name, set()).add(key)
     assert {name for name, kinds in seen.items() if len(kinds) > 1} == set(), seen
+
+
+def test_shard_is_i_of_k_or_the_launchers_rank_on_every_stage(monkeypatch, tmp_path):
+    from datagen.compose.config import ComposeConfig
+    from datagen.errors import InputError
+    from datagen.foreground import ForegroundConfig
+    from datagen.importers import ImportConfig
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert ComposeConfig().shard == ImportConfig().shard == ForegroundConfig(tmp_path).shard == (1, 3)
+    assert ComposeConfig(shard="2/4").shard == (2, 4) and ImportConfig(shard=(0, 2)).shard == (0, 2)
+    for bad in ("3", "4/4", "a/b", "1/2/3"):
+        with pytest.raises(InputError, match="--shard"):
+            ComposeConfig(shard=bad)
+    result = CliRunner().invoke(cli, ["compose", "--shard", "5/2", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--shard 5/2: need 0 <= I < K" in result.output, result.output
