@@ -104,6 +104,14 @@ def main() -> None:
     parser.add_argument("--rgba", type=Path, nargs="*", default=[], help="folders of RGBA PNGs with a known F")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds per method")
     parser.add_argument("--blur-px", type=float, default=3.0, help="sigma of the blurred matte (prediction case)")
+    parser.add_argument(
+        "--sharpen",
+        type=float,
+        nargs="*",
+        default=[],
+        help="prediction case: also ml on the matte sharpened by each factor K (a' = (a - 0.5) K + 0.5), a candidate "
+        "for soft predicted mattes",
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     methods = ["raw", *METHODS]
@@ -138,14 +146,23 @@ def main() -> None:
     print(f"\ncheapest method within 10% of the best F error: {default}")
     met = means[default][0] * 3 <= means["raw"][0]
     print(f"target (F error at most a third of the raw image's): {'met' if met else 'NOT met'}")
-    prediction_case(foregrounds(args.people, args.rgba), args.blur_px, seconds)
+    prediction_case(foregrounds(args.people, args.rgba), args.blur_px, seconds, args.sharpen)
 
 
-def prediction_case(cases: dict[str, np.ndarray], blur_px: float, seconds: dict[str, float]) -> None:
+def sharpened(alpha: np.ndarray, factor: float) -> np.ndarray:
+    """The matte's ramps made `factor` times steeper around 0.5 (uint8 in and out)."""
+    steeper = (alpha.astype(np.float32) - 127.5) * factor + 127.5
+    return np.clip(np.rint(steeper), 0, 255).astype(np.uint8)
+
+
+def prediction_case(
+    cases: dict[str, np.ndarray], blur_px: float, seconds: dict[str, float], sharpen: list[float] = ()
+) -> None:
     """Cut-outs from a true and a blurred matte, re-composited on blue: raw colours vs each method. Two references:
     the true F with the same matte (the colour fringe alone) and the true F with the true alpha (everything a user
     sees, the matte's own error included, which no colour estimate can remove)."""
-    errors = {(matte, ref): dict.fromkeys(("raw", *METHODS), 0.0) for matte in ("true", "blurred") for ref in REFS}
+    variants = ("raw", *METHODS, *(f"ml-sharpen-{k:g}" for k in sharpen))
+    errors = {(matte, ref): dict.fromkeys(variants, 0.0) for matte in ("true", "blurred") for ref in REFS}
     count = 0
     for rgba in cases.values():
         truth, alpha = rgba[..., :3], rgba[..., 3]
@@ -160,6 +177,8 @@ def prediction_case(cases: dict[str, np.ndarray], blur_px: float, seconds: dict[
                     REFS[1]: over(rgba, blue)[soft].astype(np.float64),
                 }
                 colours = {"raw": image, **{m: estimate_foreground(image, used, m) for m in METHODS}}
+                for k in sharpen:
+                    colours[f"ml-sharpen-{k:g}"] = estimate_foreground(image, sharpened(used, k), "ml")
                 for method, colour in colours.items():
                     composite = over(np.dstack([colour, used]), blue)[soft].astype(np.float64)
                     for ref, reference in references.items():
