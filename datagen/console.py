@@ -41,7 +41,8 @@ class ConfigCommand(RecordedCommand):
     def params(self) -> list[click.Parameter]:
         if not self._generated:
             self._generated = True
-            self._params[len(self._params) - 2 : len(self._params) - 2] = config_options(
+            before_logging = len(self._params) - 2  # -v and -q, added last in __init__, stay last
+            self._params[before_logging:before_logging] = config_options(
                 load_config_class(self._config or ""), {param.name for param in self._params}
             )
         return self._params
@@ -58,7 +59,7 @@ class RecordedGroup(click.Group):
 
 
 def load_config_class(spec: str) -> type:
-    """ "datagen.synth:SynthConfig" -> the class."""
+    """The class a spec names: `datagen.synth:SynthConfig` -> SynthConfig."""
     import importlib
 
     module, _, name = spec.partition(":")
@@ -107,6 +108,7 @@ def _shared() -> dict[str, dict[str, Any]]:
     from pathlib import Path
 
     from datagen.cluster import HELP as RAY_HELP
+    from datagen.cluster import LOCAL
 
     return {
         "out": {"flags": ("-o", "--out"), "type": click.Path(file_okay=False, path_type=Path), "help": ""},
@@ -120,24 +122,27 @@ def _shared() -> dict[str, dict[str, Any]]:
             "help": "I/K: only the items with index % K == I (shards can share one output directory)  [default: "
             "from the launcher's RANK/WORLD_SIZE (accelerate launch, torchrun), else 0/1].",
         },
-        "device": {"help": "auto, cpu, cuda, cuda:N or mps (auto: this process's GPU under a launcher, else the CPU)."},
+        "device": {
+            "help": "auto, cpu, cuda, cuda:N or mps (auto: the GPU, this process's own under a launcher; else "
+            "MPS, else the CPU)."
+        },  # fmt: skip
         "dtype": {"type": click.Choice(DTYPES), "help": "auto: fp16 on a GPU, fp32 on the CPU."},
         "splits": {
             "flags": ("--split",),
             "multiple": True,
             "type": click.Choice(SPLITS),
             "help": "Only this split (repeatable)  [default: every split].",
-        },  # fmt: skip
+        },
         "overwrite": {"help": "Start over instead of resuming."},
         "offline": {"help": "Use only the local Hugging Face cache or local files."},
         "progress": {"flags": ("--progress/--no-progress",), "help": "Show a progress bar on stderr."},
         "ray": {
             "flags": ("--ray",),
             "is_flag": False,
-            "flag_value": "local",
+            "flag_value": LOCAL,
             "metavar": "[ADDRESS]",
             "help": RAY_HELP,
-        },  # fmt: skip
+        },
         "focus": {
             "type": click.Path(exists=True, dir_okay=False, path_type=Path),
             "help": "(a `datagen slices EVAL.json --json SLICES.json` file), clipped to [0.5, 4] (docs/focus.md).",

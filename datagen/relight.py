@@ -225,7 +225,8 @@ def load_relighter(config: RelightConfig) -> Relighter:
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    dtype = torch_dtype(config.dtype)
+    device = pick_device(config.device)
+    dtype = torch_dtype(config.dtype, device)
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
             config.model, safety_checker=None, local_files_only=config.offline
@@ -252,7 +253,7 @@ def load_relighter(config: RelightConfig) -> Relighter:
     merge_offset(
         pipeline.unet, load_file(str(offset_path)), every_key=True, what=f"the IC-Light offset {offset_path.name}"
     )
-    pipeline = pipeline.to(pick_device(config.device), dtype)
+    pipeline = pipeline.to(device, dtype)
     return Relighter(pipeline, config.variant, config.steps, config.guidance, config.size_px, config.highres_scale,
                      config.highres_denoise)  # fmt: skip
 

@@ -1,7 +1,7 @@
 """The stage runner: what every writing stage (synth, compose, import, foreground, refine, relight) does around its
 own planning and per-item work.
 
-    with stage_run(result, config, command, out=..., shard=..., ray=...) as run:   # lock, resume, Ray report
+    with stage_run(result, config, command, shard=..., ray=...) as run:   # lock result.out, resume, count Ray
         jobs = plan(run.state)                                                      # the stage's planner
         outcomes = map_items(work_one, jobs, workers=..., ray=...)                  # here, a process pool or Ray
         run.collect(jobs, outcomes, split_of=..., desc="compose", unit="image")     # rows appended, skips kept
