@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from datagen.console import SPLITS  # the three splits of the contract (defined where the command line needs them)
 from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import (
     encode_jpeg,
@@ -39,7 +40,6 @@ from datagen.io import (
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 METADATA = "metadata.jsonl"
 # Each file kind: (its metadata key, its folder). The folder names are the im/gt layout of DIS and IS-Net.
 FILE_KINDS = {
