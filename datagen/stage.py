@@ -64,16 +64,16 @@ class Run:
 
 
 @contextmanager
-def crash_report(command: str, out: Path) -> Iterator[None]:
+def crash_report(command: str, out: Path, then: str = "a rerun resumes from it") -> Iterator[None]:
     """A bug (any error but a UserError) keeps its traceback; before it, one line says where the run's files are and
-    that a rerun resumes from them."""
+    how to go on from them (`then`). Used by every stage and by training."""
     try:
         yield
     except Exception as error:
         if not isinstance(error, UserError):
             stage = command.split(" --")[0]
             print(f"{stage}: stopped by an unexpected error (a bug: the traceback follows; please report it). What "
-                  f"was made so far is in {out}; a rerun resumes from it.", file=sys.stderr)  # fmt: skip
+                  f"was made so far is in {out}; {then}.", file=sys.stderr)  # fmt: skip
         raise
 
 

@@ -36,6 +36,7 @@ from datagen.errors import InputError, MissingInputError
 from datagen.io import write_atomic
 from datagen.parallel import pick_device
 from datagen.records import ResumeState, write_sample_files
+from datagen.stage import crash_report
 from ormbg.composites import ComposeSource, OnlineComposites
 from ormbg.data import (
     BadSamples,
@@ -497,7 +498,9 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def run_train(config: TrainConfig) -> TrainResult:
-    return Trainer(config).fit()
+    then = f"`--out {config.out} --resume` continues from its last checkpoint"
+    with crash_report("python -m ormbg.train", config.out, then):
+        return Trainer(config).fit()
 
 
 def _default(name: str) -> str:

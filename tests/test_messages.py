@@ -161,3 +161,17 @@ def test_a_bug_in_a_stage_says_where_its_files_are_and_keeps_its_traceback(tmp_p
         compose_run.run_compose(config, command="datagen compose --fg x")
     err = capsys.readouterr().err
     assert "datagen compose: stopped by an unexpected error" in err and str(tmp_path / "out") in err, err
+
+
+def test_a_bug_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import ormbg.train as train
+
+    def broken(self):
+        raise ZeroDivisionError("a bug in a step")
+
+    monkeypatch.setattr(train.Trainer, "__init__", lambda self, config: None)
+    monkeypatch.setattr(train.Trainer, "fit", broken)
+    with pytest.raises(ZeroDivisionError):
+        train.run_train(train.TrainConfig(out=tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert f"`--out {tmp_path / 'run'} --resume` continues from its last checkpoint" in err, err
