@@ -20,6 +20,8 @@ measures the methods.
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +74,41 @@ def blur_fusion(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return _blur_fusion_pass(image, foreground, background, alpha3, SECOND_RADIUS)[0]
 
 
-def _multilevel(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    try:
-        from pymatting import estimate_foreground_ml
-    except ImportError as error:
+@functools.cache
+def multilevel_estimator():
+    """pymatting's `estimate_foreground_ml`, loaded from its own file. `import pymatting` compiles every numba function
+    of the package (its alpha-matting solvers too): about 45-55 s the first time in an environment, before the first
+    foreground or cut-out; this file holds three (about 5 s), cached by numba like the rest."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pymatting")  # finds the package without running its __init__
+    if spec is None or spec.origin is None:
         raise InputError(
             "--method ml needs pymatting, a dependency of this project: pip install pymatting; "
             "--method blur-fusion needs nothing"
-        ) from error
-    return estimate_foreground_ml(image, alpha)  # float32 in and out (pymatting computes in float32 anyway)
+        )
+    path = Path(spec.origin).parent / "foreground" / "estimate_foreground_ml.py"
+    if not path.is_file():  # another layout of pymatting: the package import (slow the first time, still right)
+        from pymatting import estimate_foreground_ml
+
+        return estimate_foreground_ml
+    # under its own name, so numba's cache entries name the module as the package would (either can load them) and
+    # a later `import pymatting` in this process takes this module as its submodule
+    name = "pymatting.foreground.estimate_foreground_ml"
+    if name not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name].estimate_foreground_ml
+
+
+def _multilevel(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    return multilevel_estimator()(image, alpha)  # float32 in and out (pymatting computes in float32 anyway)
 
 
 def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFAULT_METHOD) -> np.ndarray:

@@ -164,3 +164,20 @@ def test_tiny_images_get_a_foreground(method):
         image = np.full((height, width, 3), 90, np.uint8)
         estimate = estimate_foreground(image, np.full((height, width), 128, np.uint8), method)
         assert estimate.shape == (height, width, 3) and estimate.dtype == np.uint8
+
+
+def test_ml_loads_only_pymattings_foreground_estimator():
+    """`import pymatting` compiles every numba function of the package (45-55 s in a fresh environment); ml needs one
+    file of it. In a fresh process an estimate is made and the package itself is never imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from datagen.foreground import estimate_foreground; "
+        "image = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8); "
+        "alpha = np.zeros((24, 20), np.uint8); alpha[4:20, 5:15] = 128; "
+        "f = estimate_foreground(image, alpha, 'ml'); "
+        "print(f.shape, 'pymatting' in sys.modules, 'pymatting.foreground.estimate_foreground_ml' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "(24, 20, 3) False True", out.stdout + out.stderr

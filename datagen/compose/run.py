@@ -16,13 +16,12 @@ import numpy as np
 
 from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
-from datagen.cluster import ray_map
 from datagen.compose.config import AugmentConfig, ComposeConfig
 from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
 from datagen.io import ImageReadError
-from datagen.parallel import process_pool, single_threaded_opencv
+from datagen.parallel import process_pool
 from datagen.records import (
     Skip,
     StageResult,
@@ -30,7 +29,7 @@ from datagen.records import (
     write_sample_files,
 )
 from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
-from datagen.stage import stage_run
+from datagen.stage import map_items, stage_run
 
 
 @dataclass(frozen=True)
@@ -261,20 +260,13 @@ def _results(
 ) -> Iterator[tuple[dict[str, Any] | Skip, list[Skip]]]:
     """Outcomes in job order. Ray: batches of jobs as Ray tasks. Several workers: jobs routed by foreground, a bounded
     window in flight."""
-    if config.ray:
-        setup = (config, pools, occluders, focus)
-        yield from ray_map(compose_one, jobs, config.ray, _init_worker, setup, batch_size=RAY_BATCH)
-        return
-    if config.workers == 1:
-        _init_worker(config, pools, occluders, focus)
-        with single_threaded_opencv():
-            yield from map(compose_one, jobs)
+    setup = (config, pools, occluders, focus)
+    if config.ray or config.workers == 1:
+        yield from map_items(compose_one, jobs, ray=config.ray, setup=_init_worker, setup_args=setup,
+                             ray_batch=RAY_BATCH, single_threaded=True)  # fmt: skip
         return
     owner = assign_workers(jobs, config.workers)
-    executors = [
-        process_pool(1, _init_worker, (config, pools, occluders, focus), preload=[__name__])
-        for _ in range(config.workers)
-    ]
+    executors = [process_pool(1, _init_worker, setup, preload=[__name__]) for _ in range(config.workers)]
     window: deque = deque()
     try:
         for job in jobs:
