@@ -56,20 +56,29 @@ def slices_file(path, ratio: float = 3.0) -> None:
 
 @pytest.mark.slow
 def test_focus_draws_a_value_with_three_times_the_error_about_three_times_as_often(tmp_path):
-    """2,000 people: the value's share is 3x the uniform 1/15 (0.2, 400 of 2,000) within +-15% (binomial sd 18);
-    the same seed gives the same people; the focus is recorded in run.json and each row."""
+    """2,000 planned people (synth's own draw, `_prompt`): the value's share is 3x the uniform 1/15 (0.2, 400 of
+    2,000) within +-15% (binomial sd 18). 40 made end to end: each row has its planned attributes, the focus is
+    recorded in run.json and each row, and the same seed gives the same people."""
+    import datagen.synth as synth_module
+
     slices_file(tmp_path / "slices.json")
-    synth(tmp_path / "focused", 2000, focus=tmp_path / "slices.json")
-    counts = hair_counts(tmp_path / "focused")
+    config = SynthConfig(out=tmp_path / "planned", backend="procedural", n=2000, size=(32, 32),
+                         focus=tmp_path / "slices.json")  # fmt: skip
+    focus = synth_module.Focus.read(config)
+    planned = [synth_module._prompt(config, i, None, focus) for i in range(2000)]
+    counts = Counter(prompt["attributes"]["hair"] for prompt in planned)
     assert 340 <= counts[HAIR] <= 460, counts
     share = counts[HAIR] / 2000 * len(PERSON_ATTRIBUTES["hair"])
     assert 2.55 <= share <= 3.45
+    synth(tmp_path / "focused", 40, focus=tmp_path / "slices.json")
+    rows = read_rows(tmp_path / "focused", "train")
+    assert len(rows) == 40 and all(json.loads(row["attributes"]) == planned[row["index"]]["attributes"] for row in rows)
     record = json.loads((tmp_path / "focused" / "run.json").read_text())["focus"]
     assert record["weights"]["hair"][PERSON_ATTRIBUTES["hair"].index(HAIR)] == 3.0
-    assert {row["focus"] for row in read_rows(tmp_path / "focused", "train")} == {record["digest"]}
+    assert {row["focus"] for row in rows} == {record["digest"]} == {planned[0]["focus"]}
     again = synth(tmp_path / "again", 40, focus=tmp_path / "slices.json")
     assert again.new == 40
-    first = {row["id"]: row for row in read_rows(tmp_path / "focused", "train")}
+    first = {row["id"]: row for row in rows}
     for row in read_rows(tmp_path / "again", "train"):
         assert row == first[row["id"]]
 
