@@ -128,8 +128,8 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
     else:
         estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
     result = cv2.convertScaleAbs(estimate, alpha=255.0)  # round(255 F), in [0, 255]: one pass
-    opaque = alpha == 255
-    result[opaque] = image[opaque]  # a = 1: the photo is the foreground, to the byte
+    # a = 1: the photo is the foreground, to the byte (OpenCV's masked copy: 0.3 ms at 1024 px, numpy's 17-32 ms)
+    cv2.copyTo(image, cv2.compare(alpha, 255, cv2.CMP_EQ), result)
     return result
 
 
