@@ -129,7 +129,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = DEFA
         estimate = blur_fusion(pixels, weight) if method == "blur-fusion" else _multilevel(pixels, weight)
     result = cv2.convertScaleAbs(estimate, alpha=255.0)  # round(255 F), in [0, 255]: one pass
     # a = 1: the photo is the foreground, to the byte (OpenCV's masked copy: 0.3 ms at 1024 px, numpy's 17-32 ms)
-    cv2.copyTo(image, cv2.compare(alpha, 255, cv2.CMP_EQ), result)
+    cv2.copyTo(image, (alpha == 255).view(np.uint8), result)
     return result
 
 
