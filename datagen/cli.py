@@ -16,8 +16,6 @@ import click
 from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, SPLITS, RecordedGroup, command_line, logging_options, user_errors
 
-STAGES = "datagen.{}:{}"  # where each stage's config class lives
-
 
 @click.group(cls=RecordedGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="datagen")
@@ -37,7 +35,7 @@ def cli() -> None:
     """
 
 
-@cli.command(config=STAGES.format("synth", "SynthConfig"))
+@cli.command(config="datagen.synth:SynthConfig")
 def synth(**options) -> None:
     """Generate transparent people (RGBA) with LayerDiffuse on SDXL, or people-free backgrounds.
 
@@ -51,7 +49,7 @@ def synth(**options) -> None:
         click.echo(run_synth(SynthConfig(**options), command=command_line()).summary())
 
 
-@cli.command("import", config=STAGES.format("importers", "ImportConfig"))
+@cli.command("import", config="datagen.importers:ImportConfig")
 @click.argument("kind")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 def import_cmd(kind: str, src: str, **options) -> None:
@@ -76,7 +74,7 @@ def import_cmd(kind: str, src: str, **options) -> None:
         click.echo(run_import(kind, src, ImportConfig(**options), command=command_line()).summary())
 
 
-@cli.command(config=STAGES.format("compose.config", "ComposeConfig"))
+@cli.command(config="datagen.compose.config:ComposeConfig")
 @click.option(
     "--config",
     "config_file",
@@ -100,7 +98,7 @@ def compose(config_file, **options) -> None:
         click.echo(run_compose(config, command=command_line()).summary())
 
 
-@cli.command(config=STAGES.format("foreground", "ForegroundConfig"))
+@cli.command(config="datagen.foreground:ForegroundConfig")
 @click.argument("root", metavar="DIRECTORY", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def foreground(**options) -> None:
     """Estimate the foreground colour of DIRECTORY's photos: fg/<id>.png for every photo row (image + alpha).
@@ -116,7 +114,7 @@ def foreground(**options) -> None:
         click.echo(run_foreground(ForegroundConfig(**options), command=command_line()).summary())
 
 
-@cli.command(config=STAGES.format("refine", "RefineConfig"))
+@cli.command(config="datagen.refine:RefineConfig")
 @click.argument("root", metavar="DIRECTORY", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def refine(**options) -> None:
     """Turn DIRECTORY's coarse mattes (binary masks) into soft ones with ViTMatte.
@@ -134,7 +132,7 @@ def refine(**options) -> None:
         click.echo(run_refine(RefineConfig(**options), command=command_line()).summary())
 
 
-@cli.command(config=STAGES.format("relight", "RelightConfig"))
+@cli.command(config="datagen.relight:RelightConfig")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def relight(**options) -> None:
     """Relight the people of SRC's photo rows with IC-Light; the ground truth stays exact.
@@ -155,7 +153,7 @@ def relight(**options) -> None:
 @click.option("--list", "list_all", is_flag=True, help="Print the rejected samples (id and reason).")
 @click.option("--reject", multiple=True, help="Reject this sample id (repeatable).")
 @click.option("--undo", multiple=True, help="Take back the rejection of this sample id (repeatable).")
-@click.option("--reason", default="rejected by review", show_default=True, help="Why (recorded with --reject).")
+@click.option("--reason", default=None, help="Why (recorded with --reject)  [default: rejected by review].")
 def review(**options) -> None:
     """Rejections of DIRECTORY's samples, kept in DIRECTORY/rejected.jsonl.
 
@@ -166,10 +164,11 @@ def review(**options) -> None:
     from datagen.records import review as review_dataset
 
     with user_errors():
-        click.echo("\n".join(review_dataset(options.pop("directory"), **options)))
+        given = {key: value for key, value in options.items() if value is not None}  # the library's defaults
+        click.echo("\n".join(review_dataset(given.pop("directory"), **given)))
 
 
-@cli.command(config=STAGES.format("hub", "PushConfig"))
+@cli.command(config="datagen.hub:PushConfig")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("repo_id")
 def push(**options) -> None:

@@ -88,8 +88,6 @@ class SizeType(click.ParamType):
     name = "WxH"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
         try:
             parts = [int(part) for part in str(value).lower().split("x")]
         except ValueError:

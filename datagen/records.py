@@ -376,8 +376,13 @@ def rejected_ids(root: str | os.PathLike) -> dict[str, str]:
     return state
 
 
-def review(root: str | os.PathLike, reject: Iterable[str] = (), undo: Iterable[str] = (), reason: str = "rejected by "
-           "review", list_all: bool = False) -> list[str]:  # fmt: skip
+def review(
+    root: str | os.PathLike,
+    reject: Iterable[str] = (),
+    undo: Iterable[str] = (),
+    reason: str = "rejected by review",
+    list_all: bool = False,
+) -> list[str]:
     """`datagen review`: reject and un-reject samples of `root` by id (every id must exist; nothing is deleted) and
     say what changed; with `list_all`, or nothing to change, list the rejected samples. The lines to print."""
     known = {row["id"] for split in chosen_splits(root) for row in read_rows(root, split)}

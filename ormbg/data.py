@@ -436,26 +436,23 @@ class EvalSet(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": f"row {index}", "trimap": None, "subset": ""}
         try:
-            return self._read(index)
+            return self._read(index, item)
         except ImageReadError as error:
-            return {"id": self._id(index), "unreadable": [error.path, error.reason]}
+            return {"id": item["id"], "unreadable": [error.path, error.reason]}
 
-    def _id(self, index: int) -> str:
-        if isinstance(self.samples, ParquetRows):
-            return f"row {index}"
-        if isinstance(self.samples, SamplePairs):
-            return Path(self.samples[index][0]).stem
-        return self.samples[index].id
-
-    def _read(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"id": self._id(index), "trimap": None, "subset": ""}
+    def _read(self, index: int, item: dict[str, Any]) -> dict[str, Any]:
+        """Fill `item` (its id first, so an unreadable file still names its sample)."""
         if isinstance(self.samples, ParquetRows):
             image, item["alpha"], _ = self.samples.row(index)
         elif isinstance(self.samples, SamplePairs):
-            image, item["alpha"] = read_pair(*self.samples[index])
+            image_path, alpha_path = self.samples[index]
+            item["id"] = Path(image_path).stem
+            image, item["alpha"] = read_pair(image_path, alpha_path)
         else:
             sample = self.samples[index]
+            item["id"] = sample.id
             item.update(image_path=str(sample.path("image")), subset=str(sample.row.get("subset") or ""))
             item["alpha"] = read_alpha(sample.path("alpha"))
             if sample.path("trimap"):
