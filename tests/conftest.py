@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -34,6 +38,39 @@ def forkserver_with_every_worker_module():
 
     multiprocessing.get_context("forkserver").set_forkserver_preload([*PRELOAD, *WORKER_MODULES])
     forkserver.ensure_running()
+
+
+_BESIDE: dict[str, tuple[Future, Path]] = {}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `beside` last, so their subprocesses have the whole suite's time to finish."""
+    items.sort(key=lambda item: item.get_closest_marker("beside") is not None)
+
+
+def pytest_collection_finish(session):
+    """Tests marked `beside(start)` wait on subprocesses and need no fixture: `start(folder)` is called in a thread as
+    soon as the suite is collected, and the test (run last) reads what it returned through the `beside` fixture. The
+    demo end to end, twice (40 s, about one core), and the two-process training runs then run beside the in-process
+    tests, which keep this 2-core machine's second core mostly idle. The tests' assertions are the same; only when
+    their subprocesses run changes."""
+    marked = [item for item in session.items if item.get_closest_marker("beside")]
+    if marked:
+        threads = ThreadPoolExecutor(len(marked), thread_name_prefix="beside")
+        for item in marked:
+            folder = Path(tempfile.mkdtemp(prefix="ormbg-beside-"))
+            _BESIDE[item.nodeid] = (threads.submit(item.get_closest_marker("beside").args[0], folder), folder)
+        threads.shutdown(wait=False)
+
+
+@pytest.fixture
+def beside(request):
+    """What this test's `beside(start)` marker's start(folder) returned (it ran from the start of the suite)."""
+    future, folder = _BESIDE[request.node.nodeid]
+    try:
+        yield future.result()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

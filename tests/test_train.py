@@ -18,12 +18,10 @@ from ormbg.model import ORMBG, load_model, load_weights
 from ormbg.train import TrainConfig, run_train
 
 
-@pytest.fixture(scope="module")
-def composites(tmp_path_factory):
+def make_composites(root):
     """A small composites directory (train + validation) made with the real pipeline from procedural inputs."""
     import numpy as np
 
-    root = tmp_path_factory.mktemp("train-data")
     for index in range(8):
         person = draw_person(np.random.default_rng([index]), 96, 64)
         write_sample(root / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
@@ -46,6 +44,11 @@ def composites(tmp_path_factory):
         )
     )
     return root / "composites"
+
+
+@pytest.fixture(scope="module")
+def composites(tmp_path_factory):
+    return make_composites(tmp_path_factory.mktemp("train-data"))
 
 
 def config(out, data, **changes):
@@ -380,34 +383,50 @@ def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_train_one_run_on_the_one_process_schedule(tmp_path, composites):
+def launch_two_process_runs(folder):
+    """The data (in a subprocess: nothing runs in this process beside the suite), then three two-process runs: 6
+    steps; 4 steps; the latter resumed to 6."""
+    import subprocess
+    import sys
+
+    make = f"import pathlib, tests.test_train as t; t.make_composites(pathlib.Path({str(folder)!r}))"
+    made = subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    data, warm = folder / "composites", ("--warmup-steps", "100")
+    whole = torchrun(folder / "whole", data, "--max-steps", "6", *warm)
+    part = torchrun(folder / "part", data, "--max-steps", "4", *warm)
+    resumed = torchrun(folder / "part", data, "--max-steps", "6", "--resume", *warm)
+    return {"data": data, "whole": whole, "part": part, "resumed": resumed}
+
+
+@pytest.mark.beside.with_args(launch_two_process_runs)
+def test_two_processes_train_one_run_on_the_one_process_schedule(tmp_path, beside):
     """Two real processes (asserted, so a launcher that quietly starts one fails this): the learning rate at every
     step equals the one-process run's (the schedule is in optimizer steps; accelerate's default stepped it once per
     process), the untrained validation MAE is the same number, one metrics.jsonl without duplicated rows, checkpoints
     and the summary from rank 0 only, the global batch in config.yaml, and --resume on two processes continues
     exactly: a run stopped after step 4's checkpoint and resumed to 6 equals one run of 6 steps (warm-up past the end,
-    so the schedule does not depend on max_steps)."""
-    warm = ("--warmup-steps", "100")
+    so the schedule does not depend on max_steps). The launches run beside the suite (`launch_two_process_runs`)."""
+    data, whole = beside["data"], beside["whole"]
     single = tmp_path / "single"
-    run_train(config(single, composites, max_steps=6, val_every=2, warmup_steps=100))
-    whole = torchrun(tmp_path / "whole", composites, "--max-steps", "6", *warm)
+    run_train(config(single, data, max_steps=6, val_every=2, warmup_steps=100))
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "x 2 processes" in whole.stderr, "two processes, not one"
-    assert "x 2 processes" in (tmp_path / "whole/config.yaml").read_text().splitlines()[0]
+    assert "x 2 processes" in (data.parent / "whole/config.yaml").read_text().splitlines()[0]
     assert whole.stdout.count("trained to step 6") == 1, whole.stdout
-    rows = metrics(tmp_path / "whole")
+    rows = metrics(data.parent / "whole")
     assert [(row["step"], "val" in row) for row in rows] == [(r["step"], "val" in r) for r in metrics(single)]
     lr = [row["lr"] for row in rows if "lr" in row]
     assert lr == pytest.approx([row["lr"] for row in metrics(single) if "lr" in row]), lr
     for name, scores in rows[0]["val"].items():  # the untrained model on the whole set: the same number
         assert scores == pytest.approx(metrics(single)[0]["val"][name], rel=1e-5)
-    load_weights(ORMBG(8), tmp_path / "whole/last.safetensors")
-    assert torch.load(tmp_path / "whole/last.pt", weights_only=True)["step"] == 6
+    load_weights(ORMBG(8), data.parent / "whole/last.safetensors")
+    assert torch.load(data.parent / "whole/last.pt", weights_only=True)["step"] == 6
 
-    assert torchrun(tmp_path / "part", composites, "--max-steps", "4", *warm).returncode == 0
-    resumed = torchrun(tmp_path / "part", composites, "--max-steps", "6", "--resume", *warm)
+    assert beside["part"].returncode == 0, beside["part"].stderr[-3000:]
+    resumed = beside["resumed"]
     assert resumed.returncode == 0 and "x 2 processes" in resumed.stderr, resumed.stderr[-3000:]
-    assert losses(tmp_path / "part") == pytest.approx(losses(tmp_path / "whole"), rel=1e-5)
+    assert losses(data.parent / "part") == pytest.approx(losses(data.parent / "whole"), rel=1e-5)
 
 
 def test_ranks_draw_different_samples_within_a_step():
