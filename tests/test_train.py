@@ -272,29 +272,22 @@ def test_unreadable_samples_are_skipped_recorded_and_limited(tmp_path, composite
         run_train(config(tmp_path / "strict", data, max_steps=4, batch_size=4, max_bad_samples=0))
 
 
-@pytest.mark.slow
-@pytest.mark.learning
-def test_it_learns(tmp_path):
-    """270 CPU steps of the narrow ORMBG (--width-divisor 8: the published layout at 1/64 of its parameters) on 300
-    procedural composites (64 people, 32 backgrounds, default preset) at 128 px at least halve the validation MAE of
-    the first evaluation (step 0, before training), and the model ranks person pixels above background ones: max-F at
-    least twice what a constant matte gets (its F at threshold 0: precision the person's share, recall 1). Whether it
-    also beats predicting no person at all is printed, not asserted (figures in docs/benchmarks.md). About 55 s here;
-    the full-width network trains the same way in `make demo` (300 steps at 128 px, its curve in docs/train.md)."""
+def learn(folder) -> dict:
+    """test_it_learns's data and training (run in a process of its own: `learn_on_one_thread`)."""
     import numpy as np
 
     for index in range(64):
         person = draw_person(np.random.default_rng([index]), 192, 128)
-        write_sample(tmp_path / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
+        write_sample(folder / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
         if index < 32:
             background = draw_background(np.random.default_rng([index, 1]), 160, 160)
-            write_sample(tmp_path / "bg", "train", f"b{index}", image=background, alpha=None)
-    data = tmp_path / "composites"
+            write_sample(folder / "bg", "train", f"b{index}", image=background, alpha=None)
+    data = folder / "composites"
     run_compose(
         ComposeConfig(
             out=data,
-            foregrounds=(tmp_path / "fg",),
-            backgrounds=(tmp_path / "bg",),
+            foregrounds=(folder / "fg",),
+            backgrounds=(folder / "bg",),
             n=300,
             size=(128, 128),
             val_fraction=0.15,
@@ -306,7 +299,7 @@ def test_it_learns(tmp_path):
     empty_mae = float(np.mean([read_alpha(s.path("alpha")).mean() / 255 for s in iter_samples(data, "validation")]))
     result = run_train(
         config(
-            tmp_path / "learn",
+            folder / "learn",
             data,
             size=128,
             batch_size=4,
@@ -319,8 +312,35 @@ def test_it_learns(tmp_path):
         )
     )
     scores = [next(iter(row["val"].values())) for row in result.history if "val" in row]
-    maes, max_fs = [s["mae"] for s in scores], [s["max_f"] for s in scores]
-    (tmp_path / "scores.json").write_text(json.dumps(scores))
+    return {"mae": [s["mae"] for s in scores], "max_f": [s["max_f"] for s in scores], "empty_mae": empty_mae}
+
+
+def learn_on_one_thread(folder):
+    """`learn` in a process of its own with one torch thread, beside the suite (its steps are too small to gain from a
+    second thread, and on one thread its sums do not depend on how many cores the machine has)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"import json, pathlib, tests.test_train as t; print(json.dumps(t.learn(pathlib.Path({str(folder)!r}))))"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=environment)
+
+
+@pytest.mark.slow
+@pytest.mark.learning
+@pytest.mark.beside.with_args(learn_on_one_thread)
+def test_it_learns(beside):
+    """270 CPU steps of the narrow ORMBG (--width-divisor 8: the published layout at 1/64 of its parameters) on 300
+    procedural composites (64 people, 32 backgrounds, default preset) at 128 px at least halve the validation MAE of
+    the first evaluation (step 0, before training), and the model ranks person pixels above background ones: max-F at
+    least twice what a constant matte gets (its F at threshold 0: precision the person's share, recall 1). Whether it
+    also beats predicting no person at all is printed, not asserted (figures in docs/benchmarks.md). About 45 s of one
+    core here, beside the suite; the full-width network trains the same way in `make demo` (300 steps at 128 px, its
+    curve in docs/train.md)."""
+    assert beside.returncode == 0, beside.stderr[-3000:]
+    found = json.loads(beside.stdout.strip().splitlines()[-1])
+    maes, max_fs, empty_mae = found["mae"], found["max_f"], found["empty_mae"]
     print("validation MAE by evaluation:", [round(m, 4) for m in maes], "predicting nothing:", round(empty_mae, 4))
     print("validation max-F by evaluation:", [round(f, 3) for f in max_fs])
     assert maes[-1] <= maes[0] / 2, maes
