@@ -35,6 +35,7 @@ from datagen.cluster import check_shared_paths
 from datagen.console import option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic
+from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
     InPlaceResult,
@@ -47,6 +48,8 @@ from datagen.records import (
     update_rows,
 )
 from datagen.stage import Run, map_items, stage_run
+
+runs_in_workers(__name__)  # its functions run in pool workers
 
 METHODS = ("blur-fusion", "ml")
 DEFAULT_METHOD = "ml"  # the most accurate, and fast enough: scripts/bench_foreground.py (docs/benchmarks.md)
@@ -227,8 +230,7 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
     todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
     result.existing += len(mine) - len(todo)
     jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
-    outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2,
-                         preload=[__name__])  # fmt: skip
+    outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2)
     for outcome in tqdm(
         outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress
     ):

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.io import ImageReadError, open_image
-from datagen.parallel import bounded_map, process_pool
+from datagen.parallel import bounded_map, process_pool, runs_in_workers
 from datagen.records import (
     FILE_KINDS,
     ID_PATTERN,
@@ -29,6 +29,8 @@ from datagen.records import (
     parse_metadata,
     rejected_ids,
 )
+
+runs_in_workers(__name__)  # its functions run in pool workers
 
 TRIMAP_VALUES = (0, 128, 255)
 
@@ -354,7 +356,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         if workers <= 1:
             yield from ((job, check_sample(str(root), *job)) for job in jobs())
             return
-        with process_pool(workers, preload=[__name__]) as pool:
+        with process_pool(workers) as pool:
             yield from bounded_map(pool, _check_job, ((str(root), *job) for job in jobs()), 64 * workers)
 
     total = sum(report.counts.values())

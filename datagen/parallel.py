@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +20,9 @@ from typing import Any
 from datagen.errors import InputError
 from datagen.io import pid_alive
 
-PRELOAD = ["numpy", "cv2", "PIL.Image"]
+# What the forkserver imports once, before it forks any worker: the libraries every worker uses, then each module
+# that registered itself with `runs_in_workers`.
+WORKER_MODULES = ["numpy", "cv2", "PIL.Image"]
 PARENT_POLL_S = 0.5  # how often a worker checks that the process that made its pool is alive
 
 
@@ -95,17 +97,32 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs
         initializer(*initargs)
 
 
+def runs_in_workers(module: str) -> None:
+    """Register `module`, whose functions run in worker processes, for the forkserver to import before it forks any
+    worker: each worker is then a fork of it, started in milliseconds instead of importing the module and its
+    libraries itself (about a second; training's data code, with torch, 2.5 s). Modules call it when imported. A
+    process has one server, started by its first pool with what is registered by then, so code that imports the
+    compose and the training modules before starting either (a notebook, the tests) gets one server for both; before
+    this, a server started by compose made every later DataLoader worker import torch itself."""
+    if module not in WORKER_MODULES:
+        WORKER_MODULES.append(module)
+
+
+def forkserver_context():
+    """The start method of every worker pool here: the forkserver, preloaded with WORKER_MODULES (importing starts no
+    OpenCV threads, so its forks are safe)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_MODULES))
+    return context
+
+
 def process_pool(
-    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = (), preload: Sequence[str] = ()
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()
 ) -> ProcessPoolExecutor:
     """A ProcessPoolExecutor of `workers` forkserver processes with single-threaded OpenCV, which exit when this
-    process dies. `preload`: the caller's modules, imported once by the server (see below)."""
-    context = multiprocessing.get_context("forkserver")
-    # The server imports these once; each worker is then a fork of it, started in milliseconds instead of
-    # re-importing numpy, OpenCV and the caller's modules (about a second). Importing starts no OpenCV threads.
-    context.set_forkserver_preload([*PRELOAD, *preload])
+    process dies (the caller's module registers itself with `runs_in_workers`)."""
     initargs = (os.getpid(), initializer, initargs)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=initargs)
+    return ProcessPoolExecutor(workers, mp_context=forkserver_context(), initializer=_start_worker, initargs=initargs)
 
 
 def bounded_map(pool, function: Callable[..., Any], arguments: Iterable[tuple], window: int) -> Iterator[Any]:

@@ -122,7 +122,6 @@ def map_items(
     setup_args: tuple = (),
     ray_batch: int = 16,
     chunksize: int = 1,
-    preload: list[str] | None = None,
     single_threaded: bool = False,
 ) -> Iterator[Any]:
     """`function(item)` for each item, in item order: on Ray (tasks of `ray_batch` items), in `workers` processes,
@@ -136,5 +135,5 @@ def map_items(
         with single_threaded_opencv() if single_threaded else nullcontext():
             yield from map(function, items)
         return
-    with process_pool(workers, setup, setup_args, preload=preload) as pool:
+    with process_pool(workers, setup, setup_args) as pool:
         yield from pool.map(function, items, chunksize=chunksize)

@@ -29,10 +29,13 @@ import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image, read_pair  # noqa: E402
+from datagen.parallel import forkserver_context, runs_in_workers  # noqa: E402
 from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
+
+runs_in_workers(__name__)  # its functions run in DataLoader workers
 
 log = logging.getLogger(__name__)
 HOW_TO_MAKE = {
@@ -340,18 +343,13 @@ def init_worker(_: int) -> None:
 def loader_options(workers: int, persistent: bool = False) -> dict[str, Any]:
     """DataLoader arguments for `workers` worker processes. They are started by forkserver, not fork: a forked
     copy of a process whose OpenCV thread pool has run (the main process draws curves and resizes with OpenCV)
-    can deadlock, and did in a `make test` run."""
+    can deadlock, and did in a `make test` run. The server has imported this module (`runs_in_workers`), so a worker
+    starts in milliseconds instead of importing torch, OpenCV and albumentations itself."""
     if workers == 0:
         return {"num_workers": 0}
-    import multiprocessing
-
-    context = multiprocessing.get_context("forkserver")
-    # the server imports the training data code once and each worker is a fork of it, started in milliseconds
-    # instead of importing torch, OpenCV and albumentations itself (seconds each, all workers at once at start-up)
-    context.set_forkserver_preload(["ormbg.data"])
     return {
         "num_workers": workers,
-        "multiprocessing_context": context,
+        "multiprocessing_context": forkserver_context(),
         "worker_init_fn": init_worker,
         "persistent_workers": persistent,
     }

@@ -33,11 +33,13 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.errors import InputError, MissingInputError
 from datagen.io import encode_png, read_image, write_atomic, write_json
-from datagen.parallel import process_pool
+from datagen.parallel import process_pool, runs_in_workers
 from datagen.records import iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
+
+runs_in_workers(__name__)  # its functions run in pool workers
 
 log = logging.getLogger(__name__)
 

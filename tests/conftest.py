@@ -17,28 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from datagen.alpha import over  # noqa: E402
-from datagen.parallel import PRELOAD  # noqa: E402
 from datagen.procedural import draw_background, draw_person  # noqa: E402
 from datagen.records import write_sample  # noqa: E402
-
-# The modules whose functions run in worker processes somewhere in this suite (pools of the CPU stages and of
-# evaluate, training's DataLoader workers).
-WORKER_MODULES = ["ormbg.data", "ormbg.evaluate", "datagen.compose.run", "datagen.importers", "datagen.inspect"]
-WORKER_MODULES += ["datagen.foreground"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def forkserver_with_every_worker_module():
-    """One forkserver serves every pool of a process, preloaded by whichever pool starts it first. In this suite that
-    was a compose test's (numpy, OpenCV), so each later DataLoader worker imported torch and albumentations itself,
-    about 2.5 s a worker and again at every validation (the Parquet resume test took 23 s in the suite, 7 s alone).
-    Start it once, before any test, with every module a worker here needs."""
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload([*PRELOAD, *WORKER_MODULES])
-    forkserver.ensure_running()
-
 
 _BESIDE: dict[str, tuple[Future, Path]] = {}
 _BESIDE_THREAD: list[ThreadPoolExecutor] = []

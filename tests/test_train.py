@@ -449,6 +449,19 @@ def test_two_processes_train_one_run_on_the_one_process_schedule(tmp_path, besid
     assert losses(data.parent / "part") == pytest.approx(losses(data.parent / "whole"), rel=1e-5)
 
 
+def test_one_forkserver_serves_stage_pools_and_loader_workers_with_their_code_loaded():
+    """A process has one forkserver, started by its first pool: it imports every module registered with
+    `runs_in_workers` by then. Here (this file imports compose and training code) a stage pool's worker finds the
+    training data code and torch loaded before it runs anything, so DataLoader workers started later from the same
+    server do not import torch themselves (they did when a compose pool started the server: 2.5 s a worker)."""
+    from datagen.parallel import WORKER_MODULES, process_pool
+
+    assert {"datagen.compose.run", "ormbg.data"} <= set(WORKER_MODULES)
+    probe = "sorted(m for m in ('datagen.compose.run', 'ormbg.data', 'torch') if m in __import__('sys').modules)"
+    with process_pool(1) as pool:
+        assert pool.submit(eval, probe).result() == ["datagen.compose.run", "ormbg.data", "torch"]
+
+
 def test_ranks_draw_different_samples_within_a_step():
     """The global batch is drawn once per step and split over ranks: no sample twice in it when the source has
     enough samples; a one-process run draws the same kind of batch."""

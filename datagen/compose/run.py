@@ -21,7 +21,7 @@ from datagen.compose.params import sample_params
 from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
 from datagen.io import ImageReadError
-from datagen.parallel import process_pool
+from datagen.parallel import process_pool, runs_in_workers
 from datagen.records import (
     Skip,
     StageResult,
@@ -30,6 +30,8 @@ from datagen.records import (
 )
 from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
 from datagen.stage import map_items, stage_run
+
+runs_in_workers(__name__)  # its functions run in pool workers
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ def _results(
                              ray_batch=RAY_BATCH, single_threaded=True)  # fmt: skip
         return
     owner = assign_workers(jobs, config.workers)
-    executors = [process_pool(1, _init_worker, setup, preload=[__name__]) for _ in range(config.workers)]
+    executors = [process_pool(1, _init_worker, setup) for _ in range(config.workers)]
     window: deque = deque()
     try:
         for job in jobs:

@@ -23,6 +23,7 @@ from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
 from datagen.importers.layout import Discovery, LayoutError, Pair
+from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
     Skip,
@@ -32,6 +33,8 @@ from datagen.records import (
     unique_ids,
 )
 from datagen.stage import map_items, stage_run
+
+runs_in_workers(__name__)  # its functions run in pool workers
 
 __all__ = ["IMPORTERS", "ImportConfig", "ImportResult", "LayoutError", "run_import"]
 
@@ -136,7 +139,6 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
                 ray=config.ray,
                 ray_batch=RAY_BATCH,
                 chunksize=4,
-                preload=[__name__],
             )  # fmt: skip
         )
         run.collect(jobs, outcomes, lambda job: job.pair.split, f"import {kind}", "pair", config.progress)
