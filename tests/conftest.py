@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,11 +38,18 @@ def pytest_collection_finish(session):
     -> 220 s here (2026-12-02). The tests' assertions are the same; only when their subprocesses run changes."""
     marked = [item for item in session.items if item.get_closest_marker("beside")]
     if marked:
-        thread = ThreadPoolExecutor(1, thread_name_prefix="beside")
+        thread = ThreadPoolExecutor(1, thread_name_prefix="beside", initializer=_lower_priority)
         _BESIDE_THREAD.append(thread)
         for item in marked:
             folder = Path(tempfile.mkdtemp(prefix="ormbg-beside-"))
             _BESIDE[item.nodeid] = (thread.submit(item.get_closest_marker("beside").args[0], folder), folder)
+
+
+def _lower_priority() -> None:
+    """Nice 10 for the beside thread, and so for the subprocesses it starts (Linux keeps a nice value per thread and a
+    child inherits its thread's): they fill the idle core without slowing the tests that run in this process."""
+    if hasattr(os, "setpriority"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def pytest_sessionfinish(session):
