@@ -34,8 +34,9 @@ def pytest_collection_finish(session):
     """Tests marked `beside(start)` wait on subprocesses and need no fixture: `start(folder)` is called as soon as the
     suite is collected, one after another in one thread, and the test (run last) reads what it returned through the
     `beside` fixture. The demo twice (40 s), the learning run (45 s, one torch thread) and the two-process training
-    runs then use this 2-core machine's second core, which the in-process tests leave mostly idle: `make test` 268 s
-    -> 220 s here (2026-12-02). The tests' assertions are the same; only when their subprocesses run changes."""
+    runs then use this 2-core machine's second core, which the in-process tests leave mostly idle, at a lower priority
+    (`_lower_priority`): `make test` 268 s -> 192 s here (2026-12-02). The tests' assertions are the same; only when
+    their subprocesses run changes."""
     marked = [item for item in session.items if item.get_closest_marker("beside")]
     if marked:
         thread = ThreadPoolExecutor(1, thread_name_prefix="beside", initializer=_lower_priority)
