@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,7 +50,7 @@ def pytest_collection_finish(session):
 def _lower_priority() -> None:
     """Nice 10 for the beside thread, and so for the subprocesses it starts (Linux keeps a nice value per thread and a
     child inherits its thread's): they fill the idle core without slowing the tests that run in this process."""
-    if hasattr(os, "setpriority"):
+    if sys.platform == "linux":  # elsewhere the id would name a process, not this thread
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
