@@ -416,7 +416,7 @@ def launch_two_process_runs(folder):
     whole = torchrun(folder / "whole", data, "--max-steps", "6", *warm)
     part = torchrun(folder / "part", data, "--max-steps", "4", *warm)
     resumed = torchrun(folder / "part", data, "--max-steps", "6", "--resume", *warm)
-    return {"data": data, "whole": whole, "part": part, "resumed": resumed}
+    return {"folder": folder, "whole": whole, "part": part, "resumed": resumed}
 
 
 @pytest.mark.beside.with_args(launch_two_process_runs)
@@ -427,26 +427,26 @@ def test_two_processes_train_one_run_on_the_one_process_schedule(tmp_path, besid
     and the summary from rank 0 only, the global batch in config.yaml, and --resume on two processes continues
     exactly: a run stopped after step 4's checkpoint and resumed to 6 equals one run of 6 steps (warm-up past the end,
     so the schedule does not depend on max_steps). The launches run beside the suite (`launch_two_process_runs`)."""
-    data, whole = beside["data"], beside["whole"]
+    folder, whole = beside["folder"], beside["whole"]
     single = tmp_path / "single"
-    run_train(config(single, data, max_steps=6, val_every=2, warmup_steps=100))
+    run_train(config(single, folder / "composites", max_steps=6, val_every=2, warmup_steps=100))
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "x 2 processes" in whole.stderr, "two processes, not one"
-    assert "x 2 processes" in (data.parent / "whole/config.yaml").read_text().splitlines()[0]
+    assert "x 2 processes" in (folder / "whole/config.yaml").read_text().splitlines()[0]
     assert whole.stdout.count("trained to step 6") == 1, whole.stdout
-    rows = metrics(data.parent / "whole")
+    rows = metrics(folder / "whole")
     assert [(row["step"], "val" in row) for row in rows] == [(r["step"], "val" in r) for r in metrics(single)]
     lr = [row["lr"] for row in rows if "lr" in row]
     assert lr == pytest.approx([row["lr"] for row in metrics(single) if "lr" in row]), lr
     for name, scores in rows[0]["val"].items():  # the untrained model on the whole set: the same number
         assert scores == pytest.approx(metrics(single)[0]["val"][name], rel=1e-5)
-    load_weights(ORMBG(8), data.parent / "whole/last.safetensors")
-    assert torch.load(data.parent / "whole/last.pt", weights_only=True)["step"] == 6
+    load_weights(ORMBG(8), folder / "whole/last.safetensors")
+    assert torch.load(folder / "whole/last.pt", weights_only=True)["step"] == 6
 
     assert beside["part"].returncode == 0, beside["part"].stderr[-3000:]
     resumed = beside["resumed"]
     assert resumed.returncode == 0 and "x 2 processes" in resumed.stderr, resumed.stderr[-3000:]
-    assert losses(data.parent / "part") == pytest.approx(losses(data.parent / "whole"), rel=1e-5)
+    assert losses(folder / "part") == pytest.approx(losses(folder / "whole"), rel=1e-5)
 
 
 def test_one_forkserver_serves_stage_pools_and_loader_workers_with_their_code_loaded():
