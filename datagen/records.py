@@ -336,6 +336,101 @@ def iter_rows(root: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:
         yield row
 
 
+FILE_TABLE_COLUMNS = ("id", *FILE_COLUMNS)
+
+
+def file_table(root: str | os.PathLike, split: str):
+    """The id and the file columns (FILE_COLUMNS) of every row of a split, in file order, as a pyarrow Table of
+    strings (null where a row names no such file); no rows when the split does not exist.
+
+    Arrow parses the lines in C++ (1.5 s a million composite rows on this 2-core machine type, where `json.loads` a
+    line takes 5.7 s). Wherever its reading could differ from `iter_rows` (a partial last line, blank lines, a line
+    it rejects, a row without an id), the rows are read by `iter_rows` instead, so the rows and the errors (naming
+    the line) are the same either way. MetadataError on a bad line or a file value that is not a string.
+    """
+    import pyarrow as pa
+
+    schema = pa.schema([(column, pa.string()) for column in FILE_TABLE_COLUMNS])
+    path = metadata_path(root, split)
+    if not path.is_file():
+        return schema.empty_table()
+    table = _arrow_file_table(path, schema)
+    if table is not None:
+        return table
+    values: dict[str, list[str | None]] = {column: [] for column in FILE_TABLE_COLUMNS}
+    for number, row, error in parse_metadata(path):
+        if error:
+            raise MetadataError(f"{path}:{number}: {error}; run `datagen inspect {root}` for a full report")
+        for column in FILE_TABLE_COLUMNS:
+            value = row.get(column)
+            if value is not None and not isinstance(value, str):
+                raise MetadataError(f"{path}:{number}: {column} is {value!r}, not a file name")
+            values[column].append(value)
+    return pa.table(values, schema=schema)
+
+
+def _arrow_file_table(path: Path, schema):
+    """`file_table` by Arrow's JSON reader, or None where it could differ from the row-by-row reading."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    with open(path, "rb") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return schema.empty_table()
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != b"\n":
+            return None  # a partial last line (an interrupted append): iter_rows skips it
+        file.seek(0)
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 24), b""))
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        table = pa_json.read_json(path, parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # one row a line (a blank line, or two objects on one, would not be), and every row with its id
+    if table.num_rows != lines or table.column("id").null_count:
+        return None
+    return table.select(list(FILE_TABLE_COLUMNS))
+
+
+LISTING_MIN = 1000  # a folder named by at least this many rows is listed once instead of checked file by file
+
+
+def complete_mask(folder: str, table) -> np.ndarray:
+    """Which rows of a `file_table` are complete: every file they name is a file below `folder` (the split folder,
+    ending in a separator). The same answer as `files_present` row by row, with one `os.scandir` of each folder that
+    many rows name instead of a stat per file (on a network file system a stat is a round trip); a name not in the
+    listing is stat-ed to be sure (case-insensitive file systems), as is every name in a folder that few rows name."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    complete = np.ones(table.num_rows, dtype=bool)
+    for column in FILE_COLUMNS:
+        names = table.column(column)
+        if names.null_count == len(names):
+            continue
+        found = np.zeros(len(names), dtype=bool)
+        subfolders = pc.value_counts(pc.replace_substring_regex(names, r"[^/]*$", ""))  # "im/" of "im/x.jpg"
+        for subfolder, count in zip(subfolders.field("values").to_pylist(), subfolders.field("counts").to_pylist()):
+            if subfolder is not None and count >= LISTING_MIN:
+                listed = pc.binary_join_element_wise(subfolder, pa.array(_listed_files(folder + subfolder)), "")
+                found |= pc.is_in(names, value_set=listed).fill_null(False).to_numpy(zero_copy_only=False)
+        named = pc.not_equal(names, "").fill_null(False).to_numpy(zero_copy_only=False)
+        for index in np.flatnonzero(named & ~found):  # few in a finished dataset: the files it is missing
+            if not os.path.isfile(folder + names[int(index)].as_py()):
+                complete[index] = False
+    return complete
+
+
+def _listed_files(folder: str) -> list[str]:
+    """The names of the files in `folder` (symbolic links followed, as os.path.isfile does); none when it is missing."""
+    try:
+        with os.scandir(folder or ".") as entries:
+            return [entry.name for entry in entries if entry.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def read_rows(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     """All metadata rows of a split (empty when the split does not exist). Raises MetadataError on a bad line."""
     return list(iter_rows(root, split))

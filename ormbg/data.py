@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image, read_pair  # noqa: E402
 from datagen.parallel import forkserver_context, runs_in_workers  # noqa: E402
-from datagen.records import SPLITS, iter_samples, parse_spec, rejected_ids  # noqa: E402
+from datagen.records import SPLITS, complete_mask, file_table, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
@@ -147,52 +147,76 @@ def open_source(source: Source, option: str = "--data", seed: int = 0) -> Sample
 
 
 class SamplePairs:
-    """(image path, alpha path) of a source's samples, sorted by image path, packed in two tensors (the paths'
-    bytes and their offsets) instead of a Python object per sample: DataLoader workers receive the tensors through
-    torch's shared memory, so a worker's memory does not grow with the dataset (fork's copy-on-write would copy
-    every object it touched; forkserver would pickle them all)."""
+    """(image path, alpha path) of a source's samples, sorted by image path, packed as two strings' bytes and their
+    offsets in tensors instead of a Python object per sample: DataLoader workers receive the tensors through torch's
+    shared memory, so a worker's memory does not grow with the dataset (fork's copy-on-write would copy every object
+    it touched; forkserver would pickle them all). Built from Arrow string arrays of names relative to `folder`, with
+    no Python object per sample either."""
 
-    def __init__(self, pairs: list[tuple[str, str]]):
-        from array import array
+    def __init__(self, folder: str, images, alphas):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        pairs.sort()
-        blob, offsets = bytearray(), array("q", [0])
-        for pair in pairs:
-            for path in pair:
-                blob += path.encode("utf-8", "surrogateescape")
-                offsets.append(len(blob))
-        self.offsets = torch.frombuffer(offsets, dtype=torch.int64).clone().share_memory_()
-        self.blob = torch.frombuffer(blob or bytearray(1), dtype=torch.uint8).clone().share_memory_()
+        self.folder = folder
+        keys = [("image", "ascending"), ("alpha", "ascending")]
+        order = pc.sort_indices(pa.table({"image": images, "alpha": alphas}), keys)
+        self.images, self.alphas = (_packed(pc.take(names, order)) for names in (images, alphas))
 
     def __len__(self) -> int:
-        return (len(self.offsets) - 1) // 2
-
-    def _path(self, position: int) -> str:
-        start, end = self.offsets[position : position + 2].tolist()
-        return self.blob[start:end].numpy().tobytes().decode("utf-8", "surrogateescape")
+        return len(self.images[0]) - 1
 
     def __getitem__(self, index: int) -> tuple[str, str]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self._path(2 * index), self._path(2 * index + 1)
+        return self.folder + _unpacked(self.images, index), self.folder + _unpacked(self.alphas, index)
+
+
+def _packed(names) -> tuple[torch.Tensor, torch.Tensor]:
+    """An Arrow string array as (offsets int64, UTF-8 bytes uint8) tensors in shared memory."""
+    import pyarrow as pa
+
+    if isinstance(names, pa.ChunkedArray):
+        names = names.combine_chunks()
+    names = names.cast(pa.large_string())  # int64 offsets, whatever the names add up to
+    _, offsets, data = names.buffers()
+    count = len(names)
+    offsets = np.frombuffer(offsets, dtype=np.int64)[names.offset : names.offset + count + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    blob = data[offsets[0] : offsets[-1]] if count else data[:0]
+    return (
+        torch.from_numpy(offsets - offsets[0]).clone().share_memory_(),
+        torch.from_numpy(np.append(blob, np.uint8(0))).share_memory_(),  # a byte more: never empty
+    )
+
+
+def _unpacked(packed: tuple[torch.Tensor, torch.Tensor], index: int) -> str:
+    offsets, blob = packed
+    start, end = offsets[index : index + 2].tolist()
+    return blob[start:end].numpy().tobytes().decode("utf-8")
 
 
 def list_samples(source: Source, option: str = "--data") -> SamplePairs:
     """The photo samples of a source (image and alpha on disk); a clear error naming `option` when it is missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not Path(source.path).is_dir():
         make = HOW_TO_MAKE.get(Path(source.path).name, "datagen compose or datagen import")
         raise MissingInputError(f"{option} {source.path} does not exist: make it with `{make}`")
     folder = f"{Path(source.path)}{os.sep}{source.split}{os.sep}"  # strings, not Paths: a million rows
-    pairs = [
-        (folder + s.row["file_name"], folder + s.row["alpha_file_name"])
-        for s in iter_samples(source.path, source.split)
-        if s.row.get("file_name") and s.row.get("alpha_file_name")
-    ]
+    # the samples iter_samples yields, read by Arrow and checked by folder listings (17.5 s -> 4.9 s at 10^6 rows)
+    table = file_table(source.path, source.split)
+    keep = complete_mask(folder, table)
+    for column in ("file_name", "alpha_file_name"):
+        keep &= pc.not_equal(table.column(column), "").fill_null(False).to_numpy(zero_copy_only=False)
     if rejected := rejected_ids(source.path):
+        dropped = pc.is_in(table.column("id"), value_set=pa.array(list(rejected), pa.string()))
+        keep &= ~dropped.to_numpy(zero_copy_only=False)
         log.info("%s: %d samples rejected in rejected.jsonl are left out", source.path, len(rejected))
-    if not pairs:
+    if not keep.any():
         raise MissingInputError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
-    return SamplePairs(pairs)
+    table = table.filter(pa.array(keep))
+    return SamplePairs(folder, table.column("file_name"), table.column("alpha_file_name"))
 
 
 class SmallRotation(A.DualTransform):

@@ -270,3 +270,65 @@ def test_a_row_appended_while_update_rows_replaces_the_file_is_kept(tmp_path):
     updater.join()
     appender.join()
     assert [row["id"] for row in read_rows(root, "train")] == ["a", "b"]
+
+
+def _mixed_split(root: Path, person: np.ndarray) -> None:
+    """A split with what a reader must skip: a vanished file, a directory where a file should be, a rejected row,
+    a foreground-only row, a row without files, and a symbolic link that counts as its file."""
+    for index in range(6):
+        write_sample(root, "train", f"s{index}", image=person[..., :3], alpha=person[..., 3])
+    write_sample(root, "train", "fg-only", foreground=person, alpha=person[..., 3])
+    append_row(root / "train/metadata.jsonl", {"id": "no-files", "file_name": "", "alpha_file_name": None})
+    (root / "train/gt/s1.png").unlink()
+    (root / "train/im/s2.jpg").unlink()
+    (root / "train/im/s2.jpg").mkdir()
+    (root / "train/gt/s3.png").rename(root / "train/gt/elsewhere.png")
+    (root / "train/gt/s3.png").symlink_to(root / "train/gt/elsewhere.png")
+    records.set_rejected(root, "s4", "blurry")
+
+
+@pytest.mark.parametrize("listing_min", [1, 10**9], ids=["listed", "stat-ed"])
+def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, monkeypatch, listing_min):
+    monkeypatch.setattr(records, "LISTING_MIN", listing_min)
+    _mixed_split(tmp_path, person)
+    table = records.file_table(tmp_path, "train")
+    assert table.column("id").to_pylist() == [row["id"] for row in read_rows(tmp_path, "train")]
+    complete = records.complete_mask(f"{tmp_path}/train/", table)
+    found = [i for i, ok in zip(table.column("id").to_pylist(), complete) if ok]
+    assert found == [s.id for s in iter_samples(tmp_path, "train", include_rejected=True)]
+    assert found == ["s0", "s3", "s4", "s5", "fg-only", "no-files"]
+
+    from ormbg.data import Source, list_samples
+
+    pairs = list_samples(Source(str(tmp_path), "train"))
+    folder = f"{tmp_path}/train/"
+    assert [pairs[i] for i in range(len(pairs))] == [
+        (folder + f"im/{i}.jpg", folder + f"gt/{i}.png") for i in ("s0", "s3", "s5")
+    ]
+
+
+def test_metadata_arrow_cannot_read_alike_is_read_row_by_row(tmp_path, person):
+    write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3])
+    path = tmp_path / "train/metadata.jsonl"
+    text = path.read_text()
+    cases = {
+        text + "\n" + '{"id": "b"}\n': ["a", "b"],  # a blank line
+        text + '{"id": "b", "file_na': ["a"],  # an interrupted append
+        text + '{"id": "b", "v": NaN, "w": [1, {"x": "y"}]}\n': ["a", "b"],
+    }
+    for content, ids in cases.items():
+        path.write_text(content)
+        assert records.file_table(tmp_path, "train").column("id").to_pylist() == ids
+        assert [row["id"] for row in read_rows(tmp_path, "train")] == ids
+    bad = {
+        '{"id": "b"} {"id": "c"}\n': "not JSON",  # two objects on one line
+        '{"file_name": "im/b.jpg"}\n': "has no string 'id'",
+        '{"id": 3}\n': "has no string 'id'",
+        "[1, 2]\n": "not a JSON object",
+        '{"id": "b", "file_name": 3}\n': "file_name is 3, not a file name",
+    }
+    for line, message in bad.items():
+        path.write_text(text + line)
+        with pytest.raises(records.MetadataError, match=rf"metadata.jsonl:2: {message}"):
+            records.file_table(tmp_path, "train")
+    assert records.file_table(tmp_path, "validation").num_rows == 0
