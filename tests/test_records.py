@@ -297,6 +297,8 @@ def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, mo
     found = [i for i, ok in zip(table.column("id").to_pylist(), complete) if ok]
     assert found == [s.id for s in iter_samples(tmp_path, "train", include_rejected=True)]
     assert found == ["s0", "s3", "s4", "s5", "fg-only", "no-files"]
+    state = ResumeState.read(tmp_path)
+    assert state.done["train"] == set(found) and state.rowed["train"] == set(table.column("id").to_pylist())
 
     from ormbg.data import Source, list_samples
 
@@ -320,15 +322,19 @@ def test_metadata_arrow_cannot_read_alike_is_read_row_by_row(tmp_path, person):
         path.write_text(content)
         assert records.file_table(tmp_path, "train").column("id").to_pylist() == ids
         assert [row["id"] for row in read_rows(tmp_path, "train")] == ids
+        assert ResumeState.read(tmp_path).rowed["train"] == set(ids)
     bad = {
         '{"id": "b"} {"id": "c"}\n': "not JSON",  # two objects on one line
         '{"file_name": "im/b.jpg"}\n': "has no string 'id'",
         '{"id": 3}\n': "has no string 'id'",
         "[1, 2]\n": "not a JSON object",
-        '{"id": "b", "file_name": 3}\n': "file_name is 3, not a file name",
+        '{"id": "b", "file_name": 3}\n': "file_name is 3, not a string",
     }
     for line, message in bad.items():
         path.write_text(text + line)
         with pytest.raises(records.MetadataError, match=rf"metadata.jsonl:2: {message}"):
             records.file_table(tmp_path, "train")
+        if "not a string" not in message:  # ResumeState reads ids and files as iter_rows does
+            with pytest.raises(records.MetadataError, match=rf"metadata.jsonl:2: {message}"):
+                ResumeState.read(tmp_path)
     assert records.file_table(tmp_path, "validation").num_rows == 0
