@@ -109,6 +109,56 @@ def build_synth(root: Path, rows: int) -> None:
             file.write(json.dumps(row) + "\n")
 
 
+def build_import(src: Path, out: Path, rows: int) -> None:
+    """A folder of `rows` photos and mattes (im/, gt/; hard links) and what `datagen import folder SRC --images 'im/*'
+    --alphas 'gt/*' -o OUT` makes of it: ids, splits (the hash hold-out) and rows as the importer's own discovery
+    gives them, files hard-linked."""
+    from datagen.importers import IMPORTERS, ImportConfig, hold_out
+    from datagen.records import metadata_path, unique_ids
+
+    if (out / "train/metadata.jsonl").is_file():
+        return
+    seed_image, seed_alpha = out.parent / "import-seed.jpg", out.parent / "import-seed.png"
+    if not seed_image.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        import numpy as np
+
+        from datagen.io import encode_jpeg, encode_png
+        from datagen.procedural import draw_person
+
+        person = draw_person(np.random.default_rng(0), 32, 32)
+        seed_image.write_bytes(encode_jpeg(person[..., :3]))
+        seed_alpha.write_bytes(encode_png(person[..., 3]))
+    for index in range(rows):
+        for folder, seed in (("im", seed_image), ("gt", seed_alpha)):
+            source = src / f"{folder}-seed-{index // LINKS_PER_FILE}{seed.suffix}"
+            if not source.exists():
+                (src / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(seed, source)
+            os.link(source, src / folder / f"photo_{index:07d}{seed.suffix}")
+    config = ImportConfig(out=out, images="im/*", alphas="gt/*", progress=False)
+    pairs = hold_out(IMPORTERS["folder"].discover(src, config).pairs, "folder", config.val_fraction)
+    ids = unique_ids("folder", {pair.key: pair.name for pair in pairs})
+    files = {}
+    for number, pair in enumerate(sorted(pairs, key=lambda p: p.key)):
+        sample_id, block = ids[pair.key], number // LINKS_PER_FILE
+        row = {"id": sample_id, "file_name": f"im/{sample_id}.jpg", "alpha_file_name": f"gt/{sample_id}.png"}
+        row.update(width=32, height=32, source="folder", license="as stated", original_path=pair.key, subset="")
+        row.update(exif_orientation=1, image_copied=True)
+        for folder, seed in (("im", seed_image), ("gt", seed_alpha)):
+            target = out / pair.split / folder / f"{sample_id}{seed.suffix}"
+            source = out / pair.split / f"{folder}-seed-{block}{seed.suffix}"
+            if not source.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(seed, source)
+            os.link(source, target)
+        if pair.split not in files:
+            files[pair.split] = open(metadata_path(out, pair.split), "w")
+        files[pair.split].write(json.dumps(row) + "\n")
+    for file in files.values():
+        file.close()
+
+
 TRAIN_START = """
 from ormbg.data import Recipe, Source
 from ormbg.train import TrainConfig, Trainer
@@ -169,12 +219,14 @@ def main() -> None:
     args = parser.parse_args()
     imports = (
         "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig; "
-        "from datagen.synth import run_synth, SynthConfig; from datagen.inspect import inspect_dataset"
+        "from datagen.synth import run_synth, SynthConfig; from datagen.inspect import inspect_dataset; "
+        "from datagen.importers import run_import, ImportConfig"
     )
     _, idle = measure(imports, "pass")
     _, idle_train = measure("import ormbg.train", "pass")
     print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
-    header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "train: first batch", "worker USS", "inspect")
+    header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "train: first batch")
+    header += ("worker USS", "inspect")
     header += ("push --dry-run",)
     print(" | ".join(header))
     for rows in args.rows:
@@ -182,6 +234,7 @@ def main() -> None:
         start = time.perf_counter()
         build(root, rows, pools)
         build_synth(synth, rows)
+        build_import(args.work / f"photos-{rows}", args.work / f"imported-{rows}", rows)
         print(f"({rows} rows built in {time.perf_counter() - start:.0f} s)", flush=True)
         read_s, read_mb = measure(imports, f"ResumeState.read({str(root)!r})")
         config = (
@@ -195,6 +248,12 @@ def main() -> None:
         work = f"result = run_synth({config}); assert result.new == 0, result"
         measure(imports, work)
         synth_s, synth_mb = measure(imports, work)
+        config = (
+            f"ImportConfig(out={str(args.work / f'imported-{rows}')!r}, images='im/*', alphas='gt/*', progress=False)"
+        )
+        work = f"result = run_import('folder', {str(args.work / f'photos-{rows}')!r}, {config}); assert not result.new"
+        measure(imports, work)
+        import_s, import_mb = measure(imports, work)
         first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
         inspect = "-"
         if rows <= args.inspect_max:
@@ -210,6 +269,7 @@ def main() -> None:
             f"{read_s:.2f} s, {read_mb:.0f} MB (+{read_mb - idle:.0f})",
             f"{compose_s:.2f} s, {compose_mb:.0f} MB (+{compose_mb - idle:.0f})",
             f"{synth_s:.2f} s, {synth_mb:.0f} MB (+{synth_mb - idle:.0f})",
+            f"{import_s:.2f} s, {import_mb:.0f} MB (+{import_mb - idle:.0f})",
             f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
             f"{worker_mb:.0f} MB",
             inspect,

@@ -406,3 +406,17 @@ def test_held_out_validation_is_the_same_for_any_workers_shards_and_added_files(
     none = tmp_path / "none"
     import_ok("p3m", src, none, val_fraction=0.0)
     assert held(none) == []
+
+
+def test_folder_globs_find_what_pathlib_finds_in_its_order(tmp_path):
+    from datagen.importers.folder import glob_entries
+
+    for name in ("im/b.png", "im/a.png", "im/.hidden.png", "im/B.PNG", "im/c.jpg", "im/x-y.png", "im/sub/a.png",
+                 "im/sub-b/z.png", "masks/a.png", "top.png"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / "im/dir.png").mkdir()
+    patterns = ["im/*", "im/*.png", "im/*.PNG", "*", "im/[ab]*", "im/?.png", "im/sub", "**/*.png", "im/**/*", "nope/*"]
+    for pattern in patterns:
+        expected = [(str(path), path.is_file()) for path in sorted(tmp_path.glob(pattern))]
+        assert glob_entries(tmp_path, pattern) == expected, pattern

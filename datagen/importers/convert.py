@@ -91,7 +91,7 @@ def _image(job: PairJob, source, orientation: int, metadata: dict[str, Any]) -> 
     path = job.pair.image
     if source.format == "JPEG" and source.mode == "RGB" and orientation == 1 and jpeg_is_complete(path):
         metadata["image_copied"] = True
-        return {"image_bytes": path.read_bytes(), "image_format": "jpg"}
+        return {"image_bytes": Path(path).read_bytes(), "image_format": "jpg"}
     keep_png = job.keep_png and source.format in LOSSLESS_FORMATS
     return {"image": read_image(path), "image_format": "png" if keep_png else "jpg"}
 
