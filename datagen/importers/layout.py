@@ -109,7 +109,8 @@ def pair_files(
         if stem not in alphas:
             discovery.skipped.append(Skip(_relative(image, prefix), "orphan image: no matte with this stem"))
             continue
-        key = readable_path(_relative(image, prefix))
+        key = _relative(image, prefix)
+        key = key if key.isascii() else readable_path(key)  # an ASCII name is its own readable form
         discovery.pairs.append(Pair(split, key, stem, image, alphas[stem], trimaps.get(stem), metadata))
     for stem, alpha in alphas.items():
         if stem not in images:
