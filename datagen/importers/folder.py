@@ -69,8 +69,11 @@ def glob_entries(src: Path, pattern: str) -> list[tuple[str, bool]]:
         directory = src / folder if folder else src
         if not directory.is_dir():
             return []
-        matches = re.compile(fnmatch.translate(last)).match  # what fnmatchcase does, compiled once
         with os.scandir(directory) as entries:
-            found = [(entry.path, entry.is_file()) for entry in entries if matches(entry.name)]
+            if last == "*":  # every name
+                found = [(entry.path, entry.is_file()) for entry in entries]
+            else:
+                matches = re.compile(fnmatch.translate(last)).match  # what fnmatchcase does, compiled once
+                found = [(entry.path, entry.is_file()) for entry in entries if matches(entry.name)]
         return path_order(found, one_folder=True)
     return path_order([(str(path), path.is_file()) for path in src.glob(pattern)])

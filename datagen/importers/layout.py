@@ -13,10 +13,12 @@ from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
 from datagen.records import Skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pair:
     """One source sample: an image, its matte, optionally a trimap, and what to record about it. Paths are strings
-    and `metadata` is shared by the pairs of one folder (never changed): a million pairs fit in a few hundred MB."""
+    and `metadata` is shared by the pairs of one folder; none is changed once discovered (`dataclasses.replace`
+    makes another). Not frozen: a frozen dataclass sets each field through object.__setattr__, 2.7 us a pair
+    against 1.2 us, seconds at a million pairs."""
 
     split: str
     key: str  # unique within the source: the image path relative to the source root
