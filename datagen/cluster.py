@@ -149,17 +149,18 @@ def ray_map(
         def submit(batch):
             return remote.remote(function, held, batch, per_batch), None
 
+    # Ctrl-C or an error stops the sending; what is in flight is left to finish, never ray.cancel-ed: cancelling a
+    # running task races with its reply and aborts the driver's process ("Check failed: it !=
+    # submissible_tasks_.end() Tried to complete task that was not pending", ray-project/ray#54846; it killed this
+    # project's test process once). A batch that finishes writes files without rows (the driver writes every row),
+    # which a rerun writes again with the same bytes; a CLI driver's exit ends its job's tasks.
     window: deque = deque()
-    try:
-        for batch in batched(items, batch_size):
-            window.append(submit(batch))
-            if len(window) >= workers * (1 + IN_FLIGHT_PER_WORKER):
-                yield from _take(ray, window)
-        while window:
+    for batch in batched(items, batch_size):
+        window.append(submit(batch))
+        if len(window) >= workers * (1 + IN_FLIGHT_PER_WORKER):
             yield from _take(ray, window)
-    finally:
-        for reference, _ in window:  # Ctrl-C or an error: stop what was sent; a rerun resumes the rest
-            ray.cancel(reference, force=False)
+    while window:
+        yield from _take(ray, window)
 
 
 def _take(ray, window: deque) -> list[Any]:
