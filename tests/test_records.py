@@ -290,6 +290,7 @@ def _mixed_split(root: Path, person: np.ndarray) -> None:
 @pytest.mark.parametrize("listing_min", [1, 10**9], ids=["listed", "stat-ed"])
 def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, monkeypatch, listing_min):
     monkeypatch.setattr(records, "LISTING_MIN", listing_min)
+    monkeypatch.setattr(records, "ARROW_MIN_BYTES", 0)  # ResumeState reads this small file by Arrow too
     _mixed_split(tmp_path, person)
     table = records.file_table(tmp_path, "train")
     assert table.column("id").to_pylist() == [row["id"] for row in read_rows(tmp_path, "train")]
@@ -299,6 +300,8 @@ def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, mo
     assert found == ["s0", "s3", "s4", "s5", "fg-only", "no-files"]
     state = ResumeState.read(tmp_path)
     assert state.done["train"] == set(found) and state.rowed["train"] == set(table.column("id").to_pylist())
+    monkeypatch.setattr(records, "ARROW_MIN_BYTES", 1 << 30)  # line by line, as a small dataset is read
+    assert ResumeState.read(tmp_path).done == state.done and ResumeState.read(tmp_path).rowed == state.rowed
 
     from ormbg.data import Source, list_samples
 
@@ -309,7 +312,8 @@ def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, mo
     ]
 
 
-def test_metadata_arrow_cannot_read_alike_is_read_row_by_row(tmp_path, person):
+def test_metadata_arrow_cannot_read_alike_is_read_row_by_row(tmp_path, person, monkeypatch):
+    monkeypatch.setattr(records, "ARROW_MIN_BYTES", 0)  # ResumeState tries Arrow on this small file too
     write_sample(tmp_path, "train", "a", image=person[..., :3], alpha=person[..., 3])
     path = tmp_path / "train/metadata.jsonl"
     text = path.read_text()
