@@ -333,12 +333,8 @@ def _parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
 def iter_rows(root: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:
     """The metadata rows of a split, streamed (none when the split does not exist). MetadataError on a bad line."""
     path = metadata_path(root, split)
-    if not path.is_file():
-        return
-    for number, row, error in parse_metadata(path):
-        if error:
-            raise MetadataError(f"{path}:{number}: {error}; run `datagen inspect {root}` for a full report")
-        yield row
+    if path.is_file():
+        yield from (row for _, row in _numbered_rows(root, path))
 
 
 def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = FILE_COLUMNS):
@@ -581,7 +577,7 @@ def _read_resume_ids(root: Path, split: str, path: Path) -> tuple[set[str], set[
             return _arrow_resume_ids(root, split, path)
         except _ArrowCannot:
             pass
-    return _resume_ids(root, split, (row for _, row in _numbered_rows(root, path)))
+    return _resume_ids(root, split, iter_rows(root, split))
 
 
 def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[set[str], set[str]]:

@@ -61,16 +61,16 @@ def index_by_stem(entries: Iterable[tuple[str, bool]], root: Path, skipped: list
     for path, is_file in entries:
         name = path.rpartition(os.sep)[2]
         if is_hidden(name):
-            skipped.append(Skip(_relative(path, prefix), "hidden or system file"))
+            skipped.append(Skip(_below(path, prefix), "hidden or system file"))
             continue
         if not is_file:
             continue
         stem, dot, extension = name.rpartition(".")  # as os.path.splitext for a name not starting with a dot
         stem, suffix = (stem, dot + extension) if dot else (name, "")
         if suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append(Skip(_relative(path, prefix), "not an image file"))
+            skipped.append(Skip(_below(path, prefix), "not an image file"))
         elif stem in found:
-            skipped.append(Skip(_relative(path, prefix), f"second file with the stem {stem!r}"))
+            skipped.append(Skip(_below(path, prefix), f"second file with the stem {stem!r}"))
         else:
             found[stem] = path
     return found
@@ -82,7 +82,7 @@ def path_order(entries: list[tuple[str, bool]], one_folder: bool = False) -> lis
     return sorted(entries) if one_folder else sorted(entries, key=lambda entry: entry[0].split(os.sep))
 
 
-def _relative(path: str, prefix: str) -> str:
+def _below(path: str, prefix: str) -> str:
     """`path` relative to the root that `prefix` names (the root with a trailing separator)."""
     return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, prefix)
 
@@ -109,14 +109,14 @@ def pair_files(
     prefix = os.path.join(str(root), "")
     for stem, image in images.items():
         if stem not in alphas:
-            discovery.skipped.append(Skip(_relative(image, prefix), "orphan image: no matte with this stem"))
+            discovery.skipped.append(Skip(_below(image, prefix), "orphan image: no matte with this stem"))
             continue
-        key = _relative(image, prefix)
+        key = _below(image, prefix)
         key = key if key.isascii() else readable_path(key)  # an ASCII name is its own readable form
         discovery.pairs.append(Pair(split, key, stem, image, alphas[stem], trimaps.get(stem), metadata))
     for stem, alpha in alphas.items():
         if stem not in images:
-            discovery.skipped.append(Skip(_relative(alpha, prefix), "orphan matte: no image with this stem"))
+            discovery.skipped.append(Skip(_below(alpha, prefix), "orphan matte: no image with this stem"))
     return discovery
 
 
