@@ -434,11 +434,17 @@ def complete_mask(folder: str, table) -> np.ndarray:
             if subfolder is not None and count >= LISTING_MIN:
                 listed = pc.binary_join_element_wise(subfolder, pa.array(_listed_files(folder + subfolder)), "")
                 found |= pc.is_in(names, value_set=listed).fill_null(False).to_numpy(zero_copy_only=False)
-        named = pc.not_equal(names, "").fill_null(False).to_numpy(zero_copy_only=False)
-        for index in np.flatnonzero(named & ~found):  # few in a finished dataset: the files it is missing
+        for index in np.flatnonzero(names_a_file(names) & ~found):  # few in a finished dataset: the files it is missing
             if not os.path.isfile(folder + names[int(index)].as_py()):
                 complete[index] = False
     return complete
+
+
+def names_a_file(names) -> np.ndarray:
+    """Which rows of a `file_table` column name a file (neither null nor empty, as `files_present` counts them)."""
+    import pyarrow.compute as pc
+
+    return pc.not_equal(names, "").fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _listed_files(folder: str) -> list[str]:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image, read_pair  # noqa: E402
 from datagen.parallel import forkserver_context, runs_in_workers  # noqa: E402
-from datagen.records import SPLITS, complete_mask, file_table, parse_spec, rejected_ids  # noqa: E402
+from datagen.records import SPLITS, complete_mask, file_table, names_a_file, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
@@ -172,19 +172,17 @@ class SamplePairs:
 
 
 def _packed(names) -> tuple[torch.Tensor, torch.Tensor]:
-    """An Arrow string array as (offsets int64, UTF-8 bytes uint8) tensors in shared memory."""
+    """An Arrow string column (ChunkedArray) as (offsets int64, UTF-8 bytes uint8) tensors in shared memory."""
     import pyarrow as pa
 
-    if isinstance(names, pa.ChunkedArray):
-        names = names.combine_chunks()
-    names = names.cast(pa.large_string())  # int64 offsets, whatever the names add up to
+    names = names.combine_chunks().cast(pa.large_string())  # int64 offsets, whatever the names add up to
     _, offsets, data = names.buffers()
     count = len(names)
     offsets = np.frombuffer(offsets, dtype=np.int64)[names.offset : names.offset + count + 1]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
     blob = data[offsets[0] : offsets[-1]] if count else data[:0]
     return (
-        torch.from_numpy(offsets - offsets[0]).clone().share_memory_(),
+        torch.from_numpy(offsets - offsets[0]).share_memory_(),  # a new array already: no clone
         torch.from_numpy(np.append(blob, np.uint8(0))).share_memory_(),  # a byte more: never empty
     )
 
@@ -208,7 +206,7 @@ def list_samples(source: Source, option: str = "--data") -> SamplePairs:
     table = file_table(source.path, source.split)
     keep = complete_mask(folder, table)
     for column in ("file_name", "alpha_file_name"):
-        keep &= pc.not_equal(table.column(column), "").fill_null(False).to_numpy(zero_copy_only=False)
+        keep &= names_a_file(table.column(column))
     if rejected := rejected_ids(source.path):
         dropped = pc.is_in(table.column("id"), value_set=pa.array(list(rejected), pa.string()))
         keep &= ~dropped.to_numpy(zero_copy_only=False)
