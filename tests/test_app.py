@@ -49,6 +49,26 @@ def test_remove_background_outputs_and_batch(tmp_path, checkpoint, photo):
         remove_background(models, str(photo), "nope")
 
 
+def test_the_cutout_is_decontaminated_unless_the_checkbox_is_off(checkpoint, photo):
+    """By default the cut-out and composite carry the estimated foreground colour (infer's `ml`) in soft pixels; the
+    checkbox off gives the photo's own colours; the matte and the opaque pixels are the same either way."""
+    from datagen.io import read_image
+
+    models = Models({"ormbg.pth": checkpoint}, size_px=64)
+    source = read_image(photo)
+    made = {}
+    for decontaminate in (True, False):
+        paths = remove_background(models, str(photo), "ormbg.pth", "#0000ff", decontaminate=decontaminate)[:3]
+        made[decontaminate] = [np.asarray(Image.open(path)) for path in paths]
+    (cutout, matte, composite), (plain, plain_matte, plain_composite) = made[True], made[False]
+    np.testing.assert_array_equal(matte, plain_matte)
+    soft, opaque = (matte > 0) & (matte < 255), matte == 255
+    assert soft.any()
+    np.testing.assert_array_equal(plain[..., :3], source)  # off: the photo's colours, byte for byte
+    np.testing.assert_array_equal(cutout[opaque][:, :3], source[opaque])
+    assert (cutout[soft][:, :3] != source[soft]).any() and (composite[soft] != plain_composite[soft]).any()
+
+
 def test_review_filters_sorts_rejects_and_undoes(tmp_path, dataset_dir):
     spec = str(dataset_dir)
     items, ids, pages = review_page(spec, "train")
