@@ -166,26 +166,58 @@ def make_id(prefix: str, name: str) -> str:
     return f"{sample_id[: MAX_ID_CHARS - 9]}-{hashlib.sha1(name.encode(errors='surrogateescape')).hexdigest()[:8]}"
 
 
-def unique_ids(prefix: str, names: Iterable[str] | dict[str, str]) -> dict[str, str]:
-    """Map each source key to a unique id, deterministically and independent of order.
+def arrow_strings(values: list[str]):
+    """An Arrow string array of `values`, built from one joined buffer: pyarrow's own conversion of a Python list
+    keeps about three times the strings' bytes allocated (its builders grow by doubling: 93 MB of resident memory
+    for a million file names of 21 MB, this 18 MB). Raises UnicodeEncodeError for a string that is not valid UTF-8
+    (a file name Python holds with surrogates)."""
+    import pyarrow as pa
 
-    `names` is a list of names, or a dict {key: name} where the key is what tells samples apart (say a
-    relative path) and the name what the id is made from (its stem). Keys whose sanitized names collide
-    (``a#b`` and ``a b``, or one stem in two folders) each get a suffix made from a hash of the key, so a
-    key always gets the same id whatever else is in the batch or shard.
+    data = "".join(values).encode()
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    if len(data) != lengths.sum():  # not all ASCII: lengths in bytes
+        lengths = np.fromiter((len(value.encode()) for value in values), np.int64, len(values))
+    large = len(data) >= 2**31  # beyond 32-bit offsets: built large, then cast (pyarrow checks it fits)
+    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    kind = pa.LargeStringArray if large else pa.StringArray
+    array = kind.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+    return array.cast(pa.string()) if large else array
+
+
+def unique_ids(prefix: str, keys, names=None):
+    """The id of each source sample, deterministically and independent of order: an Arrow string array aligned with
+    `keys` (what tells samples apart, say a relative path; an Arrow string array or a list) and `names` (what the id
+    is made from, say the stem, as strings or a file name's bytes; default: the keys). Keys whose sanitized names
+    collide (``a#b`` and ``a b``, or one stem in two folders) each get a suffix made from a hash of the key, so a key
+    always gets the same id whatever else is in the batch or shard. Made a batch of names at a time: a million ids
+    take about 25 MB, not a dict of them.
     """
-    named = names if isinstance(names, dict) else {name: name for name in names}
-    prefix = sanitize_id(prefix)  # once, not once a key
-    ids = {key: make_id(prefix, name) for key, name in named.items()}
-    seen: set[str] = set()
-    colliding: set[str] = set()
-    for candidate in ids.values():
-        (colliding if candidate in seen else seen).add(candidate)
-    del seen
-    for key, candidate in ids.items():  # in place: a million keys are held once (usually nothing collides)
-        if candidate in colliding:
-            ids[key] = f"{candidate}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-    return ids
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys, pa.string())
+    names = keys if names is None else names if isinstance(names, pa.Array | pa.ChunkedArray) else pa.array(names)
+    prefix, batch = sanitize_id(prefix), 65536  # the prefix once, not once a key
+    decode = os.fsdecode if pa.types.is_binary(names.type) else str  # binary: a file name's bytes
+    ids = pa.chunked_array(
+        [
+            arrow_strings([make_id(prefix, decode(name)) for name in names.slice(start, batch).to_pylist()])
+            for start in range(0, len(names), batch)
+        ],
+        pa.string(),
+    ).combine_chunks()
+    counts = pc.value_counts(ids)
+    colliding = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(colliding) == 0:  # usually nothing collides
+        return ids
+    mask = pc.is_in(ids, value_set=colliding)
+    rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    suffixed = [
+        f"{candidate}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        for candidate, key in zip(ids.take(rows).to_pylist(), keys.take(rows).to_pylist())
+    ]
+    return pc.replace_with_mask(ids, mask, pa.array(suffixed, pa.string()))
 
 
 def seeded_id(prefix: str, seed: int, index: int) -> str:
@@ -539,30 +571,95 @@ def set_rejected(root: str | os.PathLike, sample_id: str, reason: str, rejected:
     return True
 
 
+class IdSet:
+    """The ids of one split in a ResumeState. Read by Arrow they stay an Arrow array (about 25 bytes an id) until one
+    id is asked about (`in`, `add`): then a Python set is made of them (about 100 bytes an id). `mask` answers for a
+    whole column of ids without making the set: a no-op `import` of a million photos never makes it."""
+
+    def __init__(self, ids: set[str] | None = None, arrow=None):
+        self._set, self._arrow = set() if ids is None else ids, arrow
+
+    def _python(self) -> set[str]:
+        if self._arrow is not None:
+            for start in range(0, len(self._arrow), 65536):
+                self._set.update(self._arrow.slice(start, 65536).to_pylist())
+            self._arrow = None
+        return self._set
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self._python()
+
+    def add(self, sample_id: str) -> None:
+        self._python().add(sample_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._python())
+
+    def __len__(self) -> int:
+        if self._arrow is not None:
+            import pyarrow.compute as pc
+
+            return pc.count_distinct(self._arrow).as_py()
+        return len(self._set)
+
+    def without(self, ids: set[str]) -> IdSet:
+        """A new IdSet of these ids less `ids`."""
+        if self._arrow is None:
+            return IdSet(self._set - ids)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return IdSet(
+            arrow=self._arrow.filter(pc.invert(pc.is_in(self._arrow, value_set=pa.array(list(ids), pa.string()))))
+        )
+
+    def mask(self, ids) -> np.ndarray:
+        """Which of `ids` (an Arrow string array) are in the set: a bool array."""
+        if self._arrow is None:
+            known = self._set
+            return np.fromiter((i in known for i in ids.to_pylist()), bool, count=len(ids))
+        import pyarrow.compute as pc
+
+        return pc.is_in(ids, value_set=self._arrow).to_numpy(zero_copy_only=False)
+
+
 @dataclass
 class ResumeState:
     """What a rerun finds in a dataset directory, read once: per split, the ids of complete samples (skipped)
     and the ids that have a row (a row whose file went missing: the rerun rewrites the files, keeps the row)."""
 
     root: Path
-    done: dict[str, set[str]]
-    rowed: dict[str, set[str]]
+    done: dict[str, IdSet]
+    rowed: dict[str, IdSet]
 
     @classmethod
     def read(cls, root: str | os.PathLike) -> ResumeState:
         """Stream each split's rows once, keeping only their ids (a row is never held: memory grows with the ids).
-        The id and file columns are parsed by Arrow where it reads as iter_rows does (`_arrow_batches`). An id with
-        a row that names a missing file is not done (its files are made again)."""
+        The id and file columns are parsed by Arrow where it reads as iter_rows does (`_arrow_batches`); the ids then
+        stay Arrow (`IdSet`). An id with a row that names a missing file is not done (its files are made again)."""
         root, done, rowed = Path(root), {}, {}
         for split in SPLITS:
             path = metadata_path(root, split)
-            rowed[split], missing = _read_resume_ids(root, split, path) if path.is_file() else (set(), set())
+            rowed[split], missing = _read_resume_ids(root, split, path) if path.is_file() else (IdSet(), set())
             # a finished run (no file missing) shares one set: add() puts an id in both (33 MB less at 10^6 rows)
-            done[split] = rowed[split] - missing if missing else rowed[split]
+            done[split] = rowed[split].without(missing) if missing else rowed[split]
         return cls(root, done, rowed)
 
     def is_done(self, split: str, sample_id: str) -> bool:
         return sample_id in self.done[split]
+
+    def done_mask(self, splits, ids) -> np.ndarray:
+        """Which of the samples (Arrow string arrays of their splits and ids) are done: a bool array."""
+        import pyarrow.compute as pc
+
+        mask = np.zeros(len(ids), bool)
+        for split in SPLITS:
+            rows = np.flatnonzero(pc.equal(splits, split).to_numpy(zero_copy_only=False))
+            if rows.size == len(ids):  # one split: asked whole, no copy
+                return self.done[split].mask(ids)
+            if rows.size:
+                mask[rows] = self.done[split].mask(ids.take(rows))
+        return mask
 
     def add(self, split: str, row: dict[str, Any]) -> None:
         """Append `row` to the split's metadata unless its id already has one (never two rows for one id)."""
@@ -575,7 +672,7 @@ class ResumeState:
 ARROW_MIN_BYTES = 4 << 20  # smaller metadata is read line by line: as fast there, and pyarrow's import is saved
 
 
-def _read_resume_ids(root: Path, split: str, path: Path) -> tuple[set[str], set[str]]:
+def _read_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[str]]:
     """`_resume_ids` of a split's metadata file: by Arrow from ARROW_MIN_BYTES on (about 7,000 composite rows; a
     stage on a small dataset does not import pyarrow, 0.14 s), line by line below it or where Arrow cannot."""
     if path.stat().st_size >= ARROW_MIN_BYTES:
@@ -586,30 +683,32 @@ def _read_resume_ids(root: Path, split: str, path: Path) -> tuple[set[str], set[
     return _resume_ids(root, split, iter_rows(root, split))
 
 
-def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[set[str], set[str]]:
+def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[str]]:
     """`_resume_ids` of a metadata file whose id and file columns Arrow reads (`_arrow_batches`: may raise
-    _ArrowCannot), a column of a batch at a time: a million rows in about 7 s here, most of it a stat per file."""
+    _ArrowCannot), a column of a batch at a time: a million rows in about 7 s here, most of it a stat per file. The
+    ids stay an Arrow array."""
     import pyarrow as pa
 
     schema = pa.schema([(column, pa.string()) for column in ("id", *FILE_COLUMNS)])
-    folder, rowed, missing, is_file = f"{root}{os.sep}{split}{os.sep}", set(), set(), os.path.isfile
+    folder, chunks, missing, is_file = f"{root}{os.sep}{split}{os.sep}", [], set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
-        ids = batch.column(0).to_pylist()
-        rowed.update(ids)
+        chunks.append(batch.column(0))
+        ids = None
         for column in batch.columns[1:]:
             if column.null_count < len(column):
+                ids = batch.column(0).to_pylist() if ids is None else ids
                 missing.update(i for i, name in zip(ids, column.to_pylist()) if name and not is_file(folder + name))
-    return rowed, missing
+    return IdSet(arrow=pa.chunked_array(chunks, pa.string()).combine_chunks()), missing
 
 
-def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple[set[str], set[str]]:
+def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple[IdSet, set[str]]:
     """(ids that have a row, ids whose row names a file that is not on disk)."""
     folder, rowed, missing = f"{root}{os.sep}{split}{os.sep}", set(), set()
     for row in rows:
         rowed.add(row["id"])
         if not files_present(folder, row):
             missing.add(row["id"])
-    return rowed, missing
+    return IdSet(rowed), missing
 
 
 @contextmanager

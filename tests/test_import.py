@@ -420,3 +420,49 @@ def test_folder_globs_find_what_pathlib_finds_in_its_order(tmp_path):
     for pattern in patterns:
         expected = [(str(path), path.is_file()) for path in sorted(tmp_path.glob(pattern))]
         assert glob_entries(tmp_path, pattern) == expected, pattern
+
+
+def test_folder_discovery_by_arrow_equals_the_python_one(tmp_path, monkeypatch):
+    """`folder --images GLOB --alphas GLOB` lists one folder's names into Arrow columns (a million pairs in tens of
+    MB); the pairs, their order and every skip with its reason are what index_by_stem and pair_files give."""
+    import os
+
+    from datagen.importers import ImportConfig, folder
+    from datagen.importers.layout import PairColumns
+
+    names = ["a.jpg", "b.JPG", "c.png", "c.jpg", "d.jpeg", "e", "f.", ".hidden.jpg", "Thumbs.db", "notes.txt",
+             "orphan.jpg", "x.y.jpg", "ünï.jpg", "z 1.jpg", "new\nline.jpg"]  # fmt: skip
+    mattes = ["a.png", "b.png", "c.png", "d.png", "x.y.png", "ünï.png", "z 1.png", "new\nline.png", "lone.png",
+              "a.tif", ".DS_Store"]  # fmt: skip
+    for folder_name, files in (("im", names), ("gt", mattes)):
+        (tmp_path / folder_name).mkdir()
+        for name in files:
+            (tmp_path / folder_name / name).touch()
+    (tmp_path / "im/sub.jpg").mkdir()  # a folder whose name looks like an image: not a file, passed over
+    config = ImportConfig(out=tmp_path / "out", images="im/*", alphas="gt/*.*")
+
+    def discovered():
+        found = folder.discover(tmp_path, config)
+        return found.pairs, [(skip.path, skip.reason) for skip in found.skipped]
+
+    by_arrow, arrow_skips = discovered()
+    assert isinstance(by_arrow, PairColumns)
+    monkeypatch.setattr(folder, "stem_columns", lambda *args: None)  # the Python listing, as before
+    by_python, python_skips = discovered()
+    assert isinstance(by_python, list)
+    assert sorted(by_arrow, key=lambda pair: pair.key) == by_python and arrow_skips == python_skips
+    assert [pair.name for pair in by_python] == ["a", "b", "c", "d", "new\nline", "x.y", "z 1", "ünï"]
+    assert {reason.split(":")[0] for _, reason in python_skips} >= {"orphan image", "orphan matte", "not an image file"}
+    assert ("im/c.png", "second file with the stem 'c'") in python_skips, "c.jpg comes first in path order"
+    assert python_skips[6:] == [  # the image folder's skips, the matte folder's, then the orphans
+        ("gt/.DS_Store", "hidden or system file"),
+        ("gt/a.tif", "second file with the stem 'a'"),
+        ("im/orphan.jpg", "orphan image: no matte with this stem"),
+        ("gt/lone.png", "orphan matte: no image with this stem"),
+    ]
+    monkeypatch.undo()
+    if os.uname().sysname == "Linux":  # a name that is not UTF-8 (Python holds it with a surrogate): listed by Python
+        (tmp_path / os.fsdecode(b"im/caf\xe9.jpg")).touch()
+        (tmp_path / os.fsdecode(b"gt/caf\xe9.png")).touch()
+        pairs, _ = discovered()
+        assert isinstance(pairs, list) and "caf\\xe9" in [pair.key[3:-4] for pair in pairs]

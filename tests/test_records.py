@@ -4,12 +4,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from datagen import records
 from datagen.io import read_alpha, read_image
 from datagen.records import (
     ID_PATTERN,
+    SPLITS,
     ResumeState,
     append_row,
     iter_samples,
@@ -27,12 +29,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_ids_are_sanitized_deterministic_and_unique():
     names = ["1#Accessories#1#Bag#1", "1 Accessories 1 Bag 1", "p_015cd10e", ".hidden"]
-    ids = unique_ids("dis5k", names)
+    ids = dict(zip(names, unique_ids("dis5k", names).to_pylist()))
     assert len(set(ids.values())) == len(names)
     assert all(ID_PATTERN.match(i) for i in ids.values())
     assert ids["p_015cd10e"] == "dis5k-p_015cd10e"
-    assert unique_ids("dis5k", list(reversed(names))) == ids, "ids must not depend on order"
-    assert unique_ids("dis5k", names[:1])["1#Accessories#1#Bag#1"] == "dis5k-1_Accessories_1_Bag_1"
+    reverse = names[::-1]
+    assert dict(zip(reverse, unique_ids("dis5k", reverse).to_pylist())) == ids, "ids must not depend on order"
+    assert unique_ids("dis5k", names[:1]).to_pylist() == ["dis5k-1_Accessories_1_Bag_1"]
+    # keys tell samples apart, names make the ids: one stem in two folders gets two ids, each from its own key
+    keys, stems = ["a/x.jpg", "b/x.jpg", "c/y.jpg"], ["x", "x", "y"]
+    both = unique_ids("f", keys, stems).to_pylist()
+    assert both[2] == "f-y" and len(set(both)) == 3 and all(i.startswith("f-x-") for i in both[:2])
+    assert unique_ids("f", keys[1:], stems[1:]).to_pylist()[0] == "f-x", "alone, a key needs no suffix"
+    assert unique_ids("f", keys[::-1], stems[::-1]).to_pylist() == both[::-1]
     assert seeded_id("synth", 3, 12) == "synth-s3-0000012"
     with pytest.raises(ValueError):
         sanitize_id("###")
@@ -49,7 +58,7 @@ def test_write_then_read_round_trip(tmp_path, person):
     assert sample.row == row
     np.testing.assert_array_equal(read_alpha(sample.path("alpha")), person[..., 3])
     assert np.abs(read_image(sample.path("image")).astype(int) - rgb).mean() < 3  # JPEG q95
-    assert ResumeState.read(tmp_path).done["train"] == {"a-1"}
+    assert set(ResumeState.read(tmp_path).done["train"]) == {"a-1"}
 
 
 def test_png_image_and_foreground_pool(tmp_path, person):
@@ -88,7 +97,7 @@ def test_interrupted_write_leaves_no_complete_sample(tmp_path, person, monkeypat
         write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
     monkeypatch.setattr(records, "write_atomic", real_write)
     assert (tmp_path / "train/im/x.jpg").exists(), "the simulation must have written the first file"
-    assert ResumeState.read(tmp_path).done["train"] == set()
+    assert set(ResumeState.read(tmp_path).done["train"]) == set()
     assert list(iter_samples(tmp_path)) == []
 
     write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
@@ -98,7 +107,7 @@ def test_interrupted_write_leaves_no_complete_sample(tmp_path, person, monkeypat
 def test_a_row_whose_file_vanished_is_not_complete(tmp_path, person):
     write_sample(tmp_path, "train", "x", image=person[..., :3], alpha=person[..., 3])
     (tmp_path / "train/gt/x.png").unlink()
-    assert ResumeState.read(tmp_path).done["train"] == set()
+    assert set(ResumeState.read(tmp_path).done["train"]) == set()
 
 
 def test_interrupted_row_append_is_dropped_and_repaired(tmp_path, person):
@@ -298,10 +307,18 @@ def test_arrow_reading_finds_the_samples_iter_samples_finds(tmp_path, person, mo
     found = [i for i, ok in zip(table.column("id").to_pylist(), complete) if ok]
     assert found == [s.id for s in iter_samples(tmp_path, "train", include_rejected=True)]
     assert found == ["s0", "s3", "s4", "s5", "fg-only", "no-files"]
-    state = ResumeState.read(tmp_path)
-    assert state.done["train"] == set(found) and state.rowed["train"] == set(table.column("id").to_pylist())
+    ids = pa.array([*table.column("id").to_pylist(), "not-a-sample"])
+    expected = [i in found for i in ids.to_pylist()]
+    state = ResumeState.read(tmp_path)  # asked a column at a time (done_mask) while its ids are still Arrow
+    assert state.done_mask(pa.array(["train"] * len(ids)), ids).tolist() == expected
+    assert set(state.done["train"]) == set(found) and set(state.rowed["train"]) == set(table.column("id").to_pylist())
     monkeypatch.setattr(records, "ARROW_MIN_BYTES", 1 << 30)  # line by line, as a small dataset is read
-    assert ResumeState.read(tmp_path).done == state.done and ResumeState.read(tmp_path).rowed == state.rowed
+    by_lines = ResumeState.read(tmp_path)
+    assert by_lines.done_mask(pa.array(["train"] * len(ids)), ids).tolist() == expected
+    for split in SPLITS:
+        assert set(by_lines.done[split]) == set(state.done[split]) and set(by_lines.rowed[split]) == set(
+            state.rowed[split]
+        )
 
     from ormbg.data import Source, list_samples
 
@@ -326,7 +343,7 @@ def test_metadata_arrow_cannot_read_alike_is_read_row_by_row(tmp_path, person, m
         path.write_text(content)
         assert records.file_table(tmp_path, "train").column("id").to_pylist() == ids
         assert [row["id"] for row in read_rows(tmp_path, "train")] == ids
-        assert ResumeState.read(tmp_path).rowed["train"] == set(ids)
+        assert set(ResumeState.read(tmp_path).rowed["train"]) == set(ids)
     bad = {
         '{"id": "b"} {"id": "c"}\n': "not JSON",  # two objects on one line
         '{"file_name": "im/b.jpg"}\n': "has no string 'id'",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import numpy as np
 
 from datagen.card import write_card
 from datagen.cluster import check_shared_paths
@@ -22,7 +23,7 @@ from datagen.errors import InputError
 from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
-from datagen.importers.layout import Discovery, LayoutError, Pair
+from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumns, iter_strings
 from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
@@ -104,18 +105,21 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
     discovery: Discovery = module.discover(src, config)
-    discovery.pairs = hold_out(discovery.pairs, kind, config.val_fraction)
+    pairs = hold_out(PairColumns.of(discovery.pairs), kind, config.val_fraction)
     result = ImportResult(out)
     with stage_run(result, config, command or f"datagen import {kind} {src}", shard=config.shard, ray=config.ray,
                    overwrite=config.overwrite) as run:  # fmt: skip
-        ids = unique_ids(kind, {pair.key: pair.name for pair in discovery.pairs})
+        import pyarrow.compute as pc
+
+        ids = unique_ids(kind, pairs.column("key"), pairs.column("name"))
         index, count = config.shard
-        mine = [pair for i, pair in enumerate(sorted(discovery.pairs, key=lambda p: p.key)) if i % count == index]
-        trimaps = any(pair.trimap for pair in discovery.pairs)
+        mine = pc.sort_indices(pairs.column("key")).to_numpy()[index::count]
+        todo = mine[~run.state.done_mask(pairs.column("split"), ids)[mine]]
+        trimaps = pairs.column("trimap").null_count < len(pairs)
         jobs = [
             PairJob(
                 pair,
-                ids[pair.key],
+                sample_id,
                 out,
                 kind,
                 module.LICENSE,
@@ -124,8 +128,7 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
                 trimaps,
                 config.foreground,
             )  # fmt: skip
-            for pair in mine
-            if not run.state.is_done(pair.split, ids[pair.key])
+            for pair, sample_id in zip(pairs.rows(todo), iter_strings(ids.take(todo)))
         ]
         result.existing = len(mine) - len(jobs)
         for skip in discovery.skipped if index == 0 else []:
@@ -161,16 +164,18 @@ def held_out(kind: str, key: str, fraction: float) -> bool:
     return value < fraction
 
 
-def hold_out(pairs: list[Pair], kind: str, fraction: float) -> list[Pair]:
+def hold_out(pairs: PairColumns, kind: str, fraction: float) -> PairColumns:
     """Train pairs of a data set without a validation split of its own move to validation by `held_out`."""
-    if not fraction or any(pair.split == "validation" for pair in pairs):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    splits = pairs.column("split")
+    if not fraction or not len(pairs) or pc.any(pc.equal(splits, "validation")).as_py():
         return pairs
-    return [
-        dataclasses.replace(pair, split="validation")
-        if pair.split == "train" and held_out(kind, pair.key, fraction)
-        else pair
-        for pair in pairs
-    ]
+    held = np.fromiter((held_out(kind, key, fraction) for key in iter_strings(pairs.column("key"))), bool, len(pairs))
+    moved = pc.and_(pc.equal(splits, "train"), pa.array(held))
+    table = pairs.table.set_column(COLUMNS.index("split"), "split", pc.if_else(moved, "validation", splits))
+    return PairColumns(table, pairs.root, pairs.metadata)
 
 
 def _relative(path: str, src: Path) -> str:
@@ -182,8 +187,10 @@ def _relative(path: str, src: Path) -> str:
 
 
 def _counts(out: Path) -> dict[str, int]:
+    import pyarrow.compute as pc
+
     counts: Counter = Counter()
-    for split in SPLITS:  # the subset column alone, read by Arrow: a million rows are counted, never held
-        for subset, count in Counter(file_table(out, split, ("subset",)).column("subset").to_pylist()).items():
-            counts[f"{split}/{subset}" if subset else split] += count
+    for split in SPLITS:  # the subset column alone, read and counted by Arrow: a million rows are never held
+        for item in pc.value_counts(file_table(out, split, ("subset",)).column("subset")).to_pylist():
+            counts[f"{split}/{item['values']}" if item["values"] else split] += item["counts"]
     return dict(sorted(counts.items()))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from datagen.errors import InputError
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
@@ -30,9 +32,72 @@ class Pair:
     rgba: bool = False  # image and matte are one RGBA file: imported as a foreground (fg/ + gt/)
 
 
+COLUMNS = ("split", "key", "name", "image", "alpha", "trimap", "rgba", "group")
+FILE_NAMED = ("name", "image", "alpha", "trimap")  # binary columns: a file name's bytes (os.fsencode)
+
+
+def _bytes(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def iter_strings(array, batch: int = 65536) -> Iterator[str]:
+    """The values of an Arrow string array as Python strings, made a batch at a time (never a list of a million)."""
+    for start in range(0, len(array), batch):
+        yield from array.slice(start, batch).to_pylist()
+
+
+class PairColumns:
+    """The pairs of a discovery as columns: a pyarrow Table (split, key, name, image, alpha, trimap, rgba, group), its
+    paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary (`FILE_NAMED`), `group` an
+    index into `metadata`. A million photo pairs
+    take tens of MB this way, where Pair objects took about 400 bytes each. A sequence of Pair (`rows` makes many)."""
+
+    def __init__(self, table, root: str = "", metadata: list[dict[str, Any]] | None = None):
+        self.table, self.root, self.metadata = table, root, metadata or [{}]
+
+    @classmethod
+    def of(cls, pairs: list[Pair] | PairColumns) -> PairColumns:
+        """`pairs` as columns (a list of Pair, as the importers of small data sets give it, is converted)."""
+        if isinstance(pairs, PairColumns):
+            return pairs
+        import pyarrow as pa
+
+        metadata = [pair.metadata for pair in {id(pair.metadata): pair for pair in pairs}.values()]
+        index = {id(item): number for number, item in enumerate(metadata)}
+        columns = {name: pa.array([getattr(pair, name) for pair in pairs], pa.string()) for name in ("split", "key")}
+        for name in FILE_NAMED:  # as the bytes of the name: a file name that is not UTF-8 is kept as it is
+            columns[name] = pa.array([_bytes(getattr(pair, name)) for pair in pairs], pa.binary())
+        columns["rgba"] = pa.array([pair.rgba for pair in pairs], pa.bool_())
+        columns["group"] = pa.array([index[id(pair.metadata)] for pair in pairs], pa.int32())
+        return cls(pa.table(columns), "", metadata)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, index: int) -> Pair:
+        return next(self.rows([index]))
+
+    def __iter__(self) -> Iterator[Pair]:
+        return self.rows(range(len(self)))
+
+    def column(self, name: str):
+        return self.table.column(name)
+
+    def rows(self, indices: Iterable[int], batch: int = 65536) -> Iterator[Pair]:
+        """The Pairs of rows `indices`, made a batch at a time."""
+        indices = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, np.int64)
+        root = self.root
+        for start in range(0, len(indices), batch):
+            part = self.table.take(indices[start : start + batch]).to_pydict()
+            for split, key, name, image, alpha, trimap, rgba, group in zip(*(part[column] for column in COLUMNS)):
+                trimap = None if trimap is None else root + os.fsdecode(trimap)
+                image, alpha = root + os.fsdecode(image), root + os.fsdecode(alpha)
+                yield Pair(split, key, os.fsdecode(name), image, alpha, trimap, self.metadata[group], rgba)
+
+
 @dataclass
 class Discovery:
-    pairs: list[Pair] = field(default_factory=list)
+    pairs: list[Pair] | PairColumns = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
 
     def extend(self, other: Discovery) -> None:
@@ -52,23 +117,32 @@ class LayoutError(InputError):
         )
 
 
+def image_stem(name: str, is_file: bool) -> tuple[str | None, str | None]:
+    """(stem, None) for an image file's name; (None, why it is skipped) for a hidden, system or non-image file; (None,
+    None) for what is passed over in silence (a folder). Asked by `index_by_stem` and by folder.py's Arrow listing."""
+    if is_hidden(name):
+        return None, "hidden or system file"
+    if not is_file:
+        return None, None
+    stem, dot, extension = name.rpartition(".")  # as os.path.splitext for a name not starting with a dot
+    stem, suffix = (stem, dot + extension) if dot else (name, "")
+    if suffix.lower() not in IMAGE_EXTENSIONS:
+        return None, "not an image file"
+    return stem, None
+
+
 def index_by_stem(entries: Iterable[tuple[str, bool]], root: Path, skipped: list[Skip]) -> dict[str, str]:
     """{stem: path} of the image files among `entries` ((path, is a file) below `root`, in `path_order`); hidden,
-    system and non-image files become skips, and of two files with one stem the first is kept. Plain strings: a
-    folder of a million files takes seconds."""
+    system and non-image files become skips (`image_stem`), and of two files with one stem the first is kept. Plain
+    strings: a folder of a million files takes seconds."""
     found: dict[str, str] = {}
     prefix = os.path.join(str(root), "")
     for path, is_file in entries:
-        name = path.rpartition(os.sep)[2]
-        if is_hidden(name):
-            skipped.append(Skip(_below(path, prefix), "hidden or system file"))
+        stem, reason = image_stem(path.rpartition(os.sep)[2], is_file)
+        if reason:
+            skipped.append(Skip(_below(path, prefix), reason))
+        elif stem is None:
             continue
-        if not is_file:
-            continue
-        stem, dot, extension = name.rpartition(".")  # as os.path.splitext for a name not starting with a dot
-        stem, suffix = (stem, dot + extension) if dot else (name, "")
-        if suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append(Skip(_below(path, prefix), "not an image file"))
         elif stem in found:
             skipped.append(Skip(_below(path, prefix), f"second file with the stem {stem!r}"))
         else:
