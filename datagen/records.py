@@ -225,6 +225,16 @@ def seeded_id(prefix: str, seed: int, index: int) -> str:
     return f"{sanitize_id(prefix)}-s{seed}-{index:07d}"
 
 
+def seeded_ids(prefix: str, seed: int, indices: range):
+    """`seeded_id` of each of `indices`, as an Arrow string array made a batch at a time (25 MB for a million)."""
+    import pyarrow as pa
+
+    prefix, batch = f"{sanitize_id(prefix)}-s{seed}-", 65536
+    chunks = [arrow_strings([f"{prefix}{i:07d}" for i in indices[start : start + batch]])
+              for start in range(0, len(indices), batch)]  # fmt: skip
+    return pa.chunked_array(chunks, pa.string()).combine_chunks()
+
+
 def resolve_shard(shard: tuple[int, int] | str | None, overwrite: bool = False) -> tuple[int, int]:
     """(I, K) of a stage's --shard: "I/K" or (I, K) with 0 <= I < K; None: the launcher's (RANK, WORLD_SIZE) under
     `accelerate launch` or `torchrun`, else (0, 1). Refuses --overwrite with several shards (they would delete each
@@ -659,6 +669,13 @@ class ResumeState:
                 return self.done[split].mask(ids)
             if rows.size:
                 mask[rows] = self.done[split].mask(ids.take(rows))
+        return mask
+
+    def done_in_any(self, splits: Iterable[str], ids) -> np.ndarray:
+        """Which of `ids` (an Arrow string array) are done in any of `splits`: a bool array."""
+        mask = np.zeros(len(ids), bool)
+        for split in splits:
+            mask |= self.done[split].mask(ids)
         return mask
 
     def add(self, split: str, row: dict[str, Any]) -> None:

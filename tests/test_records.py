@@ -19,6 +19,7 @@ from datagen.records import (
     reset_dataset,
     sanitize_id,
     seeded_id,
+    seeded_ids,
     unique_ids,
     write_sample,
 )
@@ -43,6 +44,8 @@ def test_ids_are_sanitized_deterministic_and_unique():
     assert unique_ids("f", keys[1:], stems[1:]).to_pylist()[0] == "f-x", "alone, a key needs no suffix"
     assert unique_ids("f", keys[::-1], stems[::-1]).to_pylist() == both[::-1]
     assert seeded_id("synth", 3, 12) == "synth-s3-0000012"
+    indices = range(1, 200_000, 3)  # more than one batch
+    assert seeded_ids("a b", 3, indices).to_pylist() == [seeded_id("a b", 3, i) for i in indices]
     with pytest.raises(ValueError):
         sanitize_id("###")
 
