@@ -35,7 +35,6 @@ from datagen.records import (
     StageResult,
     resolve_shard,
     seeded_id,
-    seeded_ids,
     write_sample_files,
 )
 from datagen.slices import focus_weights
@@ -324,8 +323,8 @@ def _plan(config: SynthConfig, state: ResumeState, result: SynthResult) -> list[
     focus = Focus.read(config)
     index, count = config.shard
     mine = range(index, config.n, count)
-    done = state.done_in_any(["train"], seeded_ids(_prefix(config), config.seed, mine))  # a column at a time
-    todo = [i for i, finished in zip(mine, done) if not finished]
+    done = state.seeded_done(["train"], _prefix(config), config.seed, config.n)
+    todo = [i for i in mine if not done[i]]
     pending = [Job(i, 0, _prompt(config, i, fixed, focus)) for i in todo]
     result.existing = len(mine) - len(pending)
     result.focus = asdict(focus) | {"digest": focus.digest} if focus else None  # for run.json

@@ -26,7 +26,6 @@ from datagen.records import (
     Skip,
     StageResult,
     seeded_id,
-    seeded_ids,
     write_sample_files,
 )
 from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
@@ -291,10 +290,9 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, overwrite=config.overwrite) as run:
         index, count = config.shard
         mine = range(index, config.n, count)
-        # an id names one index, so a sample done in either split is skipped before anything is drawn for it; the
-        # ids are asked a column at a time (a million in about 25 MB, no Python set of them)
-        done = run.state.done_in_any(COMPOSE_SPLITS, seeded_ids("composite", config.seed, mine))
-        jobs = [make_job(i, config, pools, occluders, focus=focus) for i, finished in zip(mine, done) if not finished]
+        # an id names one index, so a sample done in either split is skipped before anything is drawn for it
+        done = run.state.seeded_done(COMPOSE_SPLITS, "composite", config.seed, config.n)
+        jobs = [make_job(i, config, pools, occluders, focus=focus) for i in mine if not done[i]]
         result.existing = len(mine) - len(jobs)
 
         def outcomes() -> Iterator[dict[str, Any] | Skip]:
