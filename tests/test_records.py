@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,7 +284,8 @@ def test_a_row_appended_while_update_rows_replaces_the_file_is_kept(tmp_path):
 
 def _mixed_split(root: Path, person: np.ndarray) -> None:
     """A split with what a reader must skip: a vanished file, a directory where a file should be, a rejected row,
-    a foreground-only row, a row without files, and a symbolic link that counts as its file."""
+    a foreground-only row, a row without files, a symbolic link that counts as its file, and a stray file whose name
+    is not UTF-8 (Arrow cannot hold it: the listing used to raise UnicodeEncodeError)."""
     for index in range(6):
         write_sample(root, "train", f"s{index}", image=person[..., :3], alpha=person[..., 3])
     write_sample(root, "train", "fg-only", foreground=person, alpha=person[..., 3])
@@ -294,6 +296,7 @@ def _mixed_split(root: Path, person: np.ndarray) -> None:
     (root / "train/gt/s3.png").rename(root / "train/gt/elsewhere.png")
     (root / "train/gt/s3.png").symlink_to(root / "train/gt/elsewhere.png")
     records.set_rejected(root, "s4", "blurry")
+    (root / os.fsdecode(b"train/im/stray-caf\xe9.jpg")).write_bytes(b"")  # a name that is not UTF-8: listed past
 
 
 @pytest.mark.parametrize("listing_min", [1, 10**9], ids=["listed", "stat-ed"])
