@@ -96,7 +96,10 @@ class ImportResult(StageResult):
 
 
 def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | None = None) -> ImportResult:
-    """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`."""
+    """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`. The pairs are
+    columns (`PairColumns`) until the ones to convert are made: a no-op rerun of a million holds no object per pair."""
+    import pyarrow.compute as pc
+
     if kind not in IMPORTERS:
         raise InputError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
     module, src, out = IMPORTERS[kind], Path(src), Path(config.out or Path(DATA_ROOT) / kind)
@@ -109,8 +112,6 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
     result = ImportResult(out)
     with stage_run(result, config, command or f"datagen import {kind} {src}", shard=config.shard, ray=config.ray,
                    overwrite=config.overwrite) as run:  # fmt: skip
-        import pyarrow.compute as pc
-
         ids = unique_ids(kind, pairs.column("key"), pairs.column("name"))
         index, count = config.shard
         mine = pc.sort_indices(pairs.column("key")).to_numpy()[index::count]

@@ -187,7 +187,8 @@ def pair_columns(src: Path, split: str, images: StemColumns, alphas: StemColumns
         discovery.skipped.append(Skip(path, "orphan image: no matte with this stem"))
     for path in sorted(alphas.paths.filter(pc.invert(pc.is_in(alphas.stems, value_set=images.stems))).to_pylist()):
         discovery.skipped.append(Skip(path, "orphan matte: no image with this stem"))
-    keys, count = images.paths.filter(paired), pc.sum(paired.cast(pa.int64())).as_py() or 0
+    keys = images.paths.filter(paired)
+    count = len(keys)
     columns = {
         "split": pa.repeat(split, count),
         "key": keys,

@@ -49,8 +49,8 @@ def iter_strings(array, batch: int = 65536) -> Iterator[str]:
 class PairColumns:
     """The pairs of a discovery as columns: a pyarrow Table (split, key, name, image, alpha, trimap, rgba, group), its
     paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary (`FILE_NAMED`), `group` an
-    index into `metadata`. A million photo pairs
-    take tens of MB this way, where Pair objects took about 400 bytes each. A sequence of Pair (`rows` makes many)."""
+    index into `metadata`. A million photo pairs take tens of MB this way, where Pair objects took about 400 bytes
+    each. A sequence of Pair (`rows` makes many)."""
 
     def __init__(self, table, root: str = "", metadata: list[dict[str, Any]] | None = None):
         self.table, self.root, self.metadata = table, root, metadata or [{}]
