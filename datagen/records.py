@@ -745,11 +745,10 @@ def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[st
     folder, chunks, missing, is_file = f"{root}{os.sep}{split}{os.sep}", [], set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
         chunks.append(batch.column(0))
-        ids = None
         for column in batch.columns[1:]:
-            if column.null_count < len(column):
-                ids = batch.column(0).to_pylist() if ids is None else ids
-                missing.update(i for i, name in zip(ids, column.to_pylist()) if name and not is_file(folder + name))
+            if column.null_count < len(column):  # the ids of the rows whose file is missing (few), not all ids
+                gone = [row for row, name in enumerate(column.to_pylist()) if name and not is_file(folder + name)]
+                missing.update(batch.column(0).take(gone).to_pylist() if gone else ())
     return IdSet(arrow=pa.chunked_array(chunks, pa.string()).combine_chunks()), missing
 
 
