@@ -179,6 +179,31 @@ def test_infer_refine_keeps_odd_sizes_and_changes_only_the_uncertain_band(tmp_pa
     assert "Traceback" not in bad.output and "--model " not in bad.output
 
 
+def test_two_stage_cutouts_are_decontaminated_by_default(tmp_path, checkpoint, tiny_vitmatte):
+    """`--refine vitmatte` cut-outs carry the estimated foreground colour in soft pixels like one-stage ones (issue 28);
+    `--foreground none` writes the photo's colours; the refined matte is the same either way."""
+    from PIL import Image
+
+    from ormbg.infer import main
+
+    image = over(draw_person(np.random.default_rng(1), 97, 131), draw_background(np.random.default_rng(2), 97, 131))
+    Image.fromarray(image).save(tmp_path / "odd.png")
+    args = [str(tmp_path / "odd.png"), "--checkpoint", str(checkpoint), "--size", "64", "--mode", "rgba"]
+    args += ["--refine", "vitmatte", "--refine-model", str(tiny_vitmatte), "--no-progress"]
+    cutouts = {}
+    for name, extra in (("default", []), ("none", ["--foreground", "none"])):
+        result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / name / "odd.png"), *extra])
+        assert result.exit_code == 0, result.output
+        cutouts[name] = np.asarray(Image.open(tmp_path / name / "odd.png"))
+    alpha = cutouts["none"][..., 3]
+    soft = (alpha > 0) & (alpha < 255)
+    assert soft.any()
+    np.testing.assert_array_equal(cutouts["default"][..., 3], alpha)
+    np.testing.assert_array_equal(cutouts["none"][..., :3], image)
+    np.testing.assert_array_equal(cutouts["default"][alpha == 255][:, :3], image[alpha == 255])
+    assert (cutouts["default"][soft][:, :3] != image[soft]).any()
+
+
 def test_evaluate_refine_reports_the_second_stage(tmp_path, checkpoint, tiny_vitmatte, dataset_dir):
     from ormbg.evaluate import main
 
