@@ -166,6 +166,12 @@ def make_id(prefix: str, name: str) -> str:
     return f"{sample_id[: MAX_ID_CHARS - 9]}-{hashlib.sha1(name.encode(errors='surrogateescape')).hexdigest()[:8]}"
 
 
+def iter_strings(array, batch: int = 65536) -> Iterator[str]:
+    """The values of an Arrow string array as Python strings, made a batch at a time (never a list of a million)."""
+    for start in range(0, len(array), batch):
+        yield from array.slice(start, batch).to_pylist()
+
+
 def arrow_strings(values: list[str]):
     """An Arrow string array of `values`, built from one joined buffer. Listing a million file names (21 MB of
     strings) in batches of 65,536 left 93 MB more resident with pyarrow's own conversion of each list, 51 MB with
@@ -612,8 +618,7 @@ class IdSet:
 
     def _python(self) -> set[str]:
         if self._arrow is not None:
-            for start in range(0, len(self._arrow), 65536):
-                self._set.update(self._arrow.slice(start, 65536).to_pylist())
+            self._set.update(iter_strings(self._arrow))
             self._arrow = None
         return self._set
 

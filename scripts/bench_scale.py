@@ -113,6 +113,8 @@ def build_import(src: Path, out: Path, rows: int) -> None:
     """A folder of `rows` photos and mattes (im/, gt/; hard links) and what `datagen import folder SRC --images 'im/*'
     --alphas 'gt/*' -o OUT` makes of it: ids, splits (the hash hold-out) and rows as the importer's own discovery
     gives them, files hard-linked."""
+    import pyarrow.compute as pc
+
     from datagen.importers import IMPORTERS, ImportConfig, hold_out
     from datagen.importers.layout import PairColumns
     from datagen.records import metadata_path, unique_ids
@@ -139,10 +141,11 @@ def build_import(src: Path, out: Path, rows: int) -> None:
             os.link(source, src / folder / f"photo_{index:07d}{seed.suffix}")
     config = ImportConfig(out=out, images="im/*", alphas="gt/*", progress=False)
     pairs = hold_out(PairColumns.of(IMPORTERS["folder"].discover(src, config).pairs), "folder", config.val_fraction)
-    ids = dict(zip(pairs.column("key").to_pylist(), unique_ids("folder", pairs.column("key"), pairs.column("name"))))
+    ids = unique_ids("folder", pairs.column("key"), pairs.column("name"))
+    order = pc.sort_indices(pairs.column("key")).to_numpy()  # run_import's order
     files = {}
-    for number, pair in enumerate(sorted(pairs, key=lambda p: p.key)):
-        sample_id, block = ids[pair.key].as_py(), number // LINKS_PER_FILE
+    for number, (pair, sample_id) in enumerate(zip(pairs.rows(order), ids.take(order).to_pylist())):
+        block = number // LINKS_PER_FILE
         row = {"id": sample_id, "file_name": f"im/{sample_id}.jpg", "alpha_file_name": f"gt/{sample_id}.png"}
         row.update(width=32, height=32, source="folder", license="as stated", original_path=pair.key, subset="")
         row.update(exif_orientation=1, image_copied=True)

@@ -23,13 +23,14 @@ from datagen.errors import InputError
 from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
-from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumns, iter_strings
+from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumns
 from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
     Skip,
     StageResult,
     file_table,
+    iter_strings,
     resolve_shard,
     unique_ids,
 )

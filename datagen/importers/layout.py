@@ -40,17 +40,11 @@ def _bytes(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
-def iter_strings(array, batch: int = 65536) -> Iterator[str]:
-    """The values of an Arrow string array as Python strings, made a batch at a time (never a list of a million)."""
-    for start in range(0, len(array), batch):
-        yield from array.slice(start, batch).to_pylist()
-
-
 class PairColumns:
     """The pairs of a discovery as columns: a pyarrow Table (split, key, name, image, alpha, trimap, rgba, group), its
     paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary (`FILE_NAMED`), `group` an
     index into `metadata`. A million photo pairs take tens of MB this way, where Pair objects took about 400 bytes
-    each. A sequence of Pair (`rows` makes many)."""
+    each. Iterable as Pair objects (`rows` makes those of some rows)."""
 
     def __init__(self, table, root: str = "", metadata: list[dict[str, Any]] | None = None):
         self.table, self.root, self.metadata = table, root, metadata or [{}]
@@ -74,9 +68,6 @@ class PairColumns:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    def __getitem__(self, index: int) -> Pair:
-        return next(self.rows([index]))
-
     def __iter__(self) -> Iterator[Pair]:
         return self.rows(range(len(self)))
 
@@ -85,7 +76,7 @@ class PairColumns:
 
     def rows(self, indices: Iterable[int], batch: int = 65536) -> Iterator[Pair]:
         """The Pairs of rows `indices`, made a batch at a time."""
-        indices = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, np.int64)
+        indices = np.asarray(indices, np.int64)
         root = self.root
         for start in range(0, len(indices), batch):
             part = self.table.take(indices[start : start + batch]).to_pydict()
