@@ -5,13 +5,15 @@
 For each N, a composites directory and a synth directory of N rows are built from hard links to one tiny sample
 (rows are what scales, not pixels; about 600 bytes a row, like compose's), then, each in a fresh process, measured:
 `records.ResumeState.read` (what synth, compose, import and pull read on a rerun); `datagen compose -n N` and
-`datagen synth --backend procedural -n N` into them, which find every sample done (a no-op resume; each is run once
-before, unmeasured, so that its card is current, as after a real run); training start-up: `ormbg.train.Trainer` on
-the composites with 4 loader workers up to its first batch (the time to the first step), the main process's peak
-memory and one loader worker's unique memory (USS: what it does not share with the others); and `datagen inspect`
-(every file decoded; only at N <= --inspect-max); `datagen push --dry-run` (N <= --push-max): time, peak memory, and
-the staging folder's peak size on disk against the shards it ends with. Prints seconds and peak RSS, and the peak
-above an idle process with the same imports, per N, measured in one run.
+`datagen synth --backend procedural -n N` into them, and `datagen import folder` of N photos with mattes (`--images
+'im/*' --alphas 'gt/*'`) and of N RGBA cut-outs into what those imports make (built alike), all of which find every
+sample done (a no-op resume; each is run once before, unmeasured, so that its card is current, as after a real
+run); training start-up: `ormbg.train.Trainer` on the composites with 4 loader workers up to its first batch (the
+time to the first step), the main process's peak memory and one loader worker's unique memory (USS: what it does not
+share with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max); `datagen push
+--dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size on disk against the shards it
+ends with. Prints seconds and peak RSS, and the peak above an idle process with the same imports, per N, measured in
+one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
 loader-worker memory flat in N; inspect under 1 GB; push's memory flat in N, its disk at most 3 shards beyond
@@ -109,10 +111,11 @@ def build_synth(root: Path, rows: int) -> None:
             file.write(json.dumps(row) + "\n")
 
 
-def build_import(src: Path, out: Path, rows: int) -> None:
+def build_import(src: Path, out: Path, rows: int, rgba: bool = False) -> None:
     """A folder of `rows` photos and mattes (im/, gt/; hard links) and what `datagen import folder SRC --images 'im/*'
-    --alphas 'gt/*' -o OUT` makes of it: ids, splits (the hash hold-out) and rows as the importer's own discovery
-    gives them, files hard-linked."""
+    --alphas 'gt/*' -o OUT` makes of it; with `rgba`, a folder of RGBA cut-outs and what `datagen import folder SRC -o
+    OUT` makes of it (fg/, gt/). Ids, splits (the hash hold-out) and rows as the importer's own discovery gives them,
+    files hard-linked."""
     import pyarrow.compute as pc
 
     from datagen.importers import IMPORTERS, ImportConfig, hold_out
@@ -121,8 +124,8 @@ def build_import(src: Path, out: Path, rows: int) -> None:
 
     if (out / "train/metadata.jsonl").is_file():
         return
-    seed_image, seed_alpha = out.parent / "import-seed.jpg", out.parent / "import-seed.png"
-    if not seed_image.exists():
+    seeds = {name: out.parent / f"import-seed-{name}" for name in ("im.jpg", "gt.png", "cut.png", "fg.png")}
+    if not all(path.exists() for path in seeds.values()):
         out.parent.mkdir(parents=True, exist_ok=True)
         import numpy as np
 
@@ -130,31 +133,43 @@ def build_import(src: Path, out: Path, rows: int) -> None:
         from datagen.procedural import draw_person
 
         person = draw_person(np.random.default_rng(0), 32, 32)
-        seed_image.write_bytes(encode_jpeg(person[..., :3]))
-        seed_alpha.write_bytes(encode_png(person[..., 3]))
+        seeds["im.jpg"].write_bytes(encode_jpeg(person[..., :3]))
+        seeds["gt.png"].write_bytes(encode_png(person[..., 3]))
+        seeds["cut.png"].write_bytes(encode_png(person))
+        seeds["fg.png"].write_bytes(encode_png(person))
+    sources = (("cut", "cut.png"),) if rgba else (("im", "im.jpg"), ("gt", "gt.png"))
     for index in range(rows):
-        for folder, seed in (("im", seed_image), ("gt", seed_alpha)):
-            source = src / f"{folder}-seed-{index // LINKS_PER_FILE}{seed.suffix}"
+        for folder, seed in sources:
+            suffix = seeds[seed].suffix
+            source = src / f"{folder}-seed-{index // LINKS_PER_FILE}{suffix}"
             if not source.exists():
                 (src / folder).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(seed, source)
-            os.link(source, src / folder / f"photo_{index:07d}{seed.suffix}")
-    config = ImportConfig(out=out, images="im/*", alphas="gt/*", progress=False)
+                shutil.copyfile(seeds[seed], source)
+            os.link(source, src / folder / f"photo_{index:07d}{suffix}")
+    config = ImportConfig(out=out, progress=False, **({} if rgba else {"images": "im/*", "alphas": "gt/*"}))
     pairs = hold_out(PairColumns.of(IMPORTERS["folder"].discover(src, config).pairs), "folder", config.val_fraction)
     ids = unique_ids("folder", pairs.column("key"), pairs.column("name"))
     order = pc.sort_indices(pairs.column("key")).to_numpy()  # run_import's order
-    files = {}
+    files, written = {}, (("fg", "fg.png"), ("gt", "gt.png")) if rgba else (("im", "im.jpg"), ("gt", "gt.png"))
     for number, (pair, sample_id) in enumerate(zip(pairs.rows(order), ids.take(order).to_pylist())):
         block = number // LINKS_PER_FILE
-        row = {"id": sample_id, "file_name": f"im/{sample_id}.jpg", "alpha_file_name": f"gt/{sample_id}.png"}
+        if rgba:
+            row = {
+                "id": sample_id,
+                "alpha_file_name": f"gt/{sample_id}.png",
+                "foreground_file_name": f"fg/{sample_id}.png",
+            }
+        else:
+            row = {"id": sample_id, "file_name": f"im/{sample_id}.jpg", "alpha_file_name": f"gt/{sample_id}.png"}
         row.update(width=32, height=32, source="folder", license="as stated", original_path=pair.key, subset="")
-        row.update(exif_orientation=1, image_copied=True)
-        for folder, seed in (("im", seed_image), ("gt", seed_alpha)):
-            target = out / pair.split / folder / f"{sample_id}{seed.suffix}"
-            source = out / pair.split / f"{folder}-seed-{block}{seed.suffix}"
+        row.update(exif_orientation=1, image_copied=not rgba)
+        for folder, seed in written:
+            suffix = seeds[seed].suffix
+            target = out / pair.split / folder / f"{sample_id}{suffix}"
+            source = out / pair.split / f"{folder}-seed-{block}{suffix}"
             if not source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(seed, source)
+                shutil.copyfile(seeds[seed], source)
             os.link(source, target)
         if pair.split not in files:
             files[pair.split] = open(metadata_path(out, pair.split), "w")
@@ -229,7 +244,8 @@ def main() -> None:
     _, idle = measure(imports, "pass")
     _, idle_train = measure("import ormbg.train", "pass")
     print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
-    header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "train: first batch")
+    header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "import RGBA no-op")
+    header += ("train: first batch",)
     header += ("worker USS", "inspect")
     header += ("push --dry-run",)
     print(" | ".join(header))
@@ -239,6 +255,7 @@ def main() -> None:
         build(root, rows, pools)
         build_synth(synth, rows)
         build_import(args.work / f"photos-{rows}", args.work / f"imported-{rows}", rows)
+        build_import(args.work / f"cutouts-{rows}", args.work / f"imported-rgba-{rows}", rows, rgba=True)
         print(f"({rows} rows built in {time.perf_counter() - start:.0f} s)", flush=True)
         read_s, read_mb = measure(imports, f"ResumeState.read({str(root)!r})")
         config = (
@@ -258,6 +275,10 @@ def main() -> None:
         work = f"result = run_import('folder', {str(args.work / f'photos-{rows}')!r}, {config}); assert not result.new"
         measure(imports, work)
         import_s, import_mb = measure(imports, work)
+        config = f"ImportConfig(out={str(args.work / f'imported-rgba-{rows}')!r}, progress=False)"
+        work = f"result = run_import('folder', {str(args.work / f'cutouts-{rows}')!r}, {config}); assert not result.new"
+        measure(imports, work)
+        rgba_s, rgba_mb = measure(imports, work)
         first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
         inspect = "-"
         if rows <= args.inspect_max:
@@ -274,6 +295,7 @@ def main() -> None:
             f"{compose_s:.2f} s, {compose_mb:.0f} MB (+{compose_mb - idle:.0f})",
             f"{synth_s:.2f} s, {synth_mb:.0f} MB (+{synth_mb - idle:.0f})",
             f"{import_s:.2f} s, {import_mb:.0f} MB (+{import_mb - idle:.0f})",
+            f"{rgba_s:.2f} s, {rgba_mb:.0f} MB (+{rgba_mb - idle:.0f})",
             f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
             f"{worker_mb:.0f} MB",
             inspect,

@@ -466,3 +466,50 @@ def test_folder_discovery_by_arrow_equals_the_python_one(tmp_path, monkeypatch):
         (tmp_path / os.fsdecode(b"gt/caf\xe9.png")).touch()
         pairs, _ = discovered()
         assert isinstance(pairs, list) and "caf\\xe9" in [pair.key[3:-4] for pair in pairs]
+
+
+def test_rgba_discovery_by_arrow_equals_what_rglob_found(tmp_path, monkeypatch):
+    """`folder SRC` (RGBA cut-outs) walks SRC into Arrow columns, a batch at a time; the pairs and every skip with its
+    reason are what the listing by `Path.rglob` gave: hidden folders entered, links to files followed, a link to a
+    folder not entered, names that are not UTF-8 kept with their bytes and escaped in the key."""
+    import os
+
+    from datagen.importers import ImportConfig, folder
+    from datagen.importers.layout import Pair, PairColumns
+    from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
+
+    src = tmp_path / "cutouts"
+    names = ["a.png", "b.PNG", "c.webp", "d.txt", ".DS_Store", "Thumbs.db", "e", "f.", "x.y.png", "ünï.png",
+             "new\nline.png", "sub/a.png", "sub/deeper/z 1.png", ".cache/h.png", "g.png/inside.png"]  # fmt: skip
+    if os.uname().sysname == "Linux":
+        names.append(os.fsdecode(b"caf\xe9.png"))
+    for name in names:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).touch()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/linked.png").touch()
+    (src / "link-to-folder").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (src / "link.png").symlink_to(tmp_path / "elsewhere/linked.png")
+    (src / "broken.png").symlink_to(tmp_path / "nowhere.png")
+
+    pairs, skips = [], []  # what the importer found with rglob before it listed into columns
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        key = readable_path(path.relative_to(src))
+        if is_hidden(path.name):
+            skips.append((key, "hidden or system file"))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            skips.append((key, "not an image file"))
+        else:
+            pairs.append(Pair("train", key, path.stem, str(path), str(path), rgba=True))
+
+    walk = folder._walk
+    for batch in (65536, 3):  # one batch, and batches that end inside a folder
+        monkeypatch.setattr(folder, "_walk", lambda root, skipped, batch=batch: walk(root, skipped, batch))
+        found = folder.discover(src, ImportConfig(out=tmp_path / "out"))
+        assert isinstance(found.pairs, PairColumns)
+        assert sorted(found.pairs, key=lambda pair: pair.key) == sorted(pairs, key=lambda pair: pair.key)
+        assert [(skip.path, skip.reason) for skip in found.skipped] == skips
+    assert {pair.key for pair in pairs} >= {"link.png", ".cache/h.png", "g.png/inside.png", "sub/deeper/z 1.png"}
+    assert not any(pair.key.startswith("link-to-folder") for pair in pairs)
+    if os.uname().sysname == "Linux":
+        assert "caf\\xe9.png" in {pair.key for pair in pairs}

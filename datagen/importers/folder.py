@@ -22,7 +22,6 @@ from datagen.importers.layout import (
     COLUMNS,
     Discovery,
     LayoutError,
-    Pair,
     PairColumns,
     _below,
     image_stem,
@@ -30,7 +29,7 @@ from datagen.importers.layout import (
     pair_files,
     path_order,
 )
-from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
+from datagen.io import readable_path
 from datagen.records import Skip, arrow_strings
 
 KIND = "folder"
@@ -57,17 +56,85 @@ def discover(src: Path, config) -> Discovery:
             raise LayoutError(KIND, src, [f"images matching {config.images!r}"])
         discovery.skipped[:0] = skipped
         return discovery
-    discovery = Discovery()
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        key = readable_path(path.relative_to(src))
-        if is_hidden(path.name):
-            discovery.skipped.append(Skip(key, "hidden or system file"))
-        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-            discovery.skipped.append(Skip(key, "not an image file"))
-        else:  # one stem in two subfolders is fine: ids are made unique from the relative path
-            discovery.pairs.append(Pair(config.split, key, path.stem, str(path), str(path), rgba=True))
-    if not discovery.pairs:
+    discovery = rgba_columns(src, config.split)
+    if not len(discovery.pairs):
         raise LayoutError(KIND, src, ["RGBA images (or --images GLOB --alphas GLOB)"])
+    return discovery
+
+
+def _walk(src: str, skipped: list[tuple[str, str]], batch: int = 65536) -> Iterator[list[str]]:
+    """The paths (relative to `src`) of the files below `src`, `batch` at a time, in no set order: what
+    `Path.rglob("*")` finds that `is_file()` (links to files followed; a link to a folder is not entered). A folder
+    that cannot be read is added to `skipped` (path, why), never passed over in silence."""
+    paths: list[str] = []
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(os.path.join(src, folder)) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(folder + entry.name + os.sep)
+                    elif entry.is_file():
+                        paths.append(folder + entry.name)
+                        if len(paths) == batch:
+                            yield paths
+                            paths = []
+        except OSError as error:
+            skipped.append((folder.rstrip(os.sep) or ".", f"folder not readable: {error.strerror or error}"))
+    yield paths
+
+
+def _file_names(values: list[str]):
+    """Arrow binary of file names held as str (os.fsencode: a name that is not UTF-8 keeps its bytes)."""
+    import pyarrow as pa
+
+    try:
+        return arrow_strings(values).cast(pa.binary())
+    except UnicodeEncodeError:
+        return pa.array([os.fsencode(value) for value in values], pa.binary())
+
+
+def rgba_columns(src: Path, split: str) -> Discovery:
+    """Every image file below `src` as an RGBA cut-out (image and matte one file), as PairColumns listed a batch at
+    a time (a million cut-outs in tens of MB, no object per file); hidden, system and non-image files as skips, in
+    path order. Pairs come in the order the folders list them (`run_import` sorts them by key)."""
+    import pyarrow as pa
+
+    passed: list[tuple[str, str]] = []
+    keys, names, paths = [], [], []
+    for listed in _walk(str(src), passed):
+        kept, stems = [], []
+        for path in listed:
+            stem, reason = image_stem(path.rpartition(os.sep)[2], True)
+            if reason:
+                passed.append((path, reason))
+            else:
+                kept.append(path)
+                stems.append(stem)
+        try:  # valid UTF-8: the key is the path itself, the file column its bytes
+            key = arrow_strings(kept)
+            files = key.cast(pa.binary())
+        except UnicodeEncodeError:  # a name that is not UTF-8: escaped in the key, its own bytes as the file
+            key = pa.array([readable_path(path) for path in kept], pa.string())
+            files = pa.array([os.fsencode(path) for path in kept], pa.binary())
+        keys.append(key)
+        paths.append(files)
+        names.append(_file_names(stems))
+    count = sum(map(len, keys))
+    columns = {
+        "split": pa.repeat(split, count),
+        "key": pa.chunked_array(keys, pa.string()).combine_chunks(),
+        "name": pa.chunked_array(names, pa.binary()).combine_chunks(),
+        "image": (image := pa.chunked_array(paths, pa.binary()).combine_chunks()),
+        "alpha": image,
+        "trimap": pa.nulls(count, pa.binary()),
+        "rgba": pa.array(np.ones(count, bool)),
+        "group": pa.array(np.zeros(count, np.int32)),
+    }
+    discovery = Discovery(PairColumns(pa.table({name: columns[name] for name in COLUMNS}), os.path.join(str(src), "")))
+    passed.sort(key=lambda item: item[0].split(os.sep))  # path order, as pathlib sorts paths
+    discovery.skipped = [Skip(readable_path(path), reason) for path, reason in passed]
     return discovery
 
 
