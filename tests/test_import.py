@@ -412,11 +412,13 @@ def test_folder_globs_find_what_pathlib_finds_in_its_order(tmp_path):
     from datagen.importers.folder import glob_entries
 
     for name in ("im/b.png", "im/a.png", "im/.hidden.png", "im/B.PNG", "im/c.jpg", "im/x-y.png", "im/sub/a.png",
-                 "im/sub-b/z.png", "masks/a.png", "top.png"):  # fmt: skip
+                 "im/sub-b/z.png", "masks/a.png", "top.png", "im-x/q.png", "im.x/q.png", "im.x/sub/q.png"):  # fmt: skip
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).touch()
     (tmp_path / "im/dir.png").mkdir()
-    patterns = ["im/*", "im/*.png", "im/*.PNG", "*", "im/[ab]*", "im/?.png", "im/sub", "**/*.png", "im/**/*", "nope/*"]
+    (tmp_path / "linked").symlink_to(tmp_path / "im/sub", target_is_directory=True)  # `**` does not enter it
+    patterns = ["im/*", "im/*.png", "im/*.PNG", "*", "im/[ab]*", "im/?.png", "im/sub", "**/*.png", "im/**/*", "nope/*",
+                "*/*.png", "*/q.png", "im*/*", "*/sub/*", "**/sub/*", "?m/*", "im/*/*.png", "**/nope/*"]  # fmt: skip
     for pattern in patterns:
         expected = [(str(path), path.is_file()) for path in sorted(tmp_path.glob(pattern))]
         assert glob_entries(tmp_path, pattern) == expected, pattern
@@ -513,3 +515,28 @@ def test_rgba_discovery_by_arrow_equals_what_rglob_found(tmp_path, monkeypatch):
     assert not any(pair.key.startswith("link-to-folder") for pair in pairs)
     if os.uname().sysname == "Linux":
         assert "caf\\xe9.png" in {pair.key for pair in pairs}
+
+
+def test_folder_discovery_by_arrow_across_folders_equals_the_python_one(tmp_path, monkeypatch):
+    """Globs with wildcards in their folders (`*/im/*`, `**/gt/*.png`) list each folder into Arrow columns too; of two
+    files with one stem in two folders the first in path order (by parts: `a/` before `a.b/`) is kept, as before."""
+    from datagen.importers import ImportConfig, folder
+    from datagen.importers.layout import PairColumns
+
+    for name in ("a/im/x.jpg", "a.b/im/x.jpg", "a.b/im/y.jpg", "a-c/im/z.jpg", "a/im/.DS_Store", "a/im/n.txt",
+                 "a/gt/x.png", "a.b/gt/y.png", "a-c/gt/z.png", "a-c/gt/lone.png", "b/deep/gt/x.png"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    for images, alphas in (("*/im/*", "*/gt/*"), ("*/im/*.jpg", "**/gt/*.png")):
+        config = ImportConfig(out=tmp_path / "out", images=images, alphas=alphas)
+        by_arrow = folder.discover(tmp_path, config)
+        assert isinstance(by_arrow.pairs, PairColumns)
+        with monkeypatch.context() as patch:
+            patch.setattr(folder, "stem_columns", lambda *args: None)  # the Python listing, as before
+            by_python = folder.discover(tmp_path, config)
+        pairs = sorted(by_python.pairs, key=lambda pair: pair.key)
+        assert sorted(by_arrow.pairs, key=lambda pair: pair.key) == pairs and by_arrow.skipped == by_python.skipped
+        assert [(pair.key, pair.alpha[len(str(tmp_path)) + 1 :]) for pair in pairs] == [
+            ("a-c/im/z.jpg", "a-c/gt/z.png"), ("a.b/im/y.jpg", "a.b/gt/y.png"), ("a/im/x.jpg", "a/gt/x.png")
+        ]  # fmt: skip
+        assert ("a.b/im/x.jpg", "second file with the stem 'x'") in [(s.path, s.reason) for s in by_python.skipped]

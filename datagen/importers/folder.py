@@ -62,6 +62,10 @@ def discover(src: Path, config) -> Discovery:
     return discovery
 
 
+def _parts(item: tuple[str, ...]) -> list[str]:
+    return item[0].split(os.sep)  # path order: as pathlib sorts paths, by their parts
+
+
 def _walk(src: str, skipped: list[tuple[str, str]], batch: int = 65536) -> Iterator[list[str]]:
     """The paths (relative to `src`) of the files below `src`, `batch` at a time, in no set order: what
     `Path.rglob("*")` finds that `is_file()` (links to files followed; a link to a folder is not entered). A folder
@@ -133,7 +137,7 @@ def rgba_columns(src: Path, split: str) -> Discovery:
         "group": pa.array(np.zeros(count, np.int32)),
     }
     discovery = Discovery(PairColumns(pa.table({name: columns[name] for name in COLUMNS}), os.path.join(str(src), "")))
-    passed.sort(key=lambda item: item[0].split(os.sep))  # path order, as pathlib sorts paths
+    passed.sort(key=_parts)
     discovery.skipped = [Skip(readable_path(path), reason) for path, reason in passed]
     return discovery
 
@@ -141,15 +145,19 @@ def rgba_columns(src: Path, split: str) -> Discovery:
 WILDCARD = re.compile(r"[*?[]")
 
 
-def _one_folder(src: Path, pattern: str) -> tuple[Path, Callable[[str], Any] | None] | None:
-    """(the folder, a matcher of names or None for every name) of a pattern whose wildcards are all in its last part
-    (`im/*`, `masks/*.png`): its names matched as pathlib matches them (case-sensitive, hidden files too). None for
-    any other pattern."""
+def _folders(src: Path, pattern: str) -> tuple[list[Path], Callable[[str], Any] | None] | None:
+    """(the folders, a matcher of names or None for every name) of a pattern without `**` in its last part (`im/*`,
+    `masks/*.png`, `*/im/*.jpg`, `**/gt/*`): the folders that its folder part names, as pathlib finds them (wildcards
+    expanded by `src.glob`, folders only, each once), whose names are matched as pathlib matches them (case-sensitive,
+    hidden files too). None for any other pattern."""
     folder, _, last = pattern.rpartition("/")
-    if not last or WILDCARD.search(folder) or "**" in last or pattern.startswith("/"):
+    if not last or "**" in last or pattern.startswith("/"):
         return None
     matches = None if last == "*" else re.compile(fnmatch.translate(last)).match  # fnmatchcase, compiled once
-    return (src / folder if folder else src), matches
+    if not WILDCARD.search(folder):
+        return [src / folder if folder else src], matches
+    found = {str(path): path for path in src.glob(folder) if path.is_dir()}  # a handful of folders, each once
+    return list(found.values()), matches
 
 
 def _scan(directory: Path, matches: Callable[[str], Any] | None, batch: int = 65536) -> Iterator[tuple[list, list]]:
@@ -170,21 +178,25 @@ def _scan(directory: Path, matches: Callable[[str], Any] | None, batch: int = 65
 
 
 def glob_entries(src: Path, pattern: str) -> list[tuple[str, bool]]:
-    """(path, is a file) of what `src.glob(pattern)` finds, in `path_order`. A pattern whose wildcards are all in its
-    last part is one scandir of that folder (`_one_folder`); any other pattern goes through pathlib."""
-    simple = _one_folder(src, pattern)
+    """(path, is a file) of what `src.glob(pattern)` finds, in `path_order`. A pattern whose last part has no `**` is
+    one scandir of each folder it names (`_folders`); any other pattern goes through pathlib."""
+    simple = _folders(src, pattern)
     if simple is None:
         return path_order([(str(path), path.is_file()) for path in src.glob(pattern)])
-    directory, matches = simple
-    prefix = os.path.join(str(directory), "")
-    listed = [(prefix + name, file) for names, files in _scan(directory, matches) for name, file in zip(names, files)]
-    return path_order(listed, one_folder=True)
+    directories, matches = simple
+    listed = []
+    for directory in directories:
+        prefix = os.path.join(str(directory), "")
+        listed += [
+            (prefix + name, file) for names, files in _scan(directory, matches) for name, file in zip(names, files)
+        ]
+    return path_order(listed, one_folder=len(directories) == 1)
 
 
 @dataclass
 class StemColumns:
-    """`index_by_stem` as Arrow columns: the stems and the paths (relative to SRC) of the image files of one folder,
-    in the order the folder lists them."""
+    """`index_by_stem` as Arrow columns: the stems and the paths (relative to SRC) of the image files that a pattern
+    finds, in the order the folders list them."""
 
     stems: Any  # pa.StringArray
     paths: Any
@@ -192,49 +204,51 @@ class StemColumns:
 
 def stem_columns(src: Path, pattern: str, skipped: list[Skip]) -> StemColumns | None:
     """`index_by_stem(glob_entries(src, pattern))` as columns, its skips appended to `skipped` in the same order (path
-    order); None where the pattern is not one folder's (`_one_folder`) or a name is not valid UTF-8 (then the caller
+    order); None where the pattern is not one that `_folders` lists or a name is not valid UTF-8 (then the caller
     lists with Python, as before). Names are classified as they are listed and kept as Arrow strings a batch at a
     time: no Python string per file outlives its batch."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    simple = _one_folder(src, pattern)
+    simple = _folders(src, pattern)
     if simple is None:
         return None
-    directory, matches = simple
-    prefix = _below(os.path.join(str(directory), ""), os.path.join(str(src), ""))
-    names, stems, passed = [], [], []  # Arrow chunks of the image files' names and stems; (name, why) of skips
+    directories, matches = simple
+    root = os.path.join(str(src), "")
+    paths, stems, passed = [], [], []  # Arrow chunks of the image files' paths and stems; (path, why) of skips
     try:
-        for listed, files in _scan(directory, matches):
-            kept, kept_stems = [], []
-            for name, is_file in zip(listed, files):
-                stem, reason = image_stem(name, is_file)
-                if reason:
-                    passed.append((name, reason))
-                elif stem is not None:
-                    kept.append(name)
-                    kept_stems.append(stem)
-            names.append(arrow_strings(kept))
-            stems.append(arrow_strings(kept_stems))
+        for directory in directories:
+            prefix = _below(os.path.join(str(directory), ""), root)
+            for listed, files in _scan(directory, matches):
+                kept, kept_stems = [], []
+                for name, is_file in zip(listed, files):
+                    stem, reason = image_stem(name, is_file)
+                    if reason:
+                        passed.append((prefix + name, reason))
+                    elif stem is not None:
+                        kept.append(name)
+                        kept_stems.append(stem)
+                paths.append(pc.binary_join_element_wise(prefix, arrow_strings(kept), ""))
+                stems.append(arrow_strings(kept_stems))
     except UnicodeEncodeError:  # a name Python holds with surrogates (not UTF-8)
         return None
-    names = pa.chunked_array(names, pa.string()).combine_chunks()
+    paths = pa.chunked_array(paths, pa.string()).combine_chunks()
     stems = pa.chunked_array(stems, pa.string()).combine_chunks()
     if pc.count_distinct(stems).as_py() < len(stems):  # one stem, two files: the first in path order is kept
         counts = pc.value_counts(stems)
         repeated = pc.is_in(stems, value_set=counts.field("values").filter(pc.greater(counts.field("counts"), 1)))
         rows = np.flatnonzero(_numpy(repeated))
         first: dict[str, str] = {}
-        for name, stem in sorted(zip(names.take(rows).to_pylist(), stems.take(rows).to_pylist())):
+        for path, stem in sorted(zip(paths.take(rows).to_pylist(), stems.take(rows).to_pylist()), key=_parts):
             if stem in first:
-                passed.append((name, f"second file with the stem {stem!r}"))
+                passed.append((path, f"second file with the stem {stem!r}"))
             else:
-                first[stem] = name
-        keep = np.ones(len(names), bool)
-        keep[rows] = _numpy(pc.is_in(names.take(rows), value_set=pa.array(list(first.values()), pa.string())))
-        names, stems = names.filter(keep), stems.filter(keep)
-    skipped += [Skip(prefix + name, reason) for name, reason in sorted(passed)]  # in path order (one folder)
-    return StemColumns(stems, pc.binary_join_element_wise(prefix, names, ""))
+                first[stem] = path
+        keep = np.ones(len(paths), bool)
+        keep[rows] = _numpy(pc.is_in(paths.take(rows), value_set=pa.array(list(first.values()), pa.string())))
+        paths, stems = paths.filter(keep), stems.filter(keep)
+    skipped += [Skip(path, reason) for path, reason in sorted(passed, key=_parts)]
+    return StemColumns(stems, paths)
 
 
 def _numpy(mask) -> np.ndarray:
