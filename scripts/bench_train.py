@@ -28,6 +28,7 @@ import torch
 
 from datagen.compose.config import ComposeConfig
 from datagen.compose.run import run_compose
+from datagen.io import read_pair
 from datagen.procedural import draw_background, draw_person
 from datagen.records import write_sample
 from ormbg.composites import ComposeSource, OnlineComposites
@@ -122,6 +123,42 @@ def loader_rate(root: Path, size: int, n: int, online: bool = False) -> float:
     return rate
 
 
+def loader_split(root: Path, size: int, n: int = 60) -> dict[str, float]:
+    """Milliseconds per sample of one worker's parts, in one process with the worker's settings: reading a written
+    composite, the training augmentation (the same for both sources), rendering an online composite at `size`, and
+    rendering one with the pixels the augmentation's crop keeps on average (its mean area, at `size`): how fast the
+    render would be if it made only what the crop keeps."""
+    threads = torch.get_num_threads()
+    init_worker(0)
+    torch.set_num_threads(1)
+    files = list_samples(Source(str(root), "train"))
+    online = OnlineComposites(ComposeSource((str(root.parent / "fg"),), (str(root.parent / "bg"),)), 0, cache_mb=512)
+    dataset, blank = TrainSet([files], size), np.zeros((size, size, 3), np.uint8)
+    crop, areas = dataset.transform.transforms[0], []  # RandomResizedCrop
+    for seed in range(1000):
+        crop.set_random_seed(seed)
+        x1, y1, x2, y2 = crop.get_params_dependent_on_data({"shape": blank.shape}, {"image": blank})["crop_coords"]
+        areas.append((x2 - x1) * (y2 - y1) / size**2)
+    cropped = round(size * float(np.mean(areas)) ** 0.5)
+    for step in range(20):  # every pool item decoded into the caches, the noise banks of both sizes drawn
+        online.sample(step, 0, 0, size if step % 2 else cropped)
+    t0 = time.perf_counter()
+    pairs = [read_pair(*files[index % len(files)]) for index in range(n)]
+    t1 = time.perf_counter()
+    for index, (image, alpha) in enumerate(pairs):
+        dataset._augment(image, np.multiply(alpha, 1 / 255, dtype=np.float32), index, [], "")
+    t2 = time.perf_counter()
+    for step in range(n):
+        online.sample(100 + step, 0, 0, size)
+    t3 = time.perf_counter()
+    for step in range(n):
+        online.sample(100 + step, 0, 0, cropped)
+    t4 = time.perf_counter()
+    torch.set_num_threads(threads)
+    times = [(b - a) * 1000 / n for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4))]
+    return dict(zip(("read_ms", "augment_ms", "render_ms", "render_crop_ms"), times), crop_px=cropped)
+
+
 def make_sources(root: Path, count: int = 24) -> Path:
     """1024x1024 composites (JPEG image, PNG alpha), made by the real compositor from procedural inputs."""
     for index in range(8):
@@ -196,6 +233,17 @@ def main() -> None:
             print(
                 f"online composites, one worker, {size} px: {online:.1f} samples/s against {files:.1f} from written "
                 f"composites: {online / files:.2f}x  (target >= 0.8 at 1024; rounds {pairs})"
+            )
+            split = loader_split(sources, size)
+            results[f"loader_split_{size}"] = split
+            read, augment, render, crop = (
+                split[key] for key in ("read_ms", "augment_ms", "render_ms", "render_crop_ms")
+            )
+            print(
+                f"  per sample: read {read:.1f} ms, augment {augment:.1f} ms (both sources), render {render:.1f} ms; "
+                f"{(read + augment) / 0.8 - augment:.1f} ms of render would give 0.8x. Rendering only the pixels the "
+                f"crop keeps (a {split['crop_px']} px frame, its mean area): {crop:.1f} ms, "
+                f"{(read + augment) / (crop + augment):.2f}x"
             )
     print(json.dumps(results))
 
