@@ -44,7 +44,10 @@ def discover(src: Path, config) -> Discovery:
         if not (config.images and config.alphas):
             raise InputError("folder import: give both --images and --alphas, or neither (RGBA cut-outs)")
         skipped: list[Skip] = []
-        images, alphas = (stem_columns(src, pattern, skipped) for pattern in (config.images, config.alphas))
+        with _listing(src, config) as bar:
+            images, alphas = (
+                stem_columns(src, pattern, skipped, bar.update) for pattern in (config.images, config.alphas)
+            )
         if images is not None and alphas is not None:  # both listed by Arrow: a million pairs in tens of MB
             found, discovery = len(images.stems), pair_columns(src, config.split, images, alphas)
         else:
@@ -56,10 +59,18 @@ def discover(src: Path, config) -> Discovery:
             raise LayoutError(KIND, src, [f"images matching {config.images!r}"])
         discovery.skipped[:0] = skipped
         return discovery
-    discovery = rgba_columns(src, config.split)
+    with _listing(src, config) as bar:
+        discovery = rgba_columns(src, config.split, bar.update)
     if not len(discovery.pairs):
         raise LayoutError(KIND, src, ["RGBA images (or --images GLOB --alphas GLOB)"])
     return discovery
+
+
+def _listing(src: Path, config):
+    """A counter of the files listed, shown while a large folder is listed (a million take seconds)."""
+    from tqdm import tqdm
+
+    return tqdm(desc=f"listing {src}", unit="file", disable=not config.progress, leave=False, mininterval=0.5)
 
 
 def _parts(item: tuple[str, ...]) -> list[str]:
@@ -99,7 +110,7 @@ def _file_names(values: list[str]):
         return pa.array([os.fsencode(value) for value in values], pa.binary())
 
 
-def rgba_columns(src: Path, split: str) -> Discovery:
+def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> Discovery:
     """Every image file below `src` as an RGBA cut-out (image and matte one file), as PairColumns listed a batch at
     a time (a million cut-outs in tens of MB, no object per file); hidden, system and non-image files as skips, in
     path order. Pairs come in the order the folders list them (`run_import` sorts them by key)."""
@@ -108,6 +119,7 @@ def rgba_columns(src: Path, split: str) -> Discovery:
     passed: list[tuple[str, str]] = []
     keys, names, paths = [], [], []
     for listed in _walk(str(src), passed):
+        counted(len(listed))
         kept, stems = [], []
         for path in listed:
             stem, reason = image_stem(path.rpartition(os.sep)[2], True)
@@ -202,7 +214,9 @@ class StemColumns:
     paths: Any
 
 
-def stem_columns(src: Path, pattern: str, skipped: list[Skip]) -> StemColumns | None:
+def stem_columns(
+    src: Path, pattern: str, skipped: list[Skip], counted: Callable[[int], Any] = len
+) -> StemColumns | None:
     """`index_by_stem(glob_entries(src, pattern))` as columns, its skips appended to `skipped` in the same order (path
     order); None where the pattern is not one that `_folders` lists or a name is not valid UTF-8 (then the caller
     lists with Python, as before). Names are classified as they are listed and kept as Arrow strings a batch at a
@@ -220,6 +234,7 @@ def stem_columns(src: Path, pattern: str, skipped: list[Skip]) -> StemColumns | 
         for directory in directories:
             prefix = _below(os.path.join(str(directory), ""), root)
             for listed, files in _scan(directory, matches):
+                counted(len(listed))
                 kept, kept_stems = [], []
                 for name, is_file in zip(listed, files):
                     stem, reason = image_stem(name, is_file)
