@@ -540,3 +540,28 @@ def test_folder_discovery_by_arrow_across_folders_equals_the_python_one(tmp_path
             ("a-c/im/z.jpg", "a-c/gt/z.png"), ("a.b/im/y.jpg", "a.b/gt/y.png"), ("a/im/x.jpg", "a/gt/x.png")
         ]  # fmt: skip
         assert ("a.b/im/x.jpg", "second file with the stem 'x'") in [(s.path, s.reason) for s in by_python.skipped]
+
+
+def test_a_folder_that_cannot_be_read_is_a_skip_not_silence(tmp_path, monkeypatch):
+    """RGBA cut-outs: a subfolder the walk cannot list (permissions) is recorded with its path and reason; the rest
+    is imported."""
+    import os
+
+    from datagen.importers import ImportConfig, folder
+
+    for name in ("a.png", "locked/b.png", "open/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    scandir = os.scandir
+
+    def refusing(path):
+        if str(path).endswith("locked/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(folder.os, "scandir", refusing)
+    found = folder.discover(tmp_path, ImportConfig(out=tmp_path / "out"))
+    assert sorted(pair.key for pair in found.pairs) == ["a.png", "open/c.png"]
+    assert [(skip.path, skip.reason) for skip in found.skipped] == [
+        ("locked", "folder not readable: Permission denied")
+    ]
