@@ -21,6 +21,7 @@ measures the methods.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,14 @@ from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic
 from datagen.parallel import runs_in_workers
 from datagen.records import (
+    FILE_COLUMNS,
     SPLITS,
     InPlaceResult,
-    Sample,
     Skip,
     chosen_splits,
-    read_rows,
+    complete_mask,
+    file_table,
+    names_a_file,
     rejected_ids,
     resolve_shard,
     update_rows,
@@ -178,10 +181,6 @@ class ForegroundJob:
     method: str
 
 
-def foreground_path(sample: Sample) -> Path:
-    return sample.root / sample.split / "fg" / f"{sample.id}.png"
-
-
 def estimate_one(job: ForegroundJob) -> Skip | None:
     """Estimate and write one fg/ file (F with the row's own alpha); a Skip when an input cannot be read."""
     try:
@@ -196,13 +195,15 @@ def estimate_one(job: ForegroundJob) -> Skip | None:
 RAY_BATCH = 4  # images per Ray task: `ml` takes about a second per 1024 px image
 
 
-def photo_rows(root: Path, split: str) -> list[Sample]:
-    """The rows of a split that are photos (an image and an alpha), in file order."""
-    return [
-        sample
-        for sample in (Sample(root, split, row) for row in read_rows(root, split))
-        if sample.row.get("file_name") and sample.row.get("alpha_file_name")
-    ]
+def photo_table(root: Path, split: str):
+    """The rows of a split that are photos (an image and an alpha), in file order, as columns: id, the file columns and
+    foreground_method (`records.file_table`: a million rows hold no object per row)."""
+    import pyarrow as pa
+
+    table = file_table(root, split, (*FILE_COLUMNS, "foreground_method"))
+    return table.filter(
+        pa.array(names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name")))
+    )
 
 
 def run_foreground(config: ForegroundConfig, command: str = "datagen foreground") -> ForegroundResult:
@@ -219,17 +220,27 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
 
 
 def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, str], run: Run) -> None:
-    """This shard's missing fg/ files of one split; once no row of the split waits, its rows get the columns."""
+    """This shard's missing fg/ files of one split; once no row of the split waits, its rows get the columns. The fg/
+    folder is listed once, not stat-ed a file at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     root, result = Path(config.root), run.result
-    samples = photo_rows(root, split)
-    if not samples:
+    photos = photo_table(root, split)
+    if not photos.num_rows:
         raise InputError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
-    check_method(root, split, samples, config)
+    check_method(root, split, pc.unique(photos.column("foreground_method")).drop_null().to_pylist(), config)
+    folder = os.path.join(str(root / split), "")
+    targets = pc.binary_join_element_wise("fg/", photos.column("id"), ".png", "")  # foreground_path's names
     index, count = config.shard
-    mine = samples[index::count]
-    todo = [s for s in mine if config.overwrite or not foreground_path(s).is_file()]
+    mine = np.arange(index, photos.num_rows, count)
+    todo = mine if config.overwrite else mine[~_present(folder, targets)[mine]]
     result.existing += len(mine) - len(todo)
-    jobs = [ForegroundJob(s.path("image"), s.path("alpha"), foreground_path(s), config.method) for s in todo]
+    part = photos.take(pa.array(todo, pa.int64())).to_pydict()
+    jobs = [
+        ForegroundJob(Path(folder + image), Path(folder + alpha), Path(folder + target), config.method)
+        for image, alpha, target in zip(part["file_name"], part["alpha_file_name"], targets.take(todo).to_pylist())
+    ]
     outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2)
     for outcome in tqdm(
         outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress
@@ -238,25 +249,45 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
             result.new += 1
         else:
             run.skip(outcome)
-    waiting = sum(not foreground_path(s).is_file() for s in samples if s.id not in rejected)
+    counted = ~pc.is_in(photos.column("id"), value_set=pa.array(list(rejected), pa.string())).to_numpy(
+        zero_copy_only=False
+    )
+    waiting = int(np.count_nonzero(counted & ~_present(folder, targets)))
     if waiting:
         result.waiting[split] = waiting
     else:
-        result.rows_updated[split] = record_foregrounds(root, split, config.method)
+        result.rows_updated[split] = record_foregrounds(root, split, config.method, photos, targets)
 
 
-def check_method(root: Path, split: str, samples: list[Sample], config: ForegroundConfig) -> None:
-    """Refuse to label fg/ files of another method as this one's: --overwrite estimates them again."""
-    methods = {s.row["foreground_method"] for s in samples if "foreground_method" in s.row} - {config.method}
+def _present(folder: str, names) -> np.ndarray:
+    """Which of `names` (paths below the split folder `folder`) are files: one listing of their folder."""
+    import pyarrow as pa
+
+    columns = {"id": names, **{column: pa.nulls(len(names), pa.string()) for column in FILE_COLUMNS}}
+    columns["foreground_file_name"] = names
+    return complete_mask(folder, pa.table(columns))
+
+
+def check_method(root: Path, split: str, methods: list[str], config: ForegroundConfig) -> None:
+    """Refuse to label fg/ files of another method (`methods`: those the split's photo rows name) as this one's:
+    --overwrite estimates them again."""
+    methods = sorted(set(methods) - {config.method})
     if methods and not config.overwrite:
         raise InputError(
-            f"fg/ of {root}/{split} was estimated with {', '.join(sorted(methods))}, not {config.method}: add "
-            f"--overwrite to estimate it again with {config.method}, or pass --method {sorted(methods)[0]}"
+            f"fg/ of {root}/{split} was estimated with {', '.join(methods)}, not {config.method}: add "
+            f"--overwrite to estimate it again with {config.method}, or pass --method {methods[0]}"
         )
 
 
-def record_foregrounds(root: Path, split: str, method: str) -> int:
-    """Give every photo row of the split `foreground_file_name` and `foreground_method`; returns how many changed."""
+def record_foregrounds(root: Path, split: str, method: str, photos, targets) -> int:
+    """Give every photo row of the split (`photos`, its `photo_table`; `targets`, their fg/ names)
+    `foreground_file_name` and `foreground_method`; returns how many changed. A split whose rows all say so already is
+    not rewritten."""
+    import pyarrow.compute as pc
+
+    named = pc.equal(photos.column("foreground_file_name"), targets).fill_null(False)
+    if pc.all(pc.and_(named, pc.equal(photos.column("foreground_method"), method).fill_null(False))).as_py():
+        return 0
 
     def update(row: dict[str, Any]) -> dict[str, Any]:
         if not (row.get("file_name") and row.get("alpha_file_name")):

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -345,18 +345,23 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{name}.{os.getpid()}.tmp")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename.
+def write_atomic(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` (bytes, or chunks of bytes as they are made) to `path` through a temporary file in the same folder
+    and a rename.
 
     A reader never sees a half-written file under `path`: either the old content, the new, or nothing. On
-    failure the temporary file is removed; a full or read-only output raises OutputError naming `path`.
+    failure (an exception from the chunks included) the temporary file is removed and `path` left as it was; a full
+    or read-only output raises OutputError naming `path`.
     """
     path = Path(path)
     temporary = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
-            file.write(data)
+            if isinstance(data, bytes | bytearray | memoryview):
+                file.write(data)
+            else:
+                file.writelines(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -941,22 +941,36 @@ def write_sample(root: str | os.PathLike, split: str, sample_id: str, **kwargs: 
     return row
 
 
+class _Unchanged(Exception):
+    """No row changed: update_rows keeps the file as it was."""
+
+
 def update_rows(root: str | os.PathLike, split: str, update) -> int:
     """Rewrite a split's metadata.jsonl with `update(row) -> dict of new values` (None: remove the key) applied to every
     row, atomically and under the append lock (appenders wait; readers see the old file or the new one). Returns how
-    many rows changed. For stages that add columns to every row of a split (foreground, refine): rows stay uniform."""
+    many rows changed; the file is replaced only when one did. For stages that add columns to every row of a split
+    (foreground, refine): rows stay uniform. The rows are streamed (read, updated and written one at a time): memory
+    stays flat at a million rows."""
     path = metadata_path(root, split)
-    fd = _open_locked(path)
-    try:
-        rows, changed = read_rows(root, split), 0
-        for row in rows:
+    changed = 0
+
+    def lines() -> Iterator[bytes]:
+        nonlocal changed
+        for row in iter_rows(root, split):
             values = update(row)
             changed += any(row.get(key) != value or (value is None and key in row) for key, value in values.items())
             row.update(values)
             for key in [key for key, value in values.items() if value is None]:
                 del row[key]
-        if changed:
-            write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+            yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
+        if not changed:
+            raise _Unchanged  # write_atomic removes its temporary file and leaves the metadata as it was
+
+    fd = _open_locked(path)
+    try:
+        write_atomic(path, lines())
+    except _Unchanged:
+        pass
     finally:
         os.close(fd)
     return changed

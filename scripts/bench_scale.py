@@ -8,12 +8,13 @@ For each N, a composites directory and a synth directory of N rows are built fro
 `datagen synth --backend procedural -n N` into them, and `datagen import folder` of N photos with mattes (`--images
 'im/*' --alphas 'gt/*'`) and of N RGBA cut-outs into what those imports make (built alike), all of which find every
 sample done (a no-op resume; each is run once before, unmeasured, so that its card is current, as after a real
-run); training start-up: `ormbg.train.Trainer` on the composites with 4 loader workers up to its first batch (the
-time to the first step), the main process's peak memory and one loader worker's unique memory (USS: what it does not
-share with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max); `datagen push
---dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size on disk against the shards it
-ends with. Prints seconds and peak RSS, and the peak above an idle process with the same imports, per N, measured in
-one run.
+run); `datagen foreground` of the imported photos, their fg/ files hard-linked (run once before, unmeasured, so that
+the rows record them); training start-up: `ormbg.train.Trainer` on the composites with 4 loader workers up to its
+first batch (the time to the first step), the main process's peak memory and one loader worker's unique memory (USS:
+what it does not share with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max);
+`datagen push --dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size on disk against the
+shards it ends with. Prints seconds and peak RSS, and the peak above an idle process with the same imports, per N,
+measured in one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
 loader-worker memory flat in N; inspect under 1 GB; push's memory flat in N, its disk at most 3 shards beyond
@@ -178,6 +179,22 @@ def build_import(src: Path, out: Path, rows: int, rgba: bool = False) -> None:
         file.close()
 
 
+def link_foregrounds(root: Path) -> None:
+    """fg/<id>.png for every row of every split of `root`, hard-linked: what `datagen foreground` leaves behind."""
+    from datagen.records import file_table, splits
+
+    seed = root.parent / "import-seed-fg.png"
+    for split in splits(root):
+        (root / split / "fg").mkdir(exist_ok=True)
+        for number, sample_id in enumerate(file_table(root, split, ()).column("id").to_pylist()):
+            target = root / split / "fg" / f"{sample_id}.png"
+            source = root / split / f"fg-seed-{number // LINKS_PER_FILE}.png"
+            if not source.exists():
+                shutil.copyfile(seed, source)
+            if not target.exists():
+                os.link(source, target)
+
+
 TRAIN_START = """
 from ormbg.data import Recipe, Source
 from ormbg.train import TrainConfig, Trainer
@@ -239,13 +256,14 @@ def main() -> None:
     imports = (
         "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig; "
         "from datagen.synth import run_synth, SynthConfig; from datagen.inspect import inspect_dataset; "
-        "from datagen.importers import run_import, ImportConfig"
+        "from datagen.importers import run_import, ImportConfig; from datagen.foreground import run_foreground, "
+        "ForegroundConfig"
     )
     _, idle = measure(imports, "pass")
     _, idle_train = measure("import ormbg.train", "pass")
     print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
     header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "import RGBA no-op")
-    header += ("train: first batch",)
+    header += ("foreground no-op", "train: first batch")
     header += ("worker USS", "inspect")
     header += ("push --dry-run",)
     print(" | ".join(header))
@@ -279,6 +297,11 @@ def main() -> None:
         work = f"result = run_import('folder', {str(args.work / f'cutouts-{rows}')!r}, {config}); assert not result.new"
         measure(imports, work)
         rgba_s, rgba_mb = measure(imports, work)
+        imported = str(args.work / f"imported-{rows}")
+        link_foregrounds(Path(imported))
+        work = f"result = run_foreground(ForegroundConfig({imported!r}, progress=False)); assert not result.new, result"
+        measure(imports, work)  # the first run records the fg/ files in the rows, as a finished run would have
+        foreground_s, foreground_mb = measure(imports, work)
         first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
         inspect = "-"
         if rows <= args.inspect_max:
@@ -296,6 +319,7 @@ def main() -> None:
             f"{synth_s:.2f} s, {synth_mb:.0f} MB (+{synth_mb - idle:.0f})",
             f"{import_s:.2f} s, {import_mb:.0f} MB (+{import_mb - idle:.0f})",
             f"{rgba_s:.2f} s, {rgba_mb:.0f} MB (+{rgba_mb - idle:.0f})",
+            f"{foreground_s:.2f} s, {foreground_mb:.0f} MB (+{foreground_mb - idle:.0f})",
             f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
             f"{worker_mb:.0f} MB",
             inspect,

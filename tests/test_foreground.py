@@ -15,7 +15,7 @@ from datagen.foreground import ForegroundConfig, estimate_foreground, run_foregr
 from datagen.inspect import inspect_dataset
 from datagen.io import read_foreground
 from datagen.procedural import draw_background, draw_person
-from datagen.records import read_rows, write_sample
+from datagen.records import read_rows, update_rows, write_sample
 from tests.conftest import directory_bytes
 
 
@@ -82,8 +82,14 @@ def test_foreground_stage_writes_fg_resumes_and_shards_to_the_same_bytes(tmp_pat
     run_foreground(ForegroundConfig(sharded, shard=(1, 2), progress=False))
     assert data_bytes(sharded) == data_bytes(straight)
 
+    metadata = straight / "train/metadata.jsonl"
+    before = metadata.stat().st_ino
     again = run_foreground(ForegroundConfig(straight, progress=False))
     assert (again.new, again.existing, again.rows_updated) == (0, 6, {"train": 0})
+    assert metadata.stat().st_ino == before, "a rerun with nothing to record leaves the metadata file as it was"
+    update_rows(straight, "train", lambda row: {"foreground_method": None} if row["id"] == rows[1]["id"] else {})
+    assert run_foreground(ForegroundConfig(straight, progress=False)).rows_updated == {"train": 1}
+    assert read_rows(straight, "train") == rows, "a row that lost its label gets it back"
     (straight / "train" / rows[2]["foreground_file_name"]).unlink()  # a lost file is made again
     assert run_foreground(ForegroundConfig(straight, progress=False)).new == 1
     assert data_bytes(sharded) == data_bytes(straight)

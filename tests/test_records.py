@@ -282,6 +282,28 @@ def test_a_row_appended_while_update_rows_replaces_the_file_is_kept(tmp_path):
     assert [row["id"] for row in read_rows(root, "train")] == ["a", "b"]
 
 
+def test_update_rows_streams_and_replaces_the_file_only_when_a_row_changed(tmp_path):
+    from datagen.records import append_row, metadata_path, read_rows, update_rows
+
+    root = tmp_path / "ds"
+    path = metadata_path(root, "train")
+    for index in range(5):
+        append_row(path, {"id": f"s{index}", "n": index})
+    inode = path.stat().st_ino
+    assert update_rows(root, "train", lambda row: {"n": row["n"]}) == 0
+    assert path.stat().st_ino == inode and sorted(p.name for p in path.parent.iterdir()) == ["metadata.jsonl"]
+    assert update_rows(root, "train", lambda row: {"odd": True} if row["n"] % 2 else {"n": None}) == 5
+    assert read_rows(root, "train") == [{"id": "s0"}, {"id": "s1", "n": 1, "odd": True}, {"id": "s2"},
+                                        {"id": "s3", "n": 3, "odd": True}, {"id": "s4"}]  # fmt: skip
+    with open(path, "a") as file:
+        file.write("{not json\n")
+        file.write('{"id": "s5"}\n')
+    text = path.read_bytes()
+    with pytest.raises(records.MetadataError, match="metadata.jsonl:6"):
+        update_rows(root, "train", lambda row: {"seen": True})
+    assert path.read_bytes() == text and sorted(p.name for p in path.parent.iterdir()) == ["metadata.jsonl"]
+
+
 def _mixed_split(root: Path, person: np.ndarray) -> None:
     """A split with what a reader must skip: a vanished file, a directory where a file should be, a rejected row,
     a foreground-only row, a row without files, a symbolic link that counts as its file, and a stray file whose name
