@@ -196,14 +196,13 @@ RAY_BATCH = 4  # images per Ray task: `ml` takes about a second per 1024 px imag
 
 
 def photo_table(root: Path, split: str):
-    """The rows of a split that are photos (an image and an alpha), in file order, as columns: id, the file columns and
-    foreground_method (`records.file_table`: a million rows hold no object per row)."""
+    """The rows of a split that are photos (an image and an alpha), in file order, as columns: id, file_name,
+    alpha_file_name, foreground_file_name, foreground_method (`records.file_table`: no object per row)."""
     import pyarrow as pa
 
-    table = file_table(root, split, (*FILE_COLUMNS, "foreground_method"))
-    return table.filter(
-        pa.array(names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name")))
-    )
+    table = file_table(root, split, ("file_name", "alpha_file_name", "foreground_file_name", "foreground_method"))
+    photos = names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name"))
+    return table if photos.all() else table.filter(pa.array(photos))  # usually all are: no copy
 
 
 def run_foreground(config: ForegroundConfig, command: str = "datagen foreground") -> ForegroundResult:

@@ -34,10 +34,10 @@ from datagen.records import ResumeState, Skip, StageResult, resume_run, write_sk
 
 @dataclass
 class Run:
-    """A stage's run in progress: what is done (`state`), the result it counts into, the skips met, and anything
-    the run record gets besides the result's fields (`extra`)."""
+    """A stage's run in progress: what is done (`state`; None in a stage that edits its dataset in place), the result
+    it counts into, the skips met, and anything the run record gets besides the result's fields (`extra`)."""
 
-    state: ResumeState
+    state: ResumeState | None
     result: StageResult
     skips: dict[str, Skip] = field(default_factory=dict)  # by path: a file met twice is recorded once
     extra: dict[str, Any] = field(default_factory=dict)
