@@ -520,6 +520,8 @@ def test_rgba_discovery_by_arrow_equals_what_rglob_found(tmp_path, monkeypatch):
 def test_folder_discovery_by_arrow_across_folders_equals_the_python_one(tmp_path, monkeypatch):
     """Globs with wildcards in their folders (`*/im/*`, `**/gt/*.png`) list each folder into Arrow columns too; of two
     files with one stem in two folders the first in path order (by parts: `a/` before `a.b/`) is kept, as before."""
+    import os
+
     from datagen.importers import ImportConfig, folder
     from datagen.importers.layout import PairColumns
 
@@ -540,6 +542,12 @@ def test_folder_discovery_by_arrow_across_folders_equals_the_python_one(tmp_path
             ("a-c/im/z.jpg", "a-c/gt/z.png"), ("a.b/im/y.jpg", "a.b/gt/y.png"), ("a/im/x.jpg", "a/gt/x.png")
         ]  # fmt: skip
         assert ("a.b/im/x.jpg", "second file with the stem 'x'") in [(s.path, s.reason) for s in by_python.skipped]
+    if os.uname().sysname == "Linux":  # a folder whose name is not UTF-8: listed by Python, as before
+        (tmp_path / os.fsdecode(b"caf\xe9/im")).mkdir(parents=True)
+        (tmp_path / os.fsdecode(b"caf\xe9/im/w.jpg")).touch()
+        (tmp_path / "a/gt/w.png").touch()
+        found = folder.discover(tmp_path, ImportConfig(out=tmp_path / "out", images="*/im/*", alphas="*/gt/*"))
+        assert isinstance(found.pairs, list) and "caf\\xe9/im/w.jpg" in [pair.key for pair in found.pairs]
 
 
 def test_a_folder_that_cannot_be_read_is_a_skip_not_silence(tmp_path, monkeypatch):

@@ -233,6 +233,7 @@ def stem_columns(
     try:
         for directory in directories:
             prefix = _below(os.path.join(str(directory), ""), root)
+            prefix.encode()  # a folder whose name is not UTF-8 raises UnicodeEncodeError, as such a file name does
             for listed, files in _scan(directory, matches):
                 counted(len(listed))
                 kept, kept_stems = [], []
