@@ -1042,7 +1042,7 @@ def reset_dataset(root: str | os.PathLike) -> None:
         if (root / split).is_dir():
             shutil.rmtree(root / split)
     for name in ("run.json", "README.md", "LICENSE.md", "skipped.jsonl", "foreground.json", "refine.json",
-                 "foreground-skipped.jsonl", "refine-skipped.jsonl"):  # fmt: skip
+                 "foreground-skipped.jsonl", "refine-skipped.jsonl", "refine-soft.jsonl"):  # fmt: skip
         (root / name).unlink(missing_ok=True)
     for path in root.glob("*.shard-*-of-*.*"):
         path.unlink()

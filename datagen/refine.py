@@ -20,6 +20,7 @@ deletes what was derived from the old one (fg/ of `datagen foreground`: run it a
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from datagen.records import (
     InPlaceResult,
     Sample,
     Skip,
+    append_row,
     chosen_splits,
     forget_derived,
+    parse_metadata,
     read_rows,
     replace_alpha,
     resolve_shard,
@@ -314,19 +317,51 @@ def chosen(sample: Sample, config: RefineConfig) -> bool:
     return bool(sample.row.get("file_name")) and all(str(sample.row.get(k)) == v for k, v in config.where)
 
 
-def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: dict[str, float]) -> bool:
-    """A row this run should refine: chosen, not refined yet, and coarse (or --force). `soft` caches each alpha's
-    soft share by id, so a run decodes an alpha for this at most once."""
+SOFT_SHARES = "refine-soft.jsonl"  # DIR/refine-soft.jsonl: the soft share of each alpha measured, see SoftShares
+
+
+class SoftShares:
+    """The soft share (`soft_share`) of each row's alpha, measured once: each measure is appended to
+    DIR/refine-soft.jsonl with the alpha file's size and modification time, so a rerun, or a run resumed after a crash,
+    stats the alpha instead of decoding it (5.7 ms a 1024x768 matte: minutes at 10^5 rows); an alpha whose size or
+    time changed is measured again. Bad or partial lines of the file are measured again too (it is a cache)."""
+
+    def __init__(self, root: Path):
+        self.path = root / SOFT_SHARES
+        self.known: dict[tuple[str, str], tuple[int, int, float]] = {}
+        if self.path.is_file():
+            for _, row, _ in parse_metadata(self.path):
+                try:
+                    self.known[row["split"], row["id"]] = (row["size"], row["mtime_ns"], float(row["soft_share"]))
+                except (TypeError, KeyError, ValueError):
+                    continue
+
+    def share(self, sample: Sample) -> float:
+        """The soft share of the sample's alpha; 0.0 (coarse: its batch then skips it with the reason) when it cannot be
+        read, which is not kept."""
+        path = _paths(sample)["alpha"]
+        try:
+            stat = os.stat(path)
+            known = self.known.get((sample.split, sample.id))
+            if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+                return known[2]
+            value = soft_share(read_alpha(path))
+        except (OSError, ImageReadError):
+            return 0.0
+        self.known[sample.split, sample.id] = (stat.st_size, stat.st_mtime_ns, value)
+        row = {"split": sample.split, "id": sample.id, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        append_row(self.path, {**row, "soft_share": value})
+        return value
+
+
+def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: SoftShares) -> bool:
+    """A row this run should refine: chosen, not refined yet, and coarse (or --force); `soft` measures each alpha's
+    soft share once (across runs)."""
     if not chosen(sample, config) or is_refined(sample, refined_now, config.overwrite):
         return False
     if config.force or (config.overwrite and sample.row.get("alpha_source") == "vitmatte"):
         return True
-    if sample.id not in soft:
-        try:
-            soft[sample.id] = soft_share(read_alpha(_paths(sample)["alpha"]))
-        except ImageReadError:
-            soft[sample.id] = 0.0  # unreadable: taken as coarse, so its batch skips it with the reason
-    return soft[sample.id] <= SOFT_SHARE
+    return soft.share(sample) <= SOFT_SHARE
 
 
 def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> list[Skip | tuple[str, bool]]:
@@ -395,10 +430,11 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     if matter is not None and config.ray:
         raise ValueError("a matter passed in runs in this process only: leave config.ray unset")
     root = Path(config.root)
-    result, refined_now, soft = RefineResult(root), set(), {}
+    result, refined_now = RefineResult(root), set()
     split_names = chosen_splits(root, config.splits)
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
                    record="refine.json") as run:  # fmt: skip
+        soft = SoftShares(root)
         todo: list[Sample] = []
         for split in split_names:
             samples = [Sample(root, split, row) for row in read_rows(root, split)]
@@ -441,7 +477,7 @@ def check_model(samples: list[Sample], config: RefineConfig) -> None:
 
 
 def _record_split(
-    root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: dict[str, float]
+    root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: SoftShares
 ) -> None:
     """Once no row of the split waits, give every photo row mask/, refine_trimap/ and the refine columns (rows stay
     uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`).

@@ -31,6 +31,32 @@ def coarse_dataset(root, n=4, size=(97, 131), soft=(), trimaps=False):
     return root
 
 
+def test_a_rerun_measures_no_alpha_again_unless_it_changed(tmp_path, tiny_vitmatte, monkeypatch):
+    """The soft share of each alpha is kept in refine-soft.jsonl with the file's size and time: a rerun (or a run
+    resumed after a crash) decodes none of them; a changed alpha, and a row whose cache line is unreadable, are
+    measured again."""
+    import os
+
+    from datagen import refine
+
+    root = coarse_dataset(tmp_path / "ds", n=4, soft=("s1", "s2"))
+    base = dict(model=str(tiny_vitmatte), offline=True, device="cpu", progress=False)
+    first = run_refine(RefineConfig(root, **base))
+    assert (first.refined, first.soft_skipped) == (2, 2)
+    measured = []
+    monkeypatch.setattr(refine, "soft_share", lambda alpha: measured.append(alpha.shape) or soft_share(alpha))
+    again = run_refine(RefineConfig(root, **base))
+    assert (again.refined, again.soft_skipped, measured) == (0, 2, []), "nothing decoded on a rerun"
+    alpha = root / "train/gt/s2.png"
+    os.utime(alpha, ns=(alpha.stat().st_atime_ns, alpha.stat().st_mtime_ns + 10**9))  # touched: measured again
+    cache = root / "refine-soft.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("".join(line + "\n" for line in lines if '"s1"' not in line) + '{"id": "s1", "split": \n')
+    third = run_refine(RefineConfig(root, **base))
+    assert (third.refined, third.soft_skipped, len(measured)) == (0, 2, 2), "s2 (changed) and s1 (bad line) again"
+    assert run_refine(RefineConfig(root, **base)).soft_skipped == 2 and len(measured) == 2
+
+
 def test_the_band_trimap_keeps_the_mask_outside_the_band_and_scales_with_the_person():
     mask = np.zeros((200, 100), np.uint8)
     mask[40:160, 30:70] = 255
@@ -251,8 +277,8 @@ def test_a_source_trimap_is_never_overwritten_and_a_killed_run_marks_no_unrefine
             broken / "train/mask" / f"{row['id']}.png"
         ).read_bytes()
 
-    def files(root):
-        return {k: v for k, v in directory_bytes(root).items() if not k.startswith("refine.")}
+    def files(root):  # the run record and the soft-share cache hold times
+        return {k: v for k, v in directory_bytes(root).items() if not k.startswith(("refine.", "refine-soft"))}
 
     assert files(broken) == files(straight)
 
