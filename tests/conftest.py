@@ -125,12 +125,15 @@ def dataset_dir(tmp_path):
 
 
 def directory_bytes(out) -> dict[str, bytes]:
-    """Every file below `out` by relative path, except run records (they hold times) and lock files (one per
-    shard): for equality checks."""
+    """Every file below `out` by relative path, except run records and refine's soft-share cache (they hold times) and
+    lock files (one per shard): for equality checks."""
     return {
         str(p.relative_to(out)): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and not (p.name.startswith("run.") and p.suffix == ".json") and not p.name.startswith(".lock")
+        if p.is_file()
+        and not (p.name.startswith("run.") and p.suffix == ".json")
+        and not p.name.startswith(".lock")
+        and p.name != "refine-soft.jsonl"
     }
 
 

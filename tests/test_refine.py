@@ -277,8 +277,8 @@ def test_a_source_trimap_is_never_overwritten_and_a_killed_run_marks_no_unrefine
             broken / "train/mask" / f"{row['id']}.png"
         ).read_bytes()
 
-    def files(root):  # the run record and the soft-share cache hold times
-        return {k: v for k, v in directory_bytes(root).items() if not k.startswith(("refine.", "refine-soft"))}
+    def files(root):
+        return {k: v for k, v in directory_bytes(root).items() if not k.startswith("refine.")}
 
     assert files(broken) == files(straight)
 
