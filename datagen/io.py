@@ -14,7 +14,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -390,20 +390,35 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
 
 
 def _hidden_temporaries(root: str) -> Iterator[str]:
-    """Paths of `.*.tmp` files below `root`, streamed with os.scandir: a folder of a million files is never held as a
-    list (Path.rglob lists each folder first: about 150 MB and seconds at a million entries)."""
+    """Paths of `.*.tmp` files below `root` (`walk_files`: a folder of a million files is never held as a list)."""
+    for entry in walk_files(root):
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            yield entry.path
+
+
+def walk_files(root: str, unreadable: Callable[[str, OSError], None] | None = None) -> Iterator[os.DirEntry]:
+    """The entries below `root` that are not folders, streamed with os.scandir, depth first in no set order (Path.rglob
+    lists each folder first: about 150 MB and seconds at a million entries). A link to a folder is not entered. A
+    folder that cannot be listed goes to `unreadable(its path, the error)`; without it, one that vanished meanwhile is
+    passed over and any other error raised."""
     folders = [root]
     while folders:
+        folder = folders.pop()
         try:
-            entries = os.scandir(folders.pop())
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+            entries = os.scandir(folder)
+        except OSError as error:
+            if unreadable is not None:
+                unreadable(folder, error)
+                continue
+            if isinstance(error, FileNotFoundError | NotADirectoryError):
+                continue
+            raise
         with entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
-                elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    yield entry.path
+                else:
+                    yield entry
 
 
 def remove_stale_temporaries_of(path: str | os.PathLike) -> int:

@@ -29,7 +29,7 @@ from datagen.importers.layout import (
     pair_files,
     path_order,
 )
-from datagen.io import readable_path
+from datagen.io import readable_path, walk_files
 from datagen.records import Skip, arrow_strings
 
 KIND = "folder"
@@ -79,24 +79,22 @@ def _parts(item: tuple[str, ...]) -> list[str]:
 
 def _walk(src: str, skipped: list[tuple[str, str]], batch: int = 65536) -> Iterator[list[str]]:
     """The paths (relative to `src`) of the files below `src`, `batch` at a time, in no set order: what
-    `Path.rglob("*")` finds that `is_file()` (links to files followed; a link to a folder is not entered). A folder
-    that cannot be read is added to `skipped` (path, why), never passed over in silence."""
+    `Path.rglob("*")` finds that `is_file()` (`io.walk_files`: links to files followed, a link to a folder not
+    entered). A folder that cannot be read is added to `skipped` (path, why), never passed over in silence."""
+    root = os.path.join(src, "")
+
+    def unreadable(folder: str, error: OSError) -> None:
+        skipped.append(
+            (_below(folder, root) if folder != src else ".", f"folder not readable: {error.strerror or error}")
+        )
+
     paths: list[str] = []
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        try:
-            with os.scandir(os.path.join(src, folder)) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(folder + entry.name + os.sep)
-                    elif entry.is_file():
-                        paths.append(folder + entry.name)
-                        if len(paths) == batch:
-                            yield paths
-                            paths = []
-        except OSError as error:
-            skipped.append((folder.rstrip(os.sep) or ".", f"folder not readable: {error.strerror or error}"))
+    for entry in walk_files(src, unreadable):
+        if entry.is_file():
+            paths.append(entry.path[len(root) :])
+            if len(paths) == batch:
+                yield paths
+                paths = []
     yield paths
 
 
