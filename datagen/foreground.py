@@ -230,7 +230,7 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
         raise InputError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
     check_method(root, split, pc.unique(photos.column("foreground_method")).drop_null().to_pylist(), config)
     folder = os.path.join(str(root / split), "")
-    targets = pc.binary_join_element_wise("fg/", photos.column("id"), ".png", "")  # foreground_path's names
+    targets = pc.binary_join_element_wise("fg/", photos.column("id"), ".png", "")  # where each row's fg/ file goes
     index, count = config.shard
     mine = np.arange(index, photos.num_rows, count)
     todo = mine if config.overwrite else mine[~_present(folder, targets)[mine]]
