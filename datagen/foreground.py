@@ -38,7 +38,6 @@ from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_pair, write_atomic
 from datagen.parallel import runs_in_workers
 from datagen.records import (
-    FILE_COLUMNS,
     SPLITS,
     InPlaceResult,
     Skip,
@@ -262,9 +261,7 @@ def _present(folder: str, names) -> np.ndarray:
     """Which of `names` (paths below the split folder `folder`) are files: one listing of their folder."""
     import pyarrow as pa
 
-    columns = {"id": names, **{column: pa.nulls(len(names), pa.string()) for column in FILE_COLUMNS}}
-    columns["foreground_file_name"] = names
-    return complete_mask(folder, pa.table(columns))
+    return complete_mask(folder, pa.table({"foreground_file_name": names}))
 
 
 def check_method(root: Path, split: str, methods: list[str], config: ForegroundConfig) -> None:

@@ -453,14 +453,15 @@ LISTING_MIN = 1000  # a folder named by at least this many rows is listed once i
 
 
 def complete_mask(folder: str, table) -> np.ndarray:
-    """Which rows of a `file_table` are complete: every file they name is a file below `folder` (the split folder,
-    ending in a separator). The same answer as `files_present` row by row, with one `os.scandir` of each folder that
-    many rows name instead of a stat per file (on a network file system a stat is a round trip); a name not in the
-    listing is stat-ed to be sure (case-insensitive file systems), as is every name in a folder that few rows name."""
+    """Which rows of a `file_table` (or of any table of some of its file columns) are complete: every file they name is
+    a file below `folder` (the split folder, ending in a separator). The same answer as `files_present` row by row,
+    with one `os.scandir` of each folder that many rows name instead of a stat per file (on a network file system a
+    stat is a round trip); a name not in the listing is stat-ed to be sure (case-insensitive file systems), as is every
+    name in a folder that few rows name."""
     import pyarrow.compute as pc
 
     complete = np.ones(table.num_rows, dtype=bool)
-    for column in FILE_COLUMNS:
+    for column in (column for column in FILE_COLUMNS if column in table.column_names):
         names = table.column(column)
         if names.null_count == len(names):
             continue

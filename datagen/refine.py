@@ -339,7 +339,7 @@ class SoftShares:
     def share(self, sample: Sample) -> float:
         """The soft share of the sample's alpha; 0.0 (coarse: its batch then skips it with the reason) when it cannot be
         read, which is not kept."""
-        path = _paths(sample)["alpha"]
+        path = sample.path("alpha")
         try:
             stat = os.stat(path)
             known = self.known.get((sample.split, sample.id))
