@@ -43,8 +43,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray instance of two CPUs for the module; the stages' `connect` reuses it."""
+    """One local Ray instance of two CPUs for the module; the stages' `connect` reuses it. Both worker processes are
+    started before the first test: a stage's few millisecond batches could otherwise all run on the first worker
+    while the second is still starting on a loaded machine, and `ray_record` would fail for the environment."""
     ray.init(num_cpus=2, include_dashboard=False)
+
+    @ray.remote(num_cpus=1)
+    def pid_after(seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+    deadline = time.monotonic() + 120
+    while len(set(ray.get([pid_after.remote(0.5) for _ in range(2)]))) < 2:  # two tasks at once on two processes
+        assert time.monotonic() < deadline, "the local Ray instance never ran two worker processes at once"
     yield
     ray.shutdown()
 

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,32 @@ def test_ids_are_sanitized_deterministic_and_unique():
     assert seeded_id("synth", 3, 12) == "synth-s3-0000012"
     with pytest.raises(ValueError):
         sanitize_id("###")
+
+
+@pytest.mark.parametrize("collide", [False, True], ids=["hashes", "colliding hashes"])
+def test_string_index_and_repeats_answer_as_arrow_and_python_do(monkeypatch, collide):
+    """`index_in` and `repeated` match by 64-bit hashes and then compare strings: they answer what Arrow's hash table
+    and a Counter answer, batch after batch, also when most hashes collide (a hash of three values)."""
+    import pyarrow.compute as pc
+
+    monkeypatch.setattr(records, "STRING_BATCH", 7)  # many batches, a batch ending inside a run of one hash
+    if collide:
+        monkeypatch.setattr(records, "hash", lambda value: len(value or "") % 3, raising=False)
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" * (1 + i % 4) for i in rng.integers(0, 200, 300)]
+    value_set = pa.array([*words[:150], None])  # repeats: the first occurrence is the answer
+    values = pa.chunked_array([pa.array(words[100:]), pa.array([None, "", "absent", words[0]])])
+    expected = pc.index_in(values, value_set=value_set, skip_nulls=True).fill_null(-1).to_numpy()
+    found = records.index_in(values, value_set)
+    assert found.dtype == np.int64 and (found == expected).all()
+    assert (found >= 0).sum() > 50 and (found < 0).sum() > 50  # both answers are asked
+    counts = Counter(words)
+    assert records.repeated(pa.array(words)).tolist() == [counts[word] > 1 for word in words]
+    assert not records.repeated(pa.array(sorted(counts))).any()
+    assert (records.index_in(pa.array([], pa.string()), value_set) == []).all()
+    assert (records.index_in(values, pa.array([], pa.string())) == -1).all()
+    with pytest.raises(TypeError, match="binary"):
+        records.index_in(values, value_set.cast(pa.binary()))  # a str never equals bytes: refused, not all -1
 
 
 def test_write_then_read_round_trip(tmp_path, person):

@@ -99,8 +99,6 @@ class ImportResult(StageResult):
 def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | None = None) -> ImportResult:
     """Import the data set `kind` found at `src` into `config.out`; resumes unless `config.overwrite`. The pairs are
     columns (`PairColumns`) until the ones to convert are made: a no-op rerun of a million holds no object per pair."""
-    import pyarrow.compute as pc
-
     if kind not in IMPORTERS:
         raise InputError(f"unknown kind {kind!r}: use one of {', '.join(IMPORTERS)}")
     module, src, out = IMPORTERS[kind], Path(src), Path(config.out or Path(DATA_ROOT) / kind)
@@ -109,31 +107,15 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
     discovery: Discovery = module.discover(src, config)
-    pairs = hold_out(PairColumns.of(discovery.pairs), kind, config.val_fraction)
+    pairs, skipped = PairColumns.of(discovery.pairs), discovery.skipped
+    del discovery  # its pairs live on as `pairs` alone, dropped once the jobs are made (tens of MB at a million)
     result = ImportResult(out)
     with stage_run(result, config, command or f"datagen import {kind} {src}", shard=config.shard, ray=config.ray,
                    overwrite=config.overwrite) as run:  # fmt: skip
-        ids = unique_ids(kind, pairs.column("key"), pairs.column("name"))
-        index, count = config.shard
-        mine = pc.sort_indices(pairs.column("key")).to_numpy()[index::count]
-        todo = mine[~run.state.done_mask(pairs.column("split"), ids)[mine]]
-        trimaps = pairs.column("trimap").null_count < len(pairs)
-        jobs = [
-            PairJob(
-                pair,
-                sample_id,
-                out,
-                kind,
-                module.LICENSE,
-                config.keep_png,
-                config.jpeg_quality,
-                trimaps,
-                config.foreground,
-            )  # fmt: skip
-            for pair, sample_id in zip(pairs.rows(todo), iter_strings(ids.take(todo)))
-        ]
-        result.existing = len(mine) - len(jobs)
-        for skip in discovery.skipped if index == 0 else []:
+        jobs, mine = _jobs(kind, module.LICENSE, hold_out(pairs, kind, config.val_fraction), run.state, config)
+        del pairs
+        result.existing = mine - len(jobs)
+        for skip in skipped if config.shard[0] == 0 else []:
             run.skip(skip)
         outcomes = (
             Skip(_relative(outcome.path, src), outcome.reason) if isinstance(outcome, Skip) else outcome
@@ -157,6 +139,33 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
                 f"{module.URL}.",
             )
     return result
+
+
+def _jobs(kind: str, license: str, pairs: PairColumns, state, config: ImportConfig) -> tuple[list[PairJob], int]:
+    """(the conversions this shard has left to do, in key order; how many pairs the shard has)."""
+    ids = unique_ids(kind, pairs.column("key"), pairs.column("name"))
+    todo, mine = _todo(pairs, state.done_mask(pairs.column("split"), ids), config.shard)
+    trimaps = pairs.column("trimap").null_count < len(pairs)
+    jobs = [
+        PairJob(
+            pair, sample_id, config.out, kind, license, config.keep_png, config.jpeg_quality, trimaps, config.foreground
+        )  # fmt: skip
+        for pair, sample_id in zip(pairs.rows(todo), iter_strings(ids.take(todo)))
+    ]
+    return jobs, mine
+
+
+def _todo(pairs: PairColumns, done: np.ndarray, shard: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """(the rows of this shard that are not `done`, in key order; how many rows the shard has). A shard takes every
+    K-th pair in key order; one shard sorts only the rows left to do (none in a no-op rerun)."""
+    import pyarrow.compute as pc
+
+    index, count = shard
+    if count == 1:
+        todo = np.flatnonzero(~done)
+        return todo[pc.sort_indices(pairs.column("key").take(todo)).to_numpy()], len(done)
+    mine = pc.sort_indices(pairs.column("key")).to_numpy()[index::count]
+    return mine[~done[mine]], len(mine)
 
 
 def held_out(kind: str, key: str, fraction: float) -> bool:

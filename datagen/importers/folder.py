@@ -30,7 +30,7 @@ from datagen.importers.layout import (
     path_order,
 )
 from datagen.io import readable_path, walk_files
-from datagen.records import Skip, arrow_strings
+from datagen.records import Skip, arrow_strings, index_in, repeated
 
 KIND = "folder"
 LICENSE = "as stated by the owner of the folder (unknown to the importer)"
@@ -248,48 +248,45 @@ def stem_columns(
         return None
     paths = pa.chunked_array(paths, pa.string()).combine_chunks()
     stems = pa.chunked_array(stems, pa.string()).combine_chunks()
-    if pc.count_distinct(stems).as_py() < len(stems):  # one stem, two files: the first in path order is kept
-        counts = pc.value_counts(stems)
-        repeated = pc.is_in(stems, value_set=counts.field("values").filter(pc.greater(counts.field("counts"), 1)))
-        rows = np.flatnonzero(_numpy(repeated))
+    rows = np.flatnonzero(repeated(stems))
+    if rows.size:  # one stem, two files: the first in path order is kept
         first: dict[str, str] = {}
         for path, stem in sorted(zip(paths.take(rows).to_pylist(), stems.take(rows).to_pylist()), key=_parts):
             if stem in first:
                 passed.append((path, f"second file with the stem {stem!r}"))
             else:
                 first[stem] = path
+        kept = set(first.values())
         keep = np.ones(len(paths), bool)
-        keep[rows] = _numpy(pc.is_in(paths.take(rows), value_set=pa.array(list(first.values()), pa.string())))
+        keep[rows] = [path in kept for path in paths.take(rows).to_pylist()]
         paths, stems = paths.filter(keep), stems.filter(keep)
     skipped += [Skip(path, reason) for path, reason in sorted(passed, key=_parts)]
     return StemColumns(stems, paths)
-
-
-def _numpy(mask) -> np.ndarray:
-    return mask.to_numpy(zero_copy_only=False)  # Arrow packs booleans in bits: numpy's bytes are a copy
 
 
 def pair_columns(src: Path, split: str, images: StemColumns, alphas: StemColumns) -> Discovery:
     """`pair_files` of two StemColumns: the pairs as PairColumns (paths relative to SRC; in the order the folder lists
     them, `run_import` sorts them by key), orphans as skips."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     discovery = Discovery()
-    where = pc.index_in(images.stems, value_set=alphas.stems)  # each image's matte, or null
-    paired = where.is_valid()
-    for path in sorted(images.paths.filter(pc.invert(paired)).to_pylist()):  # in path order, as pair_files
+    where = index_in(images.stems, alphas.stems)  # each image's matte, or -1 (the stems of each side are unique)
+    paired = where >= 0
+    matted = np.zeros(len(alphas.stems), bool)
+    matted[where[paired]] = True
+    for path in sorted(images.paths.filter(~paired).to_pylist()):  # in path order, as pair_files
         discovery.skipped.append(Skip(path, "orphan image: no matte with this stem"))
-    for path in sorted(alphas.paths.filter(pc.invert(pc.is_in(alphas.stems, value_set=images.stems))).to_pylist()):
+    for path in sorted(alphas.paths.filter(~matted).to_pylist()):
         discovery.skipped.append(Skip(path, "orphan matte: no image with this stem"))
-    keys = images.paths.filter(paired)
+    everyone = paired.all()  # the usual case: the image columns are taken as they are, not copied
+    keys = images.paths if everyone else images.paths.filter(paired)
     count = len(keys)
     columns = {
         "split": pa.repeat(split, count),
         "key": keys,
-        "name": images.stems.filter(paired).cast(pa.binary()),  # FILE_NAMED columns are binary: no copy
+        "name": (images.stems if everyone else images.stems.filter(paired)).cast(pa.binary()),  # binary: no copy
         "image": keys.cast(pa.binary()),
-        "alpha": alphas.paths.take(where.filter(paired)).cast(pa.binary()),
+        "alpha": alphas.paths.take(where[paired]).cast(pa.binary()),
         "trimap": pa.nulls(count, pa.binary()),
         "rgba": pa.array(np.zeros(count, bool)),
         "group": pa.array(np.zeros(count, np.int32)),
