@@ -232,7 +232,8 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
     targets = pc.binary_join_element_wise("fg/", photos.column("id"), ".png", "")  # where each row's fg/ file goes
     index, count = config.shard
     mine = np.arange(index, photos.num_rows, count)
-    todo = mine if config.overwrite else mine[~_present(folder, targets)[mine]]
+    present = _present(folder, targets)
+    todo = mine if config.overwrite else mine[~present[mine]]
     result.existing += len(mine) - len(todo)
     part = photos.take(pa.array(todo, pa.int64())).to_pydict()
     jobs = [
@@ -250,7 +251,9 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
     counted = ~pc.is_in(photos.column("id"), value_set=pa.array(list(rejected), pa.string())).to_numpy(
         zero_copy_only=False
     )
-    waiting = int(np.count_nonzero(counted & ~_present(folder, targets)))
+    if jobs:  # fg/ changed: listed again (other shards may have written theirs meanwhile too)
+        present = _present(folder, targets)
+    waiting = int(np.count_nonzero(counted & ~present))
     if waiting:
         result.waiting[split] = waiting
     else:
