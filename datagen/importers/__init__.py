@@ -107,12 +107,12 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
     discovery: Discovery = module.discover(src, config)
-    pairs, skipped = PairColumns.of(discovery.pairs), discovery.skipped
+    pairs, skipped = hold_out(PairColumns.of(discovery.pairs), kind, config.val_fraction), discovery.skipped
     del discovery  # its pairs live on as `pairs` alone, dropped once the jobs are made (tens of MB at a million)
     result = ImportResult(out)
     with stage_run(result, config, command or f"datagen import {kind} {src}", shard=config.shard, ray=config.ray,
                    overwrite=config.overwrite) as run:  # fmt: skip
-        jobs, mine = _jobs(kind, module.LICENSE, hold_out(pairs, kind, config.val_fraction), run.state, config)
+        jobs, mine = _jobs(kind, module.LICENSE, pairs, run.state, config)
         del pairs
         result.existing = mine - len(jobs)
         for skip in skipped if config.shard[0] == 0 else []:

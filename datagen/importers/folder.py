@@ -126,21 +126,25 @@ def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> 
             else:
                 kept.append(path)
                 stems.append(stem)
-        try:  # valid UTF-8: the key is the path itself, the file column its bytes
-            key = arrow_strings(kept)
-            files = key.cast(pa.binary())
+        try:  # valid UTF-8: the key is the path itself, the file column its bytes (the same buffers)
+            keys.append(arrow_strings(kept))
+            paths.append(None)
         except UnicodeEncodeError:  # a name that is not UTF-8: escaped in the key, its own bytes as the file
-            key = pa.array([readable_path(path) for path in kept], pa.string())
-            files = pa.array([os.fsencode(path) for path in kept], pa.binary())
-        keys.append(key)
-        paths.append(files)
+            keys.append(pa.array([readable_path(path) for path in kept], pa.string()))
+            paths.append(pa.array([os.fsencode(path) for path in kept], pa.binary()))
         names.append(_file_names(stems))
-    count = sum(map(len, keys))
+    key = pa.chunked_array(keys, pa.string()).combine_chunks()
+    if any(files is not None for files in paths):
+        paths = [chunk.cast(pa.binary()) if files is None else files for chunk, files in zip(keys, paths)]
+        image = pa.chunked_array(paths, pa.binary()).combine_chunks()
+    else:
+        image = key.cast(pa.binary())  # no copy: a million paths are 25 MB once, not twice
+    count = len(key)
     columns = {
         "split": pa.repeat(split, count),
-        "key": pa.chunked_array(keys, pa.string()).combine_chunks(),
+        "key": key,
         "name": pa.chunked_array(names, pa.binary()).combine_chunks(),
-        "image": (image := pa.chunked_array(paths, pa.binary()).combine_chunks()),
+        "image": image,
         "alpha": image,
         "trimap": pa.nulls(count, pa.binary()),
         "rgba": pa.array(np.ones(count, bool)),
