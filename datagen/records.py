@@ -172,22 +172,67 @@ def iter_strings(array, batch: int = 65536) -> Iterator[str]:
         yield from array.slice(start, batch).to_pylist()
 
 
-def arrow_strings(values: list[str]):
-    """An Arrow string array of `values`, built from one joined buffer. Listing a million file names (21 MB of
-    strings) in batches of 65,536 left 93 MB more resident with pyarrow's own conversion of each list, 51 MB with
-    this. Raises UnicodeEncodeError for a string that is not valid UTF-8 (a file name Python holds with surrogates)."""
-    import pyarrow as pa
+class StringColumn:
+    """An Arrow string (or binary) array appended a batch of Python values at a time into one growing buffer: a million
+    file names are held once, where batches of Arrow arrays and their concatenation (`combine_chunks`) held them
+    twice at the end, and pyarrow's own conversion of each batch's list left about twice as much resident."""
 
-    data = "".join(values).encode()
-    lengths = np.fromiter(map(len, values), np.int64, len(values))
-    if len(data) != lengths.sum():  # not all ASCII: lengths in bytes
-        lengths = np.fromiter((len(value.encode()) for value in values), np.int64, len(values))
-    large = len(data) >= 2**31  # beyond 32-bit offsets: built large, then cast (pyarrow checks it fits)
-    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    kind = pa.LargeStringArray if large else pa.StringArray
-    array = kind.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
-    return array.cast(pa.string()) if large else array
+    def __init__(self) -> None:
+        self._data, self._lengths = bytearray(), []
+
+    def __len__(self) -> int:
+        return sum(map(len, self._lengths))
+
+    def extend(self, values: list[str], prefix: str = "") -> None:
+        """Append `values`, each after `prefix`. Raises UnicodeEncodeError, having added nothing, for a string that is
+        not valid UTF-8 (a file name Python holds with surrogates)."""
+        data = (prefix + prefix.join(values)).encode() if values else b""
+        lengths = np.fromiter(map(len, values), np.int32, len(values)) + len(prefix)
+        if len(data) != lengths.sum(dtype=np.int64):  # not all ASCII: lengths in bytes
+            lengths = np.fromiter((len(value.encode()) for value in values), np.int32, len(values))
+            lengths += len(prefix.encode())
+        self._data += data
+        self._lengths.append(lengths)
+
+    def extend_bytes(self, values: list[bytes]) -> None:
+        """Append `values` as they are (a binary column's, say a file name's bytes that are not UTF-8)."""
+        self._data += b"".join(values)
+        self._lengths.append(np.fromiter(map(len, values), np.int32, len(values)))
+
+    def extend_array(self, array) -> None:
+        """Append the values of an Arrow string array without nulls (copied out of its buffers)."""
+        if not len(array):
+            return
+        _, offsets, data = array.buffers()
+        offsets = np.frombuffer(offsets, np.int32, len(array) + 1, array.offset * 4)
+        self._data += memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b""
+        self._lengths.append(np.diff(offsets))
+
+    def copy(self) -> StringColumn:
+        column = StringColumn()
+        column._data, column._lengths = bytearray(self._data), list(self._lengths)
+        return column
+
+    def finish(self, binary: bool = False):
+        """The Arrow array of everything appended (string, or binary), built on this column's buffer: no copy. The
+        column starts empty again."""
+        import pyarrow as pa
+
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
+        large = len(self._data) >= 2**31  # beyond 32-bit offsets: built large, then cast (pyarrow checks it fits)
+        offsets = np.zeros(len(lengths) + 1, np.int64 if large else np.int32)
+        np.cumsum(lengths, dtype=offsets.dtype, out=offsets[1:])
+        kind = (pa.large_binary() if large else pa.binary()) if binary else pa.large_string() if large else pa.string()
+        array = pa.Array.from_buffers(kind, len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(self._data)])
+        self._data, self._lengths = bytearray(), []
+        return array.cast(pa.binary() if binary else pa.string()) if large else array
+
+
+def arrow_strings(values: list[str]):
+    """An Arrow string array of `values` (`StringColumn`); UnicodeEncodeError for a string that is not UTF-8."""
+    column = StringColumn()
+    column.extend(values)
+    return column.finish()
 
 
 STRING_BATCH = 65536  # values made Python objects at a time by the column helpers below
@@ -259,7 +304,7 @@ def repeated(values) -> np.ndarray:
     share a hash (sorted hashes, side by side) are compared as strings. A million ids: 0.3 s and three int64 arrays
     (24 MB) at most, where Arrow's `value_counts` and `is_in` took 0.6 s and 117 MB."""
     order = np.argsort(hashes := string_hashes(values), kind="stable")
-    hashes = hashes[order]
+    hashes.sort(kind="stable")  # in place: hashes[order], without a copy
     shared = np.flatnonzero(hashes[1:] == hashes[:-1])
     rows = np.unique(np.concatenate([order[shared], order[shared + 1]]))
     mask = np.zeros(len(values), bool)
@@ -564,18 +609,15 @@ def names_a_file(names) -> np.ndarray:
 
 def _listed_files(folder: str, batch: int = 65536):
     """The names of the files in `folder` (symbolic links followed, as os.path.isfile does) as an Arrow string array
-    made a batch at a time (`arrow_strings`: about half the resident memory of pyarrow's conversion of one list);
-    none when it is missing. A name that is not UTF-8 is left out of the listing: a row naming it is stat-ed
-    (`complete_mask`)."""
-    import pyarrow as pa
-
-    chunks, names = [], []
+    made a batch at a time (`StringColumn`); none when it is missing. A name that is not UTF-8 is left out of the
+    listing: a row naming it is stat-ed (`complete_mask`)."""
+    column, names = StringColumn(), []
 
     def flush() -> None:
         try:
-            chunks.append(arrow_strings(names))
+            column.extend(names)
         except UnicodeEncodeError:
-            chunks.append(arrow_strings([name for name in names if _utf8(name)]))
+            column.extend([name for name in names if _utf8(name)])
         names.clear()
 
     try:
@@ -588,7 +630,7 @@ def _listed_files(folder: str, batch: int = 65536):
     except (FileNotFoundError, NotADirectoryError):
         names.clear()
     flush()
-    return pa.chunked_array(chunks, pa.string()).combine_chunks()
+    return column.finish()
 
 
 def _utf8(name: str) -> bool:
@@ -836,14 +878,14 @@ def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[st
     import pyarrow as pa
 
     schema = pa.schema([(column, pa.string()) for column in ("id", *FILE_COLUMNS)])
-    folder, chunks, missing, is_file = f"{root}{os.sep}{split}{os.sep}", [], set(), os.path.isfile
+    folder, ids, missing, is_file = f"{root}{os.sep}{split}{os.sep}", StringColumn(), set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
-        chunks.append(batch.column(0))
+        ids.extend_array(batch.column(0))  # copied out: the batch is freed, not a thousand small arrays kept
         for column in batch.columns[1:]:
             if column.null_count < len(column):  # the ids of the rows whose file is missing (few), not all ids
                 gone = [row for row, name in enumerate(column.to_pylist()) if name and not is_file(folder + name)]
                 missing.update(batch.column(0).take(gone).to_pylist() if gone else ())
-    return IdSet(arrow=pa.chunked_array(chunks, pa.string()).combine_chunks()), missing
+    return IdSet(arrow=ids.finish()), missing
 
 
 def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple[IdSet, set[str]]:

@@ -75,6 +75,26 @@ def test_string_index_and_repeats_answer_as_arrow_and_python_do(monkeypatch, col
         records.index_in(values, value_set.cast(pa.binary()))  # a str never equals bytes: refused, not all -1
 
 
+def test_string_column_builds_the_array_pyarrow_builds():
+    column = records.StringColumn()
+    column.extend(["a", "bé"])
+    column.extend(["x"], prefix="p/")
+    column.extend([])
+    column.extend(["ü"], prefix="é/")  # lengths in bytes, not characters
+    column.extend_array(pa.array(["q", "rs", "", "tü"]).slice(1, 3))  # an offset into the buffers
+    column.extend_array(pa.array([], pa.string()))
+    assert column.finish().equals(pa.array(["a", "bé", "p/x", "é/ü", "rs", "", "tü"]))
+    assert len(column) == 0, "finish starts the column anew"
+    with pytest.raises(UnicodeEncodeError):
+        column.extend(["ok", "\udcff"])  # a file name that is not UTF-8
+    assert len(column) == 0, "a refused batch adds nothing"
+    column.extend(["a"])
+    copy = column.copy()
+    copy.extend_bytes([b"\xff"])
+    assert copy.finish(binary=True).equals(pa.array([b"a", b"\xff"], pa.binary()))
+    assert column.finish().to_pylist() == ["a"]
+
+
 def test_write_then_read_round_trip(tmp_path, person):
     rgb = person[..., :3]
     row = write_sample(

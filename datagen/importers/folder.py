@@ -30,7 +30,7 @@ from datagen.importers.layout import (
     path_order,
 )
 from datagen.io import readable_path, walk_files
-from datagen.records import Skip, arrow_strings, index_in, repeated
+from datagen.records import Skip, StringColumn, index_in, repeated
 
 KIND = "folder"
 LICENSE = "as stated by the owner of the folder (unknown to the importer)"
@@ -98,16 +98,6 @@ def _walk(src: str, skipped: list[tuple[str, str]], batch: int = 65536) -> Itera
     yield paths
 
 
-def _file_names(values: list[str]):
-    """Arrow binary of file names held as str (os.fsencode: a name that is not UTF-8 keeps its bytes)."""
-    import pyarrow as pa
-
-    try:
-        return arrow_strings(values).cast(pa.binary())
-    except UnicodeEncodeError:
-        return pa.array([os.fsencode(value) for value in values], pa.binary())
-
-
 def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> Discovery:
     """Every image file below `src` as an RGBA cut-out (image and matte one file), as PairColumns listed a batch at
     a time (a million cut-outs in tens of MB, no object per file); hidden, system and non-image files as skips, in
@@ -115,7 +105,8 @@ def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> 
     import pyarrow as pa
 
     passed: list[tuple[str, str]] = []
-    keys, names, paths = [], [], []
+    keys, names = StringColumn(), StringColumn()
+    files = None  # the file column's bytes, a column of its own only once a path is not UTF-8 (its key is escaped)
     for listed in _walk(str(src), passed):
         counted(len(listed))
         kept, stems = [], []
@@ -126,24 +117,25 @@ def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> 
             else:
                 kept.append(path)
                 stems.append(stem)
-        try:  # valid UTF-8: the key is the path itself, the file column its bytes (the same buffers)
-            keys.append(arrow_strings(kept))
-            paths.append(None)
+        try:  # valid UTF-8: the key is the path itself, and so are the file column's bytes
+            keys.extend(kept)
+            if files is not None:
+                files.extend(kept)
         except UnicodeEncodeError:  # a name that is not UTF-8: escaped in the key, its own bytes as the file
-            keys.append(pa.array([readable_path(path) for path in kept], pa.string()))
-            paths.append(pa.array([os.fsencode(path) for path in kept], pa.binary()))
-        names.append(_file_names(stems))
-    key = pa.chunked_array(keys, pa.string()).combine_chunks()
-    if any(files is not None for files in paths):
-        paths = [chunk.cast(pa.binary()) if files is None else files for chunk, files in zip(keys, paths)]
-        image = pa.chunked_array(paths, pa.binary()).combine_chunks()
-    else:
-        image = key.cast(pa.binary())  # no copy: a million paths are 25 MB once, not twice
+            files = keys.copy() if files is None else files
+            keys.extend([readable_path(path) for path in kept])
+            files.extend_bytes([os.fsencode(path) for path in kept])
+        try:
+            names.extend(stems)
+        except UnicodeEncodeError:
+            names.extend_bytes([os.fsencode(stem) for stem in stems])
+    key = keys.finish()
+    image = key.cast(pa.binary()) if files is None else files.finish(binary=True)  # the cast: no copy
     count = len(key)
     columns = {
         "split": pa.repeat(split, count),
         "key": key,
-        "name": pa.chunked_array(names, pa.binary()).combine_chunks(),
+        "name": names.finish(binary=True),
         "image": image,
         "alpha": image,
         "trimap": pa.nulls(count, pa.binary()),
@@ -223,15 +215,13 @@ def stem_columns(
     order); None where the pattern is not one that `_folders` lists or a name is not valid UTF-8 (then the caller
     lists with Python, as before). Names are classified as they are listed and kept as Arrow strings a batch at a
     time: no Python string per file outlives its batch."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     simple = _folders(src, pattern)
     if simple is None:
         return None
     directories, matches = simple
     root = os.path.join(str(src), "")
-    paths, stems, passed = [], [], []  # Arrow chunks of the image files' paths and stems; (path, why) of skips
+    paths, stems, passed = StringColumn(), StringColumn(), []  # the image files' paths and stems; (path, why) of skips
     try:
         for directory in directories:
             prefix = _below(os.path.join(str(directory), ""), root)
@@ -246,12 +236,11 @@ def stem_columns(
                     elif stem is not None:
                         kept.append(name)
                         kept_stems.append(stem)
-                paths.append(pc.binary_join_element_wise(prefix, arrow_strings(kept), ""))
-                stems.append(arrow_strings(kept_stems))
+                paths.extend(kept, prefix)
+                stems.extend(kept_stems)
     except UnicodeEncodeError:  # a name Python holds with surrogates (not UTF-8)
         return None
-    paths = pa.chunked_array(paths, pa.string()).combine_chunks()
-    stems = pa.chunked_array(stems, pa.string()).combine_chunks()
+    paths, stems = paths.finish(), stems.finish()
     rows = np.flatnonzero(repeated(stems))
     if rows.size:  # one stem, two files: the first in path order is kept
         first: dict[str, str] = {}
