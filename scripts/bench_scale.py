@@ -54,6 +54,14 @@ def measure(imports: str, work: str) -> tuple[float, float]:
 LINKS_PER_FILE = 60_000  # ext4 allows 65,000 hard links to one file
 
 
+def link(source: Path, target: Path) -> None:
+    """A hard link; one left by an interrupted build is kept (the import folders are built again from the start)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass
+
+
 def build(root: Path, rows: int, pools: Path) -> None:
     """A composites directory of `rows` rows: ids as `datagen compose --seed 0` names them, files hard-linked."""
     import numpy as np
@@ -146,7 +154,7 @@ def build_import(src: Path, out: Path, rows: int, rgba: bool = False) -> None:
             if not source.exists():
                 (src / folder).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(seeds[seed], source)
-            os.link(source, src / folder / f"photo_{index:07d}{suffix}")
+            link(source, src / folder / f"photo_{index:07d}{suffix}")
     config = ImportConfig(out=out, progress=False, **({} if rgba else {"images": "im/*", "alphas": "gt/*"}))
     pairs = hold_out(PairColumns.of(IMPORTERS["folder"].discover(src, config).pairs), "folder", config.val_fraction)
     ids = unique_ids("folder", pairs.column("key"), pairs.column("name"))
@@ -171,7 +179,7 @@ def build_import(src: Path, out: Path, rows: int, rgba: bool = False) -> None:
             if not source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(seeds[seed], source)
-            os.link(source, target)
+            link(source, target)
         if pair.split not in files:
             files[pair.split] = open(metadata_path(out, pair.split), "w")
         files[pair.split].write(json.dumps(row) + "\n")

@@ -213,9 +213,8 @@ def stem_columns(
 ) -> StemColumns | None:
     """`index_by_stem(glob_entries(src, pattern))` as columns, its skips appended to `skipped` in the same order (path
     order); None where the pattern is not one that `_folders` lists or a name is not valid UTF-8 (then the caller
-    lists with Python, as before). Names are classified as they are listed and kept as Arrow strings a batch at a
-    time: no Python string per file outlives its batch."""
-
+    lists with Python, as before). Names are classified as they are listed and appended to one buffer a batch at a
+    time (`StringColumn`): no Python string per file outlives its batch."""
     simple = _folders(src, pattern)
     if simple is None:
         return None
