@@ -3,6 +3,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from datagen.records import iter_samples, read_rows, write_sample
 from ormbg.data import Recipe, Source
 from ormbg.model import ORMBG, load_model, load_weights
 from ormbg.train import TrainConfig, run_train
+
+ROOT = Path(__file__).resolve().parents[1]  # the subprocesses' cwd, where `tests` imports from
 
 
 def make_composites(root):
@@ -324,7 +327,9 @@ def learn_on_one_thread(folder):
 
     code = f"import json, pathlib, tests.test_train as t; print(json.dumps(t.learn(pathlib.Path({str(folder)!r}))))"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=environment)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900, env=environment
+    )  # cwd: a test in the suite's own thread may have changed into its tmp_path meanwhile (monkeypatch.chdir)
 
 
 @pytest.mark.slow
@@ -396,7 +401,7 @@ def torchrun(out, data, *extra, processes=2):
     command += ["-m", "ormbg.train", "--data", f"{data}:train", "--val", f"{data}:validation", "--size", "64"]
     command += ["--width-divisor", "8", "--batch-size", "2", "--val-every", "2", "--log-every", "1"]
     command += ["--warmup-steps", "2", "--workers", "0", "--out", str(out), "--no-progress", *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)  # cwd: learn_on_one_thread
 
 
 def metrics(out):
@@ -410,7 +415,7 @@ def launch_two_process_runs(folder):
     import sys
 
     make = f"import pathlib, tests.test_train as t; t.make_composites(pathlib.Path({str(folder)!r}))"
-    made = subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, timeout=300)
+    made = subprocess.run([sys.executable, "-c", make], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-3000:]
     data, warm = folder / "composites", ("--warmup-steps", "100")
     whole = torchrun(folder / "whole", data, "--max-steps", "6", *warm)
