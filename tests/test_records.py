@@ -95,6 +95,22 @@ def test_string_column_builds_the_array_pyarrow_builds():
     assert column.finish().to_pylist() == ["a"]
 
 
+def test_sample_ids_made_when_asked_answer_as_their_column(tmp_path, monkeypatch):
+    """`SampleIds` (what a no-op import asks, a batch at a time) gives the ids `unique_ids` gives, and the resume check
+    answers alike for both, over two splits, for ids read by Arrow and for a Python set."""
+    monkeypatch.setattr(records, "STRING_BATCH", 2)
+    keys, stems = ["a/x.jpg", "b/x.jpg", "c/y.jpg", "d/z.jpg", "e/w.jpg"], ["x", "x", "y", "z", "w"]
+    ids = records.SampleIds("f", keys, stems)
+    column = unique_ids("f", keys, stems).to_pylist()
+    assert ids.column().to_pylist() == column and column[0].startswith("f-x-") and column[2] == "f-y"
+    assert ids.take(np.array([4, 1, 0])) == [column[4], column[1], column[0]]
+    done = {"train": records.IdSet(arrow=pa.array([column[0], column[3]])), "validation": records.IdSet({column[4]})}
+    state = ResumeState(tmp_path, {**done, "test": records.IdSet()}, {})
+    splits = pa.array(["train", "train", "validation", "train", "validation"])
+    assert state.done_mask(splits, ids).tolist() == [True, False, False, True, True]
+    assert state.done_mask(splits, pa.array(column)).tolist() == [True, False, False, True, True]
+
+
 def test_write_then_read_round_trip(tmp_path, person):
     rgb = person[..., :3]
     row = write_sample(

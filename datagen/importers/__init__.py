@@ -27,12 +27,12 @@ from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumn
 from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
+    SampleIds,
     Skip,
     StageResult,
     file_table,
     iter_strings,
     resolve_shard,
-    unique_ids,
 )
 from datagen.stage import map_items, stage_run
 
@@ -143,14 +143,15 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
 
 def _jobs(kind: str, license: str, pairs: PairColumns, state, config: ImportConfig) -> tuple[list[PairJob], int]:
     """(the conversions this shard has left to do, in key order; how many pairs the shard has)."""
-    ids = unique_ids(kind, pairs.column("key"), pairs.column("name"))
+    ids = SampleIds(kind, pairs.column("key"), pairs.column("name"))  # made as asked: a million are not held
     todo, mine = _todo(pairs, state.done_mask(pairs.column("split"), ids), config.shard)
     trimaps = pairs.column("trimap").null_count < len(pairs)
+    sample_ids = (sample_id for start in range(0, len(todo), 65536) for sample_id in ids.take(todo[start:][:65536]))
     jobs = [
         PairJob(
             pair, sample_id, config.out, kind, license, config.keep_png, config.jpeg_quality, trimaps, config.foreground
         )  # fmt: skip
-        for pair, sample_id in zip(pairs.rows(todo), iter_strings(ids.take(todo)))
+        for pair, sample_id in zip(pairs.rows(todo), sample_ids)
     ]
     return jobs, mine
 
