@@ -911,7 +911,7 @@ def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[st
     schema = pa.schema([(column, pa.string()) for column in ("id", *FILE_COLUMNS)])
     folder, ids, missing, is_file = f"{root}{os.sep}{split}{os.sep}", StringColumn(), set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
-        ids.extend_array(batch.column(0))  # copied out: the batch is freed, not a thousand small arrays kept
+        ids.extend_array(batch.column(0))  # copied out: the batch is freed, no small array a batch is kept
         for column in batch.columns[1:]:
             if column.null_count < len(column):  # the ids of the rows whose file is missing (few), not all ids
                 gone = [row for row, name in enumerate(column.to_pylist()) if name and not is_file(folder + name)]
