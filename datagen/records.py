@@ -279,7 +279,7 @@ class StringIndex:
         last = len(self.hashes) - 1
         for start in range(0, len(values), STRING_BATCH):
             batch = values.slice(start, STRING_BATCH)
-            hashes = np.fromiter(map(hash, batch.to_pylist()), np.int64, len(batch))
+            hashes = string_hashes(batch)  # one batch
             at = np.searchsorted(self.hashes, hashes)
             rows = np.flatnonzero(self.hashes[np.minimum(at, last)] == hashes)
             tried = at[rows]
