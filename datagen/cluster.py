@@ -19,9 +19,10 @@ bytes and a Ray run equals a local one. The output directory must be on storage 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,12 @@ def check_shared_paths(address: str | None, paths: dict[str, Any]) -> None:
                 )
 
 
-def batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` items (the last may be shorter), taken from `items` as they come (a sequence, or rows made a
+    batch at a time)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def ray_map(

@@ -586,6 +586,35 @@ def _arrow_batches(path: Path, schema) -> Iterator[Any]:
         raise _ArrowCannot  # a blank line, or two objects on one line
 
 
+def cache_table(path: str | os.PathLike, schema):
+    """The rows of a JSON-lines cache file (one object a line, appended as things are measured) as an Arrow table of
+    `schema`'s columns ("id" first), in file order. A line that is not a JSON object, lacks one of the columns or holds
+    a value of another type is left out: a cache's missing entry is measured again. Arrow parses the file wherever it
+    reads it as `parse_metadata` does (`file_table`); otherwise the lines are read one by one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    path = Path(path)
+    if not path.is_file():
+        return schema.empty_table()
+    try:
+        table = pa.Table.from_batches(list(_arrow_batches(path, schema)), schema)
+    except _ArrowCannot:
+        kinds = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (int, float)}
+        values: dict[str, list[Any]] = {name: [] for name in schema.names}
+        for _, row, _ in parse_metadata(path):
+            fields = [None if row is None else row.get(name) for name in schema.names]
+            if all(isinstance(value, kinds[column.type]) and not isinstance(value, bool)
+                   for value, column in zip(fields, schema)):  # fmt: skip
+                for name, value in zip(schema.names, fields):
+                    values[name].append(value)
+        return pa.table(values, schema=schema)
+    valid = pc.is_valid(table.column(0))
+    for name in schema.names[1:]:
+        valid = pc.and_(valid, pc.is_valid(table.column(name)))
+    return table if pc.all(valid).as_py() is not False else table.filter(valid)
+
+
 def _numbered_rows(root: str | os.PathLike, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) of a metadata file, as iter_rows reads it (MetadataError on a bad line)."""
     for number, row, error in parse_metadata(path):
@@ -1157,12 +1186,21 @@ def replace_alpha(sample: Sample, data: bytes) -> list[str]:
 def forget_derived(root: str | os.PathLike, split: str) -> int:
     """Once a derived file of a row is gone (replace_alpha deleted it), drop that kind's columns from every row of the
     split, so rows stay uniform and complete; files still there stay, and the stage that made them (`datagen
-    foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed."""
-    samples = [Sample(Path(root), split, row) for row in read_rows(root, split)]
-    stale = []
+    foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed. The rows
+    are read as columns and each kind's folder listed once (`complete_mask`): a million rows hold no dict each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    folder, stale = os.path.join(str(Path(root) / split), ""), []
     for kind, marker in DERIVED_FROM_ALPHA.items():
-        if any(marker in s.row and not (s.path(kind) and s.path(kind).is_file()) for s in samples):
-            stale += [FILE_KINDS[kind][0], marker]
+        column = FILE_KINDS[kind][0]
+        table = file_table(root, split, (column, marker))
+        marked = pc.is_valid(table.column(marker)).to_numpy(zero_copy_only=False)
+        if not marked.any():
+            continue
+        names = table.column(column).filter(pa.array(marked))
+        if not (names_a_file(names) & complete_mask(folder, pa.table({column: names}))).all():
+            stale += [column, marker]
     if not stale:
         return 0
     return update_rows(root, split, lambda row: {key: None for key in stale if key in row})

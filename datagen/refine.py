@@ -20,6 +20,7 @@ deletes what was derived from the old one (fg/ of `datagen foreground`: run it a
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -33,21 +34,31 @@ import numpy as np
 from tqdm import tqdm
 
 from datagen.alpha import alpha_bbox, trimap_from_alpha
-from datagen.cluster import check_shared_paths, ray_map
+from datagen.cluster import batched, check_shared_paths, ray_map
 from datagen.console import option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic
 from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
+    DERIVED_FROM_ALPHA,
+    FILE_COLUMNS,
     SPLITS,
+    STRING_BATCH,
     InPlaceResult,
     Sample,
     Skip,
+    StringIndex,
     append_row,
+    cache_table,
     chosen_splits,
+    complete_mask,
+    file_table,
     forget_derived,
-    parse_metadata,
-    read_rows,
+    index_in,
+    iter_rows,
+    iter_strings,
+    metadata_path,
+    names_a_file,
     replace_alpha,
     resolve_shard,
     update_rows,
@@ -297,24 +308,85 @@ def _paths(sample: Sample) -> dict[str, Path]:
     }
 
 
-def is_refined(sample: Sample, refined_now: set[str], overwrite: bool = False) -> bool:
-    """Whether a row's alpha is ViTMatte's: refined by this run, recorded in the row (unless `overwrite` redoes those),
-    or (a row not yet recorded) its files say so: refine_trimap/, the last file written, is there and the alpha is no
-    longer the original kept in mask/."""
-    source = sample.row.get("alpha_source")
-    if sample.id in refined_now:
-        return True
-    if source is not None:
-        return source == "vitmatte" and not overwrite
-    paths = _paths(sample)
-    if not (paths["mask"].is_file() and paths["refine_trimap"].is_file()):
-        return False
-    return paths["mask"].read_bytes() != paths["alpha"].read_bytes()
+# what refine reads of each row: its files, the markers of files derived from its alpha, and what it recorded
+REFINE_COLUMNS = (*FILE_COLUMNS, *DERIVED_FROM_ALPHA.values(), "alpha_source", "refine_model")
 
 
-def chosen(sample: Sample, config: RefineConfig) -> bool:
-    """A photo row that --where selects."""
-    return bool(sample.row.get("file_name")) and all(str(sample.row.get(k)) == v for k, v in config.where)
+@dataclass
+class SplitRows:
+    """One split's rows as refine reads them: the REFINE_COLUMNS of `records.file_table` (no object per row), which
+    are photo rows (an image and an alpha) and which of those --where chooses."""
+
+    root: Path
+    split: str
+    table: Any  # pyarrow Table
+    photos: np.ndarray
+    chosen: np.ndarray
+
+    @classmethod
+    def read(cls, root: Path, split: str, where: tuple[tuple[str, str], ...] = ()) -> SplitRows:
+        table = file_table(root, split, REFINE_COLUMNS)
+        photos = names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name"))
+        chosen = photos.copy()
+        if where:  # any field of the row, compared as text: the rows themselves, streamed
+            matches = (all(str(row.get(key)) == value for key, value in where) for row in iter_rows(root, split))
+            chosen &= np.fromiter(matches, bool, table.num_rows)
+        return cls(root, split, table, photos, chosen)
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(str(self.root / self.split), "")
+
+    def recorded(self, value: str) -> np.ndarray:
+        """Which rows record `alpha_source: value`."""
+        import pyarrow.compute as pc
+
+        return pc.equal(self.table.column("alpha_source"), value).fill_null(False).to_numpy(zero_copy_only=False)
+
+    def named(self, folder: str):
+        """Each row's file in refine's `folder` (mask, refine_trimap): `<folder>/<id>.png`, an Arrow array."""
+        import pyarrow.compute as pc
+
+        return pc.binary_join_element_wise(f"{folder}/", self.table.column("id"), ".png", "")
+
+    def samples(self, rows: np.ndarray) -> Iterator[Sample]:
+        """The `rows` as Samples (their REFINE_COLUMNS only), made a batch at a time."""
+        import pyarrow as pa
+
+        for start in range(0, len(rows), STRING_BATCH):
+            for row in self.table.take(pa.array(rows[start : start + STRING_BATCH], pa.int64())).to_pylist():
+                yield Sample(self.root, self.split, {key: value for key, value in row.items() if value is not None})
+
+
+def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Which rows' alpha is ViTMatte's: refined by this run (`now`), recorded in the row (unless `overwrite` redoes
+    those), or (a photo row not yet recorded) its files say so: refine_trimap/, the last file written, is there and the
+    alpha is no longer the original kept in mask/. mask/ and refine_trimap/ are listed once, not stat-ed a row at a
+    time; only the few rows a killed run left are read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    refined = now | (rows.recorded("vitmatte") & (not overwrite))
+    unrecorded = np.flatnonzero(rows.photos & ~now & pc.is_null(rows.table.column("alpha_source")).to_numpy())
+    if not len(unrecorded):
+        return refined
+    taken = pa.array(unrecorded, pa.int64())
+    files = {"mask_file_name": rows.named("mask").take(taken)}
+    files["refine_trimap_file_name"] = rows.named("refine_trimap").take(taken)
+    written = unrecorded[complete_mask(rows.folder, pa.table(files))]
+    ids, alphas = rows.table.column("id"), rows.table.column("alpha_file_name")
+    for row in written.tolist():
+        mask, alpha = f"{rows.folder}mask/{ids[row].as_py()}.png", rows.folder + alphas[row].as_py()
+        refined[row] = _read(mask) != _read(alpha)
+    return refined
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
 
 
 SOFT_SHARES = "refine-soft.jsonl"  # DIR/refine-soft.jsonl: the soft share of each alpha measured, see SoftShares
@@ -324,44 +396,68 @@ class SoftShares:
     """The soft share (`soft_share`) of each row's alpha, measured once: each measure is appended to
     DIR/refine-soft.jsonl with the alpha file's size and modification time, so a rerun, or a run resumed after a crash,
     stats the alpha instead of decoding it (5.7 ms a 1024x768 matte: minutes at 10^5 rows); an alpha whose size or
-    time changed is measured again. Bad or partial lines of the file are measured again too (it is a cache)."""
+    time changed is measured again. Bad or partial lines of the file are measured again too (it is a cache). The file
+    is read as columns (`records.cache_table`), each split's ids searched by a `StringIndex`; a later line of an id
+    wins."""
 
     def __init__(self, root: Path):
         self.path = root / SOFT_SHARES
-        self.known: dict[tuple[str, str], tuple[int, int, float]] = {}
-        if self.path.is_file():
-            for _, row, _ in parse_metadata(self.path):
+        self._known: dict[str, tuple[StringIndex, np.ndarray, np.ndarray, np.ndarray]] | None = None
+
+    def reload(self) -> None:
+        """Read the file again when next asked (other shards append to it too)."""
+        self._known = None
+
+    def _split(self, split: str) -> tuple[StringIndex, np.ndarray, np.ndarray, np.ndarray]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._known is None:
+            schema = pa.schema([("id", pa.string()), ("split", pa.string()), ("size", pa.int64()),
+                                ("mtime_ns", pa.int64()), ("soft_share", pa.float64())])  # fmt: skip
+            table = cache_table(self.path, schema)
+            self._known = {}
+            for name in SPLITS:
+                part = table.filter(pc.equal(table.column("split"), name))
+                part = part.take(np.arange(part.num_rows - 1, -1, -1))  # last lines first: the latest one wins
+                # each column ends with a size no file has: what an id not found (index -1) is compared with
+                columns = [np.append(part.column(key).to_numpy(), -1) for key in ("size", "mtime_ns", "soft_share")]
+                self._known[name] = (StringIndex(part.column("id").combine_chunks()), *columns)
+        return self._known[split]
+
+    def shares(self, rows: SplitRows, which: np.ndarray) -> np.ndarray:
+        """The soft share of the alpha of each of `which` (row numbers of `rows`); 0.0 (coarse: its batch then skips
+        it with the reason) where it cannot be read, which is not kept."""
+        index, sizes, times, known = self._split(rows.split)
+        shares = np.zeros(len(which))
+        for start in range(0, len(which), STRING_BATCH):
+            part = which[start : start + STRING_BATCH]
+            ids = rows.table.column("id").take(part).combine_chunks()
+            at = index.find(ids)  # -1: not measured, the columns' last value (a size no file has)
+            expected = zip(sizes[at].tolist(), times[at].tolist(), known[at].tolist())
+            names = rows.table.column("alpha_file_name").take(part).to_pylist()
+            for number, (name, (size, mtime, value)) in enumerate(zip(names, expected)):
+                path = rows.folder + name
                 try:
-                    self.known[row["split"], row["id"]] = (row["size"], row["mtime_ns"], float(row["soft_share"]))
-                except (TypeError, KeyError, ValueError):
-                    continue
-
-    def share(self, sample: Sample) -> float:
-        """The soft share of the sample's alpha; 0.0 (coarse: its batch then skips it with the reason) when it cannot be
-        read, which is not kept."""
-        path = sample.path("alpha")
-        try:
-            stat = os.stat(path)
-            known = self.known.get((sample.split, sample.id))
-            if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-                return known[2]
-            value = soft_share(read_alpha(path))
-        except (OSError, ImageReadError):
-            return 0.0
-        self.known[sample.split, sample.id] = (stat.st_size, stat.st_mtime_ns, value)
-        row = {"split": sample.split, "id": sample.id, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        append_row(self.path, {**row, "soft_share": value})
-        return value
+                    stat = os.stat(path)
+                    if not (size == stat.st_size and mtime == stat.st_mtime_ns):
+                        value = soft_share(read_alpha(path))
+                        row = {"split": rows.split, "id": ids[number].as_py(), "size": stat.st_size}
+                        append_row(self.path, {**row, "mtime_ns": stat.st_mtime_ns, "soft_share": value})
+                except (OSError, ImageReadError):
+                    value = 0.0
+                shares[start + number] = value
+        return shares
 
 
-def wanted(sample: Sample, config: RefineConfig, refined_now: set[str], soft: SoftShares) -> bool:
-    """A row this run should refine: chosen, not refined yet, and coarse (or --force); `soft` measures each alpha's
-    soft share once (across runs)."""
-    if not chosen(sample, config) or is_refined(sample, refined_now, config.overwrite):
-        return False
-    if config.force or (config.overwrite and sample.row.get("alpha_source") == "vitmatte"):
-        return True
-    return soft.share(sample) <= SOFT_SHARE
+def wanted_mask(rows: SplitRows, refined: np.ndarray, config: RefineConfig, soft: SoftShares, among=None) -> np.ndarray:
+    """Which rows (of `among`, default all) this run should refine: chosen, not refined yet (`refined`), and coarse (or
+    --force); `soft` measures each alpha's soft share once (across runs)."""
+    wanted = rows.chosen & ~refined & (True if among is None else among)
+    forced = np.full(len(wanted), config.force) | (config.overwrite & rows.recorded("vitmatte"))
+    measured = np.flatnonzero(wanted & ~forced)
+    wanted[measured] = soft.shares(rows, measured) <= SOFT_SHARE
+    return wanted
 
 
 def _refine_batch(matter: Matter, samples: list[Sample], config: RefineConfig) -> list[Skip | tuple[str, bool]]:
@@ -409,7 +505,7 @@ def refine_batch(samples: list[Sample]) -> list[Skip | tuple[str, bool]]:
     return _refine_batch(_Worker.matter, samples, _Worker.config)
 
 
-def _outcomes(todo: list[Sample], config: RefineConfig, matter: Matter | None) -> Iterator[Skip | tuple[str, bool]]:
+def _outcomes(todo: _Todo, config: RefineConfig, matter: Matter | None) -> Iterator[Skip | tuple[str, bool]]:
     """Each row's outcome in order: batches of --batch-size through ViTMatte here, or on Ray's actors (one per GPU;
     one per CPU with --device cpu), each loading the model once."""
     if config.ray:
@@ -419,100 +515,180 @@ def _outcomes(todo: list[Sample], config: RefineConfig, matter: Matter | None) -
         return
     if todo:
         matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
-    for start in range(0, len(todo), config.batch_size):
-        yield from _refine_batch(matter, todo[start : start + config.batch_size], config)
+    for batch in batched(todo, config.batch_size):
+        yield from _refine_batch(matter, batch, config)
 
 
 def run_refine(config: RefineConfig, matter: Matter | None = None, command: str = "datagen refine") -> RefineResult:
     """Refine the coarse photo rows of `config.root` (this shard's share) with ViTMatte; see the module docstring.
 
-    `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader)."""
+    `matter` replaces the model (tests pass one built from a tiny random checkpoint through the same loader). The rows
+    are read as columns, the folders listed once and the soft shares looked up by id (`SplitRows`, `SoftShares`): a
+    rerun over a million rows holds their ids and file names, not a dict a row."""
     if matter is not None and config.ray:
         raise ValueError("a matter passed in runs in this process only: leave config.ray unset")
     root = Path(config.root)
-    result, refined_now = RefineResult(root), set()
+    result = RefineResult(root)
     split_names = chosen_splits(root, config.splits)
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
                    record="refine.json") as run:  # fmt: skip
-        soft = SoftShares(root)
-        todo: list[Sample] = []
+        soft, todo, selected = SoftShares(root), _Todo(), {}
         for split in split_names:
-            samples = [Sample(root, split, row) for row in read_rows(root, split)]
-            check_model(samples, config)
-            for sample in samples[config.shard[0] :: config.shard[1]]:
-                if sample.row.get("file_name") and is_refined(sample, refined_now, config.overwrite):
-                    result.existing += 1
-                elif wanted(sample, config, refined_now, soft):
-                    todo.append(sample)
-                elif chosen(sample, config):
-                    result.soft_skipped += 1
-        outcomes = _outcomes(todo, config, matter)
-        for outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
+            rows = SplitRows.read(root, split, config.where)
+            check_model(rows, config)
+            index, count = config.shard
+            mine = np.arange(rows.table.num_rows) % count == index
+            refined = refined_mask(rows, np.zeros_like(mine), config.overwrite)
+            wanted = wanted_mask(rows, refined, config, soft, among=mine)
+            result.existing += int(np.count_nonzero(mine & rows.photos & refined))
+            result.soft_skipped += int(np.count_nonzero(mine & rows.chosen & ~refined & ~wanted))
+            todo.add(rows, np.flatnonzero(wanted))
+            selected[split] = (rows.table.column("id"), mine, wanted)
+        refined_now: dict[str, set[str]] = {split: set() for split in split_names}
+        outcomes = zip(todo.splits(), _outcomes(todo, config, matter))
+        for split, outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
             if isinstance(outcome, Skip):
                 run.skip(outcome)
             else:
-                refined_now.add(outcome[0])
+                refined_now[split].add(outcome[0])
                 result.foregrounds_removed += outcome[1]
                 result.new += 1
+        del todo
         for split in split_names:
-            _record_split(root, split, config, result, refined_now, soft)
+            _record_split(root, split, config, result, refined_now[split], soft, selected.pop(split))
     return result
 
 
-def check_model(samples: list[Sample], config: RefineConfig) -> None:
+class _Todo:
+    """The rows a run refines, in order: each split's row numbers, made Samples a batch at a time as they are taken
+    (a first run over a million rows holds no million dicts)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[SplitRows, np.ndarray]] = []
+
+    def add(self, rows: SplitRows, numbers: np.ndarray) -> None:
+        if len(numbers):
+            self.parts.append((rows, numbers))
+
+    def __len__(self) -> int:
+        return sum(len(numbers) for _, numbers in self.parts)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for rows, numbers in self.parts:
+            yield from rows.samples(numbers)
+
+    def splits(self) -> Iterator[str]:
+        """The split of each row, in the same order."""
+        for rows, numbers in self.parts:
+            yield from itertools.repeat(rows.split, len(numbers))
+
+
+def check_model(rows: SplitRows, config: RefineConfig) -> None:
     """Refuse to call rows refined by another model done: name the option that refines them again."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if config.overwrite:
         return
-    others = Counter(
-        s.row.get("refine_model") for s in samples if s.row.get("alpha_source") == "vitmatte" and chosen(s, config)
-    )
+    models = rows.table.column("refine_model").filter(pa.array(rows.chosen & rows.recorded("vitmatte")))
+    counts = pc.value_counts(models)
+    others = Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
     others.pop(config.model, None)
     if others:
         model, count = others.most_common(1)[0]
         raise InputError(
-            f"{count} rows of {samples[0].root / samples[0].split} were refined with {model}, not {config.model}: "
+            f"{count} rows of {rows.root / rows.split} were refined with {model}, not {config.model}: "
             "add --overwrite to refine them again with this model (each from its original in mask/), or pass "
             f"--model {model}"
         )
 
 
 def _record_split(
-    root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: SoftShares
-) -> None:
+    root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: SoftShares,
+    selected: tuple[Any, np.ndarray, np.ndarray],
+) -> None:  # fmt: skip
     """Once no row of the split waits, give every photo row mask/, refine_trimap/ and the refine columns (rows stay
     uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`).
-    First, the columns of files derived from a replaced alpha go (records.forget_derived)."""
+    First, the columns of files derived from a replaced alpha go (records.forget_derived). `selected`: the split's ids,
+    this shard's rows and those it wanted when the run began; this shard's rows are not looked at again (only those
+    it refined now are done), the other shards' are (they may have finished meanwhile)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     forget_derived(root, split)
-    samples = [Sample(root, split, row) for row in read_rows(root, split)]
-    waiting = sum(wanted(sample, config, refined_now, soft) for sample in samples)
-    if waiting:
-        result.waiting[split] = waiting
+    rows = SplitRows.read(root, split, config.where)
+    ids, mine, wanted = selected
+    now = np.zeros(rows.table.num_rows, bool)
+    if refined_now:
+        now = index_in(rows.table.column("id"), pa.array(sorted(refined_now), pa.string())) >= 0
+    if len(ids) == rows.table.num_rows and pc.all(pc.equal(ids, rows.table.column("id"))).as_py() is not False:
+        waiting = wanted & ~now
+        if not mine.all():
+            soft.reload()  # with what the other shards measured
+            refined = refined_mask(rows, now, config.overwrite)
+            waiting |= wanted_mask(rows, refined, config, soft, among=~mine)
+    else:  # the rows are not those read at the start (never under the shard locks): every row looked at again
+        soft.reload()
+        waiting = wanted_mask(rows, refined_mask(rows, now, config.overwrite), config, soft)
+    if waiting.any():
+        result.waiting[split] = int(np.count_nonzero(waiting))
         return
-    refined_ids = {sample.id for sample in samples if is_refined(sample, refined_now, config.overwrite)}
+    if _recorded(rows, now):
+        result.rows_updated[split] = 0
+        return
+    refined = refined_mask(rows, now)  # what each alpha is, whatever --overwrite asked
+
+    numbered = enumerate(iter_strings(rows.table.column("id")))  # the rows as read above, in the same order
 
     def update(row: dict[str, Any]) -> dict[str, Any]:
+        number, expected = next(numbered, (None, None))
+        if row["id"] != expected:  # the metadata changed since it was read (never under the shard locks)
+            raise RuntimeError(f"{metadata_path(root, split)} changed while refine recorded it: run it again")
         if not (row.get("file_name") and row.get("alpha_file_name")):
             return {}
-        sample, refined = Sample(root, split, row), row["id"] in refined_ids
+        sample = Sample(root, split, row)
         paths = _paths(sample)
         names = {"mask_file_name": f"mask/{sample.id}.png", "refine_trimap_file_name": f"refine_trimap/{sample.id}.png"}
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], paths["alpha"].read_bytes())
         if not paths["refine_trimap"].is_file():
             write_atomic(paths["refine_trimap"], encode_png(trimap_from_alpha(read_alpha(paths["alpha"]))))
-        if not refined:
+        if not refined[number]:
             return {
                 **names,
                 "alpha_source": row.get("alpha_source", "original"),
                 "refine_model": "",
                 "refine_band_px": 0,
             }
-        if row["id"] not in refined_now and row.get("refine_model"):  # refined by an earlier run: as it recorded
+        if not now[number] and row.get("refine_model"):  # refined by an earlier run: as it recorded
             return {**names, "alpha_source": "vitmatte"}
         band = band_width(read_alpha(paths["mask"]), config.band_px, config.band_fraction)
         return {**names, "alpha_source": "vitmatte", "refine_model": config.model, "refine_band_px": band}
 
     result.rows_updated[split] = update_rows(root, split, update)
+
+
+def _recorded(rows: SplitRows, now: np.ndarray) -> bool:
+    """Whether every photo row already records what `_record_split` would give it and has its mask/ and refine_trimap/
+    files: nothing refined now, so the split is not rewritten (a no-op rerun over a million rows writes nothing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if now.any():
+        return False
+    photos = pa.array(rows.photos)
+    columns = {
+        "mask_file_name": (rows.table.column("mask_file_name"), rows.named("mask")),
+        "refine_trimap_file_name": (rows.table.column("refine_trimap_file_name"), rows.named("refine_trimap")),
+    }
+    for recorded, expected in columns.values():
+        if not pc.all(pc.equal(recorded, expected).fill_null(False).filter(photos)).as_py():
+            return False
+    for column in ("alpha_source", "refine_model"):
+        if pc.any(pc.is_null(rows.table.column(column)).filter(photos)).as_py():
+            return False
+    files = pa.table({column: names.filter(photos) for column, (names, _) in columns.items()})
+    return bool(complete_mask(rows.folder, files).all())
 
 
 def parse_where(items) -> tuple[tuple[str, str], ...]:

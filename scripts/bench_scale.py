@@ -2,19 +2,20 @@
 
     python scripts/bench_scale.py [--rows 10000 100000 1000000] [--work runs/bench-scale]
 
-For each N, a composites directory and a synth directory of N rows are built from hard links to one tiny sample
-(rows are what scales, not pixels; about 600 bytes a row, like compose's), then, each in a fresh process, measured:
-`records.ResumeState.read` (what synth, compose, import and pull read on a rerun); `datagen compose -n N` and
-`datagen synth --backend procedural -n N` into them, and `datagen import folder` of N photos with mattes (`--images
-'im/*' --alphas 'gt/*'`) and of N RGBA cut-outs into what those imports make (built alike), all of which find every
-sample done (a no-op resume; each is run once before, unmeasured, so that its card is current, as after a real
-run); `datagen foreground` of the imported photos, their fg/ files hard-linked (run once before, unmeasured, so that
-the rows record them); training start-up: `ormbg.train.Trainer` on the composites with 4 loader workers up to its
-first batch (the time to the first step), the main process's peak memory and one loader worker's unique memory (USS:
-what it does not share with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max);
-`datagen push --dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size on disk against the
-shards it ends with. Prints seconds and peak RSS, and the peak above an idle process with the same imports, per N,
-measured in one run.
+For each N, a composites directory and a synth directory of N rows are built from hard links to one tiny sample (rows
+are what scales, not pixels; about 600 bytes a row, like compose's), then, each in a fresh process, measured:
+`records.ResumeState.read` (what synth, compose, import and pull read on a rerun); `datagen compose -n N` and `datagen
+synth --backend procedural -n N` into them, and `datagen import folder` of N photos with mattes (`--images 'im/*'
+--alphas 'gt/*'`) and of N RGBA cut-outs into what those imports make (built alike), all of which find every sample done
+(a no-op resume; each is run once before, unmeasured, so that its card is current, as after a real run); `datagen
+foreground` of the imported photos, their fg/ files hard-linked (run once before, unmeasured, so that the rows record
+them); `datagen refine` of them as a refine of soft mattes leaves them (mask/, refine_trimap/ hard-linked, the rows'
+columns and DIR/refine-soft.jsonl written by `link_refined`); training start-up: `ormbg.train.Trainer` on the composites
+with 4 loader workers up to its first batch (the time to the first step), the main process's peak memory and one loader
+worker's unique memory (USS: what it does not share with the others); and `datagen inspect` (every file decoded; only at
+N <= --inspect-max); `datagen push --dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size
+on disk against the shards it ends with. Prints seconds and peak RSS, and the peak above an idle process with the same
+imports, per N, measured in one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
 loader-worker memory flat in N; inspect under 1 GB; push's memory flat in N, its disk at most 3 shards beyond
@@ -203,6 +204,47 @@ def link_foregrounds(root: Path) -> None:
                 os.link(source, target)
 
 
+def link_refined(root: Path) -> None:
+    """What `datagen refine` leaves in a dataset of soft mattes (each kept as it was): mask/ and refine_trimap/ for
+    every photo row (hard links), the rows' refine columns, and DIR/refine-soft.jsonl with each alpha's soft share
+    (that of the seed, above 5%: kept). A no-op rerun then stats every alpha and writes nothing."""
+    from datagen.io import read_alpha
+    from datagen.records import file_table, splits, update_rows
+    from datagen.refine import SOFT_SHARE, SOFT_SHARES, soft_share
+
+    if (root / SOFT_SHARES).is_file():
+        return
+    share = soft_share(read_alpha(root.parent / "import-seed-gt.png"))
+    assert share > SOFT_SHARE, share
+    lines = []
+    for split in splits(root):
+        table = file_table(root, split, ("alpha_file_name",))
+        for folder in ("mask", "refine_trimap"):
+            (root / split / folder).mkdir(exist_ok=True)
+        for number, (sample_id, alpha) in enumerate(
+            zip(*(table.column(c).to_pylist() for c in ("id", "alpha_file_name")))
+        ):
+            block = number // LINKS_PER_FILE
+            for folder in ("mask", "refine_trimap"):
+                source = root / split / f"{folder}-seed-{block}.png"
+                if not source.exists():
+                    shutil.copyfile(root.parent / "import-seed-gt.png", source)
+                link(source, root / split / folder / f"{sample_id}.png")
+            stat = (root / split / alpha).stat()
+            row = {"split": split, "id": sample_id, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            lines.append(json.dumps({**row, "soft_share": share}) + "\n")
+
+        def update(row):
+            names = {
+                "mask_file_name": f"mask/{row['id']}.png",
+                "refine_trimap_file_name": f"refine_trimap/{row['id']}.png",
+            }
+            return {**names, "alpha_source": "original", "refine_model": "", "refine_band_px": 0}
+
+        update_rows(root, split, update)
+    (root / SOFT_SHARES).write_text("".join(lines))
+
+
 TRAIN_START = """
 from ormbg.data import Recipe, Source
 from ormbg.train import TrainConfig, Trainer
@@ -265,13 +307,13 @@ def main() -> None:
         "from datagen.records import ResumeState; from datagen.compose.run import run_compose, ComposeConfig; "
         "from datagen.synth import run_synth, SynthConfig; from datagen.inspect import inspect_dataset; "
         "from datagen.importers import run_import, ImportConfig; from datagen.foreground import run_foreground, "
-        "ForegroundConfig"
+        "ForegroundConfig; from datagen.refine import run_refine, RefineConfig"
     )
     _, idle = measure(imports, "pass")
     _, idle_train = measure("import ormbg.train", "pass")
     print(f"an idle process with the imports: {idle:.0f} MB (training's: {idle_train:.0f} MB)")
     header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "import RGBA no-op")
-    header += ("foreground no-op", "train: first batch")
+    header += ("foreground no-op", "refine no-op", "train: first batch")
     header += ("worker USS", "inspect")
     header += ("push --dry-run",)
     print(" | ".join(header))
@@ -310,6 +352,9 @@ def main() -> None:
         work = f"result = run_foreground(ForegroundConfig({imported!r}, progress=False)); assert not result.new, result"
         measure(imports, work)  # the first run records the fg/ files in the rows, as a finished run would have
         foreground_s, foreground_mb = measure(imports, work)
+        link_refined(Path(imported))
+        work = f"result = run_refine(RefineConfig({imported!r}, progress=False)); assert not result.new, result"
+        refine_s, refine_mb = measure(imports, work)
         first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
         inspect = "-"
         if rows <= args.inspect_max:
@@ -328,6 +373,7 @@ def main() -> None:
             f"{import_s:.2f} s, {import_mb:.0f} MB (+{import_mb - idle:.0f})",
             f"{rgba_s:.2f} s, {rgba_mb:.0f} MB (+{rgba_mb - idle:.0f})",
             f"{foreground_s:.2f} s, {foreground_mb:.0f} MB (+{foreground_mb - idle:.0f})",
+            f"{refine_s:.2f} s, {refine_mb:.0f} MB (+{refine_mb - idle:.0f})",
             f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
             f"{worker_mb:.0f} MB",
             inspect,

@@ -362,3 +362,49 @@ def test_bad_devices_other_models_and_odd_sizes_are_one_line_or_a_skip(tmp_path,
     assert result.exit_code == 0 and "new 2" in result.output, result.output
     skipped = [json.loads(line) for line in (root / "refine-skipped.jsonl").read_text().splitlines()]
     assert len(skipped) == 1 and "matte size mismatch" in skipped[0]["reason"]
+
+
+def test_shards_refine_their_rows_and_the_last_one_records_the_split(tmp_path, tiny_vitmatte):
+    """Two shards, one after the other, give the files and rows of one unsharded run: the first leaves the other's rows
+    waiting (and the rows unrecorded), the second sees the first's work done and records the whole split; a no-op rerun
+    leaves the metadata file as it is (not even rewritten)."""
+    config = dict(model=str(tiny_vitmatte), offline=True, device="cpu", progress=False)
+    straight = coarse_dataset(tmp_path / "straight", n=5, soft=("s3",))
+    run_refine(RefineConfig(straight, **config))
+    sharded = coarse_dataset(tmp_path / "sharded", n=5, soft=("s3",))
+    first = run_refine(RefineConfig(sharded, shard=(0, 2), **config))
+    assert (first.refined, first.waiting, first.rows_updated) == (3, {"train": 1}, {})
+    assert all("alpha_source" not in row for row in read_rows(sharded, "train"))
+    second = run_refine(RefineConfig(sharded, shard=(1, 2), **config))
+    assert (second.refined, second.soft_skipped, second.waiting, second.rows_updated) == (1, 1, {}, {"train": 5})
+
+    def files(root):
+        return {k: v for k, v in directory_bytes(root).items() if not k.startswith("refine")}
+
+    assert files(sharded) == files(straight)
+    metadata = sharded / "train/metadata.jsonl"
+    before = metadata.stat()
+    again = run_refine(RefineConfig(sharded, **config))
+    assert (again.refined, again.existing, again.soft_skipped, again.rows_updated) == (0, 4, 1, {"train": 0})
+    assert (metadata.stat().st_ino, metadata.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_overwrite_with_where_keeps_what_the_other_rows_record(tmp_path, tiny_vitmatte):
+    """`--overwrite --where source=dis5k` refines those rows again; the rows it leaves out keep their refine_model and
+    band (they were refined, and still are)."""
+    import shutil
+
+    root = coarse_dataset(tmp_path / "ds")
+    base = dict(offline=True, device="cpu", progress=False)
+    run_refine(RefineConfig(root, model=str(tiny_vitmatte), **base))
+    before = {row["id"]: row for row in read_rows(root, "train")}
+    other = tmp_path / "other-vitmatte"
+    shutil.copytree(tiny_vitmatte, other)
+    redone = run_refine(RefineConfig(root, model=str(other), overwrite=True, where=(("source", "dis5k"),), **base))
+    assert redone.refined == 2
+    for row in read_rows(root, "train"):
+        assert row["alpha_source"] == "vitmatte"
+        if row["source"] == "dis5k":
+            assert row["refine_model"] == str(other)
+        else:
+            assert row == before[row["id"]], "a row --where left out is recorded as it was"
