@@ -524,9 +524,11 @@ def iter_rows(root: str | os.PathLike, split: str) -> Iterator[dict[str, Any]]:
         yield from (row for _, row in _numbered_rows(root, path))
 
 
-def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = FILE_COLUMNS):
+def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = FILE_COLUMNS, reduce=None):
     """The id and `columns` (by default the file columns) of every row of a split, in file order, as a pyarrow Table
-    of strings (null where a row has no such value); no rows when the split does not exist.
+    of strings (null where a row has no such value); no rows when the split does not exist. `reduce(batch, start) ->
+    batch`, given, is applied to each record batch as it is read (`start`: the number of its first row), to keep some
+    columns or rows and add flags computed from others: the whole table of `columns` is never held.
 
     Arrow parses the lines in C++ (1.2 s a million composite rows on this 2-core machine type, where `json.loads` a
     line takes 5.7 s). Wherever its reading could differ from `iter_rows` (a partial last line, blank lines, a line
@@ -536,18 +538,72 @@ def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = F
     import pyarrow as pa
 
     schema = pa.schema([(column, pa.string()) for column in ("id", *columns)])
+    keep = reduce or (lambda batch, start: batch)
+    empty = keep(pa.record_batch([pa.array([], pa.string())] * len(schema), schema=schema), 0)
     path = metadata_path(root, split)
     if not path.is_file():
-        return schema.empty_table()
+        return pa.Table.from_batches([empty])
     try:
-        return pa.Table.from_batches(list(_arrow_batches(path, schema)), schema)
+        batches, start, pending, count = [], 0, [], 0
+        for batch in _arrow_batches(path, schema):
+            if reduce is None:
+                batches.append(batch)
+                continue
+            pending.append(batch)  # about a hundred rows each: reduced STRING_BATCH rows at a time
+            count += batch.num_rows
+            if count >= STRING_BATCH:
+                batches.append(keep(pa.concat_batches(pending), start))
+                start, pending, count = start + count, [], 0
+        if pending:
+            batches.append(keep(pa.concat_batches(pending), start))
+        return pa.Table.from_batches(batches, empty.schema)
     except _ArrowCannot:
         pass
-    values: dict[str, list[str | None]] = {column: [] for column in schema.names}
+    batches, start, values = [], 0, {column: [] for column in schema.names}
     for number, row in _numbered_rows(root, path):
         for column in schema.names:
             values[column].append(_string(row, column, path, number))
-    return pa.table(values, schema=schema)
+        if len(values["id"]) == STRING_BATCH:
+            batches.append(keep(pa.record_batch(list(values.values()), schema=schema), start))
+            start += STRING_BATCH
+            values = {column: [] for column in schema.names}
+    batches.append(keep(pa.record_batch(list(values.values()), schema=schema), start))
+    return pa.Table.from_batches(batches, empty.schema)
+
+
+def cache_batches(path: str | os.PathLike, schema) -> Iterator[Any]:
+    """The rows of a JSON-lines cache file (one object a line, appended as things are measured) as Arrow record batches
+    of `schema`'s columns ("id" first), in file order, streamed. A line that is not a JSON object, lacks one of the
+    columns or holds a value of another type is left out: a cache's missing entry is measured again. Arrow parses the
+    file wherever it reads it as `parse_metadata` does (`file_table`); where that turns out not to be so midway, the
+    lines are read one by one from the first again: a reader takes the last row of each id (a later line wins)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        for batch in _arrow_batches(path, schema):
+            valid = pc.is_valid(batch.column(0))
+            for column in batch.columns[1:]:
+                valid = pc.and_(valid, pc.is_valid(column))
+            yield batch if pc.all(valid).as_py() is not False else batch.filter(valid)
+        return
+    except _ArrowCannot:
+        pass
+    kinds = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (int, float)}
+    values: list[list[Any]] = [[] for _ in schema]
+    for _, row, _ in parse_metadata(path):
+        fields = [None if row is None else row.get(name) for name in schema.names]
+        if all(isinstance(value, kinds[column.type]) and not isinstance(value, bool)
+               for value, column in zip(fields, schema)):  # fmt: skip
+            for column, value in zip(values, fields):
+                column.append(value)
+            if len(values[0]) == STRING_BATCH:
+                yield pa.record_batch(values, schema=schema)
+                values = [[] for _ in schema]
+    yield pa.record_batch(values, schema=schema)
 
 
 class _ArrowCannot(Exception):
@@ -584,35 +640,6 @@ def _arrow_batches(path: Path, schema) -> Iterator[Any]:
         raise _ArrowCannot from error
     if rows != lines:
         raise _ArrowCannot  # a blank line, or two objects on one line
-
-
-def cache_table(path: str | os.PathLike, schema):
-    """The rows of a JSON-lines cache file (one object a line, appended as things are measured) as an Arrow table of
-    `schema`'s columns ("id" first), in file order. A line that is not a JSON object, lacks one of the columns or holds
-    a value of another type is left out: a cache's missing entry is measured again. Arrow parses the file wherever it
-    reads it as `parse_metadata` does (`file_table`); otherwise the lines are read one by one."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    path = Path(path)
-    if not path.is_file():
-        return schema.empty_table()
-    try:
-        table = pa.Table.from_batches(list(_arrow_batches(path, schema)), schema)
-    except _ArrowCannot:
-        kinds = {pa.string(): (str,), pa.int64(): (int,), pa.float64(): (int, float)}
-        values: dict[str, list[Any]] = {name: [] for name in schema.names}
-        for _, row, _ in parse_metadata(path):
-            fields = [None if row is None else row.get(name) for name in schema.names]
-            if all(isinstance(value, kinds[column.type]) and not isinstance(value, bool)
-                   for value, column in zip(fields, schema)):  # fmt: skip
-                for name, value in zip(schema.names, fields):
-                    values[name].append(value)
-        return pa.table(values, schema=schema)
-    valid = pc.is_valid(table.column(0))
-    for name in schema.names[1:]:
-        valid = pc.and_(valid, pc.is_valid(table.column(name)))
-    return table if pc.all(valid).as_py() is not False else table.filter(valid)
 
 
 def _numbered_rows(root: str | os.PathLike, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -669,26 +696,45 @@ def _listed_files(folder: str, batch: int = 65536):
     """The names of the files in `folder` (symbolic links followed, as os.path.isfile does) as an Arrow string array
     made a batch at a time (`StringColumn`); none when it is missing. A name that is not UTF-8 is left out of the
     listing: a row naming it is stat-ed (`complete_mask`)."""
-    column, names = StringColumn(), []
+    column = StringColumn()
+    for names in _listed_names(folder, batch):
+        column.extend(names)
+    return column.finish()
 
-    def flush() -> None:
-        try:
-            column.extend(names)
-        except UnicodeEncodeError:
-            column.extend([name for name in names if _utf8(name)])
-        names.clear()
 
+def _listed_names(folder: str, batch: int = 65536) -> Iterator[list[str]]:
+    """The UTF-8 names of the files in `folder` (symbolic links followed), `batch` at a time; none when it is
+    missing (or vanishes while it is listed)."""
+    names = []
     try:
         with os.scandir(folder or ".") as entries:
             for entry in entries:
                 if entry.is_file():
                     names.append(entry.name)
                     if len(names) == batch:
-                        flush()
+                        yield [name for name in names if _utf8(name)]
+                        names = []
     except (FileNotFoundError, NotADirectoryError):
-        names.clear()
-    flush()
-    return column.finish()
+        return
+    yield [name for name in names if _utf8(name)]
+
+
+def files_of_ids(folder: str, index: StringIndex, suffix: str, rows: np.ndarray) -> np.ndarray:
+    """Which of the `rows` (numbers of the ids of `index`, a StringIndex of a split's ids) have the file
+    `<folder><id><suffix>`: one listing of `folder`, a batch of names at a time, each name searched among the ids
+    (neither the listing nor a column of file names is held: at a million rows, 12 bytes a row for the index); an id
+    not listed is stat-ed to be sure (case-insensitive file systems), none when the folder is missing."""
+    listed = np.zeros(len(index.value_set), bool)
+    for names in _listed_names(folder):
+        ids = arrow_strings([name[: -len(suffix)] for name in names if name.endswith(suffix)])
+        found = index.find(ids)
+        listed[found[found >= 0]] = True
+    present = listed[rows]
+    if os.path.isdir(folder):
+        ids = index.value_set
+        for at in np.flatnonzero(~present).tolist():  # few in a finished dataset: the files it is missing
+            present[at] = os.path.isfile(f"{folder}{ids[int(rows[at])].as_py()}{suffix}")
+    return present
 
 
 def _utf8(name: str) -> bool:
@@ -1051,7 +1097,14 @@ def _open_locked(path: str | os.PathLike) -> int:
 
 def append_row(path: str | os.PathLike, row: dict[str, Any]) -> None:
     """Append one row to a metadata.jsonl under an exclusive lock (several workers or shards may share it)."""
-    data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+    append_rows(path, [row])
+
+
+def append_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Append `rows` to a JSON-lines file in one write under its exclusive lock, then sync (once for all of them)."""
+    if not rows:
+        return
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = _open_locked(path)
     try:

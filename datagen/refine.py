@@ -20,6 +20,7 @@ deletes what was derived from the old one (fg/ of `datagen foreground`: run it a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections import Counter
@@ -47,18 +48,18 @@ from datagen.records import (
     InPlaceResult,
     Sample,
     Skip,
+    StringColumn,
     StringIndex,
-    append_row,
-    cache_table,
+    append_rows,
+    cache_batches,
     chosen_splits,
-    complete_mask,
     file_table,
+    files_of_ids,
     forget_derived,
     index_in,
     iter_rows,
     iter_strings,
     metadata_path,
-    names_a_file,
     replace_alpha,
     resolve_shard,
     update_rows,
@@ -312,50 +313,94 @@ def _paths(sample: Sample) -> dict[str, Path]:
 REFINE_COLUMNS = (*FILE_COLUMNS, *DERIVED_FROM_ALPHA.values(), "alpha_source", "refine_model")
 
 
+def _flags(batch):
+    """What refine keeps of a batch of rows read with REFINE_COLUMNS, beside their ids and alpha file names: whether
+    each row is a photo (an image and an alpha), records `alpha_source: vitmatte` (`model`: its refine_model) or
+    nothing yet, and whether its refine columns already name its mask/ and refine_trimap/ files."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = dict(zip(batch.schema.names, batch.columns))
+    source, ids = column["alpha_source"], column["id"]
+    vitmatte = pc.equal(source, "vitmatte").fill_null(False)
+    named = pc.and_(pc.is_valid(source), pc.is_valid(column["refine_model"]))
+    for folder in ("mask", "refine_trimap"):
+        expected = pc.binary_join_element_wise(f"{folder}/", ids, ".png", "")
+        named = pc.and_(named, pc.equal(column[f"{folder}_file_name"], expected).fill_null(False))
+    given = [pc.not_equal(column[name], "").fill_null(False) for name in ("file_name", "alpha_file_name")]
+    values = {
+        "photo": pc.and_(*given),
+        "vitmatte": vitmatte,
+        "unrecorded": pc.is_null(source),
+        "named": named,
+        "model": pc.if_else(vitmatte, column["refine_model"], pa.scalar(None, pa.string())),
+    }
+    return pa.record_batch(list(values.values()), names=list(values))
+
+
 @dataclass
 class SplitRows:
-    """One split's rows as refine reads them: the REFINE_COLUMNS of `records.file_table` (no object per row), which
-    are photo rows (an image and an alpha) and which of those --where chooses."""
+    """One split's rows as refine reads them: `records.file_table` of the REFINE_COLUMNS, reduced a batch at a time as
+    it is read: the ids and alpha file names are held (`StringColumn`), the rest as a flag a row (`_flags`); no object
+    per row."""
 
     root: Path
     split: str
-    table: Any  # pyarrow Table
+    table: Any  # pyarrow Table: the columns of _flags
     photos: np.ndarray
-    chosen: np.ndarray
+    chosen: np.ndarray  # photos that --where chooses
+    vitmatte: np.ndarray
+    unrecorded: np.ndarray
 
     @classmethod
     def read(cls, root: Path, split: str, where: tuple[tuple[str, str], ...] = ()) -> SplitRows:
-        table = file_table(root, split, REFINE_COLUMNS)
-        photos = names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name"))
+        import pyarrow.compute as pc
+
+        ids, alphas = StringColumn(), StringColumn()
+
+        def keep(batch, start: int):
+            if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
+                ids.finish(), alphas.finish()
+            ids.extend_array(batch.column("id"))
+            alphas.extend_array(pc.fill_null(batch.column("alpha_file_name"), ""))
+            return _flags(batch)
+
+        table = file_table(root, split, REFINE_COLUMNS, reduce=keep)
+        # one buffer each, apart from Arrow's pool (which then holds only what a batch needs), and one chunk (Arrow's
+        # take of a chunked array joins its chunks first)
+        table = table.append_column("id", ids.finish()).append_column("alpha_file_name", alphas.finish())
+        photos, vitmatte, unrecorded = (table.column(name).to_numpy() for name in ("photo", "vitmatte", "unrecorded"))
         chosen = photos.copy()
         if where:  # any field of the row, compared as text: the rows themselves, streamed
             matches = (all(str(row.get(key)) == value for key, value in where) for row in iter_rows(root, split))
             chosen &= np.fromiter(matches, bool, table.num_rows)
-        return cls(root, split, table, photos, chosen)
+        return cls(root, split, table, photos, chosen, vitmatte, unrecorded)
 
-    @property
+    @functools.cached_property
     def folder(self) -> str:
         return os.path.join(str(self.root / self.split), "")
 
-    def recorded(self, value: str) -> np.ndarray:
-        """Which rows record `alpha_source: value`."""
-        import pyarrow.compute as pc
+    @property
+    def ids(self):
+        return self.table.column("id")
 
-        return pc.equal(self.table.column("alpha_source"), value).fill_null(False).to_numpy(zero_copy_only=False)
+    @functools.cached_property
+    def index(self) -> StringIndex:
+        """The ids, searchable (`records.StringIndex`: 12 bytes a row), made once."""
+        return StringIndex(self.ids)
 
-    def named(self, folder: str):
-        """Each row's file in refine's `folder` (mask, refine_trimap): `<folder>/<id>.png`, an Arrow array."""
-        import pyarrow.compute as pc
-
-        return pc.binary_join_element_wise(f"{folder}/", self.table.column("id"), ".png", "")
-
-    def samples(self, rows: np.ndarray) -> Iterator[Sample]:
-        """The `rows` as Samples (their REFINE_COLUMNS only), made a batch at a time."""
+    def rows(self, numbers: np.ndarray):
+        """The REFINE_COLUMNS of the rows `numbers` (sorted), read again (no other row is held): a pyarrow Table."""
         import pyarrow as pa
 
-        for start in range(0, len(rows), STRING_BATCH):
-            for row in self.table.take(pa.array(rows[start : start + STRING_BATCH], pa.int64())).to_pylist():
-                yield Sample(self.root, self.split, {key: value for key, value in row.items() if value is not None})
+        def taken(batch, start: int):
+            at = numbers[np.searchsorted(numbers, start) : np.searchsorted(numbers, start + batch.num_rows)] - start
+            return batch.take(pa.array(at, pa.int64()))
+
+        table = file_table(self.root, self.split, REFINE_COLUMNS, reduce=taken)
+        if not table.column("id").equals(self.ids.take(pa.array(numbers, pa.int64()))):
+            raise RuntimeError(f"{metadata_path(self.root, self.split)} changed while refine read it: run it again")
+        return table
 
 
 def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> np.ndarray:
@@ -363,22 +408,26 @@ def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> n
     those), or (a photo row not yet recorded) its files say so: refine_trimap/, the last file written, is there and the
     alpha is no longer the original kept in mask/. mask/ and refine_trimap/ are listed once, not stat-ed a row at a
     time; only the few rows a killed run left are read."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    refined = now | (rows.recorded("vitmatte") & (not overwrite))
-    unrecorded = np.flatnonzero(rows.photos & ~now & pc.is_null(rows.table.column("alpha_source")).to_numpy())
+    refined = now | (rows.vitmatte & (not overwrite))
+    unrecorded = np.flatnonzero(rows.photos & ~now & rows.unrecorded)
     if not len(unrecorded):
         return refined
-    taken = pa.array(unrecorded, pa.int64())
-    files = {"mask_file_name": rows.named("mask").take(taken)}
-    files["refine_trimap_file_name"] = rows.named("refine_trimap").take(taken)
-    written = unrecorded[complete_mask(rows.folder, pa.table(files))]
-    ids, alphas = rows.table.column("id"), rows.table.column("alpha_file_name")
+    written = unrecorded[_present(rows, unrecorded)]
+    alphas = rows.table.column("alpha_file_name")
     for row in written.tolist():
-        mask, alpha = f"{rows.folder}mask/{ids[row].as_py()}.png", rows.folder + alphas[row].as_py()
+        mask, alpha = f"{rows.folder}mask/{rows.ids[row].as_py()}.png", rows.folder + alphas[row].as_py()
         refined[row] = _read(mask) != _read(alpha)
     return refined
+
+
+def _present(rows: SplitRows, numbers: np.ndarray) -> np.ndarray:
+    """Which of the rows `numbers` have both their mask/ and refine_trimap/ files: each folder listed once
+    (`records.files_of_ids`)."""
+    present = np.ones(len(numbers), bool)
+    for folder in ("mask", "refine_trimap"):
+        present &= files_of_ids(f"{rows.folder}{folder}/", rows.index, ".png", numbers)
+    return present
 
 
 def _read(path: str) -> bytes | None:
@@ -390,71 +439,103 @@ def _read(path: str) -> bytes | None:
 
 
 SOFT_SHARES = "refine-soft.jsonl"  # DIR/refine-soft.jsonl: the soft share of each alpha measured, see SoftShares
+SOFT_APPEND = 256  # measures appended to it at a time: a killed run measures at most these again
 
 
 class SoftShares:
-    """The soft share (`soft_share`) of each row's alpha, measured once: each measure is appended to
-    DIR/refine-soft.jsonl with the alpha file's size and modification time, so a rerun, or a run resumed after a crash,
-    stats the alpha instead of decoding it (5.7 ms a 1024x768 matte: minutes at 10^5 rows); an alpha whose size or
-    time changed is measured again. Bad or partial lines of the file are measured again too (it is a cache). The file
-    is read as columns (`records.cache_table`), each split's ids searched by a `StringIndex`; a later line of an id
-    wins."""
+    """The soft share (`soft_share`) of each row's alpha, measured once: measures are appended to DIR/refine-soft.jsonl
+    (SOFT_APPEND at a time) with the alpha file's size and modification time, so a rerun, or a run resumed after a
+    crash, stats the alpha instead of decoding it (5.7 ms a 1024x768 matte: minutes at 10^5 rows); an alpha whose size
+    or time changed is measured again. Bad or partial lines of the file are measured again too (it is a cache). The file
+    is streamed (`records.cache_batches`) once for the splits asked about, each line's id found among the split's ids
+    (`StringIndex`): what is held is three numbers a row, a later line of an id winning."""
+
+    SCHEMA = (("id", "string"), ("split", "string"), ("size", "int64"), ("mtime_ns", "int64"), ("soft_share", "double"))
 
     def __init__(self, root: Path):
         self.path = root / SOFT_SHARES
-        self._known: dict[str, tuple[StringIndex, np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._known: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # per split: sizes, times, shares
+        self._measured: list[dict[str, Any]] = []  # appended SOFT_APPEND at a time (one lock and sync for them)
 
     def reload(self) -> None:
         """Read the file again when next asked (other shards append to it too)."""
-        self._known = None
+        self._known.clear()
 
-    def _split(self, split: str) -> tuple[StringIndex, np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, splits: list[SplitRows]) -> None:
+        """What the file says of the rows of `splits`: one pass over it, a batch of lines at a time."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if self._known is None:
-            schema = pa.schema([("id", pa.string()), ("split", pa.string()), ("size", pa.int64()),
-                                ("mtime_ns", pa.int64()), ("soft_share", pa.float64())])  # fmt: skip
-            table = cache_table(self.path, schema)
-            self._known = {}
-            for name in SPLITS:
-                part = table.filter(pc.equal(table.column("split"), name))
-                part = part.take(np.arange(part.num_rows - 1, -1, -1))  # last lines first: the latest one wins
-                # each column ends with a size no file has: what an id not found (index -1) is compared with
-                columns = [np.append(part.column(key).to_numpy(), -1) for key in ("size", "mtime_ns", "soft_share")]
-                self._known[name] = (StringIndex(part.column("id").combine_chunks()), *columns)
-        return self._known[split]
+        indexes = {}
+        for rows in splits:
+            count = rows.table.num_rows
+            self._known[rows.split] = (np.full(count, -1, np.int64), np.full(count, -1, np.int64), np.zeros(count))
+            indexes[rows.split] = rows.index
+        schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in self.SCHEMA])
+        for batch in cache_batches(self.path, schema):
+            for split, index in indexes.items():
+                part = batch.filter(pc.equal(batch.column("split"), split))
+                at = index.find(part.column("id"))
+                last = len(at) - 1 - np.unique(at[::-1], return_index=True)[1]  # each row's last line in the batch
+                last = last[at[last] >= 0]
+                for known, name in zip(self._known[split], ("size", "mtime_ns", "soft_share")):
+                    known[at[last]] = part.column(name).to_numpy()[last]
 
     def shares(self, rows: SplitRows, which: np.ndarray) -> np.ndarray:
         """The soft share of the alpha of each of `which` (row numbers of `rows`); 0.0 (coarse: its batch then skips
         it with the reason) where it cannot be read, which is not kept."""
-        index, sizes, times, known = self._split(rows.split)
+        if rows.split not in self._known:
+            self.read([rows])
+        sizes, times, known = self._known[rows.split]
         shares = np.zeros(len(which))
         for start in range(0, len(which), STRING_BATCH):
             part = which[start : start + STRING_BATCH]
-            ids = rows.table.column("id").take(part).combine_chunks()
-            at = index.find(ids)  # -1: not measured, the columns' last value (a size no file has)
-            expected = zip(sizes[at].tolist(), times[at].tolist(), known[at].tolist())
-            names = rows.table.column("alpha_file_name").take(part).to_pylist()
-            for number, (name, (size, mtime, value)) in enumerate(zip(names, expected)):
-                path = rows.folder + name
-                try:
-                    stat = os.stat(path)
-                    if not (size == stat.st_size and mtime == stat.st_mtime_ns):
-                        value = soft_share(read_alpha(path))
-                        row = {"split": rows.split, "id": ids[number].as_py(), "size": stat.st_size}
-                        append_row(self.path, {**row, "mtime_ns": stat.st_mtime_ns, "soft_share": value})
-                except (OSError, ImageReadError):
-                    value = 0.0
-                shares[start + number] = value
+            paths = [rows.folder + name for name in rows.table.column("alpha_file_name").take(part).to_pylist()]
+            stats = _stats(paths)
+            same = (stats[:, 0] == sizes[part]) & (stats[:, 1] == times[part])
+            shares[start : start + len(part)][same] = known[part][same]
+            for number in np.flatnonzero(~same & (stats[:, 0] >= 0)).tolist():  # changed, or never measured
+                shares[start + number] = self._measure(rows, int(part[number]), paths[number])
+        self.flush()
         return shares
+
+    def _measure(self, rows: SplitRows, row: int, path: str) -> float:
+        """Decode one alpha, measure its soft share and keep it with the file's size and time; 0.0, not kept, when it
+        cannot be read."""
+        try:
+            stat = os.stat(path)
+            value = soft_share(read_alpha(path))
+        except (OSError, ImageReadError):
+            return 0.0
+        entry = {"split": rows.split, "id": rows.ids[row].as_py(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        self._measured.append({**entry, "soft_share": value})
+        if len(self._measured) >= SOFT_APPEND:
+            self.flush()
+        return value
+
+    def flush(self) -> None:
+        """Append the measures not yet in the file."""
+        append_rows(self.path, self._measured)
+        self._measured.clear()
+
+
+def _stats(paths: list[str]) -> np.ndarray:
+    """(size, modification time in ns) of each file, int64 rows; -2, -2 for one that cannot be stat-ed."""
+    stats = np.full((len(paths), 2), -2, np.int64)
+    for number, path in enumerate(paths):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        stats[number] = stat.st_size, stat.st_mtime_ns
+    return stats
 
 
 def wanted_mask(rows: SplitRows, refined: np.ndarray, config: RefineConfig, soft: SoftShares, among=None) -> np.ndarray:
     """Which rows (of `among`, default all) this run should refine: chosen, not refined yet (`refined`), and coarse (or
     --force); `soft` measures each alpha's soft share once (across runs)."""
     wanted = rows.chosen & ~refined & (True if among is None else among)
-    forced = np.full(len(wanted), config.force) | (config.overwrite & rows.recorded("vitmatte"))
+    forced = np.full(len(wanted), config.force) | (config.overwrite & rows.vitmatte)
     measured = np.flatnonzero(wanted & ~forced)
     wanted[measured] = soft.shares(rows, measured) <= SOFT_SHARE
     return wanted
@@ -533,9 +614,12 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
                    record="refine.json") as run:  # fmt: skip
         soft, todo, selected = SoftShares(root), _Todo(), {}
-        for split in split_names:
-            rows = SplitRows.read(root, split, config.where)
+        splits = [SplitRows.read(root, split, config.where) for split in split_names]
+        for rows in splits:
             check_model(rows, config)
+        if not config.force:
+            soft.read([rows for rows in splits if rows.chosen.any()])  # one pass over the file for every split
+        for rows in splits:
             index, count = config.shard
             mine = np.arange(rows.table.num_rows) % count == index
             refined = refined_mask(rows, np.zeros_like(mine), config.overwrite)
@@ -543,7 +627,8 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
             result.existing += int(np.count_nonzero(mine & rows.photos & refined))
             result.soft_skipped += int(np.count_nonzero(mine & rows.chosen & ~refined & ~wanted))
             todo.add(rows, np.flatnonzero(wanted))
-            selected[split] = (rows.table.column("id"), mine, wanted)
+            selected[rows.split] = (rows, mine, wanted)
+        del splits, rows
         refined_now: dict[str, set[str]] = {split: set() for split in split_names}
         outcomes = zip(todo.splits(), _outcomes(todo, config, matter))
         for split, outcome in tqdm(outcomes, total=len(todo), desc="refine", unit="image", disable=not config.progress):
@@ -560,27 +645,30 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
 
 
 class _Todo:
-    """The rows a run refines, in order: each split's row numbers, made Samples a batch at a time as they are taken
-    (a first run over a million rows holds no million dicts)."""
+    """The rows a run refines, in order: each split's rows to refine, their REFINE_COLUMNS read when the run begins
+    (`SplitRows.rows`), made Samples a batch at a time as they are taken (a first run over a million rows holds no
+    million dicts)."""
 
     def __init__(self) -> None:
-        self.parts: list[tuple[SplitRows, np.ndarray]] = []
+        self.parts: list[tuple[SplitRows, Any]] = []
 
     def add(self, rows: SplitRows, numbers: np.ndarray) -> None:
         if len(numbers):
-            self.parts.append((rows, numbers))
+            self.parts.append((rows, rows.rows(numbers)))
 
     def __len__(self) -> int:
-        return sum(len(numbers) for _, numbers in self.parts)
+        return sum(table.num_rows for _, table in self.parts)
 
     def __iter__(self) -> Iterator[Sample]:
-        for rows, numbers in self.parts:
-            yield from rows.samples(numbers)
+        for rows, table in self.parts:
+            for start in range(0, table.num_rows, STRING_BATCH):
+                for row in table.slice(start, STRING_BATCH).to_pylist():
+                    yield Sample(rows.root, rows.split, {key: value for key, value in row.items() if value is not None})
 
     def splits(self) -> Iterator[str]:
         """The split of each row, in the same order."""
-        for rows, numbers in self.parts:
-            yield from itertools.repeat(rows.split, len(numbers))
+        for rows, table in self.parts:
+            yield from itertools.repeat(rows.split, table.num_rows)
 
 
 def check_model(rows: SplitRows, config: RefineConfig) -> None:
@@ -590,7 +678,7 @@ def check_model(rows: SplitRows, config: RefineConfig) -> None:
 
     if config.overwrite:
         return
-    models = rows.table.column("refine_model").filter(pa.array(rows.chosen & rows.recorded("vitmatte")))
+    models = rows.table.column("model").filter(pa.array(rows.chosen & rows.vitmatte))
     counts = pc.value_counts(models)
     others = Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
     others.pop(config.model, None)
@@ -605,23 +693,24 @@ def check_model(rows: SplitRows, config: RefineConfig) -> None:
 
 def _record_split(
     root: Path, split: str, config: RefineConfig, result: RefineResult, refined_now: set[str], soft: SoftShares,
-    selected: tuple[Any, np.ndarray, np.ndarray],
+    selected: tuple[SplitRows, np.ndarray, np.ndarray],
 ) -> None:  # fmt: skip
     """Once no row of the split waits, give every photo row mask/, refine_trimap/ and the refine columns (rows stay
     uniform: a row kept as it was gets its own matte in mask/, a trimap from its alpha, `alpha_source: original`).
-    First, the columns of files derived from a replaced alpha go (records.forget_derived). `selected`: the split's ids,
-    this shard's rows and those it wanted when the run began; this shard's rows are not looked at again (only those
-    it refined now are done), the other shards' are (they may have finished meanwhile)."""
+    First, the columns of files derived from a replaced alpha go (records.forget_derived). `selected`: the split's rows,
+    this shard's share of them and those it wanted, as read when the run began; this shard's rows are not looked at
+    again (only those it refined now are done), the other shards' are, read anew (they may have finished meanwhile)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     forget_derived(root, split)
-    rows = SplitRows.read(root, split, config.where)
-    ids, mine, wanted = selected
+    selection, mine, wanted = selected
+    # one shard: the rows are as read at the start (forget_derived drops columns that SplitRows does not read)
+    rows = selection if config.shard[1] == 1 else SplitRows.read(root, split, config.where)
+    ids = selection.ids
     now = np.zeros(rows.table.num_rows, bool)
     if refined_now:
-        now = index_in(rows.table.column("id"), pa.array(sorted(refined_now), pa.string())) >= 0
-    if len(ids) == rows.table.num_rows and pc.all(pc.equal(ids, rows.table.column("id"))).as_py() is not False:
+        now = index_in(rows.ids, pa.array(sorted(refined_now), pa.string())) >= 0
+    if rows.ids.equals(ids):
         waiting = wanted & ~now
         if not mine.all():
             soft.reload()  # with what the other shards measured
@@ -638,7 +727,7 @@ def _record_split(
         return
     refined = refined_mask(rows, now)  # what each alpha is, whatever --overwrite asked
 
-    numbered = enumerate(iter_strings(rows.table.column("id")))  # the rows as read above, in the same order
+    numbered = enumerate(iter_strings(rows.ids))  # the rows as read above, in the same order
 
     def update(row: dict[str, Any]) -> dict[str, Any]:
         number, expected = next(numbered, (None, None))
@@ -671,24 +760,10 @@ def _record_split(
 def _recorded(rows: SplitRows, now: np.ndarray) -> bool:
     """Whether every photo row already records what `_record_split` would give it and has its mask/ and refine_trimap/
     files: nothing refined now, so the split is not rewritten (a no-op rerun over a million rows writes nothing)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    if now.any():
+    if now.any() or not rows.table.column("named").to_numpy()[rows.photos].all():
         return False
-    photos = pa.array(rows.photos)
-    columns = {
-        "mask_file_name": (rows.table.column("mask_file_name"), rows.named("mask")),
-        "refine_trimap_file_name": (rows.table.column("refine_trimap_file_name"), rows.named("refine_trimap")),
-    }
-    for recorded, expected in columns.values():
-        if not pc.all(pc.equal(recorded, expected).fill_null(False).filter(photos)).as_py():
-            return False
-    for column in ("alpha_source", "refine_model"):
-        if pc.any(pc.is_null(rows.table.column(column)).filter(photos)).as_py():
-            return False
-    files = pa.table({column: names.filter(photos) for column, (names, _) in columns.items()})
-    return bool(complete_mask(rows.folder, files).all())
+    return bool(_present(rows, np.flatnonzero(rows.photos)).all())
 
 
 def parse_where(items) -> tuple[tuple[str, str], ...]:

@@ -471,24 +471,30 @@ def test_seeded_done_reads_the_indices_out_of_the_done_ids(tmp_path, monkeypatch
     assert state.seeded_done(("validation",), "composite", 1, 10).sum() == 0
 
 
-def test_cache_table_reads_what_parse_metadata_reads_and_leaves_out_bad_lines(tmp_path):
-    """A cache file is read by Arrow when it can and line by line otherwise, to the same table; a line that is not JSON,
-    lacks a column or holds a value of another type is left out (a cache: measured again)."""
+def test_cache_batches_read_what_parse_metadata_reads_and_leave_out_bad_lines(tmp_path):
+    """A cache file is read by Arrow when it can and line by line otherwise, to the same rows (a reader takes each id's
+    last one); a line that is not JSON, lacks a column or holds a value of another type is left out (a cache: measured
+    again)."""
     import pyarrow as pa
 
-    from datagen.records import cache_table
+    from datagen.records import cache_batches
+
+    def last_rows(path):
+        return {row["id"]: row for batch in cache_batches(path, schema) for row in batch.to_pylist()}
 
     schema = pa.schema([("id", pa.string()), ("size", pa.int64()), ("share", pa.float64())])
     good = [{"id": "a", "size": 3, "share": 0.5}, {"id": "b", "size": 4, "share": 1}]
     good.append({"id": "a", "size": 5, "share": 0})
     path = tmp_path / "cache.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in good))
+    batches = list(cache_batches(path, schema))
     expected = pa.table({"id": ["a", "b", "a"], "size": [3, 4, 5], "share": [0.5, 1.0, 0.0]}, schema=schema)
-    assert cache_table(path, schema).equals(expected)
-    assert cache_table(tmp_path / "none.jsonl", schema).num_rows == 0
+    assert pa.Table.from_batches(batches).equals(expected)
+    expected = {"a": {"id": "a", "size": 5, "share": 0.0}, "b": {"id": "b", "size": 4, "share": 1.0}}
+    assert last_rows(path) == expected and last_rows(tmp_path / "none.jsonl") == {}
     bad = ['{"id": "c", "size": "x", "share": 0.1}', '{"id": "d", "share": 0.1}', "not json"]
     bad += ['{"id": "e", "size": true, "share": 0.1}', '{"id": 7, "size": 1, "share": 0.1}']
     path.write_text("".join(json.dumps(row) + "\n" for row in good) + "".join(line + "\n" for line in bad) + '{"id"')
-    assert cache_table(path, schema).equals(expected)
+    assert last_rows(path) == expected
     path.write_text("".join(json.dumps(row) + "\n" for row in good) + '{"id": "d", "share": 0.1}\n')
-    assert cache_table(path, schema).equals(expected), "a row without a column, read by Arrow (a null): left out"
+    assert last_rows(path) == expected, "a row without a column, read by Arrow (a null): left out"

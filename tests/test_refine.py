@@ -408,3 +408,54 @@ def test_overwrite_with_where_keeps_what_the_other_rows_record(tmp_path, tiny_vi
             assert row["refine_model"] == str(other)
         else:
             assert row == before[row["id"]], "a row --where left out is recorded as it was"
+
+
+def test_rows_read_by_arrow_or_line_by_line_are_the_same(tmp_path, monkeypatch):
+    """SplitRows reads the rows by Arrow a batch at a time; where Arrow's reading could differ (here a blank line, found
+    after every batch was read) they are read again line by line, from the first: the same ids, file names and flags,
+    whatever the batch size; the rows to refine read again (`rows`) are those asked."""
+    import pyarrow as pa
+
+    import datagen.records
+    from datagen.refine import SplitRows
+
+    root = coarse_dataset(tmp_path / "ds", n=7)
+    write_sample(root, "train", "bg", image=draw_background(np.random.default_rng(1), 8, 8), alpha=None)
+    straight = SplitRows.read(root, "train").table
+    assert straight.column("photo").to_pylist() == [True] * 7 + [False]
+    assert straight.column("id").num_chunks == 1 and straight.column("alpha_file_name")[-1].as_py() == ""
+    metadata = root / "train/metadata.jsonl"
+    metadata.write_text(metadata.read_text().replace("\n", "\n\n", 1))
+    monkeypatch.setattr(datagen.records, "STRING_BATCH", 3)
+    again = SplitRows.read(root, "train")
+    assert again.table.equals(straight)
+    rows = again.rows(np.array([1, 4, 5]))
+    assert rows.column("id").to_pylist() == ["s1", "s4", "s5"] and rows.column("file_name")[0].as_py() == "im/s1.jpg"
+    assert pa.Table.from_batches(rows.to_batches()).num_rows == 3
+
+
+def test_files_of_ids_answers_as_a_stat_would(tmp_path, monkeypatch):
+    """Which ids have `<folder><id><suffix>`: a listing searched a batch at a time, the ids not listed stat-ed (one made
+    invisible to the listing here is still found), none when the folder is missing."""
+    import pyarrow as pa
+
+    import datagen.records
+    from datagen.records import StringIndex, files_of_ids
+
+    ids = pa.array([f"s{i}" for i in range(9)] + ["caf\u00e9"])
+    folder = tmp_path / "mask"
+    folder.mkdir()
+    for name in ("s1", "s3", "s4", "s8", "caf\u00e9"):
+        (folder / f"{name}.png").write_bytes(b"x")
+    (folder / "s5.jpg").write_bytes(b"x")
+    (folder / "s6.png").mkdir()  # a folder is not a file
+    rows = np.arange(10)
+    expected = [False, True, False, True, True, False, False, False, True, True]
+    monkeypatch.setattr(datagen.records, "STRING_BATCH", 2)
+    assert files_of_ids(f"{folder}/", StringIndex(ids), ".png", rows).tolist() == expected
+    assert files_of_ids(f"{folder}/", StringIndex(ids), ".png", np.array([3, 2])).tolist() == [True, False]
+    real = datagen.records._listed_names
+    hidden = lambda *args: ([name for name in names if name != "s3.png"] for names in real(*args))  # noqa: E731
+    monkeypatch.setattr(datagen.records, "_listed_names", hidden)
+    assert files_of_ids(f"{folder}/", StringIndex(ids), ".png", rows).tolist() == expected
+    assert not files_of_ids(f"{tmp_path}/none/", StringIndex(ids), ".png", rows).any()
