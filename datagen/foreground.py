@@ -41,10 +41,12 @@ from datagen.records import (
     SPLITS,
     InPlaceResult,
     Skip,
+    StringColumn,
+    StringIndex,
     chosen_splits,
-    complete_mask,
     file_table,
-    names_a_file,
+    file_table_rows,
+    files_of_ids,
     rejected_ids,
     resolve_shard,
     update_rows,
@@ -194,14 +196,45 @@ def estimate_one(job: ForegroundJob) -> Skip | None:
 RAY_BATCH = 4  # images per Ray task: `ml` takes about a second per 1024 px image
 
 
-def photo_table(root: Path, split: str):
-    """The rows of a split that are photos (an image and an alpha), in file order, as columns: id, file_name,
-    alpha_file_name, foreground_file_name, foreground_method (`records.file_table`: no object per row)."""
-    import pyarrow as pa
+FOREGROUND_COLUMNS = ("file_name", "alpha_file_name", "foreground_file_name", "foreground_method")
 
-    table = file_table(root, split, ("file_name", "alpha_file_name", "foreground_file_name", "foreground_method"))
-    photos = names_a_file(table.column("file_name")) & names_a_file(table.column("alpha_file_name"))
-    return table if photos.all() else table.filter(pa.array(photos))  # usually all are: no copy
+
+@dataclass
+class PhotoRows:
+    """The photo rows (an image and an alpha) of a split as foreground reads them: `records.file_table` reduced a batch
+    at a time as it is read, so no object per row and of the FOREGROUND_COLUMNS only the ids are held: `ids` (an Arrow
+    array), `numbers` (each one's row number in the file), `named` (whether its row already names its fg/ file and
+    `method`), `methods` (the methods the rows name)."""
+
+    ids: Any
+    numbers: np.ndarray
+    named: np.ndarray
+    methods: set[str]
+
+    @classmethod
+    def read(cls, root: Path, split: str, method: str) -> PhotoRows:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ids, numbers, named, methods = StringColumn(), [], [], set()
+
+        def keep(batch, start: int):
+            if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
+                ids.finish(), numbers.clear(), named.clear(), methods.clear()
+            given = [pc.not_equal(batch.column(name), "").fill_null(False) for name in FOREGROUND_COLUMNS[:2]]
+            photo = pc.and_(*given)
+            part = batch.filter(photo)
+            ids.extend_array(part.column("id"))
+            numbers.append(start + np.flatnonzero(photo.to_numpy(zero_copy_only=False)))
+            target = pc.binary_join_element_wise("fg/", part.column("id"), ".png", "")
+            same = pc.equal(part.column("foreground_file_name"), target)
+            same = pc.and_(same, pc.equal(part.column("foreground_method"), method))
+            named.append(same.fill_null(False).to_numpy(zero_copy_only=False))
+            methods.update(pc.unique(part.column("foreground_method")).drop_null().to_pylist())
+            return pa.record_batch([photo], names=["photo"])
+
+        file_table(root, split, FOREGROUND_COLUMNS, reduce=keep)
+        return cls(ids.finish(), np.concatenate(numbers), np.concatenate(named), methods)
 
 
 def run_foreground(config: ForegroundConfig, command: str = "datagen foreground") -> ForegroundResult:
@@ -219,27 +252,29 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
 
 def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, str], run: Run) -> None:
     """This shard's missing fg/ files of one split; once no row of the split waits, its rows get the columns. The fg/
-    folder is listed once, not stat-ed a file at a time."""
+    folder is listed once, not stat-ed a file at a time (`records.files_of_ids`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     root, result = Path(config.root), run.result
-    photos = photo_table(root, split)
-    if not photos.num_rows:
+    photos = PhotoRows.read(root, split, config.method)
+    if not len(photos.ids):
         raise InputError(f"{root}/{split} has no photo rows (image + alpha): nothing to estimate")
-    check_method(root, split, pc.unique(photos.column("foreground_method")).drop_null().to_pylist(), config)
+    check_method(root, split, sorted(photos.methods), config)
     folder = os.path.join(str(root / split), "")
-    targets = pc.binary_join_element_wise("fg/", photos.column("id"), ".png", "")  # where each row's fg/ file goes
+    ids = StringIndex(photos.ids)
     index, count = config.shard
-    mine = np.arange(index, photos.num_rows, count)
-    present = _present(folder, targets)
+    mine = np.arange(index, len(photos.ids), count)
+    every = np.arange(len(photos.ids))
+    present = files_of_ids(f"{folder}fg/", ids, ".png", every)
     todo = mine if config.overwrite else mine[~present[mine]]
     result.existing += len(mine) - len(todo)
-    part = photos.take(pa.array(todo, pa.int64())).to_pydict()
+    part = file_table_rows(root, split, FOREGROUND_COLUMNS, photos.numbers[todo], photos.ids.take(todo)).to_pydict()
     jobs = [
-        ForegroundJob(Path(folder + image), Path(folder + alpha), Path(folder + target), config.method)
-        for image, alpha, target in zip(part["file_name"], part["alpha_file_name"], targets.take(todo).to_pylist())
+        ForegroundJob(Path(folder + image), Path(folder + alpha), Path(f"{folder}fg/{sample_id}.png"), config.method)
+        for sample_id, image, alpha in zip(part["id"], part["file_name"], part["alpha_file_name"])
     ]
+    del part
     outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2)
     for outcome in tqdm(
         outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress
@@ -248,23 +283,14 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
             result.new += 1
         else:
             run.skip(outcome)
-    counted = ~pc.is_in(photos.column("id"), value_set=pa.array(list(rejected), pa.string())).to_numpy(
-        zero_copy_only=False
-    )
+    counted = ~pc.is_in(photos.ids, value_set=pa.array(list(rejected), pa.string())).to_numpy(zero_copy_only=False)
     if jobs:  # fg/ changed: listed again (other shards may have written theirs meanwhile too)
-        present = _present(folder, targets)
+        present = files_of_ids(f"{folder}fg/", ids, ".png", every)
     waiting = int(np.count_nonzero(counted & ~present))
     if waiting:
         result.waiting[split] = waiting
     else:
-        result.rows_updated[split] = record_foregrounds(root, split, config.method, photos, targets)
-
-
-def _present(folder: str, names) -> np.ndarray:
-    """Which of `names` (paths below the split folder `folder`) are files: one listing of their folder."""
-    import pyarrow as pa
-
-    return complete_mask(folder, pa.table({"foreground_file_name": names}))
+        result.rows_updated[split] = record_foregrounds(root, split, config.method, photos)
 
 
 def check_method(root: Path, split: str, methods: list[str], config: ForegroundConfig) -> None:
@@ -278,14 +304,10 @@ def check_method(root: Path, split: str, methods: list[str], config: ForegroundC
         )
 
 
-def record_foregrounds(root: Path, split: str, method: str, photos, targets) -> int:
-    """Give every photo row of the split (`photos`, its `photo_table`; `targets`, their fg/ names)
-    `foreground_file_name` and `foreground_method`; returns how many changed. A split whose rows all say so already is
-    not rewritten."""
-    import pyarrow.compute as pc
-
-    named = pc.equal(photos.column("foreground_file_name"), targets).fill_null(False)
-    if pc.all(pc.and_(named, pc.equal(photos.column("foreground_method"), method).fill_null(False))).as_py():
+def record_foregrounds(root: Path, split: str, method: str, photos: PhotoRows) -> int:
+    """Give every photo row of the split `foreground_file_name` and `foreground_method`; returns how many changed. A
+    split whose rows all say so already (`photos.named`) is not rewritten."""
+    if photos.named.all():
         return 0
 
     def update(row: dict[str, Any]) -> dict[str, Any]:

@@ -571,6 +571,22 @@ def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = F
     return pa.Table.from_batches(batches, empty.schema)
 
 
+def file_table_rows(root: str | os.PathLike, split: str, columns: tuple[str, ...], numbers: np.ndarray, ids=None):
+    """`file_table` of the rows `numbers` (sorted row numbers) only, read again (no other row is held); with `ids`
+    (theirs when they were numbered), a RuntimeError when the file no longer holds them there."""
+    import pyarrow as pa
+
+    def taken(batch, start: int):
+        at = numbers[np.searchsorted(numbers, start) : np.searchsorted(numbers, start + batch.num_rows)] - start
+        return batch.take(pa.array(at, pa.int64()))
+
+    table = file_table(root, split, columns, reduce=taken)
+    expected = ids if ids is None or isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids], pa.string())
+    if expected is not None and not table.column("id").equals(expected):
+        raise RuntimeError(f"{metadata_path(root, split)} changed while it was read: run the command again")
+    return table
+
+
 def cache_batches(path: str | os.PathLike, schema) -> Iterator[Any]:
     """The rows of a JSON-lines cache file (one object a line, appended as things are measured) as Arrow record batches
     of `schema`'s columns ("id" first), in file order, streamed. A line that is not a JSON object, lacks one of the

@@ -54,6 +54,7 @@ from datagen.records import (
     cache_batches,
     chosen_splits,
     file_table,
+    file_table_rows,
     files_of_ids,
     forget_derived,
     index_in,
@@ -393,14 +394,7 @@ class SplitRows:
         """The REFINE_COLUMNS of the rows `numbers` (sorted), read again (no other row is held): a pyarrow Table."""
         import pyarrow as pa
 
-        def taken(batch, start: int):
-            at = numbers[np.searchsorted(numbers, start) : np.searchsorted(numbers, start + batch.num_rows)] - start
-            return batch.take(pa.array(at, pa.int64()))
-
-        table = file_table(self.root, self.split, REFINE_COLUMNS, reduce=taken)
-        if not table.column("id").equals(self.ids.take(pa.array(numbers, pa.int64()))):
-            raise RuntimeError(f"{metadata_path(self.root, self.split)} changed while refine read it: run it again")
-        return table
+        return file_table_rows(self.root, self.split, REFINE_COLUMNS, numbers, self.ids.take(pa.array(numbers)))
 
 
 def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> np.ndarray:
