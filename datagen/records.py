@@ -576,6 +576,9 @@ def file_table_rows(root: str | os.PathLike, split: str, columns: tuple[str, ...
     (theirs when they were numbered), a RuntimeError when the file no longer holds them there."""
     import pyarrow as pa
 
+    if not len(numbers):  # nothing to read (a no-op rerun)
+        return pa.schema([(column, pa.string()) for column in ("id", *columns)]).empty_table()
+
     def taken(batch, start: int):
         at = numbers[np.searchsorted(numbers, start) : np.searchsorted(numbers, start + batch.num_rows)] - start
         return batch.take(pa.array(at, pa.int64()))
@@ -1255,24 +1258,42 @@ def replace_alpha(sample: Sample, data: bytes) -> list[str]:
 def forget_derived(root: str | os.PathLike, split: str) -> int:
     """Once a derived file of a row is gone (replace_alpha deleted it), drop that kind's columns from every row of the
     split, so rows stay uniform and complete; files still there stay, and the stage that made them (`datagen
-    foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed. The rows
-    are read as columns and each kind's folder listed once (`complete_mask`): a million rows hold no dict each."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    folder, stale = os.path.join(str(Path(root) / split), ""), []
+    foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed. A million
+    rows are checked by one listing of the kind's folder (`_derived_present`), not a dict or a stat a row."""
+    stale = []
     for kind, marker in DERIVED_FROM_ALPHA.items():
-        column = FILE_KINDS[kind][0]
-        table = file_table(root, split, (column, marker))
-        marked = pc.is_valid(table.column(marker)).to_numpy(zero_copy_only=False)
-        if not marked.any():
-            continue
-        names = table.column(column).filter(pa.array(marked))
-        if not (names_a_file(names) & complete_mask(folder, pa.table({column: names}))).all():
+        column, subfolder = FILE_KINDS[kind]
+        if not _derived_present(root, split, column, marker, subfolder):
             stale += [column, marker]
     if not stale:
         return 0
     return update_rows(root, split, lambda row: {key: None for key in stale if key in row})
+
+
+def _derived_present(root: str | os.PathLike, split: str, column: str, marker: str, subfolder: str) -> bool:
+    """Whether every row that has `marker` has the file its `column` names. The rows are read a batch at a time and
+    reduced to the ids of those whose file is `<subfolder>/<id>.png`, as the stage names it (found by one listing of
+    the folder, `files_of_ids`), and the few other names (stat-ed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    usual, other = StringColumn(), []
+
+    def keep(batch, start: int):
+        if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
+            usual.finish(), other.clear()
+        marked = batch.filter(pc.is_valid(batch.column(marker)))
+        names, ids = marked.column(column), marked.column("id")
+        named = pc.equal(names, pc.binary_join_element_wise(f"{subfolder}/", ids, ".png", "")).fill_null(False)
+        usual.extend_array(ids.filter(named))
+        other.extend(names.filter(pc.invert(named)).to_pylist())
+        return pa.record_batch([pa.array([], pa.bool_())], names=["none"])
+
+    file_table(root, split, (column, marker), reduce=keep)
+    ids, folder = usual.finish(), os.path.join(str(Path(root) / split), "")
+    if not all(name and os.path.isfile(folder + name) for name in other):
+        return False
+    return bool(files_of_ids(f"{folder}{subfolder}/", StringIndex(ids), ".png", np.arange(len(ids))).all())
 
 
 def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> list[str]:

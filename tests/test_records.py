@@ -498,3 +498,28 @@ def test_cache_batches_read_what_parse_metadata_reads_and_leave_out_bad_lines(tm
     assert last_rows(path) == expected
     path.write_text("".join(json.dumps(row) + "\n" for row in good) + '{"id": "d", "share": 0.1}\n')
     assert last_rows(path) == expected, "a row without a column, read by Arrow (a null): left out"
+
+
+def test_forget_derived_drops_a_kind_only_when_one_of_its_files_is_gone(tmp_path, person):
+    """The fg/ of `datagen foreground` (rows with foreground_method) named fg/<id>.png or otherwise: its columns leave
+    every row once one marked row's file is gone; kept while all are there."""
+    from datagen.records import forget_derived, update_rows
+
+    for name in ("a", "b", "c"):
+        write_sample(tmp_path, "train", name, image=person[..., :3], alpha=person[..., 3], foreground=person)
+    (tmp_path / "train/fg/c.png").rename(tmp_path / "train/fg/other-c.png")
+
+    def mark(row):
+        name = "fg/other-c.png" if row["id"] == "c" else f"fg/{row['id']}.png"
+        return {"foreground_file_name": name, "foreground_method": "ml"}
+
+    update_rows(tmp_path, "train", mark)
+    before = read_rows(tmp_path, "train")
+    assert forget_derived(tmp_path, "train") == 0 and read_rows(tmp_path, "train") == before
+    for gone in ("fg/other-c.png", "fg/a.png"):
+        (tmp_path / "train" / gone).rename(tmp_path / "train" / f"{gone}.kept")
+        assert forget_derived(tmp_path, "train") == 3, gone
+        columns = {"foreground_method", "foreground_file_name"}
+        assert not any(columns & row.keys() for row in read_rows(tmp_path, "train"))
+        (tmp_path / "train" / f"{gone}.kept").rename(tmp_path / "train" / gone)
+        update_rows(tmp_path, "train", mark)
