@@ -544,18 +544,12 @@ def file_table(root: str | os.PathLike, split: str, columns: tuple[str, ...] = F
     if not path.is_file():
         return pa.Table.from_batches([empty])
     try:
-        batches, start, pending, count = [], 0, [], 0
-        for batch in _arrow_batches(path, schema):
-            if reduce is None:
-                batches.append(batch)
-                continue
-            pending.append(batch)  # about a hundred rows each: reduced STRING_BATCH rows at a time
-            count += batch.num_rows
-            if count >= STRING_BATCH:
-                batches.append(keep(pa.concat_batches(pending), start))
-                start, pending, count = start + count, [], 0
-        if pending:
-            batches.append(keep(pa.concat_batches(pending), start))
+        if reduce is None:  # the batches as Arrow read them (no copy)
+            return pa.Table.from_batches(list(_arrow_batches(path, schema)), schema)
+        batches, start = [], 0
+        for batch in _grouped(_arrow_batches(path, schema)):
+            batches.append(reduce(batch, start))
+            start += batch.num_rows
         return pa.Table.from_batches(batches, empty.schema)
     except _ArrowCannot:
         pass
@@ -659,6 +653,22 @@ def _arrow_batches(path: Path, schema) -> Iterator[Any]:
         raise _ArrowCannot from error
     if rows != lines:
         raise _ArrowCannot  # a blank line, or two objects on one line
+
+
+def _grouped(batches: Iterable[Any]) -> Iterator[Any]:
+    """Arrow's JSON batches (about a hundred rows each, `_arrow_batches`) joined into batches of at least STRING_BATCH
+    rows: what is computed on each costs a call a batch, not a call a hundred rows."""
+    import pyarrow as pa
+
+    pending, count = [], 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= STRING_BATCH:
+            yield pa.concat_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.concat_batches(pending)
 
 
 def _numbered_rows(root: str | os.PathLike, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
