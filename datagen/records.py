@@ -261,6 +261,10 @@ class StringIndex:
     (scripts/bench_scale.py's kind): 1.1 s and 15 MB above the inputs, where `pc.index_in` took 0.6 s and 72 MB."""
 
     def __init__(self, value_set):
+        import pyarrow as pa
+
+        if isinstance(value_set, pa.ChunkedArray):  # one chunk: Arrow's take of a chunked array joins them at each call
+            value_set = value_set.chunk(0) if value_set.num_chunks == 1 else value_set.combine_chunks()
         self.value_set = value_set
         self.hashes = string_hashes(value_set)
         order = np.argsort(self.hashes, kind="stable")  # equal hashes keep the set's order: first occurrences first

@@ -612,7 +612,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
         for rows in splits:
             check_model(rows, config)
         if not config.force:
-            soft.read([rows for rows in splits if rows.chosen.any()])  # one pass over the file for every split
+            soft.read([rows for rows in splits if (rows.chosen & ~rows.vitmatte).any()])  # one pass for all splits
         for rows in splits:
             index, count = config.shard
             mine = np.arange(rows.table.num_rows) % count == index
