@@ -54,6 +54,10 @@ FILE_COLUMNS = tuple(column for column, _ in FILE_KINDS.values())
 # Files a stage derives from a sample's alpha, each with the row key that says a stage made it (a source's own file,
 # a synthetic person's fg/, has no such key and is never touched): replace_alpha deletes them with the old alpha.
 DERIVED_FROM_ALPHA = {"foreground": "foreground_method"}
+# Files that in-place stages add to rows another stage wrote: refine's mask/ and refine_trimap/, and fg/ where a row
+# has DERIVED_FROM_ALPHA's marker. A rerun of the stage that wrote the row does not make them, so its resume check
+# leaves them out: one gone never has that stage write the row's files again, over the alpha refine replaced.
+ADDED_IN_PLACE = ("mask_file_name", "refine_trimap_file_name")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -1016,25 +1020,39 @@ def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[st
     ids stay an Arrow array."""
     import pyarrow as pa
 
-    schema = pa.schema([(column, pa.string()) for column in ("id", *FILE_COLUMNS)])
+    own = [column for column in FILE_COLUMNS if column not in ADDED_IN_PLACE]  # a row's own files (_added_in_place)
+    derived = {FILE_KINDS[kind][0]: marker for kind, marker in DERIVED_FROM_ALPHA.items()}
+    schema = pa.schema([(column, pa.string()) for column in ("id", *own, *derived.values())])
     folder, ids, missing, is_file = f"{root}{os.sep}{split}{os.sep}", StringColumn(), set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
         ids.extend_array(batch.column(0))  # copied out: the batch is freed, no small array a batch is kept
-        for column in batch.columns[1:]:
-            if column.null_count < len(column):  # the ids of the rows whose file is missing (few), not all ids
-                gone = [row for row, name in enumerate(column.to_pylist()) if name and not is_file(folder + name)]
-                missing.update(batch.column(0).take(gone).to_pylist() if gone else ())
+        for own_column in own:
+            column = batch.column(own_column)
+            if column.null_count == len(column):
+                continue
+            names = column.to_pylist()
+            marker = batch.column(derived[own_column]) if own_column in derived else None
+            if marker is not None and marker.null_count < len(marker):  # a derived file (marked) is not the row's own
+                names = [None if mark is not None else name for name, mark in zip(names, marker.to_pylist())]
+            gone = [row for row, name in enumerate(names) if name and not is_file(folder + name)]  # few, not all ids
+            missing.update(batch.column(0).take(gone).to_pylist() if gone else ())
     return IdSet(arrow=ids.finish()), missing
 
 
 def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple[IdSet, set[str]]:
-    """(ids that have a row, ids whose row names a file that is not on disk)."""
+    """(ids that have a row, ids whose row names a file of its own, not ADDED_IN_PLACE, that is not on disk)."""
     folder, rowed, missing = f"{root}{os.sep}{split}{os.sep}", set(), set()
     for row in rows:
         rowed.add(row["id"])
-        if not files_present(folder, row):
+        if not files_present(folder, {key: value for key, value in row.items() if key not in _added_in_place(row)}):
             missing.add(row["id"])
     return IdSet(rowed), missing
+
+
+def _added_in_place(row: dict[str, Any]) -> tuple[str, ...]:
+    """The file columns of `row` that an in-place stage added (ADDED_IN_PLACE)."""
+    marked = tuple(FILE_KINDS[kind][0] for kind, marker in DERIVED_FROM_ALPHA.items() if row.get(marker) is not None)
+    return ADDED_IN_PLACE + marked
 
 
 @contextmanager

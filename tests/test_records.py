@@ -523,3 +523,28 @@ def test_forget_derived_drops_a_kind_only_when_one_of_its_files_is_gone(tmp_path
         assert not any(columns & row.keys() for row in read_rows(tmp_path, "train"))
         (tmp_path / "train" / f"{gone}.kept").rename(tmp_path / "train" / gone)
         update_rows(tmp_path, "train", mark)
+
+
+@pytest.mark.parametrize("arrow_min", [0, 1 << 30], ids=["arrow", "line by line"])
+def test_a_resume_check_leaves_out_the_files_in_place_stages_added(tmp_path, person, monkeypatch, arrow_min):
+    """refine's mask/ and refine_trimap/, and a foreground-ed fg/ (foreground_method set), are not the files of the
+    stage that wrote the row: one gone does not make that stage write the row again (over the alpha refine replaced);
+    a row's own file gone does, a synthetic person's own fg/ (no marker) included."""
+    from datagen.records import update_rows
+
+    monkeypatch.setattr(records, "ARROW_MIN_BYTES", arrow_min)
+    for name in ("refined", "estimated", "own-alpha", "person"):
+        extra = {"foreground": person} if name == "person" else {"image": person[..., :3]}
+        write_sample(tmp_path, "train", name, alpha=person[..., 3], **extra)
+    added = {
+        "refined": {"mask_file_name": "mask/refined.png", "refine_trimap_file_name": "refine_trimap/refined.png"},
+        "estimated": {"foreground_file_name": "fg/estimated.png", "foreground_method": "ml"},
+    }
+    update_rows(tmp_path, "train", lambda row: added.get(row["id"], {}))  # none of these files is on disk
+    (tmp_path / "train/gt/own-alpha.png").unlink()
+    state = ResumeState.read(tmp_path)
+    assert [state.is_done("train", name) for name in ("refined", "estimated", "own-alpha", "person")] == [
+        True, True, False, True
+    ]  # fmt: skip
+    (tmp_path / "train/fg/person.png").unlink()
+    assert not ResumeState.read(tmp_path).is_done("train", "person")
