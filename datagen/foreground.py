@@ -47,6 +47,8 @@ from datagen.records import (
     file_table,
     file_table_rows,
     files_of_ids,
+    named_by_id,
+    photo_flags,
     rejected_ids,
     resolve_shard,
     update_rows,
@@ -221,15 +223,13 @@ class PhotoRows:
         def keep(batch, start: int):
             if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
                 ids.finish(), numbers.clear(), named.clear(), methods.clear()
-            given = [pc.not_equal(batch.column(name), "").fill_null(False) for name in FOREGROUND_COLUMNS[:2]]
-            photo = pc.and_(*given)
+            photo = photo_flags(batch)
             part = batch.filter(photo)
             ids.extend_array(part.column("id"))
             numbers.append(start + np.flatnonzero(photo.to_numpy(zero_copy_only=False)))
-            target = pc.binary_join_element_wise("fg/", part.column("id"), ".png", "")
-            same = pc.equal(part.column("foreground_file_name"), target)
-            same = pc.and_(same, pc.equal(part.column("foreground_method"), method))
-            named.append(same.fill_null(False).to_numpy(zero_copy_only=False))
+            same = named_by_id(part.column("foreground_file_name"), part.column("id"), "fg")
+            same = pc.and_(same, pc.equal(part.column("foreground_method"), method).fill_null(False))
+            named.append(same.to_numpy(zero_copy_only=False))
             methods.update(pc.unique(part.column("foreground_method")).drop_null().to_pylist())
             return pa.record_batch([photo], names=["photo"])
 

@@ -729,6 +729,23 @@ def names_a_file(names) -> np.ndarray:
     return pc.not_equal(names, "").fill_null(False).to_numpy(zero_copy_only=False)
 
 
+def named_by_id(names, ids, folder: str, suffix: str = ".png"):
+    """Which of `names` (an Arrow string array) are `<folder>/<id><suffix>` with their row's id (`ids`), as the stages
+    name the files they make: an Arrow bool array, a null name False."""
+    import pyarrow.compute as pc
+
+    return pc.equal(names, pc.binary_join_element_wise(f"{folder}/", ids, suffix, "")).fill_null(False)
+
+
+def photo_flags(batch):
+    """Which rows of a record batch are photos: their file_name and alpha_file_name both name a file (an Arrow bool
+    array; `names_a_file` of each, as one)."""
+    import pyarrow.compute as pc
+
+    given = [pc.not_equal(batch.column(name), "").fill_null(False) for name in ("file_name", "alpha_file_name")]
+    return pc.and_(*given)
+
+
 def _listed_files(folder: str, batch: int = 65536):
     """The names of the files in `folder` (symbolic links followed, as os.path.isfile does) as an Arrow string array
     made a batch at a time (`StringColumn`); none when it is missing. A name that is not UTF-8 is left out of the
@@ -1044,7 +1061,8 @@ def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple
     folder, rowed, missing = f"{root}{os.sep}{split}{os.sep}", set(), set()
     for row in rows:
         rowed.add(row["id"])
-        if not files_present(folder, {key: value for key, value in row.items() if key not in _added_in_place(row)}):
+        added = _added_in_place(row)
+        if not files_present(folder, {key: value for key, value in row.items() if key not in added}):
             missing.add(row["id"])
     return IdSet(rowed), missing
 
@@ -1316,7 +1334,7 @@ def _derived_present(root: str | os.PathLike, split: str, column: str, marker: s
             usual.finish(), other.clear()
         marked = batch.filter(pc.is_valid(batch.column(marker)))
         names, ids = marked.column(column), marked.column("id")
-        named = pc.equal(names, pc.binary_join_element_wise(f"{subfolder}/", ids, ".png", "")).fill_null(False)
+        named = named_by_id(names, ids, subfolder)
         usual.extend_array(ids.filter(named))
         other.extend(names.filter(pc.invert(named)).to_pylist())
         return pa.record_batch([pa.array([], pa.bool_())], names=["none"])

@@ -61,6 +61,8 @@ from datagen.records import (
     iter_rows,
     iter_strings,
     metadata_path,
+    named_by_id,
+    photo_flags,
     replace_alpha,
     resolve_shard,
     update_rows,
@@ -326,11 +328,9 @@ def _flags(batch):
     vitmatte = pc.equal(source, "vitmatte").fill_null(False)
     named = pc.and_(pc.is_valid(source), pc.is_valid(column["refine_model"]))
     for folder in ("mask", "refine_trimap"):
-        expected = pc.binary_join_element_wise(f"{folder}/", ids, ".png", "")
-        named = pc.and_(named, pc.equal(column[f"{folder}_file_name"], expected).fill_null(False))
-    given = [pc.not_equal(column[name], "").fill_null(False) for name in ("file_name", "alpha_file_name")]
+        named = pc.and_(named, named_by_id(column[f"{folder}_file_name"], ids, folder))
     values = {
-        "photo": pc.and_(*given),
+        "photo": photo_flags(batch),
         "vitmatte": vitmatte,
         "unrecorded": pc.is_null(source),
         "named": named,
