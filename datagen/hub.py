@@ -523,7 +523,7 @@ def pull(
         ) from error
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), parse_split_map(split_map or {})
-    with resume_run(out) as state:
+    with resume_run(out, whole_rows=True) as state:  # pull writes mask/, refine_trimap/ and fg/ itself
         skipped: list[Skip] = []
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
         renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from

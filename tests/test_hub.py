@@ -368,3 +368,37 @@ def test_pull_of_a_dataset_directory_or_without_network_is_one_line(dataset, tmp
     assert "Traceback" not in result.output and "Check the network" in result.output
     result = runner.invoke(cli, ["pull", str(tmp_path / "nope"), "-o", str(tmp_path / "q")])
     assert result.exit_code == 1 and str(tmp_path / "nope") in result.output and "Traceback" not in result.output
+
+
+def test_a_pull_rerun_restores_every_file_it_wrote_in_place_stages_added_ones_too(tmp_path, person):
+    """A pulled row's files are all pull's own, refine's mask/ and refine_trimap/ and a marked fg/ included: one gone,
+    the rerun pulls the row again (the resume check of import and compose leaves such files out; pull must not)."""
+    from datagen.records import write_sample
+
+    source = tmp_path / "src"
+    alpha = person[..., 3]
+    for index in range(2):
+        write_sample(
+            source,
+            "train",
+            f"refined-{index}",
+            image=np.ascontiguousarray(person[..., :3]),
+            alpha=alpha,
+            mask=np.where(alpha > 127, 255, 0).astype(np.uint8),
+            refine_trimap=np.where(alpha == 0, 0, np.where(alpha == 255, 255, 128)).astype(np.uint8),
+            foreground=person,
+            metadata={"source": "procedural", "license": "Apache-2.0", "alpha_source": "vitmatte",
+                      "foreground_method": "blur_fusion"},
+        )  # fmt: skip
+    push(PushConfig(source, "user/refined", dry_run=tmp_path / "dry"))
+    back = tmp_path / "back"
+    assert pull(str(tmp_path / "dry"), back).new == 2
+    row = read_rows(back, "train")[0]
+    kept = {c: (back / "train" / row[c]).read_bytes() for c in ("mask_file_name", "refine_trimap_file_name",
+                                                                "foreground_file_name")}  # fmt: skip
+    for column in kept:
+        (back / "train" / row[column]).unlink()
+    again = pull(str(tmp_path / "dry"), back)
+    assert (again.new, again.existing) == (1, 1), "the row with files gone is pulled again (its row kept)"
+    assert {c: (back / "train" / row[c]).read_bytes() for c in kept} == kept
+    assert read_rows(back, "train") == read_rows(source, "train")
