@@ -116,10 +116,14 @@ def degrade(image: np.ndarray, alpha: np.ndarray, params: dict[str, Any]) -> tup
         if params["noise_sigma"] > 0:
             cv2.scaleAdd(noise[oy : oy + height, ox : ox + width], params["noise_sigma"], image, dst=image)
         if params["grain"] > 0:  # the offsets swapped: another window than the noise's
-            image += params["grain"] * grain[ox : ox + height, oy : oy + width][..., None]
-    # to 8 bits in one pass: rounded to nearest (half to even), saturated to 0..255 (negatives from noise -> 0); the
-    # same bytes as thresholding at 0 and convertScaleAbs, 1.7 ms less at 1024 px
-    result = cv2.add(image, 0.0, dtype=cv2.CV_8U)
+            # one grain plane added to the three channels as a merged 3-channel array: numpy's broadcast over a last
+            # axis of 3 costs 4.8-6.6 ms at 1024 px, this 2.2 (the same float32 sums)
+            plane = params["grain"] * grain[ox : ox + height, oy : oy + width]
+            cv2.add(image, cv2.merge([plane, plane, plane]), dst=image)
+    # to 8 bits: negatives (from noise) to 0, then rounded to nearest (half to even) and saturated at 255.
+    # cv2.add(image, 0.0, dtype=CV_8U) gives the same bytes but takes 4.6-6.5 ms at 1024 px against 1.3-1.6 here
+    # (OpenCV 5.1; its mixed-type path slows down where values need saturating)
+    result = cv2.convertScaleAbs(cv2.threshold(image, 0, 0, cv2.THRESH_TOZERO)[1])
     if params["grayscale"]:
         result = cv2.cvtColor(cv2.cvtColor(result, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if params["jpeg_quality"]:
