@@ -1304,11 +1304,22 @@ def update_rows(root: str | os.PathLike, split: str, update) -> int:
 def replace_alpha(sample: Sample, data: bytes) -> list[str]:
     """Give `sample` a new alpha (PNG bytes, written atomically) and delete first what was derived from the old one
     (DERIVED_FROM_ALPHA: fg/ of `datagen foreground`), so no file made from the old alpha outlives it, even after a
-    kill between the two. Returns the kinds deleted; `forget_derived` then takes their columns out of the rows."""
+    kill between the two. Returns the kinds deleted; `forget_derived` then takes their columns out of the rows.
+
+    Derived are the file a row names with the kind's marker, and `<folder>/<id>.png` where the row names no file of
+    the kind: forget_derived drops the columns from every row of a split once one such file goes, and leaves the
+    others' files (still right); the stage that made them takes one there as done. A source's own file (named, no
+    marker) is never touched."""
     removed = []
     for kind, marker in DERIVED_FROM_ALPHA.items():
-        path = sample.path(kind)
-        if marker in sample.row and path is not None and path.is_file():
+        column, subfolder = FILE_KINDS[kind]
+        if marker in sample.row:
+            path = sample.path(kind)
+        elif not sample.row.get(column):  # its columns dropped by forget_derived (or never given: a killed stage)
+            path = sample.root / sample.split / subfolder / f"{sample.id}.png"
+        else:
+            continue
+        if path is not None and path.is_file():
             path.unlink()
             removed.append(kind)
     write_atomic(sample.path("alpha"), data)

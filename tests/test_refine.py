@@ -308,6 +308,28 @@ def test_refine_after_foreground_removes_the_stale_fg_and_foreground_makes_it_ag
     assert fixed.new == 4 and inspect_dataset(root).ok  # --overwrite estimates every fg/ again, same method or not
 
 
+def test_a_refine_of_some_rows_then_the_rest_leaves_no_fg_of_an_old_alpha(tmp_path, tiny_vitmatte):
+    """Refining s0 drops the fg columns from every row (records.forget_derived: rows stay uniform) while s1's fg/,
+    still right, stays. Refining s1 later must delete that fg/ too, though its row no longer says a stage made it,
+    or `datagen foreground` would take it as done: an fg/ of the old alpha under the new one."""
+    from datagen.foreground import ForegroundConfig, run_foreground
+
+    root = coarse_dataset(tmp_path / "ds", n=2)
+    run_foreground(ForegroundConfig(root, method="blur-fusion", progress=False))
+    base = dict(model=str(tiny_vitmatte), offline=True, device="cpu", progress=False)
+    first = run_refine(RefineConfig(root, where=("id=s0",), **base))
+    assert (first.refined, first.foregrounds_removed) == (1, 1)
+    assert (root / "train/fg/s1.png").is_file(), "s1's fg/ is still that of its alpha: kept"
+    second = run_refine(RefineConfig(root, **base))
+    assert (second.refined, second.foregrounds_removed) == (1, 1)
+    assert not (root / "train/fg/s1.png").exists()
+    assert run_foreground(ForegroundConfig(root, method="blur-fusion", progress=False)).new == 2
+    for row in read_rows(root, "train"):
+        fg = read_foreground(root / "train" / row["foreground_file_name"])
+        np.testing.assert_array_equal(fg[..., 3], read_alpha(root / "train" / row["alpha_file_name"]))
+    assert inspect_dataset(root).ok
+
+
 def test_another_model_or_method_refuses_or_redoes_never_relabels(tmp_path, tiny_vitmatte):
     import shutil
 
