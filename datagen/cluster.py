@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import InputError
+from datagen.parallel import reuse_freed_memory
 
 LOCAL = "local"  # `--ray` without a value: a Ray instance on this machine, started for the run
 INSTALL = "pip install -e '.[ray]'  (or: pip install 'ray[data]>=2.40')"
@@ -233,6 +234,7 @@ def _prepare(held: list) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one core per task, as in the local pool (Ray gives each task one CPU)
+    reuse_freed_memory()
     setup, setup_args = ray.get(held[0])
     if setup is not None:
         setup(*setup_args)

@@ -2,13 +2,15 @@
 
 Workers start from a fresh interpreter ("forkserver"), not a fork of a parent whose OpenCV thread pool may
 already be running (a forked copy of it can deadlock), and each runs OpenCV single-threaded so N workers use
-N cores instead of oversubscribing them.
+N cores instead of oversubscribing them, and keeps the memory it frees for its next buffers (`reuse_freed_memory`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +26,29 @@ from datagen.io import pid_alive
 # that registered itself with `runs_in_workers`.
 WORKER_MODULES = ["numpy", "cv2", "PIL.Image"]
 PARENT_POLL_S = 0.5  # how often a worker checks that the process that made its pool is alive
+# glibc's mallopt parameters (malloc.h) and what a worker sets them to (reuse_freed_memory)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = (128 << 20, 32 << 20)  # the second where a glibc refuses the first (its older limit)
+TRIM_THRESHOLD_BYTES = 512 << 20
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc's malloc keep the large buffers a worker frees for its next ones. By default a buffer of a few MB
+    (a 1024 px float frame is 12 MB) comes from fresh pages, mapped or grown anew after the last one went back to the
+    system, and each 4 KB page costs a fault on first touch: rendering a 1024 px composite took about 1,500 faults,
+    the training loader about 3,700 a sample. Kept, the pages are reused: the loader's worker 34.3 -> 26.2 ms a sample
+    (1,200 samples, half online composites at 1024 px), resident memory flat at 515 MB against 448-467 (peak 507).
+    Each worker process calls it at start-up; a no-op (False) off glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    if not any(mallopt(M_MMAP_THRESHOLD, value) == 1 for value in MMAP_THRESHOLD_BYTES):
+        return False  # musl's mallopt, a stub, says 0
+    return mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
 
 
 def launcher() -> tuple[int, int, int]:
@@ -93,6 +118,7 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs
 
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     cv2.setNumThreads(1)
+    reuse_freed_memory()
     if initializer is not None:
         initializer(*initargs)
 

@@ -170,3 +170,30 @@ def tiny_vitmatte(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vitmatte") / "tiny-vitmatte"
     VitMatteForImageMatting(config).save_pretrained(folder)
     return folder
+
+
+def fresh_pages_of_frames(_: object = None) -> int:
+    """Page faults of making and freeing three 1024 px float frames ten times over, as a render or a training sample
+    does: thousands where each buffer gets fresh pages, none where freed memory is reused."""
+    import resource
+
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    frames = [np.ones((1024, 1024, 3), np.float32) for _ in range(3)]  # the first time: fresh pages everywhere
+    del frames
+    before = faults()
+    for _ in range(10):
+        frames = [np.ones((1024, 1024, 3), np.float32) for _ in range(3)]
+        del frames
+    return faults() - before
+
+
+class FaultProbe:
+    """A Dataset of one item: `fresh_pages_of_frames` in the DataLoader worker that reads it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return fresh_pages_of_frames()

@@ -467,6 +467,28 @@ def test_one_forkserver_serves_stage_pools_and_loader_workers_with_their_code_lo
         assert pool.submit(eval, probe).result() == ["datagen.compose.run", "ormbg.data", "torch"]
 
 
+def test_stage_and_loader_workers_reuse_the_memory_they_free():
+    """A stage pool's worker, a DataLoader worker and a Ray worker keep freed buffers for the next ones
+    (`reuse_freed_memory`): a process that does not fault on every page of every frame."""
+    import subprocess
+    import sys
+
+    from torch.utils.data import DataLoader
+
+    from datagen.parallel import process_pool
+    from ormbg.data import loader_options
+    from tests.conftest import FaultProbe, fresh_pages_of_frames
+
+    code = "from tests.conftest import fresh_pages_of_frames as f; print(f())"
+    plain = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert plain > 1000, "a process as started faults on the frames' pages (or this probe shows nothing)"
+    with process_pool(1) as pool:
+        in_pool = pool.submit(fresh_pages_of_frames).result()
+    loader = DataLoader(FaultProbe(), batch_size=None, **loader_options(1))
+    in_loader = int(next(iter(loader)))
+    assert in_pool < plain // 10 and in_loader < plain // 10, (plain, in_pool, in_loader)
+
+
 def test_ranks_draw_different_samples_within_a_step():
     """The global batch is drawn once per step and split over ranks: no sample twice in it when the source has
     enough samples; a one-process run draws the same kind of batch."""
