@@ -28,14 +28,14 @@ WORKER_MODULES = ["numpy", "cv2", "PIL.Image"]
 PARENT_POLL_S = 0.5  # how often a worker checks that the process that made its pool is alive
 # glibc's mallopt parameters (malloc.h) and what a worker sets them to (reuse_freed_memory)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = (128 << 20, 32 << 20)  # the second where a glibc refuses the first (its older limit)
+MMAP_THRESHOLD_BYTES = (128 << 20, 32 << 20)  # the second where a glibc caps the threshold at half its 64 MB heap
 TRIM_THRESHOLD_BYTES = 512 << 20
 
 
 def reuse_freed_memory() -> bool:
     """Have glibc's malloc keep the large buffers a worker frees for its next ones. By default a buffer of a few MB
     (a 1024 px float frame is 12 MB) comes from fresh pages, mapped or grown anew after the last one went back to the
-    system, and each 4 KB page costs a fault on first touch: rendering a 1024 px composite took about 1,500 faults,
+    system, and each 4 KB page costs a fault on first touch: rendering a 1024 px composite took about 1,800 faults,
     the training loader about 3,700 a sample. Kept, the pages are reused: the loader's worker 34.3 -> 26.2 ms a sample
     (1,200 samples, half online composites at 1024 px), resident memory flat at 515 MB against 448-467 (peak 507).
     Each worker process calls it at start-up; a no-op (False) off glibc."""
