@@ -28,7 +28,7 @@ from tqdm import tqdm
 from datagen.cluster import ray_map, recording
 from datagen.errors import UserError
 from datagen.io import write_run_json
-from datagen.parallel import process_pool, single_threaded_opencv
+from datagen.parallel import process_pool, reuse_freed_memory, single_threaded_opencv
 from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
 
 
@@ -130,6 +130,8 @@ def map_items(
         yield from ray_map(function, items, ray, setup, setup_args, batch_size=ray_batch)
         return
     if workers == 1:
+        if items:
+            reuse_freed_memory()  # as a pool's worker does; a no-op run leaves this process's malloc as it was
         if setup is not None:
             setup(*setup_args)
         with single_threaded_opencv() if single_threaded else nullcontext():
