@@ -225,7 +225,7 @@ def _actor_pool(ray, resources: dict[str, float], held: list, gpus: float, funct
 _PREPARED: list[str] = []  # the setups this worker process has run (by object id); a later batch reuses them
 
 
-def _prepare(held: list) -> None:
+def _prepare(held: list, task: bool) -> None:
     import ray
 
     key = held[0].hex()
@@ -234,7 +234,8 @@ def _prepare(held: list) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one core per task, as in the local pool (Ray gives each task one CPU)
-    reuse_freed_memory()
+    if task:  # as a pool's worker; not an actor, which loads a model (freed host copies of its weights go back)
+        reuse_freed_memory()
     setup, setup_args = ray.get(held[0])
     if setup is not None:
         setup(*setup_args)
@@ -248,11 +249,14 @@ def _run_items(function: Callable, batch: list, per_batch: bool) -> list[Any]:
     return results
 
 
-def _run_batch(function: Callable, held: list, batch: list, per_batch: bool) -> tuple[str, list[Any]]:
-    """A Ray task: this process's set-up (once), then the batch. Returns ("<node id>:<pid>", the results)."""
+def _run_batch(
+    function: Callable, held: list, batch: list, per_batch: bool, task: bool = True
+) -> tuple[str, list[Any]]:
+    """A Ray task (or, `task` False, an actor's call): this process's set-up (once), then the batch. Returns
+    ("<node id>:<pid>", the results)."""
     import ray
 
-    _prepare(held)
+    _prepare(held, task)
     results = _run_items(function, batch, per_batch)
     return f"{ray.get_runtime_context().get_node_id()[:12]}:{os.getpid()}", results
 
@@ -262,4 +266,4 @@ class _StageActor:
     same process. (The set-up is not a constructor argument: a restarted actor then needs nothing kept for it.)"""
 
     def run(self, function: Callable, held: list, batch: list, per_batch: bool) -> tuple[str, list[Any]]:
-        return _run_batch(function, held, batch, per_batch)
+        return _run_batch(function, held, batch, per_batch, task=False)

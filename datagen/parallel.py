@@ -38,8 +38,9 @@ def reuse_freed_memory() -> bool:
     system, and each 4 KB page costs a fault on first touch: rendering a 1024 px composite took about 1,800 faults,
     the training loader about 3,700 a sample. Kept, the pages are reused: the loader's worker 34.3 -> 26.2 ms a sample
     (1,200 samples, half online composites at 1024 px), resident memory flat at 515 MB against 448-467 (peak 507).
-    Each worker process calls it at start-up, a one-worker stage in its own process once it has work
-    (`stage.map_items`); a no-op (False) off glibc."""
+    Each worker process calls it at start-up (a Ray task's, not a Ray actor's: an actor loads a model, whose freed host
+    copies should go back), a one-worker stage in its own process once it has work (`stage.map_items`); a no-op
+    (False) off glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
