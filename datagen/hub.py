@@ -33,6 +33,7 @@ from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
+    FILE_KINDS,
     HUB_MATTE_COLUMNS,
     HUB_SPLIT_NAMES,
     ID_PATTERN,
@@ -523,7 +524,7 @@ def pull(
         ) from error
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), parse_split_map(split_map or {})
-    with resume_run(out, whole_rows=True) as state:  # pull writes mask/, refine_trimap/ and fg/ itself
+    with resume_run(out) as state:
         skipped: list[Skip] = []
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
         renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from
@@ -553,7 +554,7 @@ def pull(
                     skipped.append(Skip(where, f"duplicate id {sample_id!r} (first at {seen[sample_id]})"))
                     continue
                 seen[sample_id] = where
-                if state.is_done(target, sample_id):
+                if state.is_done(target, sample_id) and not _brought_and_lost(out, target, sample_id, example, column):
                     result.existing += 1
                     continue
                 outcome = _pull_row(example, column, features, sample_id, where)
@@ -601,6 +602,21 @@ def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
             f"{repo_id} ({name}): no matte column ({', '.join(HUB_MATTE_COLUMNS)}) and its images have no alpha "
             "channel; name the matte's column with --alpha-column"
         )
+
+
+IN_PLACE_KINDS = ("mask", "refine_trimap", "foreground")  # files of kinds an in-place stage may add to a row
+
+
+def _brought_and_lost(out, split: str, sample_id: str, example: dict[str, Any], column: str) -> bool:
+    """Whether a row the resume check takes as done lacks a file that this Hub row brings, of the kinds an in-place
+    stage may add (`ResumeState` leaves those out: refine's mask/ and refine_trimap/, a marked fg/). Brought by the
+    Hub row, the file is pull's own and the row is pulled again; not brought, it came from a stage run here (refine
+    over a pulled dataset), and pulling the row again would put the Hub's alpha back under it."""
+    folder = Path(out) / split
+    return any(
+        kind != column and example.get(kind) and not (folder / FILE_KINDS[kind][1] / f"{sample_id}.png").is_file()
+        for kind in IN_PLACE_KINDS
+    )
 
 
 def _pull_row(example: dict[str, Any], column: str, features, sample_id: str, where: str):

@@ -970,18 +970,15 @@ class ResumeState:
     rowed: dict[str, IdSet]
 
     @classmethod
-    def read(cls, root: str | os.PathLike, whole_rows: bool = False) -> ResumeState:
+    def read(cls, root: str | os.PathLike) -> ResumeState:
         """Stream each split's rows once, keeping only their ids (a row is never held: memory grows with the ids).
         The id and file columns are parsed by Arrow where it reads as iter_rows does (`_arrow_batches`); the ids then
-        stay Arrow (`IdSet`). An id with a row that names a missing file of its own is not done (its files are made
-        again); `whole_rows`: every file a row names is its own (a stage such as pull that writes ADDED_IN_PLACE's
-        files itself), else those an in-place stage added are left out (`_added_in_place`)."""
+        stay Arrow (`IdSet`). An id with a row that names a missing file of its own (not one an in-place stage added,
+        `_added_in_place`) is not done (its files are made again)."""
         root, done, rowed = Path(root), {}, {}
         for split in SPLITS:
             path = metadata_path(root, split)
-            rowed[split], missing = (
-                _read_resume_ids(root, split, path, whole_rows) if path.is_file() else (IdSet(), set())
-            )
+            rowed[split], missing = _read_resume_ids(root, split, path) if path.is_file() else (IdSet(), set())
             # a finished run (no file missing) shares one set: add() puts an id in both (33 MB less at 10^6 rows)
             done[split] = rowed[split].without(missing) if missing else rowed[split]
         return cls(root, done, rowed)
@@ -1024,26 +1021,25 @@ class ResumeState:
 ARROW_MIN_BYTES = 4 << 20  # smaller metadata is read line by line: as fast there, and pyarrow's import is saved
 
 
-def _read_resume_ids(root: Path, split: str, path: Path, whole_rows: bool) -> tuple[IdSet, set[str]]:
+def _read_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[str]]:
     """`_resume_ids` of a split's metadata file: by Arrow from ARROW_MIN_BYTES on (about 7,000 composite rows; a
     stage on a small dataset does not import pyarrow, 0.14 s), line by line below it or where Arrow cannot."""
     if path.stat().st_size >= ARROW_MIN_BYTES:
         try:
-            return _arrow_resume_ids(root, split, path, whole_rows)
+            return _arrow_resume_ids(root, split, path)
         except _ArrowCannot:
             pass
-    return _resume_ids(root, split, iter_rows(root, split), whole_rows)
+    return _resume_ids(root, split, iter_rows(root, split))
 
 
-def _arrow_resume_ids(root: Path, split: str, path: Path, whole_rows: bool) -> tuple[IdSet, set[str]]:
+def _arrow_resume_ids(root: Path, split: str, path: Path) -> tuple[IdSet, set[str]]:
     """`_resume_ids` of a metadata file whose id and file columns Arrow reads (`_arrow_batches`: may raise
     _ArrowCannot), a column of a batch at a time: a million rows in about 7 s here, most of it a stat per file. The
     ids stay an Arrow array."""
     import pyarrow as pa
 
-    # a row's own files (_added_in_place)
-    own = [column for column in FILE_COLUMNS if whole_rows or column not in ADDED_IN_PLACE]
-    derived = {} if whole_rows else {FILE_KINDS[kind][0]: marker for kind, marker in DERIVED_FROM_ALPHA.items()}
+    own = [column for column in FILE_COLUMNS if column not in ADDED_IN_PLACE]  # a row's own files (_added_in_place)
+    derived = {FILE_KINDS[kind][0]: marker for kind, marker in DERIVED_FROM_ALPHA.items()}
     schema = pa.schema([(column, pa.string()) for column in ("id", *own, *derived.values())])
     folder, ids, missing, is_file = f"{root}{os.sep}{split}{os.sep}", StringColumn(), set(), os.path.isfile
     for batch in _arrow_batches(path, schema):
@@ -1061,13 +1057,12 @@ def _arrow_resume_ids(root: Path, split: str, path: Path, whole_rows: bool) -> t
     return IdSet(arrow=ids.finish()), missing
 
 
-def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]], whole_rows: bool) -> tuple[IdSet, set[str]]:
-    """(ids that have a row, ids whose row names a file of its own that is not on disk: not ADDED_IN_PLACE's, unless
-    `whole_rows`)."""
+def _resume_ids(root: Path, split: str, rows: Iterable[dict[str, Any]]) -> tuple[IdSet, set[str]]:
+    """(ids that have a row, ids whose row names a file of its own, not ADDED_IN_PLACE, that is not on disk)."""
     folder, rowed, missing = f"{root}{os.sep}{split}{os.sep}", set(), set()
     for row in rows:
         rowed.add(row["id"])
-        added = () if whole_rows else _added_in_place(row)
+        added = _added_in_place(row)
         if not files_present(folder, {key: value for key, value in row.items() if key not in added}):
             missing.add(row["id"])
     return IdSet(rowed), missing
@@ -1081,22 +1076,18 @@ def _added_in_place(row: dict[str, Any]) -> tuple[str, ...]:
 
 @contextmanager
 def resume_run(
-    root: str | os.PathLike,
-    shard: tuple[int, int] = (0, 1),
-    overwrite: bool = False,
-    in_place: bool = False,
-    whole_rows: bool = False,
+    root: str | os.PathLike, shard: tuple[int, int] = (0, 1), overwrite: bool = False, in_place: bool = False
 ) -> Iterator[ResumeState | None]:
     """How every writing stage starts: lock the output (this shard), start over if asked (`--overwrite`), delete a
     killed run's temporary files, and read what is done. Yields the ResumeState; the lock is held until the end.
     `in_place`: the stage edits the dataset it reads (foreground, refine), so it has no --out to suggest, and it asks
     its own questions of the rows (which fg/ files exist): None is yielded, not a ResumeState that no one reads (14 s
-    and hundreds of MB at a million rows). `whole_rows`: see ResumeState.read."""
+    and hundreds of MB at a million rows)."""
     with dataset_lock(root, shard, in_place):
         if overwrite:
             reset_dataset(root)
         remove_stale_temporaries(root)
-        yield None if in_place else ResumeState.read(root, whole_rows)
+        yield None if in_place else ResumeState.read(root)
 
 
 class BusyError(UserError, RuntimeError):

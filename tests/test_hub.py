@@ -11,7 +11,7 @@ from datagen.card import license_rank
 from datagen.cli import cli
 from datagen.hub import PushConfig, pull, push
 from datagen.inspect import inspect_dataset
-from datagen.io import read_alpha, read_image
+from datagen.io import encode_png, read_alpha, read_image
 from datagen.records import iter_samples, read_rows
 from tests.conftest import write_demo_dataset
 
@@ -370,10 +370,11 @@ def test_pull_of_a_dataset_directory_or_without_network_is_one_line(dataset, tmp
     assert result.exit_code == 1 and str(tmp_path / "nope") in result.output and "Traceback" not in result.output
 
 
-def test_a_pull_rerun_restores_every_file_it_wrote_in_place_stages_added_ones_too(tmp_path, person):
-    """A pulled row's files are all pull's own, refine's mask/ and refine_trimap/ and a marked fg/ included: one gone,
-    the rerun pulls the row again (the resume check of import and compose leaves such files out; pull must not)."""
-    from datagen.records import write_sample
+def test_a_pull_rerun_brings_back_the_files_its_rows_brought_and_leaves_those_added_here(tmp_path, person):
+    """mask/, refine_trimap/ and a marked fg/ are files an in-place stage adds, which import's and compose's resume
+    check leaves out. Pulled from a refined dataset they are pull's own: one gone, the rerun pulls the row again.
+    Added here (refine over a pulled dataset), one gone does not have pull put the Hub's alpha back under the row."""
+    from datagen.records import update_rows, write_sample
 
     source = tmp_path / "src"
     alpha = person[..., 3]
@@ -394,11 +395,23 @@ def test_a_pull_rerun_restores_every_file_it_wrote_in_place_stages_added_ones_to
     back = tmp_path / "back"
     assert pull(str(tmp_path / "dry"), back).new == 2
     row = read_rows(back, "train")[0]
-    kept = {c: (back / "train" / row[c]).read_bytes() for c in ("mask_file_name", "refine_trimap_file_name",
-                                                                "foreground_file_name")}  # fmt: skip
-    for column in kept:
+    columns = ("mask_file_name", "refine_trimap_file_name", "foreground_file_name")
+    kept = {column: (back / "train" / row[column]).read_bytes() for column in columns}
+    for column in columns:
         (back / "train" / row[column]).unlink()
     again = pull(str(tmp_path / "dry"), back)
     assert (again.new, again.existing) == (1, 1), "the row with files gone is pulled again (its row kept)"
-    assert {c: (back / "train" / row[c]).read_bytes() for c in kept} == kept
+    assert {column: (back / "train" / row[column]).read_bytes() for column in columns} == kept
     assert read_rows(back, "train") == read_rows(source, "train")
+
+    plain = tmp_path / "plain"  # a dataset without those files, refined here after the pull
+    write_sample(plain, "train", "p-0", image=np.ascontiguousarray(person[..., :3]), alpha=alpha,
+                 metadata={"source": "procedural", "license": "Apache-2.0"})  # fmt: skip
+    push(PushConfig(plain, "user/plain", dry_run=tmp_path / "dry-plain"))
+    here = tmp_path / "here"
+    pull(str(tmp_path / "dry-plain"), here)
+    refined = np.full_like(alpha, 7)
+    (here / "train/gt/p-0.png").write_bytes(encode_png(refined))
+    update_rows(here, "train", lambda row: {"mask_file_name": "mask/p-0.png", "alpha_source": "vitmatte"})
+    assert pull(str(tmp_path / "dry-plain"), here).existing == 1, "mask/p-0.png is not there, and not pull's"
+    np.testing.assert_array_equal(read_alpha(here / "train/gt/p-0.png"), refined)
