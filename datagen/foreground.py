@@ -49,6 +49,7 @@ from datagen.records import (
     files_of_ids,
     named_by_id,
     photo_flags,
+    plane_name,
     rejected_ids,
     resolve_shard,
     update_rows,
@@ -271,7 +272,12 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
     result.existing += len(mine) - len(todo)
     part = file_table_rows(root, split, FOREGROUND_COLUMNS, photos.numbers[todo], photos.ids.take(todo)).to_pydict()
     jobs = [
-        ForegroundJob(Path(folder + image), Path(folder + alpha), Path(f"{folder}fg/{sample_id}.png"), config.method)
+        ForegroundJob(
+            Path(folder + image),
+            Path(folder + alpha),
+            Path(folder + plane_name("foreground", sample_id)),
+            config.method,
+        )
         for sample_id, image, alpha in zip(part["id"], part["file_name"], part["alpha_file_name"])
     ]
     del part

@@ -33,7 +33,6 @@ from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
-    FILE_KINDS,
     HUB_MATTE_COLUMNS,
     HUB_SPLIT_NAMES,
     ID_PATTERN,
@@ -44,6 +43,7 @@ from datagen.records import (
     StageResult,
     check_split,
     iter_samples,
+    plane_name,
     resume_run,
     sanitize_id,
     splits,
@@ -614,7 +614,7 @@ def _brought_and_lost(out, split: str, sample_id: str, example: dict[str, Any], 
     over a pulled dataset), and pulling the row again would put the Hub's alpha back under it."""
     folder = Path(out) / split
     return any(
-        kind != column and example.get(kind) and not (folder / FILE_KINDS[kind][1] / f"{sample_id}.png").is_file()
+        kind != column and example.get(kind) and not (folder / plane_name(kind, sample_id)).is_file()
         for kind in IN_PLACE_KINDS
     )
 

@@ -51,6 +51,14 @@ FILE_KINDS = {
     "refine_trimap": ("refine_trimap_file_name", "refine_trimap"),  # the trimap `datagen refine` used
 }
 FILE_COLUMNS = tuple(column for column, _ in FILE_KINDS.values())
+
+
+def plane_name(kind: str, sample_id: str) -> str:
+    """Where the stages write a sample's one-channel or RGBA PNG of `kind` (not its image), relative to its split
+    folder: `<folder>/<id>.png` (gt/, fg/, trimap/, mask/, refine_trimap/)."""
+    return f"{FILE_KINDS[kind][1]}/{sample_id}.png"
+
+
 # Files a stage derives from a sample's alpha, each with the row key that says a stage made it (a source's own file,
 # a synthetic person's fg/, has no such key and is never touched): replace_alpha deletes them with the old alpha.
 DERIVED_FROM_ALPHA = {"foreground": "foreground_method"}
@@ -1236,10 +1244,10 @@ def write_sample_files(
     if image_bytes is not None:
         files["image"] = (f"im/{sample_id}.{image_format}", image_bytes)
     if alpha is not None:
-        files["alpha"] = (f"gt/{sample_id}.png", encode_png(alpha))
+        files["alpha"] = (plane_name("alpha", sample_id), encode_png(alpha))
     for kind, array in planes.items():
         if array is not None:
-            files[kind] = (f"{FILE_KINDS[kind][1]}/{sample_id}.png", encode_png(array))
+            files[kind] = (plane_name(kind, sample_id), encode_png(array))
 
     row: dict[str, Any] = {"id": sample_id}
     for kind, (relative, data) in files.items():
@@ -1303,11 +1311,10 @@ def replace_alpha(sample: Sample, data: bytes) -> list[str]:
     marker) is never touched."""
     removed = []
     for kind, marker in DERIVED_FROM_ALPHA.items():
-        column, subfolder = FILE_KINDS[kind]
         if marker in sample.row:
             path = sample.path(kind)
-        elif not sample.row.get(column):  # its columns dropped by forget_derived (or never given: a killed stage)
-            path = sample.root / sample.split / subfolder / f"{sample.id}.png"
+        elif not sample.row.get(FILE_KINDS[kind][0]):  # its columns dropped by forget_derived (or a stage was killed)
+            path = sample.root / sample.split / plane_name(kind, sample.id)
         else:
             continue
         if path is not None and path.is_file():

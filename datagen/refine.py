@@ -43,6 +43,7 @@ from datagen.parallel import pick_device, torch_dtype
 from datagen.records import (
     DERIVED_FROM_ALPHA,
     FILE_COLUMNS,
+    FILE_KINDS,
     SPLITS,
     STRING_BATCH,
     InPlaceResult,
@@ -63,6 +64,7 @@ from datagen.records import (
     metadata_path,
     named_by_id,
     photo_flags,
+    plane_name,
     replace_alpha,
     resolve_shard,
     update_rows,
@@ -307,8 +309,8 @@ def _paths(sample: Sample) -> dict[str, Path]:
     folder = sample.root / sample.split
     return {
         "alpha": sample.path("alpha"),
-        "mask": folder / "mask" / f"{sample.id}.png",
-        "refine_trimap": folder / "refine_trimap" / f"{sample.id}.png",
+        "mask": folder / plane_name("mask", sample.id),
+        "refine_trimap": folder / plane_name("refine_trimap", sample.id),
     }
 
 
@@ -731,7 +733,7 @@ def _record_split(
             return {}
         sample = Sample(root, split, row)
         paths = _paths(sample)
-        names = {"mask_file_name": f"mask/{sample.id}.png", "refine_trimap_file_name": f"refine_trimap/{sample.id}.png"}
+        names = {FILE_KINDS[kind][0]: plane_name(kind, sample.id) for kind in ("mask", "refine_trimap")}
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], paths["alpha"].read_bytes())
         if not paths["refine_trimap"].is_file():

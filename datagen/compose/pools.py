@@ -14,7 +14,7 @@ import numpy as np
 from datagen.alpha import crop_to_alpha
 from datagen.errors import InputError
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image, readable_path
-from datagen.records import iter_samples, parse_spec, rejected_ids, splits
+from datagen.records import iter_samples, parse_spec, plane_name, rejected_ids, splits
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def list_pool(
 def _without_foreground(root: Path, kind: str, raw: list, raw_option: str | None) -> str:
     """What to do about photo rows without fg/: run `datagen foreground`, or, where it ran and left some rows without
     a file (their split's rows then name no fg/), fix or reject those rows first."""
-    failed = [sample.id for sample in raw if not (root / sample.split / "fg" / f"{sample.id}.png").is_file()]
+    failed = [sample.id for sample in raw if not (root / sample.split / plane_name("foreground", sample.id)).is_file()]
     raw_hint = f", or pass {raw_option} to composite the photos as they are" if raw_option else ""
     if failed and len(failed) < len(raw):
         shown = ", ".join(failed[:3]) + (" ..." if len(failed) > 3 else "")
