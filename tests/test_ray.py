@@ -142,11 +142,24 @@ def test_a_ctrl_c_of_the_driver_leaves_a_directory_a_rerun_resumes(pools, tmp_pa
     monkeypatch.setattr(ResumeState, "add", interrupted_at_the_tenth_row)
     with pytest.raises(KeyboardInterrupt):
         compose(pools, tmp_path / "ray", ray=cluster.LOCAL)
+    # the batches in flight are left to finish (ray_map never cancels): let them, so none of them (or a retry of one)
+    # is still writing, temporaries and all, when the rerun's directory is compared
+    wait_until_ray_is_idle()
     monkeypatch.setattr(ResumeState, "add", real)
     assert len(read_rows(tmp_path / "ray", "train")) == 9
     result = compose(pools, tmp_path / "ray", ray=cluster.LOCAL)  # a Ray rerun; a local one resumes the same way
     assert (result.new, result.existing) == (15, 9)
     assert directory_bytes(tmp_path / "ray") == directory_bytes(tmp_path / "local")
+
+
+def wait_until_ray_is_idle(timeout_s: float = 120) -> None:
+    """Until every CPU of the local instance is free (no task running) at three looks 0.2 s apart."""
+    deadline, free = time.monotonic() + timeout_s, 0
+    while free < 3:
+        assert time.monotonic() < deadline, "tasks of the interrupted run still hold the local Ray instance's CPUs"
+        idle = ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU", 0)
+        free = free + 1 if idle else 0
+        time.sleep(0.2)
 
 
 def rows_as_set(out) -> set[str]:
