@@ -33,9 +33,11 @@ from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
 from datagen.preview import write_preview
 from datagen.records import (
+    DERIVED_FROM_ALPHA,
     HUB_MATTE_COLUMNS,
     HUB_SPLIT_NAMES,
     ID_PATTERN,
+    REFINE_KINDS,
     REJECTED,
     SPLITS,
     Sample,
@@ -604,7 +606,7 @@ def _check_first_image_has_alpha(part, repo_id: str, name: str) -> None:
         )
 
 
-IN_PLACE_KINDS = ("mask", "refine_trimap", "foreground")  # files of kinds an in-place stage may add to a row
+IN_PLACE_KINDS = (*REFINE_KINDS, *DERIVED_FROM_ALPHA)  # files of kinds an in-place stage may add to a row
 
 
 def _brought_and_lost(out, split: str, sample_id: str, example: dict[str, Any], column: str) -> bool:

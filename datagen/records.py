@@ -62,10 +62,12 @@ def plane_name(kind: str, sample_id: str) -> str:
 # Files a stage derives from a sample's alpha, each with the row key that says a stage made it (a source's own file,
 # a synthetic person's fg/, has no such key and is never touched): replace_alpha deletes them with the old alpha.
 DERIVED_FROM_ALPHA = {"foreground": "foreground_method"}
-# Files that in-place stages add to rows another stage wrote: refine's mask/ and refine_trimap/, and fg/ where a row
-# has DERIVED_FROM_ALPHA's marker. A rerun of the stage that wrote the row does not make them, so its resume check
-# leaves them out: one gone never has that stage write the row's files again, over the alpha refine replaced.
-ADDED_IN_PLACE = ("mask_file_name", "refine_trimap_file_name")
+# Files that in-place stages add to rows another stage wrote: refine's mask/ and refine_trimap/ (REFINE_KINDS), and fg/
+# where a row has DERIVED_FROM_ALPHA's marker. A rerun of the stage that wrote the row does not make them, so its
+# resume check leaves them out: one gone never has that stage write the row's files again, over the alpha refine
+# replaced.
+REFINE_KINDS = ("mask", "refine_trimap")
+ADDED_IN_PLACE = tuple(FILE_KINDS[kind][0] for kind in REFINE_KINDS)
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

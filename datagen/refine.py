@@ -44,6 +44,7 @@ from datagen.records import (
     DERIVED_FROM_ALPHA,
     FILE_COLUMNS,
     FILE_KINDS,
+    REFINE_KINDS,
     SPLITS,
     STRING_BATCH,
     InPlaceResult,
@@ -329,8 +330,8 @@ def _flags(batch):
     source, ids = column["alpha_source"], column["id"]
     vitmatte = pc.equal(source, "vitmatte").fill_null(False)
     named = pc.and_(pc.is_valid(source), pc.is_valid(column["refine_model"]))
-    for folder in ("mask", "refine_trimap"):
-        named = pc.and_(named, named_by_id(column[f"{folder}_file_name"], ids, folder))
+    for kind in REFINE_KINDS:
+        named = pc.and_(named, named_by_id(column[FILE_KINDS[kind][0]], ids, FILE_KINDS[kind][1]))
     values = {
         "photo": photo_flags(batch),
         "vitmatte": vitmatte,
@@ -412,7 +413,7 @@ def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> n
     written = unrecorded[_present(rows, unrecorded)]
     alphas = rows.table.column("alpha_file_name")
     for row in written.tolist():
-        mask, alpha = f"{rows.folder}mask/{rows.ids[row].as_py()}.png", rows.folder + alphas[row].as_py()
+        mask, alpha = rows.folder + plane_name("mask", rows.ids[row].as_py()), rows.folder + alphas[row].as_py()
         refined[row] = _read(mask) != _read(alpha)
     return refined
 
@@ -421,8 +422,8 @@ def _present(rows: SplitRows, numbers: np.ndarray) -> np.ndarray:
     """Which of the rows `numbers` have both their mask/ and refine_trimap/ files: each folder listed once
     (`records.files_of_ids`)."""
     present = np.ones(len(numbers), bool)
-    for folder in ("mask", "refine_trimap"):
-        present &= files_of_ids(f"{rows.folder}{folder}/", rows.index, ".png", numbers)
+    for kind in REFINE_KINDS:
+        present &= files_of_ids(f"{rows.folder}{FILE_KINDS[kind][1]}/", rows.index, ".png", numbers)
     return present
 
 
@@ -733,7 +734,7 @@ def _record_split(
             return {}
         sample = Sample(root, split, row)
         paths = _paths(sample)
-        names = {FILE_KINDS[kind][0]: plane_name(kind, sample.id) for kind in ("mask", "refine_trimap")}
+        names = {FILE_KINDS[kind][0]: plane_name(kind, sample.id) for kind in REFINE_KINDS}
         if not paths["mask"].is_file():
             write_atomic(paths["mask"], paths["alpha"].read_bytes())
         if not paths["refine_trimap"].is_file():
