@@ -153,10 +153,33 @@ def test_motion_blur_moves_the_alpha_with_the_pixels(person, background, subject
 def test_small_background_is_scaled_not_tiled():
     background = np.zeros((8, 8, 3), np.uint8)
     background[:, :, 0] = np.arange(8)[None, :] * 30
-    params = {"crop_scale": 1.0, "crop_x": 0.5, "crop_y": 0.5, "flip": False}
+    params = {"crop_scale": 1.0, "crop_x": 0.5, "crop_y": 0.5, "flip": False, "defocus_radius": 0.0}
     placed = place_background(background, params, (64, 64))
     red = placed[32, :, 0].astype(int)
     assert (np.diff(red) >= 0).all() and red[-1] > red[0], "a tiled background would repeat the ramp"
+
+
+def test_defocus_blurs_over_its_radius_in_output_pixels():
+    """The defocus radius is a share of the output height, whatever the background's own size: a step edge spreads
+    over about the disc's diameter in output pixels; a flat background stays exactly flat."""
+    size = (240, 180)
+    for side in (90, 600):  # scaled up, and scaled down straight to the defocus's reduced size
+        step = np.zeros((side, side * 2, 3), np.uint8)
+        step[:, side:] = 200
+        widths = []
+        for radius in (0.0, 0.02, 0.05):
+            params = {"crop_scale": 1.0, "crop_x": 0.5, "crop_y": 0.5, "flip": False, "defocus_radius": radius}
+            placed = place_background(step, params, size)
+            assert placed.shape == (size[1], size[0], 3)
+            row = placed[size[1] // 2, :, 0].astype(float)
+            widths.append(np.count_nonzero((row > 20) & (row < 180)))
+            flat = place_background(np.full_like(step, 77), params, size)
+            assert (flat == 77).all(), (side, radius)
+        disc = [2 * r * size[1] for r in (0.02, 0.05)]  # diameters in output pixels: 7.2 and 18
+        assert widths[0] <= 4 and disc[0] / 2 <= widths[1] <= 2 * disc[0] and disc[1] / 2 <= widths[2] <= 2 * disc[1], (
+            side,
+            widths,
+        )
 
 
 def test_augment_config_from_yaml(tmp_path):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from datagen.alpha import premultiply
+from datagen.compose.photometric import defocus
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Layer:
 
 
 def place_background(background: np.ndarray, params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
-    """Crop the background to the output's aspect ratio and scale it to `size` (W, H); flip. HxWx3 uint8.
+    """Crop the background to the output's aspect ratio, scale it to `size` (W, H) with its defocus
+    (`photometric.defocus`, params["defocus_radius"] of the height), flip. HxWx3 uint8.
 
     A background smaller than the output is scaled up, never tiled.
     """
@@ -52,8 +54,7 @@ def place_background(background: np.ndarray, params: dict[str, Any], size: tuple
     left, top = int(round(x0)), int(round(y0))
     right, bottom = max(left + 1, int(round(x0 + crop_w))), max(top + 1, int(round(y0 + crop_h)))
     crop = background[top:bottom, left:right]
-    shrink = crop.shape[1] > width
-    placed = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    placed = defocus(crop, params["defocus_radius"] * height, size)
     return cv2.flip(placed, 1) if params["flip"] else placed
 
 

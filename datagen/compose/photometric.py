@@ -30,15 +30,24 @@ def disc_kernel(radius_px: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def defocus(image: np.ndarray, radius_px: float) -> np.ndarray:
-    """Bokeh-like blur: a disc kernel of `radius_px`, applied at reduced resolution (the kernel then has a
-    radius of at most 2 px there: a blurred image loses nothing by being computed small)."""
+def defocus_factor(radius_px: float) -> int:
+    """How much smaller a defocus of `radius_px` is computed: its disc then has a radius of at most 2 px (a blurred
+    image loses nothing by being computed small). 1: no defocus, or one computed at full size."""
+    return max(1, math.ceil(radius_px / 2)) if radius_px >= 0.5 else 1
+
+
+def defocus(image: np.ndarray, radius_px: float, size: tuple[int, int]) -> np.ndarray:
+    """`image` (any size, HxWx3 uint8) brought to `size` (W, H) with a bokeh-like blur: a disc kernel of `radius_px`
+    (in pixels of `size`) applied at 1/defocus_factor of `size`. The image goes straight to that small size, never
+    through `size` first: one resampling instead of two (up, then down again), 4-5 ms less at 1024 px."""
+    width, height = size
+    factor = defocus_factor(radius_px)
+    small_size = (max(1, width // factor), max(1, height // factor))
+    shrink = image.shape[1] > small_size[0]
+    image = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     if radius_px < 0.5:
         return image
-    factor = max(1, math.ceil(radius_px / 2))
-    height, width = image.shape[:2]
-    small = cv2.resize(image, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
-    blurred = cv2.filter2D(small, -1, disc_kernel(radius_px / factor), borderType=cv2.BORDER_REFLECT)
+    blurred = cv2.filter2D(image, -1, disc_kernel(radius_px / factor), borderType=cv2.BORDER_REFLECT)
     return cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR) if factor > 1 else blurred
 
 
@@ -55,11 +64,11 @@ def colour_matrix(brightness: float, contrast: float, saturation: float) -> np.n
 
 
 def adjust_background(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    """Defocus, then brightness, contrast (around mid-grey) and saturation of an HxWx3 uint8 background.
+    """Brightness, contrast (around mid-grey) and saturation of an HxWx3 uint8 background (placed and defocused by
+    `geometry.place_background`).
 
     The three colour changes are linear, so they run as one 3x4 matrix (cv2.transform rounds and saturates).
     """
-    image = defocus(image, params["defocus_radius"] * image.shape[0])
     if (params["brightness"], params["contrast"], params["saturation"]) != (1.0, 1.0, 1.0):
         image = cv2.transform(image, colour_matrix(params["brightness"], params["contrast"], params["saturation"]))
     return image

@@ -1,6 +1,6 @@
 """The compositor: `(foreground, background, params) -> (image, alpha)`, pure pixel work.
 
-Order: background (crop, defocus, colour) -> shadow on the background -> extra people (behind) -> the
+Order: background (crop, scale with defocus, colour) -> shadow on the background -> extra people (behind) -> the
 person -> occluders (in front) -> camera degradations. The ground truth is the union of the people's
 alphas, minus what occluders cover: (1 - (1 - a1)(1 - a2)) * (1 - a_occ), on exactly the grid of the image.
 """
