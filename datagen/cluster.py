@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +125,7 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def ray_map(
     function: Callable[[Any], Any],
-    items: Sequence[Any],
+    items: Collection[Any],  # sized (an empty one starts no Ray) and iterated once, in order
     address: str = LOCAL,
     setup: Callable[..., None] | None = None,
     setup_args: tuple = (),
