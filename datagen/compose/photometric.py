@@ -39,7 +39,8 @@ def defocus_factor(radius_px: float) -> int:
 def defocus(image: np.ndarray, radius_px: float, size: tuple[int, int]) -> np.ndarray:
     """`image` (any size, HxWx3 uint8) brought to `size` (W, H) with a bokeh-like blur: a disc kernel of `radius_px`
     (in pixels of `size`) applied at 1/defocus_factor of `size`. The image goes straight to that small size, never
-    through `size` first: one resampling instead of two (up, then down again), 4-5 ms less at 1024 px."""
+    through `size` first: one resampling instead of two (up, then down again): at 1024 px 1.3 ms less from an 800x600
+    background, 4.4 ms from 2000x1400."""
     width, height = size
     factor = defocus_factor(radius_px)
     small_size = (max(1, width // factor), max(1, height // factor))
