@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +55,23 @@ class Run:
         progress: bool = True,
     ) -> None:
         """Append each job's row to its split (in job order) and count it new; keep each Skip."""
-        for job, outcome in zip(jobs, tqdm(outcomes, total=len(jobs), desc=desc, unit=unit, disable=not progress)):
+        self.collect_split(zip(map(split_of, jobs), outcomes), len(jobs), desc, unit, progress)
+
+    def collect_split(
+        self,
+        outcomes: Iterable[tuple[str, dict[str, Any] | Skip]],
+        total: int,
+        desc: str,
+        unit: str = "image",
+        progress: bool = True,
+    ) -> None:
+        """`collect` for outcomes that name their split, (split, row or Skip), `total` of them: a stage whose jobs are
+        made as they are taken (compose) keeps none of them here."""
+        for split, outcome in tqdm(outcomes, total=total, desc=desc, unit=unit, disable=not progress):
             if isinstance(outcome, Skip):
                 self.skip(outcome)
             else:
-                self.state.add(split_of(job), outcome)
+                self.state.add(split, outcome)
                 self.result.new += 1
 
 
@@ -114,7 +126,7 @@ def stage_run(
 
 def map_items(
     function: Callable[[Any], Any],
-    items: list[Any],
+    items: Collection[Any],
     *,
     workers: int = 1,
     ray: str | None = None,

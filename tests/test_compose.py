@@ -281,6 +281,19 @@ def test_killed_run_resumes_to_the_same_result(pools, tmp_path, monkeypatch):
     assert directory_bytes(resumed) == directory_bytes(reference)
 
 
+def test_a_run_draws_its_jobs_as_it_goes_not_all_before_the_first(pools, tmp_path, monkeypatch):
+    """A million-sample run must not hold a million drawn jobs (0.085 ms and 2.5 KB each) before its first composite:
+    jobs are drawn as the workers take them, at most the window in flight ahead of the last one written."""
+    real_draw, real_one, drawn, seen = compose_run.make_job, compose_run.compose_one, [], []
+    monkeypatch.setattr(
+        compose_run, "make_job", lambda *args, **kwargs: drawn.append(args[0]) or real_draw(*args, **kwargs)
+    )
+    monkeypatch.setattr(compose_run, "compose_one", lambda job: seen.append(len(drawn)) or real_one(job))
+    result = compose(pools, tmp_path / "out", n=60)
+    assert result.new == 60 and sorted(drawn) == list(range(60)), "every sample drawn once (no failed draws here)"
+    assert max(number - done for done, number in enumerate(seen)) <= 1, seen[:5]  # one worker: drawn, then made
+
+
 def test_two_shards_at_the_same_time_give_a_valid_dataset(pools, tmp_path):
     fg, bg = pools
     out = tmp_path / "out"
