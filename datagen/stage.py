@@ -124,6 +124,21 @@ def stage_run(
         write_run_json(result.out, result.to_record(command, config, **run.extra), shard, record)
 
 
+@dataclass(frozen=True)
+class Lazy:
+    """`make(item)` for each of `items`, made as it is taken (each pass makes them again): sized. A stage's jobs for a
+    fresh run of 10^6 are drawn as the workers take them, never all held (`datagen compose`, `datagen synth`)."""
+
+    make: Callable[[Any], Any]
+    items: Collection[Any]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.make, self.items)
+
+
 def map_items(
     function: Callable[[Any], Any],
     items: Collection[Any],

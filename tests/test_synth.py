@@ -194,6 +194,32 @@ def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_p
     assert contents(config.out) == contents(straight.out)
 
 
+def test_prompts_are_drawn_as_batches_are_taken_and_retries_follow_every_first_attempt(tmp_path, monkeypatch):
+    """A fresh run of 10^6 must not draw 10^6 prompts before its first image (33 s and 1 GB): at the first render
+    only that batch's are drawn. A rejected person is generated again after every first attempt, its retry joining
+    the queue once its batch is written (while the next one renders)."""
+    import datagen.synth as synth
+
+    real_prompt, drawn = synth._prompt, []
+    monkeypatch.setattr(synth, "_prompt", lambda *args: drawn.append(args[1]) or real_prompt(*args))
+    config = procedural_config(tmp_path / "pool", n=7)
+    render, batches, drawn_then = procedural_renderer(config), [], []
+
+    def rejecting(jobs):  # the first attempts of samples 1 and 4 come out empty: rejected, and tried again
+        batches.append([(job.index, job.attempt) for job in jobs])
+        drawn_then.append(len(drawn))
+        images = render(jobs)
+        for job, image in zip(jobs, images):
+            if job.attempt == 0 and job.index in (1, 4):
+                image[..., 3] = 0
+        return images
+
+    result = run_synth(config, rejecting)
+    assert result.new == 7 and result.rejected and sorted(drawn) == list(range(7))
+    assert batches == [[(0, 0), (1, 0), (2, 0)], [(3, 0), (4, 0), (5, 0)], [(6, 0), (1, 1)], [(4, 1)]]
+    assert drawn_then[0] == 3, drawn_then
+
+
 def test_a_lost_file_is_made_again_without_a_second_row_and_a_busy_output_is_refused(tmp_path):
     from datagen.records import BusyError, dataset_lock
 

@@ -29,7 +29,7 @@ from datagen.records import (
     write_sample_files,
 )
 from datagen.slices import FOCUS_CANDIDATES, CompositeFocus
-from datagen.stage import map_items, stage_run
+from datagen.stage import Lazy, map_items, stage_run
 
 runs_in_workers(__name__)  # its functions run in pool workers
 
@@ -239,24 +239,8 @@ RAY_BATCH = 16  # compose jobs per Ray task: about a second of work at 1024 px, 
 IN_FLIGHT_PER_WORKER = 16  # submitted but not yet recorded; what a kill can lose (files are rewritten on resume)
 
 
-class _Jobs:
-    """The jobs of a run in index order, drawn (`make_job`) as they are taken. Drawn all first, a fresh run of 10^5
-    at 32 px started its first composite after 11.2 s and peaked at 350 MB (0.01 s and 106 MB so), ten times that at
-    10^6. Sized; iterated once."""
-
-    def __init__(self, indices: np.ndarray, config: ComposeConfig, pools: dict[str, Pools], occluders, focus) -> None:
-        self.indices, self.config, self.pools, self.occluders, self.focus = indices, config, pools, occluders, focus
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self) -> Iterator[ComposeJob]:
-        for index in self.indices:
-            yield make_job(int(index), self.config, self.pools, self.occluders, focus=self.focus)
-
-
 def _results(
-    jobs: _Jobs,
+    jobs: Lazy,
     config: ComposeConfig,
     pools: dict[str, Pools],
     occluders: list[PoolItem],
@@ -298,7 +282,9 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
         # an id names one index, so a sample done in either split is skipped before anything is drawn for it
         done = run.state.seeded_done(COMPOSE_SPLITS, "composite", config.seed, config.n)
         mine = np.arange(index, config.n, count)
-        jobs = _Jobs(mine[~done[mine]], config, pools, occluders, focus)
+        # each job drawn as a worker is about to take it: drawn all first, a fresh run of 10^5 at 32 px made its first
+        # composite after 11.2 s and peaked at 350 MB, growing with -n (0.01 s and 106 MB so)
+        jobs = Lazy(lambda i: make_job(int(i), config, pools, occluders, focus=focus), mine[~done[mine]])
         result.existing = len(mine) - len(jobs)
 
         def outcomes() -> Iterator[tuple[str, dict[str, Any] | Skip]]:
