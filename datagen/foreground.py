@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from datagen.io import ImageReadError, encode_png, read_pair, write_atomic
 from datagen.parallel import runs_in_workers
 from datagen.records import (
     SPLITS,
+    STRING_BATCH,
     InPlaceResult,
     Skip,
     StringColumn,
@@ -54,7 +56,7 @@ from datagen.records import (
     resolve_shard,
     update_rows,
 )
-from datagen.stage import Run, map_items, stage_run
+from datagen.stage import Lazy, Run, map_items, stage_run
 
 runs_in_workers(__name__)  # its functions run in pool workers
 
@@ -270,17 +272,16 @@ def _estimate_split(config: ForegroundConfig, split: str, rejected: dict[str, st
     present = files_of_ids(f"{folder}fg/", ids, ".png", every)
     todo = mine if config.overwrite else mine[~present[mine]]
     result.existing += len(mine) - len(todo)
-    part = file_table_rows(root, split, FOREGROUND_COLUMNS, photos.numbers[todo], photos.ids.take(todo)).to_pydict()
-    jobs = [
-        ForegroundJob(
-            Path(folder + image),
-            Path(folder + alpha),
-            Path(folder + plane_name("foreground", sample_id)),
-            config.method,
-        )
-        for sample_id, image, alpha in zip(part["id"], part["file_name"], part["alpha_file_name"])
-    ]
-    del part
+    table = file_table_rows(root, split, FOREGROUND_COLUMNS, photos.numbers[todo], photos.ids.take(todo))
+
+    def made() -> Iterator[ForegroundJob]:  # a batch of rows at a time: a million jobs are never all held
+        for start in range(0, table.num_rows, STRING_BATCH):
+            part = table.slice(start, STRING_BATCH).to_pydict()
+            for sample_id, image, alpha in zip(part["id"], part["file_name"], part["alpha_file_name"]):
+                foreground = Path(folder + plane_name("foreground", sample_id))
+                yield ForegroundJob(Path(folder + image), Path(folder + alpha), foreground, config.method)
+
+    jobs = Lazy(made, table.num_rows)
     outcomes = map_items(estimate_one, jobs, workers=config.workers, ray=config.ray, ray_batch=RAY_BATCH, chunksize=2)
     for outcome in tqdm(
         outcomes, total=len(jobs), desc=f"foreground {split}", unit="image", disable=not config.progress

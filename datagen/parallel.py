@@ -157,12 +157,16 @@ def bounded_map(pool, function: Callable[..., Any], arguments: Iterable[tuple], 
     """`function(*args)` for each tuple of `arguments` on `pool`, results in order, at most `window` in flight: a
     million items are never all submitted at once (Executor.map would queue every one before the first result)."""
     pending: deque = deque()
-    for args in arguments:
-        pending.append(pool.submit(function, *args))
-        if len(pending) >= window:
+    try:
+        for args in arguments:
+            pending.append(pool.submit(function, *args))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:  # an error, Ctrl-C or a consumer that stops: what has not started is not run (as Executor.map)
+        for future in pending:
+            future.cancel()
 
 
 @contextmanager

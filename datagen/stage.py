@@ -25,10 +25,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from datagen.cluster import ray_map, recording
+from datagen.cluster import batched, ray_map, recording
 from datagen.errors import UserError
 from datagen.io import write_run_json
-from datagen.parallel import process_pool, reuse_freed_memory, single_threaded_opencv
+from datagen.parallel import bounded_map, process_pool, reuse_freed_memory, single_threaded_opencv
 from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
 
 
@@ -126,17 +126,17 @@ def stage_run(
 
 @dataclass(frozen=True)
 class Lazy:
-    """`make(item)` for each of `items`, made as it is taken (each pass makes them again): sized. A stage's jobs for a
-    fresh run of 10^6 are drawn as the workers take them, never all held (`datagen compose`, `datagen synth`)."""
+    """`count` items that `make()` yields as they are taken: a stage's jobs for a fresh run of 10^6 are made as the
+    workers take them, never all held (`datagen compose`, `synth`, `import`). Sized; each pass makes them again."""
 
-    make: Callable[[Any], Any]
-    items: Collection[Any]
+    make: Callable[[], Iterator[Any]]
+    count: int
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.count
 
     def __iter__(self) -> Iterator[Any]:
-        return map(self.make, self.items)
+        return self.make()
 
 
 def map_items(
@@ -164,5 +164,15 @@ def map_items(
         with single_threaded_opencv() if single_threaded else nullcontext():
             yield from map(function, items)
         return
-    with process_pool(workers, setup, setup_args) as pool:
-        yield from pool.map(function, items, chunksize=chunksize)
+    with process_pool(workers, setup, setup_args) as pool:  # Executor.map would submit every item before the first
+        chunks = ((function, chunk) for chunk in batched(items, chunksize))
+        for results in bounded_map(pool, _apply, chunks, CHUNKS_PER_WORKER * workers):
+            yield from results
+
+
+CHUNKS_PER_WORKER = 8  # chunks in flight per pool worker: each always has the next, few are lost to a kill
+
+
+def _apply(function: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
+    """In a pool worker: `function` of each item of one chunk."""
+    return [function(item) for item in chunk]

@@ -326,7 +326,8 @@ def _plan(config: SynthConfig, state: ResumeState, result: SynthResult) -> Lazy:
     index, count = config.shard
     mine = np.arange(index, config.n, count)
     done = state.seeded_done(["train"], _prefix(config), config.seed, config.n)
-    pending = Lazy(lambda i: Job(int(i), 0, _prompt(config, int(i), fixed, focus)), mine[~done[mine]])
+    todo = mine[~done[mine]]
+    pending = Lazy(lambda: (Job(int(i), 0, _prompt(config, int(i), fixed, focus)) for i in todo), len(todo))
     result.existing = len(mine) - len(pending)
     result.focus = asdict(focus) | {"digest": focus.digest} if focus else None  # for run.json
     return pending

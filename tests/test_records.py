@@ -281,6 +281,28 @@ def test_background_rows_have_no_alpha(tmp_path, background):
         write_sample(tmp_path, "train", "bad", image=background, alpha=None, trimap=background[..., 0])
 
 
+def test_a_pool_stage_takes_its_items_as_the_workers_go():
+    """map_items on a pool keeps a bounded window in flight and gives the results in order: Executor.map submits
+    every item before the first result (a million jobs made, pickled and queued at once)."""
+    from datagen.stage import CHUNKS_PER_WORKER, map_items
+
+    taken = []
+
+    class Counted:  # sized, as a stage's jobs are; records how far it was read
+        def __len__(self) -> int:
+            return 1000
+
+        def __iter__(self):
+            for item in range(1000):
+                taken.append(item)
+                yield -item
+
+    results = map_items(abs, Counted(), workers=2, chunksize=2)
+    first = next(results)
+    assert first == 0 and len(taken) <= (CHUNKS_PER_WORKER * 2 + 1) * 2, len(taken)
+    assert [first, *results] == list(range(1000))
+
+
 def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     """A run killed with SIGKILL cannot shut its pool down: its workers notice and exit within seconds."""
     import os

@@ -284,7 +284,8 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
         mine = np.arange(index, config.n, count)
         # each job drawn as a worker is about to take it: drawn all first, a fresh run of 10^5 at 32 px made its first
         # composite after 11.2 s and peaked at 350 MB, growing with -n (0.01 s and 106 MB so)
-        jobs = Lazy(lambda i: make_job(int(i), config, pools, occluders, focus=focus), mine[~done[mine]])
+        todo = mine[~done[mine]]
+        jobs = Lazy(lambda: (make_job(int(i), config, pools, occluders, focus=focus) for i in todo), len(todo))
         result.existing = len(mine) - len(jobs)
 
         def outcomes() -> Iterator[tuple[str, dict[str, Any] | Skip]]:
