@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ class OnlineComposites:
         self.source, self.seed, self.cache_mb = source, seed, cache_mb
         foregrounds = list_pool(source.fg, "foreground", raw_option=None)  # training has no --raw-foreground
         self.pool = Pools(foregrounds, list_pool(source.bg, "background"))
-        self.occluders: list[PoolItem] = list_pool([source.occluders], "occluder") if source.occluders else []
+        self.occluders: Sequence[PoolItem] = list_pool([source.occluders], "occluder") if source.occluders else []
         self.augment = load_augment(source.preset, source.config)
         self.renderer: Renderer | None = None
 

@@ -16,8 +16,10 @@ from datagen.compose import run as compose_run
 from datagen.compose.config import PRESETS, AugmentConfig, ComposeConfig, load_augment
 from datagen.compose.geometry import place_background, place_foreground
 from datagen.compose.params import sample_params
+from datagen.compose.pools import list_pool
 from datagen.compose.render import Inputs, _occluder_layer, render
 from datagen.inspect import inspect_dataset
+from datagen.io import encode_png
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows
 from tests.conftest import directory_bytes
@@ -292,6 +294,30 @@ def test_a_run_draws_its_jobs_as_it_goes_not_all_before_the_first(pools, tmp_pat
     result = compose(pools, tmp_path / "out", n=60)
     assert result.new == 60 and sorted(drawn) == list(range(60)), "every sample drawn once (no failed draws here)"
     assert max(number - done for done, number in enumerate(seen)) <= 1, seen[:5]  # one worker: drawn, then made
+
+
+def test_a_pool_holds_no_python_object_per_item(tmp_path):
+    """A pool of a million foregrounds goes to every compose and loader worker: as Arrow columns, not a PoolItem (with
+    its Paths) per item, which took about 400 bytes each and a second per 10^5 to unpickle in each worker."""
+    import gc
+    import pickle
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "seed.png").write_bytes(encode_png(np.full((4, 4, 3), 90, np.uint8)))
+    list_pool([folder], "background")  # first use: imports (pyarrow's functions are objects too)
+    for index in range(3000):
+        os.link(folder / "seed.png", folder / f"b{index:05d}.png")
+    gc.collect()
+    before = len(gc.get_objects())
+    pool = list_pool([folder], "background")
+    gc.collect()
+    assert len(pool) == 3001 and len(gc.get_objects()) - before < 300
+    assert pool[0].id == "many:b00000.png" and pool[0].path == folder / "b00000.png" and pool[-1].id == "many:seed.png"
+    copy = pickle.loads(pickle.dumps(pool))
+    assert [item.id for item in copy] == [item.id for item in pool] and copy[7] == pool[7]
+    held = np.arange(3001) % 3 == 0
+    assert [item.id for item in pool.subset(held)] == [item.id for item, h in zip(pool, held) if h]
 
 
 def test_two_shards_at_the_same_time_give_a_valid_dataset(pools, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from datagen.alpha import EmptyAlphaError
 from datagen.card import write_card
 from datagen.compose.config import AugmentConfig, ComposeConfig
 from datagen.compose.params import sample_params
-from datagen.compose.pools import Cache, PoolItem, list_pool, load_background, load_foreground, partition
+from datagen.compose.pools import Cache, Pool, PoolItem, list_pool, load_background, load_foreground, partition
 from datagen.compose.render import EmptyComposite, Inputs, render
 from datagen.io import ImageReadError
 from datagen.parallel import process_pool, runs_in_workers
@@ -53,8 +53,8 @@ class ComposeResult(StageResult):
 class Pools:
     """The pools of one split (train or validation) after the grouped hold-out."""
 
-    foregrounds: list[PoolItem]
-    backgrounds: list[PoolItem]
+    foregrounds: Pool
+    backgrounds: Pool
 
 
 def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]]:
@@ -65,10 +65,7 @@ def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]
     held_fg = partition(len(foregrounds), config.val_fraction, config.seed, 1)
     held_bg = partition(len(backgrounds), config.val_fraction, config.seed, 2)
     pools = {
-        split: Pools(
-            [f for f, h in zip(foregrounds, held_fg) if h == held],
-            [b for b, h in zip(backgrounds, held_bg) if h == held],
-        )
+        split: Pools(foregrounds.subset(held_fg == held), backgrounds.subset(held_bg == held))
         for split, held in (("train", False), ("validation", True))
     }
     return pools, occluders
@@ -89,7 +86,7 @@ class Drawn:
     occluders: tuple[PoolItem | None, ...]
 
 
-def draw(rng: np.random.Generator, augment: AugmentConfig, pool: Pools, occluders: list[PoolItem]) -> Drawn:
+def draw(rng: np.random.Generator, augment: AugmentConfig, pool: Pools, occluders: Sequence[PoolItem]) -> Drawn:
     """Everything random about one composite, from `rng` (`compose/params.py`), with the pool items it uses.
 
     The one drawing of `datagen compose` and of training's online composites (ormbg.composites.OnlineComposites)."""
@@ -111,7 +108,7 @@ def make_job(
     index: int,
     config: ComposeConfig,
     pools: dict[str, Pools],
-    occluders: list[PoolItem],
+    occluders: Sequence[PoolItem],
     draw_index: int = 0,
     focus: CompositeFocus | None = None,
 ) -> ComposeJob:
@@ -183,13 +180,13 @@ class _Worker:
 
     config: ComposeConfig
     pools: dict[str, Pools]
-    occluders: list[PoolItem]
+    occluders: Sequence[PoolItem]
     renderer: Renderer
     focus: CompositeFocus | None
 
 
 def _init_worker(
-    config: ComposeConfig, pools: dict[str, Pools], occluders: list[PoolItem], focus: CompositeFocus | None = None
+    config: ComposeConfig, pools: dict[str, Pools], occluders: Sequence[PoolItem], focus: CompositeFocus | None = None
 ) -> None:
     _Worker.config, _Worker.pools, _Worker.occluders, _Worker.focus = config, pools, occluders, focus
     _Worker.renderer = Renderer(config.cache_foreground_mb, config.cache_background_mb)
@@ -243,7 +240,7 @@ def _results(
     jobs: Lazy,
     config: ComposeConfig,
     pools: dict[str, Pools],
-    occluders: list[PoolItem],
+    occluders: Sequence[PoolItem],
     focus: CompositeFocus | None,
 ) -> Iterator[tuple[str, dict[str, Any] | Skip, list[Skip]]]:
     """Outcomes (split, row or Skip, pool items found bad) in job order. Ray: batches of jobs as Ray tasks. Several
