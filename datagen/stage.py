@@ -66,7 +66,7 @@ class Run:
         progress: bool = True,
     ) -> None:
         """`collect` for outcomes that name their split, (split, row or Skip), `total` of them: a stage whose jobs are
-        made as they are taken (compose) keeps none of them here."""
+        made as they are taken (compose, import) keeps none of them here."""
         for split, outcome in tqdm(outcomes, total=total, desc=desc, unit=unit, disable=not progress):
             if isinstance(outcome, Skip):
                 self.skip(outcome)
@@ -127,7 +127,7 @@ def stage_run(
 @dataclass(frozen=True)
 class Lazy:
     """`count` items that `make()` yields as they are taken: a stage's jobs for a fresh run of 10^6 are made as the
-    workers take them, never all held (`datagen compose`, `synth`, `import`). Sized; each pass makes them again."""
+    workers take them, never all held (compose, synth, import, foreground). Sized; each pass makes them again."""
 
     make: Callable[[], Iterator[Any]]
     count: int
