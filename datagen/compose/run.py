@@ -57,7 +57,7 @@ class Pools:
     backgrounds: Pool
 
 
-def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], list[PoolItem]]:
+def split_pools(config: ComposeConfig) -> tuple[dict[str, Pools], Sequence[PoolItem]]:
     """Foreground and background pools per split (one item never in both splits), and the occluder pool."""
     foregrounds = list_pool(config.foregrounds, "foreground", config.raw_foreground)
     backgrounds = list_pool(config.backgrounds, "background")
