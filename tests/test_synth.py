@@ -195,7 +195,7 @@ def test_an_interrupted_run_keeps_every_finished_batch_and_resumes_to_the_same_p
 
 
 def test_prompts_are_drawn_as_batches_are_taken_and_retries_follow_every_first_attempt(tmp_path, monkeypatch):
-    """A fresh run of 10^6 must not draw 10^6 prompts before its first image (33 s and 1 GB): at the first render
+    """A fresh run of 10^6 must not draw 10^6 prompts before its first image (31 s, 1.07 GB): at the first render
     only that batch's are drawn. A rejected person is generated again after every first attempt, its retry joining
     the queue once its batch is written (while the next one renders)."""
     import datagen.synth as synth
