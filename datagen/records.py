@@ -1020,6 +1020,15 @@ class ResumeState:
             done[indices[indices < count]] = True
         return done
 
+    def seeded_todo(
+        self, splits: Iterable[str], prefix: str, seed: int, count: int, shard: tuple[int, int]
+    ) -> tuple[np.ndarray, int]:
+        """(the indices of shard (I, K) of 0..count-1, those with index % K == I, not done in any of `splits`, in
+        order; how many indices the shard has): what a generating stage (synth, compose) has left to make."""
+        index, every = shard
+        mine = np.arange(index, count, every)
+        return mine[~self.seeded_done(splits, prefix, seed, count)[mine]], len(mine)
+
     def add(self, split: str, row: dict[str, Any]) -> None:
         """Append `row` to the split's metadata unless its id already has one (never two rows for one id)."""
         if row["id"] not in self.rowed[split]:

@@ -323,12 +323,9 @@ def _plan(config: SynthConfig, state: ResumeState, result: SynthResult) -> Lazy:
     once, 10^6 took 31 s and 1.07 GB before the first image); the rest counted in `result`."""
     fixed = load_prompts(config.prompts) if config.prompts else None
     focus = Focus.read(config)
-    index, count = config.shard
-    mine = np.arange(index, config.n, count)
-    done = state.seeded_done(["train"], _prefix(config), config.seed, config.n)
-    todo = mine[~done[mine]]
+    todo, mine = state.seeded_todo(["train"], _prefix(config), config.seed, config.n, config.shard)
     pending = Lazy(lambda: (Job(int(i), 0, _prompt(config, int(i), fixed, focus)) for i in todo), len(todo))
-    result.existing = len(mine) - len(pending)
+    result.existing = mine - len(pending)
     result.focus = asdict(focus) | {"digest": focus.digest} if focus else None  # for run.json
     return pending
 

@@ -275,15 +275,12 @@ def run_compose(config: ComposeConfig, command: str = "datagen compose") -> Comp
     focus = CompositeFocus(config.focus, [str(spec) for spec in config.foregrounds]) if config.focus else None
     result = ComposeResult(config.out)
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, overwrite=config.overwrite) as run:
-        index, count = config.shard
         # an id names one index, so a sample done in either split is skipped before anything is drawn for it
-        done = run.state.seeded_done(COMPOSE_SPLITS, "composite", config.seed, config.n)
-        mine = np.arange(index, config.n, count)
+        todo, mine = run.state.seeded_todo(COMPOSE_SPLITS, "composite", config.seed, config.n, config.shard)
         # each job drawn as a worker is about to take it: drawn all first, a fresh run of 10^5 at 32 px made its first
         # composite after 11.2 s and peaked at 350 MB, growing with -n (0.01 s and 106 MB so)
-        todo = mine[~done[mine]]
         jobs = Lazy(lambda: (make_job(int(i), config, pools, occluders, focus=focus) for i in todo), len(todo))
-        result.existing = len(mine) - len(jobs)
+        result.existing = mine - len(jobs)
 
         def outcomes() -> Iterator[tuple[str, dict[str, Any] | Skip]]:
             for split, outcome, found_bad in _results(jobs, config, pools, occluders, focus):
