@@ -28,7 +28,7 @@ from tqdm import tqdm
 from datagen.cluster import batched, ray_map, recording
 from datagen.errors import UserError
 from datagen.io import write_run_json
-from datagen.parallel import bounded_map, process_pool, reuse_freed_memory, single_threaded_opencv
+from datagen.parallel import bounded_map, process_pool, return_freed_memory, reuse_freed_memory, single_threaded_opencv
 from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
 
 
@@ -112,6 +112,7 @@ def stage_run(
     on every run of a stage that makes its dataset (`skips=False`: one that never skips), and by an in-place stage
     only when it skipped something."""
     started = time.time()
+    return_freed_memory()  # the resume check's large buffers go back when freed (a worker with work reuses them)
     with resume_run(result.out, shard, overwrite, in_place=in_place) as state:
         run = Run(state, result)
         with recording(ray) as report, crash_report(command, result.out):

@@ -573,3 +573,75 @@ def test_a_folder_that_cannot_be_read_is_a_skip_not_silence(tmp_path, monkeypatc
     assert [(skip.path, skip.reason) for skip in found.skipped] == [
         ("locked", "folder not readable: Permission denied")
     ]
+
+
+def test_split_column_is_one_byte_a_row_and_reads_back(tmp_path):
+    """The pairs' split column is dictionary codes over SPLITS (1 byte a row; strings took 9 MB a million pairs,
+    about 8 MB of a no-op import's peak at 10^6): what the listing makes, what a list of Pairs becomes, what the
+    hold-out writes; `split_codes` reads it, and a column of plain strings, alike."""
+    import pyarrow as pa
+
+    from datagen.importers import folder, held_out, hold_out
+    from datagen.importers.layout import Pair, PairColumns, split_codes, split_column
+
+    column = split_column(np.array([0, 2, 1, 0]))
+    assert pa.types.is_dictionary(column.type) and column.indices.type == pa.int8()
+    assert column.to_pylist() == ["train", "test", "validation", "train"]
+    assert split_codes(column).tolist() == split_codes(pa.array(column.to_pylist())).tolist() == [0, 2, 1, 0]
+    with pytest.raises(ValueError, match="not in"):
+        split_codes(pa.array(["train", "val"]))
+    listed = [Pair(split, f"{split}/{n}.jpg", str(n), "i", "a") for n, split in enumerate(["test", "train"])]
+    pairs = PairColumns.of(listed)
+    assert pairs.column("split").to_pylist() == ["test", "train"] and [p.split for p in pairs] == ["test", "train"]
+
+    for name in [f"p{index:02d}" for index in range(40)]:
+        for sub, suffix in (("im", ".jpg"), ("gt", ".png")):
+            (tmp_path / sub).mkdir(exist_ok=True)
+            (tmp_path / sub / f"{name}{suffix}").touch()
+    listed = folder.discover(tmp_path, ImportConfig(out=tmp_path / "out", images="im/*", alphas="gt/*")).pairs
+    held = hold_out(listed, "folder", 0.3)
+    for found in (listed, held):
+        assert pa.types.is_dictionary(found.column("split").type)
+    splits = held.column("split").to_pylist()
+    assert set(splits) == {"train", "validation"} and {p.split for p in held} == set(splits)
+    moved = [key for key, split in zip(held.column("key").to_pylist(), splits) if split == "validation"]
+    assert moved == [key for key in held.column("key").to_pylist() if held_out("folder", key, 0.3)]
+
+
+def test_a_stage_gives_the_large_buffers_it_frees_back(tmp_path):
+    """A stage's driver maps buffers of 4 MB and more on their own (`parallel.return_freed_memory`): glibc would
+    otherwise serve them from its heap once a larger one had been freed, and keep them resident when freed (the
+    no-op import of 10^6 photos peaked at 291-293 MB so, 270-273 MB with it). In a fresh process that has freed a
+    24 MB buffer, three freed 12 MB frames stay resident; after a no-op import, or a no-op of a stage that only
+    `stage.stage_run` sets it for (foreground), they go back."""
+    import subprocess
+    import sys
+
+    image, alpha = pair(1)
+    put(tmp_path / "src/im/a.jpg", image)
+    put(tmp_path / "src/gt/a.png", alpha)
+    out = tmp_path / "out"
+    import_ok("folder", tmp_path / "src", out, images="im/*", alphas="gt/*")
+
+    def returned_mb(stage: str = "") -> float:
+        code = (
+            "import numpy as np; big = np.ones(24 << 18, np.float32); del big\n"  # glibc's threshold rises to 24 MB
+            f"{stage}\nfrom tests.conftest import freed_frames_returned_mb as f; print(f())"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return float(done.stdout.split()[-1])
+
+    kept = returned_mb()
+    no_op = returned_mb(
+        "from datagen.importers import ImportConfig, run_import\n"
+        f"result = run_import('folder', {str(tmp_path / 'src')!r}, ImportConfig(out={str(out)!r}, images='im/*', "
+        "alphas='gt/*', progress=False)); assert not result.new and result.existing == 1"
+    )
+    from datagen.foreground import ForegroundConfig, run_foreground
+
+    assert run_foreground(ForegroundConfig(out, progress=False)).new == 1
+    stage = returned_mb(
+        "from datagen.foreground import ForegroundConfig, run_foreground\n"
+        f"result = run_foreground(ForegroundConfig({str(out)!r}, progress=False)); assert not result.new"
+    )
+    assert kept < 4 < 30 < min(no_op, stage), (kept, no_op, stage)

@@ -24,8 +24,8 @@ from datagen.errors import InputError
 from datagen.foreground import METHODS
 from datagen.importers import aim500, am2k, dis5k, folder, p3m, ppm100
 from datagen.importers.convert import PairJob, import_pair
-from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumns
-from datagen.parallel import runs_in_workers
+from datagen.importers.layout import COLUMNS, Discovery, LayoutError, PairColumns, split_codes, split_column
+from datagen.parallel import return_freed_memory, runs_in_workers
 from datagen.records import (
     SPLITS,
     SampleIds,
@@ -107,6 +107,7 @@ def run_import(kind: str, src: str | Path, config: ImportConfig, command: str | 
     if not src.is_dir():
         raise LayoutError(kind, src, ["a folder"])
     check_shared_paths(config.ray, {"SRC": src})
+    return_freed_memory()  # listing a million files and pairing them: large buffers go back when freed (stage_run's)
     discovery: Discovery = module.discover(src, config)
     pairs, skipped = hold_out(PairColumns.of(discovery.pairs), kind, config.val_fraction), discovery.skipped
     del discovery  # its pairs live on as `pairs` alone, dropped once the jobs are made (tens of MB at a million)
@@ -182,15 +183,15 @@ def held_out(kind: str, key: str, fraction: float) -> bool:
 
 def hold_out(pairs: PairColumns, kind: str, fraction: float) -> PairColumns:
     """Train pairs of a data set without a validation split of its own move to validation by `held_out`."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     splits = pairs.column("split")
     if not fraction or not len(pairs) or pc.any(pc.equal(splits, "validation")).as_py():
         return pairs
     held = np.fromiter((held_out(kind, key, fraction) for key in iter_strings(pairs.column("key"))), bool, len(pairs))
-    moved = pc.and_(pc.equal(splits, "train"), pa.array(held))
-    table = pairs.table.set_column(COLUMNS.index("split"), "split", pc.if_else(moved, "validation", splits))
+    codes = split_codes(splits)
+    codes[held & (codes == SPLITS.index("train"))] = SPLITS.index("validation")
+    table = pairs.table.set_column(COLUMNS.index("split"), "split", split_column(codes))
     return PairColumns(table, pairs.root, pairs.metadata)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datagen.console import SPLITS
 from datagen.errors import InputError
 from datagen.importers.layout import (
     COLUMNS,
@@ -28,6 +29,7 @@ from datagen.importers.layout import (
     index_by_stem,
     pair_files,
     path_order,
+    split_column,
 )
 from datagen.io import readable_path, walk_files
 from datagen.records import Skip, StringColumn, index_in, repeated
@@ -133,7 +135,7 @@ def rgba_columns(src: Path, split: str, counted: Callable[[int], Any] = len) -> 
     image = key.cast(pa.binary()) if files is None else files.finish(binary=True)  # the cast: no copy
     count = len(key)
     columns = {
-        "split": pa.repeat(split, count),
+        "split": split_column(np.full(count, SPLITS.index(split), np.int8)),
         "key": key,
         "name": names.finish(binary=True),
         "image": image,
@@ -274,7 +276,7 @@ def pair_columns(src: Path, split: str, images: StemColumns, alphas: StemColumns
     keys = images.paths if everyone else images.paths.filter(paired)
     count = len(keys)
     columns = {
-        "split": pa.repeat(split, count),
+        "split": split_column(np.full(count, SPLITS.index(split), np.int8)),
         "key": keys,
         "name": (images.stems if everyone else images.stems.filter(paired)).cast(pa.binary()),  # binary: no copy
         "image": keys.cast(pa.binary()),

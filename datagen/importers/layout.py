@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from datagen.console import SPLITS
 from datagen.errors import InputError
 from datagen.io import IMAGE_EXTENSIONS, is_hidden, readable_path
 from datagen.records import Skip
@@ -36,12 +37,38 @@ COLUMNS = ("split", "key", "name", "image", "alpha", "trimap", "rgba", "group")
 FILE_NAMED = ("name", "image", "alpha", "trimap")  # binary columns: a file name's bytes (os.fsencode)
 
 
+def split_column(codes: np.ndarray):
+    """A split column: Arrow dictionary codes (int8, an index into SPLITS) over the split names, one byte a row where
+    strings took nine (9 MB a million pairs)."""
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8, copy=False)), pa.array(SPLITS))
+
+
+def split_codes(column) -> np.ndarray:
+    """The int8 codes (index into SPLITS) of a split column (`split_column`'s, or plain strings): a new array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(column.type):
+        lookup = np.array([SPLITS.index(name) for name in column.dictionary.to_pylist()], np.int8)
+        return lookup[column.indices.to_numpy(zero_copy_only=False)]
+    codes = np.full(len(column), -1, np.int8)
+    for code, name in enumerate(SPLITS):
+        codes[pc.equal(column, name).to_numpy(zero_copy_only=False)] = code
+    if (codes < 0).any():
+        raise ValueError(f"a split not in {SPLITS}: {column.filter(pa.array(codes < 0))[0]}")
+    return codes
+
+
 def _bytes(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
 class PairColumns:
-    """The pairs of a discovery as columns: a pyarrow Table (split, key, name, image, alpha, trimap, rgba, group), its
+    """The pairs of a discovery as columns: a pyarrow Table (split (`split_column`), key, name, image, alpha, trimap,
+    rgba, group), its
     paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary (`FILE_NAMED`), `group` an
     index into `metadata`. A million photo pairs take tens of MB this way, where Pair objects took about 400 bytes
     each. Iterable as Pair objects (`rows` makes those of some rows)."""
@@ -58,7 +85,8 @@ class PairColumns:
 
         metadata = [pair.metadata for pair in {id(pair.metadata): pair for pair in pairs}.values()]
         index = {id(item): number for number, item in enumerate(metadata)}
-        columns = {name: pa.array([getattr(pair, name) for pair in pairs], pa.string()) for name in ("split", "key")}
+        columns = {"split": split_column(np.array([SPLITS.index(pair.split) for pair in pairs], np.int8))}
+        columns["key"] = pa.array([pair.key for pair in pairs], pa.string())
         for name in FILE_NAMED:  # as the bytes of the name: a file name that is not UTF-8 is kept as it is
             columns[name] = pa.array([_bytes(getattr(pair, name)) for pair in pairs], pa.binary())
         columns["rgba"] = pa.array([pair.rgba for pair in pairs], pa.bool_())
