@@ -68,10 +68,9 @@ def _bytes(path: str | None) -> bytes | None:
 
 class PairColumns:
     """The pairs of a discovery as columns: a pyarrow Table (split (`split_column`), key, name, image, alpha, trimap,
-    rgba, group), its
-    paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary (`FILE_NAMED`), `group` an
-    index into `metadata`. A million photo pairs take tens of MB this way, where Pair objects took about 400 bytes
-    each. Iterable as Pair objects (`rows` makes those of some rows)."""
+    rgba, group), its paths relative to `root` (a prefix: "" for absolute paths) and, like the name, binary
+    (`FILE_NAMED`), `group` an index into `metadata`. A million photo pairs take tens of MB this way, where Pair
+    objects took about 400 bytes each. Iterable as Pair objects (`rows` makes those of some rows)."""
 
     def __init__(self, table, root: str = "", metadata: list[dict[str, Any]] | None = None):
         self.table, self.root, self.metadata = table, root, metadata or [{}]
