@@ -1335,44 +1335,63 @@ def replace_alpha(sample: Sample, data: bytes) -> list[str]:
     return removed
 
 
-def forget_derived(root: str | os.PathLike, split: str) -> int:
+def forget_derived(root: str | os.PathLike, split: str, index: StringIndex | None = None) -> int:
     """Once a derived file of a row is gone (replace_alpha deleted it), drop that kind's columns from every row of the
     split, so rows stay uniform and complete; files still there stay, and the stage that made them (`datagen
     foreground`) makes only the missing ones and gives the rows their columns again. Returns rows changed. A million
-    rows are checked by one listing of the kind's folder (`_derived_present`), not a dict or a stat a row."""
+    rows are checked by one listing of the kind's folder (`_derived_present`), not a dict or a stat a row. `index`: a
+    StringIndex of the split's ids in file order that the caller holds (refine's), used instead of a second column of
+    the ids and its index (about 40 MB at 10^6 rows); rows that are not those ids, in that order, are read on their
+    own."""
     stale = []
     for kind, marker in DERIVED_FROM_ALPHA.items():
         column, subfolder = FILE_KINDS[kind]
-        if not _derived_present(root, split, column, marker, subfolder):
+        if not _derived_present(root, split, column, marker, subfolder, index):
             stale += [column, marker]
     if not stale:
         return 0
     return update_rows(root, split, lambda row: {key: None for key in stale if key in row})
 
 
-def _derived_present(root: str | os.PathLike, split: str, column: str, marker: str, subfolder: str) -> bool:
+def _derived_present(
+    root: str | os.PathLike, split: str, column: str, marker: str, subfolder: str, index: StringIndex | None = None
+) -> bool:
     """Whether every row that has `marker` has the file its `column` names. The rows are read a batch at a time and
     reduced to the ids of those whose file is `<subfolder>/<id>.png`, as the stage names it (found by one listing of
-    the folder, `files_of_ids`), and the few other names (stat-ed)."""
+    the folder, `files_of_ids`), and the few other names (stat-ed). With `index` (the split's ids, in file order), the
+    rows are reduced to a flag a row of `index` while each batch's ids are the index's at its rows; from the first
+    batch that differs on, to ids."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     usual, other = StringColumn(), []
+    flagged = None if index is None else np.zeros(len(index.value_set), bool)  # usual rows, by number, while aligned
 
     def keep(batch, start: int):
+        nonlocal flagged
         if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
             usual.finish(), other.clear()
-        marked = batch.filter(pc.is_valid(batch.column(marker)))
-        names, ids = marked.column(column), marked.column("id")
-        named = named_by_id(names, ids, subfolder)
-        usual.extend_array(ids.filter(named))
-        other.extend(names.filter(pc.invert(named)).to_pylist())
+            flagged = None if index is None else np.zeros(len(index.value_set), bool)
+        ids, names = batch.column("id"), batch.column(column)
+        marked = pc.is_valid(batch.column(marker))
+        named = pc.and_(marked, named_by_id(names, ids, subfolder))
+        if flagged is not None and not index.value_set.slice(start, len(ids)).equals(ids):
+            usual.extend_array(index.value_set.filter(pa.array(flagged)))  # the rows so far, as ids from here on
+            flagged = None
+        if flagged is None:
+            usual.extend_array(ids.filter(named))
+        else:
+            flagged[start : start + len(ids)] = named.to_numpy(zero_copy_only=False)
+        other.extend(names.filter(pc.and_(marked, pc.invert(named))).to_pylist())
         return pa.record_batch([pa.array([], pa.bool_())], names=["none"])
 
     file_table(root, split, (column, marker), reduce=keep)
-    ids, folder = usual.finish(), os.path.join(str(Path(root) / split), "")
+    folder = os.path.join(str(Path(root) / split), "")
     if not all(name and os.path.isfile(folder + name) for name in other):
         return False
+    if flagged is not None:
+        return bool(files_of_ids(f"{folder}{subfolder}/", index, ".png", np.flatnonzero(flagged)).all())
+    ids = usual.finish()
     return bool(files_of_ids(f"{folder}{subfolder}/", StringIndex(ids), ".png", np.arange(len(ids))).all())
 
 

@@ -317,6 +317,7 @@ def _paths(sample: Sample) -> dict[str, Path]:
 
 # what refine reads of each row: its files, the markers of files derived from its alpha, and what it recorded
 REFINE_COLUMNS = (*FILE_COLUMNS, *DERIVED_FROM_ALPHA.values(), "alpha_source", "refine_model")
+ALPHA_FOLDER = FILE_KINDS["alpha"][1]  # where the stages put a row's alpha: gt/<id>.png
 
 
 def _flags(batch):
@@ -345,40 +346,56 @@ def _flags(batch):
 @dataclass
 class SplitRows:
     """One split's rows as refine reads them: `records.file_table` of the REFINE_COLUMNS, reduced a batch at a time as
-    it is read: the ids and alpha file names are held (`StringColumn`), the rest as a flag a row (`_flags`); no object
-    per row."""
+    it is read: the ids are held (`StringColumn`), the alpha file names only where they are not `gt/<id>.png` (as the
+    stages name them: 30 MB of names at 10^6 rows otherwise), the rest as a flag a row (`_flags`); no object per row."""
 
     root: Path
     split: str
-    table: Any  # pyarrow Table: the columns of _flags
+    table: Any  # pyarrow Table: the columns of _flags, and the ids
     photos: np.ndarray
     chosen: np.ndarray  # photos that --where chooses
     vitmatte: np.ndarray
     unrecorded: np.ndarray
+    other_rows: np.ndarray  # the rows whose alpha is not named gt/<id>.png (sorted), and their names
+    other_alphas: Any  # pyarrow StringArray
 
     @classmethod
     def read(cls, root: Path, split: str, where: tuple[tuple[str, str], ...] = ()) -> SplitRows:
         import pyarrow.compute as pc
 
-        ids, alphas = StringColumn(), StringColumn()
+        ids, others, other_rows = StringColumn(), StringColumn(), []
 
         def keep(batch, start: int):
             if start == 0:  # the first batch of a reading (Arrow's, or the row by row one that replaces it)
-                ids.finish(), alphas.finish()
+                ids.finish(), others.finish(), other_rows.clear()
             ids.extend_array(batch.column("id"))
-            alphas.extend_array(pc.fill_null(batch.column("alpha_file_name"), ""))
+            alphas = pc.fill_null(batch.column("alpha_file_name"), "")
+            usual = named_by_id(alphas, batch.column("id"), ALPHA_FOLDER)
+            other_rows.append(start + np.flatnonzero(~usual.to_numpy(zero_copy_only=False)))
+            others.extend_array(alphas.filter(pc.invert(usual)))
             return _flags(batch)
 
         table = file_table(root, split, REFINE_COLUMNS, reduce=keep)
-        # one buffer each, apart from Arrow's pool (which then holds only what a batch needs), and one chunk (Arrow's
-        # take of a chunked array joins its chunks first)
-        table = table.append_column("id", ids.finish()).append_column("alpha_file_name", alphas.finish())
+        # one buffer, apart from Arrow's pool (which then holds only what a batch needs), and one chunk (Arrow's take of
+        # a chunked array joins its chunks first)
+        table = table.append_column("id", ids.finish())
         photos, vitmatte, unrecorded = (table.column(name).to_numpy() for name in ("photo", "vitmatte", "unrecorded"))
         chosen = photos.copy()
         if where:  # any field of the row, compared as text: the rows themselves, streamed
             matches = (all(str(row.get(key)) == value for key, value in where) for row in iter_rows(root, split))
             chosen &= np.fromiter(matches, bool, table.num_rows)
-        return cls(root, split, table, photos, chosen, vitmatte, unrecorded)
+        rows = np.concatenate(other_rows) if other_rows else np.zeros(0, np.int64)
+        return cls(root, split, table, photos, chosen, vitmatte, unrecorded, rows, others.finish())
+
+    def alpha_names(self, numbers: np.ndarray) -> list[str]:
+        """The alpha file names of the rows `numbers` ("" for a row without one)."""
+        names = [f"{ALPHA_FOLDER}/{sample_id}.png" for sample_id in self.ids.take(numbers).to_pylist()]
+        if len(self.other_rows):
+            at = np.searchsorted(self.other_rows, numbers)
+            hit = np.flatnonzero(self.other_rows[np.minimum(at, len(self.other_rows) - 1)] == numbers)
+            for number, name in zip(hit.tolist(), self.other_alphas.take(at[hit]).to_pylist()):
+                names[number] = name
+        return names
 
     @functools.cached_property
     def folder(self) -> str:
@@ -411,10 +428,9 @@ def refined_mask(rows: SplitRows, now: np.ndarray, overwrite: bool = False) -> n
     if not len(unrecorded):
         return refined
     written = unrecorded[_present(rows, unrecorded)]
-    alphas = rows.table.column("alpha_file_name")
-    for row in written.tolist():
-        mask, alpha = rows.folder + plane_name("mask", rows.ids[row].as_py()), rows.folder + alphas[row].as_py()
-        refined[row] = _read(mask) != _read(alpha)
+    for row, alpha in zip(written.tolist(), rows.alpha_names(written)):
+        mask = rows.folder + plane_name("mask", rows.ids[row].as_py())
+        refined[row] = _read(mask) != _read(rows.folder + alpha)
     return refined
 
 
@@ -487,7 +503,7 @@ class SoftShares:
         shares = np.zeros(len(which))
         for start in range(0, len(which), STRING_BATCH):
             part = which[start : start + STRING_BATCH]
-            paths = [rows.folder + name for name in rows.table.column("alpha_file_name").take(part).to_pylist()]
+            paths = [rows.folder + name for name in rows.alpha_names(part)]
             stats = _stats(paths)
             same = (stats[:, 0] == sizes[part]) & (stats[:, 1] == times[part])
             shares[start : start + len(part)][same] = known[part][same]
@@ -636,6 +652,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
                 result.foregrounds_removed += outcome[1]
                 result.new += 1
         del todo
+        soft.reload()  # what it read is not needed again (a shard that needs it reads it anew): 24 MB at 10^6 rows
         for split in split_names:
             _record_split(root, split, config, result, refined_now[split], soft, selected.pop(split))
     return result
@@ -699,8 +716,8 @@ def _record_split(
     again (only those it refined now are done), the other shards' are, read anew (they may have finished meanwhile)."""
     import pyarrow as pa
 
-    forget_derived(root, split)
     selection, mine, wanted = selected
+    forget_derived(root, split, selection.index)  # the ids as read at the start, if the rows are still those
     # one shard: the rows are as read at the start (forget_derived drops columns that SplitRows does not read)
     rows = selection if config.shard[1] == 1 else SplitRows.read(root, split, config.where)
     ids = selection.ids

@@ -522,10 +522,21 @@ def test_cache_batches_read_what_parse_metadata_reads_and_leave_out_bad_lines(tm
     assert last_rows(path) == expected, "a row without a column, read by Arrow (a null): left out"
 
 
-def test_forget_derived_drops_a_kind_only_when_one_of_its_files_is_gone(tmp_path, person):
+@pytest.mark.parametrize("ids", [None, "as read", "other order", "fewer"])
+def test_forget_derived_drops_a_kind_only_when_one_of_its_files_is_gone(tmp_path, person, ids):
     """The fg/ of `datagen foreground` (rows with foreground_method) named fg/<id>.png or otherwise: its columns leave
-    every row once one marked row's file is gone; kept while all are there."""
-    from datagen.records import forget_derived, update_rows
+    every row once one marked row's file is gone; kept while all are there. The same with the split's ids given as a
+    StringIndex (refine's, read before): in file order, or not those rows (read on their own then)."""
+    import pyarrow as pa
+
+    from datagen.records import StringIndex, file_table, forget_derived, update_rows
+
+    def forget():
+        if ids is None:
+            return forget_derived(tmp_path, "train")
+        order = file_table(tmp_path, "train", ()).column("id").to_pylist()
+        order = {"as read": order, "other order": order[::-1], "fewer": order[:2]}[ids]
+        return forget_derived(tmp_path, "train", StringIndex(pa.array(order, pa.string())))
 
     for name in ("a", "b", "c"):
         write_sample(tmp_path, "train", name, image=person[..., :3], alpha=person[..., 3], foreground=person)
@@ -537,10 +548,10 @@ def test_forget_derived_drops_a_kind_only_when_one_of_its_files_is_gone(tmp_path
 
     update_rows(tmp_path, "train", mark)
     before = read_rows(tmp_path, "train")
-    assert forget_derived(tmp_path, "train") == 0 and read_rows(tmp_path, "train") == before
-    for gone in ("fg/other-c.png", "fg/a.png"):
+    assert forget() == 0 and read_rows(tmp_path, "train") == before
+    for gone in ("fg/other-c.png", "fg/a.png", "fg/b.png"):
         (tmp_path / "train" / gone).rename(tmp_path / "train" / f"{gone}.kept")
-        assert forget_derived(tmp_path, "train") == 3, gone
+        assert forget() == 3, gone
         columns = {"foreground_method", "foreground_file_name"}
         assert not any(columns & row.keys() for row in read_rows(tmp_path, "train"))
         (tmp_path / "train" / f"{gone}.kept").rename(tmp_path / "train" / gone)

@@ -435,7 +435,8 @@ def test_overwrite_with_where_keeps_what_the_other_rows_record(tmp_path, tiny_vi
 def test_rows_read_by_arrow_or_line_by_line_are_the_same(tmp_path, monkeypatch):
     """SplitRows reads the rows by Arrow a batch at a time; where Arrow's reading could differ (here a blank line, found
     after every batch was read) they are read again line by line, from the first: the same ids, file names and flags,
-    whatever the batch size; the rows to refine read again (`rows`) are those asked."""
+    whatever the batch size (alpha names held only where they are not gt/<id>.png); the rows to refine read again
+    (`rows`) are those asked."""
     import pyarrow as pa
 
     import datagen.records
@@ -443,14 +444,19 @@ def test_rows_read_by_arrow_or_line_by_line_are_the_same(tmp_path, monkeypatch):
 
     root = coarse_dataset(tmp_path / "ds", n=7)
     write_sample(root, "train", "bg", image=draw_background(np.random.default_rng(1), 8, 8), alpha=None)
-    straight = SplitRows.read(root, "train").table
-    assert straight.column("photo").to_pylist() == [True] * 7 + [False]
-    assert straight.column("id").num_chunks == 1 and straight.column("alpha_file_name")[-1].as_py() == ""
     metadata = root / "train/metadata.jsonl"
+    metadata.write_text(metadata.read_text().replace('"gt/s2.png"', '"mattes/s2 b.png"'))  # not named as stages name
+    first = SplitRows.read(root, "train")
+    straight = first.table
+    assert straight.column("photo").to_pylist() == [True] * 7 + [False]
+    assert straight.column("id").num_chunks == 1
+    alphas = ["gt/s0.png", "gt/s1.png", "mattes/s2 b.png", *(f"gt/s{i}.png" for i in range(3, 7)), ""]
+    assert first.alpha_names(np.arange(8)) == alphas and first.other_rows.tolist() == [2, 7], "only those held"
+    assert first.alpha_names(np.array([7, 2, 3])) == ["", "mattes/s2 b.png", "gt/s3.png"]
     metadata.write_text(metadata.read_text().replace("\n", "\n\n", 1))
     monkeypatch.setattr(datagen.records, "STRING_BATCH", 3)
     again = SplitRows.read(root, "train")
-    assert again.table.equals(straight)
+    assert again.table.equals(straight) and again.alpha_names(np.arange(8)) == alphas
     rows = again.rows(np.array([1, 4, 5]))
     assert rows.column("id").to_pylist() == ["s1", "s4", "s5"] and rows.column("file_name")[0].as_py() == "im/s1.jpg"
     assert pa.Table.from_batches(rows.to_batches()).num_rows == 3
