@@ -28,7 +28,7 @@ from datagen.card import write_card
 from datagen.cluster import check_shared_paths, ray_map
 from datagen.console import DATA_ROOT, SIZE, option
 from datagen.errors import InputError
-from datagen.parallel import pick_device, torch_dtype
+from datagen.parallel import pick_device, reuse_freed_memory, torch_dtype
 from datagen.procedural import draw_background, draw_person
 from datagen.prompts import PERSON_ATTRIBUTES, load_prompts, sample_prompt
 from datagen.records import (
@@ -336,6 +336,8 @@ def _prefix(config: SynthConfig) -> str:
 
 def _generate(config: SynthConfig, render: Render, state: ResumeState, result: SynthResult) -> None:
     pending = _plan(config, state, result)
+    if len(pending):  # its frames reuse freed memory, as a pool's worker does (stage_run has it go back to the system):
+        reuse_freed_memory()  # 60 procedural 1024 px images took 14.7-18.3 s under stage_run's setting, 9.7-12.1 so
     prefix = _prefix(config)
     bar = tqdm(total=len(pending), desc=f"synth {config.kind}", unit="image", disable=not config.progress)
 

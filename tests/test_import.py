@@ -613,7 +613,8 @@ def test_a_stage_gives_the_large_buffers_it_frees_back(tmp_path):
     otherwise serve them from its heap once a larger one had been freed, and keep them resident when freed (the
     no-op import of 10^6 photos peaked at 291-293 MB so, 270-273 MB with it). In a fresh process that has freed a
     24 MB buffer, three freed 12 MB frames stay resident; after a no-op import, or a no-op of a stage that only
-    `stage.stage_run` sets it for (foreground), they go back."""
+    `stage.stage_run` sets it for (foreground), they go back; after synth rendered in the process, they are kept for
+    its next frames (`reuse_freed_memory`, as a worker with work)."""
     import subprocess
     import sys
 
@@ -645,3 +646,9 @@ def test_a_stage_gives_the_large_buffers_it_frees_back(tmp_path):
         f"result = run_foreground(ForegroundConfig({str(out)!r}, progress=False)); assert not result.new"
     )
     assert kept < 4 < 30 < min(no_op, stage), (kept, no_op, stage)
+    working = returned_mb(  # a stage that renders in this process keeps them for its next frames, as a worker does
+        "from datagen.synth import SynthConfig, run_synth\n"
+        f"assert run_synth(SynthConfig(out={str(tmp_path / 'synth')!r}, backend='procedural', n=1, size=(64, 64), "
+        "progress=False)).new == 1"
+    )
+    assert working < 4, working
