@@ -51,8 +51,8 @@ def reuse_freed_memory() -> bool:
     the training loader about 3,700 a sample. Kept, the pages are reused: the loader's worker 34.3 -> 26.2 ms a sample
     (1,200 samples, half online composites at 1024 px), resident memory flat at 515 MB against 448-467 (peak 507).
     Each worker process calls it at start-up (a Ray task's, not a Ray actor's: an actor loads a model, whose freed host
-    copies should go back), a one-worker stage in its own process once it has work (`stage.map_items`, synth's loop);
-    a no-op (False) off glibc."""
+    copies should go back), a one-worker stage in its own process once it has work (`stage.map_items`, synth's loop,
+    refine's and relight's once their model is loaded); a no-op (False) off glibc."""
     mallopt = _mallopt()
     if mallopt is None or not any(mallopt(M_MMAP_THRESHOLD, value) == 1 for value in MMAP_THRESHOLD_BYTES):
         return False  # musl's mallopt, a stub, says 0
@@ -69,8 +69,8 @@ def return_freed_memory() -> bool:
     stay resident beside what the next phase allocates. A stage's driver sets it as it starts (`stage.stage_run`, and
     `run_import` before it lists its source): the no-op import of 10^6 photos peaked at 270-273 MB with it, 291-293
     without. A stage that then has work in this process switches to `reuse_freed_memory`, as its workers do
-    (`stage.map_items` with one worker, synth's loop); refine and relight, whose models are loaded here, stay on it.
-    A no-op (False) off glibc."""
+    (`stage.map_items` with one worker, synth's loop, refine and relight once their model is loaded). A no-op (False)
+    off glibc."""
     mallopt = _mallopt()
     return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MAPPED_BYTES) == 1
 

@@ -39,7 +39,7 @@ from datagen.cluster import batched, check_shared_paths, ray_map
 from datagen.console import option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_pair, write_atomic
-from datagen.parallel import pick_device, torch_dtype
+from datagen.parallel import pick_device, reuse_freed_memory, torch_dtype
 from datagen.records import (
     DERIVED_FROM_ALPHA,
     FILE_COLUMNS,
@@ -609,6 +609,7 @@ def _outcomes(todo: _Todo, config: RefineConfig, matter: Matter | None) -> Itera
         return
     if todo:
         matter = matter or Matter(config.model, config.device, config.dtype, config.offline, config.max_side_px)
+        reuse_freed_memory()  # once the model is loaded (its freed host copies went back): see the test's figures
     for batch in batched(todo, config.batch_size):
         yield from _refine_batch(matter, batch, config)
 

@@ -33,7 +33,7 @@ from datagen.cluster import check_shared_paths, ray_map
 from datagen.console import DATA_ROOT, option
 from datagen.errors import InputError
 from datagen.io import ImageReadError, read_pair, write_atomic
-from datagen.parallel import pick_device, torch_dtype
+from datagen.parallel import pick_device, reuse_freed_memory, torch_dtype
 from datagen.records import (
     Sample,
     Skip,
@@ -399,6 +399,8 @@ def _outcomes(config: RelightConfig, relighter: Relighter | None, todo: list[tup
             yield outcome
         return
     relighter = relighter or (load_relighter(config) if todo else None)
+    if todo:
+        reuse_freed_memory()  # once the model is loaded, as refine does: its frames reuse freed memory
     for index, sample in todo:
         yield relight_one(config, relighter, index, sample, bank, rejected)
 
