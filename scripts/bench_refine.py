@@ -4,7 +4,8 @@ Shapes, all with random weights (no download): `tiny` (the test model: what the 
 batching and the band restore included), `small` and `base` (the published vitmatte-small / -base architectures:
 ViT-S 384-wide or ViT-B 768-wide, 12 blocks, windowed attention in 8 of them, 4 global). Each (shape, size) runs in
 its own process so that its peak memory is its own: peak resident memory on the CPU, torch's peak allocation on a
-GPU. Prints one line per case, measured in one run.
+GPU; malloc set as the stage sets it (`parallel.reuse_freed_memory` once the model is loaded). Prints one line per
+case, measured in one run.
 
     python scripts/bench_refine.py                                   # tiny at 1024 and 2048 px, CPU
     python scripts/bench_refine.py --shapes small base --device cuda --dtype fp16 --batch-sizes 1 4
@@ -42,12 +43,15 @@ def one(shape: str, side: int, batch: int, device: str, dtype: str, rounds: int)
     import torch
 
     from datagen.alpha import over, trimap_from_alpha
+    from datagen.parallel import return_freed_memory, reuse_freed_memory
     from datagen.procedural import draw_background, draw_person
     from datagen.refine import Matter
 
     torch.manual_seed(0)
+    return_freed_memory()  # malloc as `datagen refine` has it: its driver's setting (stage_run) while the model loads,
     with tempfile.TemporaryDirectory() as folder:
         matter = Matter(str(build(shape, Path(folder))), device=device, dtype=dtype, offline=True, max_side_px=side)
+    reuse_freed_memory()  # then its frames reuse freed memory (refine._outcomes)
     rng = np.random.default_rng(0)
     person = draw_person(rng, side, side)
     image = over(person, draw_background(rng, side, side))
