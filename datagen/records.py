@@ -1365,7 +1365,7 @@ def _derived_present(
     import pyarrow.compute as pc
 
     usual, other = StringColumn(), []
-    flagged = None if index is None else np.zeros(len(index.value_set), bool)  # usual rows, by number, while aligned
+    flagged = None  # with `index`: the usual rows, by number, while aligned (made at every reading's first batch)
 
     def keep(batch, start: int):
         nonlocal flagged
