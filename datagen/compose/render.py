@@ -81,10 +81,13 @@ def render(inputs: Inputs, params: dict[str, Any], size: tuple[int, int]) -> tup
     if length >= 1 and degradations["motion_subject"]:
         person = blur_layer(person, motion_kernel(length, degradations["motion_angle_deg"]), size)
 
+    layers = [*extras, person]
     alpha = np.zeros((height, width), np.float32)
-    for layer in [*extras, person]:
+    alpha[layers[0].box] = layers[0].alpha  # the union with nothing, 1 - (1 - 0)(1 - a) = a exactly: a copy
+    for index, layer in enumerate(layers):
         over(canvas, layer)
-        union_alpha(alpha, layer)
+        if index:
+            union_alpha(alpha, layer)
     for occluder, occluder_params in zip(inputs.occluders, params["occluders"]):
         layer = _occluder_layer(occluder, occluder_params, person, size)
         if layer is not None:
