@@ -446,10 +446,11 @@ class EvalSet(Dataset):
     (uint8) and the trimap where there is one. Validation thus scores the matte brought back to the ground truth's
     size (`preprocess.mattes_at`) exactly as evaluate does: the same checkpoint and data give the same MAE.
 
-    `samples`: a split's `Sample`s (ids, trimaps and subsets: what evaluate reads), or a validation source's
-    `SamplePairs` / `ParquetRows`. `images`: also keep the decoded image (the second stage's input). An item is a dict,
-    or {"id", "unreadable": [path, reason]} when a file of it cannot be read. Training batches them with
-    `collate_eval`; evaluate takes the list."""
+    `samples`: a split's `Sample`s (ids, trimaps and subsets: what evaluate reads), a validation source's
+    `SamplePairs`, or `ParquetRows` (evaluate opens them with their ids, subsets and trimaps). `images`: also keep the
+    decoded image (the second stage's input). An item is a dict (its `image_ref`: the image's path, or its row in the
+    ParquetRows), or {"id", "unreadable": [path, reason]} when a file of it cannot be read. Training batches them
+    with `collate_eval`; evaluate takes the list."""
 
     def __init__(self, samples, size_px: int, predictions: Path | None = None, images: bool = False):
         self.samples, self.size_px, self.predictions, self.images = samples, size_px, predictions, images
@@ -466,8 +467,13 @@ class EvalSet(Dataset):
 
     def _read(self, index: int, item: dict[str, Any]) -> dict[str, Any]:
         """Fill `item` (its id first, so an unreadable file still names its sample)."""
-        if isinstance(self.samples, ParquetRows):
+        if isinstance(self.samples, ParquetRows):  # id, subset and trimap where the rows have them (evaluation's)
+            extras = self.samples.extras(index)
+            item.update(id=str(extras.get("id", item["id"])), subset=str(extras.get("subset") or ""), image_ref=index)
+            item["trimap"] = extras.get("trimap")
             image, item["alpha"], _ = self.samples.row(index)
+            if self.predictions is not None:
+                return self._prediction(item)
         elif isinstance(self.samples, SamplePairs):
             image_path, alpha_path = self.samples[index]
             item["id"] = Path(image_path).stem
@@ -475,18 +481,23 @@ class EvalSet(Dataset):
         else:
             sample = self.samples[index]
             item["id"] = sample.id
-            item.update(image_path=str(sample.path("image")), subset=str(sample.row.get("subset") or ""))
+            item.update(image_ref=str(sample.path("image")), subset=str(sample.row.get("subset") or ""))
             item["alpha"] = read_alpha(sample.path("alpha"))
             if sample.path("trimap"):
                 item["trimap"] = read_alpha(sample.path("trimap"))
-            if self.predictions is not None:  # uint8: an eighth of the bytes to pass from the loader worker
-                path = self.predictions / f"{sample.id}.png"
-                item["prediction"] = read_alpha(path) if path.is_file() else None
-                return item
+            if self.predictions is not None:
+                return self._prediction(item)
             image = read_image(sample.path("image"))
         item["pixels"] = prepare(image, self.size_px)
         if self.images:
             item["image"] = image
+        return item
+
+    def _prediction(self, item: dict[str, Any]) -> dict[str, Any]:
+        """`item` with another model's matte <id>.png (None where there is none), uint8: an eighth of the bytes to
+        pass from the loader worker."""
+        path = self.predictions / f"{item['id']}.png"
+        item["prediction"] = read_alpha(path) if path.is_file() else None
         return item
 
 

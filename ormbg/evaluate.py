@@ -1,8 +1,10 @@
-"""`python -m ormbg.evaluate`: score ORMBG, or mattes any model wrote, on dataset directories.
+"""`python -m ormbg.evaluate`: score ORMBG, or mattes any model wrote, on dataset directories or on the Parquet
+that `datagen push` writes (a staged folder, or hf://user/name).
 
     python -m ormbg.evaluate --checkpoint ormbg.pth --data datasets/p3m:test --data datasets/ppm100 --json eval.json
     python -m ormbg.evaluate --predictions other_model/ --data datasets/p3m:test      # PNGs named <id>.png
     python -m ormbg.evaluate --checkpoint runs/x/best.safetensors --data datasets/p3m:test --worst 16
+    python -m ormbg.evaluate --checkpoint runs/x/best.safetensors --data hf://you/p3m:test
 
 Protocol: each image is resized to --size x --size (area when shrinking, linear when enlarging), the predicted
 matte is resized back (linear) to the ground truth's size, and every measure is computed at that size on the
@@ -38,6 +40,7 @@ from datagen.records import iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
+from ormbg.parquet import ParquetRows, is_parquet_source, open_parquet, parquet_splits
 
 runs_in_workers(__name__)  # its functions run in pool workers
 
@@ -64,14 +67,20 @@ UNITS = (
 )
 
 
-def resolve_split(spec: str) -> tuple[Path, str]:
-    """`DIR[:SPLIT]` -> (DIR, SPLIT); without a split: test (evaluation is on benchmarks), else validation, else
-    the only split."""
+def resolve_split(spec: str) -> tuple[Path | str, str]:
+    """`DIR[:SPLIT]` -> (DIR, SPLIT), DIR a dataset directory (a Path) or Parquet shards (a str: a folder of what
+    `datagen push` writes, or hf://user/name); without a split: test (evaluation is on benchmarks), else validation,
+    else the only split."""
     path, split, _ = parse_spec(spec, "--data")
-    root = Path(path)
-    present = splits(root)
-    if not present:
-        raise MissingInputError(f"{root} is not a dataset directory (no <split>/metadata.jsonl)")
+    if is_parquet_source(path):
+        root, present = path, parquet_splits(path)
+    else:
+        root = Path(path)
+        present = splits(root)
+        if not present:
+            raise MissingInputError(
+                f"{root} is not a dataset directory (no <split>/metadata.jsonl) nor a folder of Parquet shards"
+            )
     if split:
         if split not in present:
             raise InputError(f"{root} has no split {split!r} (it has {', '.join(present)})")
@@ -82,6 +91,17 @@ def resolve_split(spec: str) -> tuple[Path, str]:
     if len(present) == 1:
         return root, present[0]
     raise InputError(f"{root} has splits {', '.join(present)}: say which, as {root}:SPLIT")
+
+
+def eval_samples(root: Path | str, split: str) -> list | ParquetRows:
+    """The samples of a resolved split: a directory's `Sample`s with an image and an alpha, by id; or the split's
+    Parquet rows in file order (a Hub dataset downloaded once into the Hugging Face cache)."""
+    if isinstance(root, str):
+        return open_parquet(root, split, option="--data", download=True, evaluation=True)
+    samples = sorted((s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id)
+    if not samples:
+        raise InputError(f"{root}/{split} has no image + alpha samples")
+    return samples
 
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,8 +155,8 @@ class EvaluateConfig:
 class WorstSamples:
     """The n samples with the largest MAE, with their predicted mattes (uint8) for a contact sheet."""
 
-    def __init__(self, n: int):
-        self.n, self.heap = n, []
+    def __init__(self, n: int, read: Callable[[Any], np.ndarray] = read_image):
+        self.n, self.heap, self.read = n, [], read  # read: an item's `image_ref` -> its image, for the sheet
 
     def offer(self, mae: float, item: dict[str, Any], prediction: np.ndarray) -> None:
         if self.n <= 0:
@@ -146,7 +166,7 @@ class WorstSamples:
             prediction = np.round(prediction * 255).astype(np.uint8)
         elif prediction.shape != alpha.shape:  # a matte read from a file, at another size
             prediction = cv2.resize(prediction, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        entry = (mae, item["id"], item["image_path"], alpha, prediction)
+        entry = (mae, item["id"], item["image_ref"], alpha, prediction)
         if len(self.heap) < self.n:
             heapq.heappush(self.heap, entry)
         elif mae > self.heap[0][0]:
@@ -156,10 +176,10 @@ class WorstSamples:
         from datagen.preview import tile_sheet
 
         rows = []
-        for mae, sample_id, image_path, alpha, prediction in sorted(self.heap, reverse=True):
+        for mae, sample_id, image_ref, alpha, prediction in sorted(self.heap, reverse=True):
             error = cv2.applyColorMap(cv2.absdiff(alpha, prediction), cv2.COLORMAP_INFERNO)[..., ::-1]
             grey = [np.repeat(a[..., None], 3, axis=2) for a in (alpha, prediction)]
-            rows.append((f"{sample_id}  MAE {mae:.4f}", [read_image(image_path), *grey, error]))
+            rows.append((f"{sample_id}  MAE {mae:.4f}", [self.read(image_ref), *grey, error]))
         write_atomic(path, encode_png(tile_sheet(rows)))
 
 
@@ -199,9 +219,7 @@ def evaluate_dataset(
     """Scores of one DIR:SPLIT; `score` from `_scorer`, at most `in_flight` images waiting for their scores."""
     from tqdm import tqdm
 
-    samples = sorted((s for s in iter_samples(root, split) if s.path("image") and s.path("alpha")), key=lambda s: s.id)
-    if not samples:
-        raise InputError(f"{root}/{split} has no image + alpha samples")
+    samples = eval_samples(root, split)
     dataset = EvalSet(samples, config.size, config.predictions, images=config.refine is not None)
     loader = DataLoader(
         dataset,
@@ -209,7 +227,8 @@ def evaluate_dataset(
         collate_fn=_collate,
         **loader_options(config.workers),
     )
-    meter, worst, missing = Meter(), WorstSamples(config.worst), []
+    reader = (lambda row: samples.row(row)[0]) if isinstance(samples, ParquetRows) else read_image
+    meter, worst, missing = Meter(), WorstSamples(config.worst, reader), []
     subsets: dict[str, Meter] = {}  # the field reports P3M-500-P and -NP apart: one line per subset too
     per_sample: list[dict[str, Any]] = []  # id and scalar measures of every sample (review sorts, slices groups)
     scoring: deque[tuple[dict[str, Any], np.ndarray, Future]] = deque()  # in sample order
@@ -227,7 +246,8 @@ def evaluate_dataset(
     bad = BadSamples(
         config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(len(dataset))
     )
-    for batch in tqdm(loader, desc=f"{root.name}:{split}", unit="img", disable=not config.progress):
+    name = Path(str(root)).name  # hf://user/name too
+    for batch in tqdm(loader, desc=f"{name}:{split}", unit="img", disable=not config.progress):
         for item in batch:
             if "unreadable" in item:
                 bad.add(*item["unreadable"])
@@ -262,7 +282,7 @@ def evaluate_dataset(
     if subsets:
         result["subsets"] = {name: subsets[name].result() for name in sorted(subsets)}
     if config.worst:
-        sheet = Path(config.worst_dir) / f"worst-{root.name}-{split}.png"
+        sheet = Path(config.worst_dir) / f"worst-{name}-{split}.png"
         worst.write_sheet(sheet)
         result["worst_sheet"] = str(sheet)
     return result
@@ -317,7 +337,13 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="ormbg")
 @logging_options(logging.INFO)
-@click.option("--data", multiple=True, required=True, help="Dataset DIR[:SPLIT] (repeatable; default split: test).")
+@click.option(
+    "--data",
+    multiple=True,
+    required=True,
+    help="Dataset DIR[:SPLIT]: a dataset directory, a folder of the Parquet shards `datagen push` writes, or "
+    "hf://user/name (repeatable; default split: test).",
+)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="ormbg.pth, our .pt or .safetensors.")
 @click.option("--onnx", type=click.Path(path_type=Path), default=None, help="An ONNX export, run with onnxruntime.")
 @click.option("--predictions", type=click.Path(path_type=Path), default=None, help="Folder of <id>.png mattes.")
@@ -353,7 +379,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 @click.option("--worst-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="[beside --json]")
 @click.option("--progress/--no-progress", default=True)
 def main(data, json_path, markdown, worst_dir, **options) -> None:
-    """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories."""
+    """Score a checkpoint, an ONNX export or a folder of mattes on dataset directories or pushed Parquet."""
     worst_dir = worst_dir or (json_path.parent if json_path else Path("."))
     with user_errors():
         report = run_evaluate(EvaluateConfig(data=tuple(data), worst_dir=worst_dir, **options))

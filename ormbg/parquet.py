@@ -27,6 +27,7 @@ from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, rea
 from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, splits
 
 log = logging.getLogger(__name__)
+EVALUATION_COLUMNS = ("id", "subset", "trimap")  # what evaluation reads of a row where `push` wrote it
 SALT = 0x50415251  # "PARQ": keeps these permutations apart from the sampler's draws of the same seed
 
 
@@ -83,6 +84,7 @@ class ParquetRows:
     seed: int = 0
     lanes_per_rank: int = 1
     world_size: int = 1
+    extra_columns: tuple[str, ...] = ()  # read beside image and matte, for evaluation: of EVALUATION_COLUMNS
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -93,13 +95,13 @@ class ParquetRows:
 
     # ----- reading -----
     def _group(self, file_index: int, group: int) -> dict[str, list]:
-        """The image bytes, matte bytes and ids of one row group (the last one read is kept)."""
+        """The image bytes, matte bytes and `extra_columns` of one row group (the last one read is kept)."""
         key = (file_index, group)
         if self._cache.get("key") != key:
             import pyarrow.parquet as pq
 
             path = self.files[file_index]
-            columns = [self.image_column, self.matte_column]
+            columns = [self.image_column, self.matte_column, *self.extra_columns]
             hub = self.location.startswith(HUB_SCHEME) and not Path(path).is_file()
             try:
                 if hub:
@@ -113,7 +115,10 @@ class ParquetRows:
                 if hub and is_hub_failure(error):
                     raise _hub_failure(self.location, error) from error
                 raise
-            data = {name: [cell and cell.get("bytes") for cell in table.column(name).to_pylist()] for name in columns}
+            data = {
+                name: [cell.get("bytes") if isinstance(cell, dict) else cell for cell in table.column(name).to_pylist()]
+                for name in columns
+            }
             self._cache.update(key=key, data=data)
         return self._cache["data"]
 
@@ -143,12 +148,26 @@ class ParquetRows:
         )
         return image, alpha, json.dumps({"parquet": f"{self.location}/{name}", "group": group, "row": row})
 
-    def row(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """Row `index` in file order (validation reads every row once, in this order)."""
+    def _locate(self, index: int) -> tuple[int, int, int]:
+        """(file index, row group, row in it) of row `index` in file order."""
         ends = np.cumsum(self.groups[:, 2])
         piece = int(np.searchsorted(ends, index, side="right"))
         file_index, group, rows = (int(v) for v in self.groups[piece])
-        return self.read(file_index, group, index - int(ends[piece]) + rows)
+        return file_index, group, index - int(ends[piece]) + rows
+
+    def row(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Row `index` in file order (validation and evaluation read every row once, in this order)."""
+        return self.read(*self._locate(index))
+
+    def extras(self, index: int) -> dict[str, Any]:
+        """The `extra_columns` of row `index` that it fills: id and subset as they are, the trimap decoded (uint8)."""
+        file_index, group, row = self._locate(index)
+        data = self._group(file_index, group)
+        found = {name: data[name][row] for name in self.extra_columns if data[name][row] not in (None, b"", "")}
+        if "trimap" in found:
+            where = f"{self.location}/{self.name(file_index)}:group {group}:row {row}"
+            found["trimap"] = decode_bytes(found["trimap"], read_alpha, where)
+        return found
 
     # ----- the training order -----
     @property
@@ -216,6 +235,11 @@ def _list_files(path: str, split: str) -> tuple[list[str], list[str]]:
     return [name for name in names if _split_of(name) == split], sorted({_split_of(name) for name in names})
 
 
+def parquet_splits(path: str) -> list[str]:
+    """The splits of the Parquet shards at `path` (a folder or hf://user/name), by their files' names."""
+    return _list_files(path, "")[1]
+
+
 def _image_columns(schema) -> list[str]:
     """Columns holding images as the datasets library writes them: struct<bytes, path>."""
     import pyarrow as pa
@@ -227,10 +251,13 @@ def _image_columns(schema) -> list[str]:
     ]
 
 
-def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", download: bool = False) -> ParquetRows:
+def open_parquet(
+    path: str, split: str, seed: int = 0, option: str = "--data", download: bool = False, evaluation: bool = False
+) -> ParquetRows:
     """The `split` of the Parquet shards at `path` (a folder or hf://user/name) as a ParquetRows; only footers are
     read. With `download` a Hub dataset's files are fetched into the Hugging Face cache first (once; for a fixed
-    validation set). Errors name `option` and say what was found."""
+    validation set or a benchmark). `evaluation`: also read the EVALUATION_COLUMNS the files have. Errors name
+    `option` and say what was found."""
     import pyarrow.parquet as pq
 
     files, found = _list_files(path, split)
@@ -296,4 +323,6 @@ def open_parquet(path: str, split: str, seed: int = 0, option: str = "--data", d
         len(files),
         matte,
     )
-    return ParquetRows(path, split, files, groups, "image", matte, seed)
+    readable = [name for name in schema.names if name != "trimap" or name in images]  # a trimap: an image column
+    extras = tuple(name for name in EVALUATION_COLUMNS if evaluation and name in readable)
+    return ParquetRows(path, split, files, groups, "image", matte, seed, extra_columns=extras)

@@ -180,3 +180,105 @@ def test_subsets_are_reported_apart_and_together(tmp_path):
     assert scores["subsets"]["P3M-500-P"]["mae"] == 0 and scores["subsets"]["P3M-500-NP"]["mae"] > 0.3
     assert scores["mae"] == pytest.approx(scores["subsets"]["P3M-500-NP"]["mae"] / 2)
     assert f"| {data}:test / P3M-500-NP |" in result.output and f"| {data}:test / P3M-500-P |" in result.output
+
+
+def _staged(data, out):
+    """`datagen push --dry-run`'s Parquet of a dataset directory, several shards a split."""
+    from datagen.hub import PushConfig, push
+
+    push(PushConfig(data, "user/data", dry_run=out, max_shard_size="10KB"))
+    assert len(list((out / "data").glob("test-*.parquet"))) > 1
+    return out
+
+
+def _without(scores, *keys):
+    return {key: value for key, value in scores.items() if key not in keys}
+
+
+def test_the_parquet_that_push_stages_scores_as_its_directory(tmp_path, checkpoint):
+    """Evaluation reads what `datagen push` writes (a staged folder, or hf://user/name by the same code): the same
+    samples by id, trimap band and worst sheet as the directory it came from; its default split is test too."""
+    data = tmp_path / "ds"
+    write_demo_dataset(data, n_train=2, n_test=5, size=(70, 45), trimap=True)
+    staged = _staged(data, tmp_path / "staged")
+    assert resolve_split(str(staged)) == (str(staged), "test")
+    assert resolve_split(f"{staged}:train") == (str(staged), "train")
+    with pytest.raises(ValueError, match=r"no split 'validation' \(it has test, train\)"):
+        resolve_split(f"{staged}:validation")
+    worst = tmp_path / "worst"
+    config = EvaluateConfig(
+        data=(str(data), str(staged)), checkpoint=checkpoint, size=64, worst=2, workers=0, worst_dir=worst,
+        progress=False,
+    )  # fmt: skip
+    report = run_evaluate(config)["datasets"]
+    files, parquet = report[f"{data}:test"], report[f"{staged}:test"]
+    assert files["n"] == 5 and files["unknown"]["n"] == 5, "the trimap band is scored from the trimap column"
+    assert [entry["id"] for entry in parquet["per_sample"]] == [entry["id"] for entry in files["per_sample"]]
+    assert _without(parquet, "worst_sheet") == _without(files, "worst_sheet")
+    assert (worst / "worst-staged-test.png").read_bytes() == (worst / "worst-ds-test.png").read_bytes()
+
+
+def test_predictions_and_subsets_are_matched_by_the_parquet_ids(tmp_path):
+    from datagen.importers import ImportConfig, run_import
+    from datagen.samples import make_p3m_tree
+
+    src = make_p3m_tree(tmp_path / "src", n_train=0, n_test=4, height=40, width=32)
+    data = tmp_path / "p3m"
+    run_import("p3m", src, ImportConfig(out=data, progress=False))
+    staged = _staged(data, tmp_path / "staged")
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for sample in list(iter_samples(data, "test"))[1:]:  # one missing
+        alpha = np.asarray(Image.open(sample.path("alpha")))
+        Image.fromarray(alpha if sample.row["subset"] == "P3M-500-P" else 255 - alpha).save(
+            predictions / f"{sample.id}.png"
+        )
+    args = ["--predictions", str(predictions), "--data", f"{data}:test", "--data", str(staged), "--workers", "0"]
+    result = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "e.json"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())["datasets"]
+    files, parquet = report[f"{data}:test"], report[f"{staged}:test"]
+    assert parquet == files and files["missing"] == 1 and set(files["subsets"]) == {"P3M-500-P", "P3M-500-NP"}
+    assert f"| {staged}:test / P3M-500-NP |" in result.output
+    from datagen.slices import SlicesError, slice_report
+
+    with pytest.raises(SlicesError, match=r"is Parquet shards, and slices read a dataset directory's rows: pull it"):
+        slice_report(tmp_path / "e.json")
+
+
+def test_a_hub_dataset_that_cannot_be_read_is_one_line(tmp_path, dataset_dir):
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    args = ["--predictions", str(predictions), "--data", "hf://user/nothing-here:test", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "hf://user/nothing-here: the Hub could not be read" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_hub_dataset_is_downloaded_once_and_scores_as_its_files(tmp_path, checkpoint, monkeypatch):
+    """hf://user/name: listed through huggingface_hub's file system and its split's files fetched with
+    hf_hub_download (here local stand-ins for both, holding the repository at datasets/user/data)."""
+    import huggingface_hub
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    import ormbg.parquet
+
+    data = tmp_path / "ds"
+    write_demo_dataset(data, n_train=2, n_test=4, size=(70, 45), trimap=True)
+    repo = tmp_path / "hub/datasets/user/data"
+    _staged(data, repo)
+    fetched = []
+
+    def download(repo_id, filename, repo_type):
+        assert (repo_id, repo_type) == ("user/data", "dataset")
+        fetched.append(filename)
+        return str(repo / filename)
+
+    hub = DirFileSystem(str(tmp_path / "hub"), LocalFileSystem())
+    monkeypatch.setattr(ormbg.parquet, "hub_filesystem", lambda: hub)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    config = EvaluateConfig(data=(str(data), "hf://user/data"), checkpoint=checkpoint, size=64, workers=0)
+    report = run_evaluate(config)["datasets"]
+    assert sorted(fetched) == sorted(f"data/{p.name}" for p in (repo / "data").glob("test-*.parquet"))
+    assert report["hf://user/data:test"] == report[f"{data}:test"]
