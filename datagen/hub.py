@@ -27,7 +27,7 @@ from typing import Any
 import click
 import numpy as np
 
-from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card
+from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card, write_card
 from datagen.console import option
 from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
@@ -46,12 +46,11 @@ from datagen.records import (
     check_split,
     iter_samples,
     plane_name,
-    resume_run,
     sanitize_id,
     splits,
     write_sample_files,
-    write_skipped,
 )
+from datagen.stage import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -526,8 +525,9 @@ def pull(
         ) from error
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), parse_split_map(split_map or {})
-    with resume_run(out) as state:
-        skipped: list[Skip] = []
+    options = PullOptions(repo_id, split, alpha_column, split_map)
+    with stage_run(result, options, "pull", shard=(0, 1)) as run:
+        state = run.state
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
         renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from
         for name, part in parts.items():
@@ -550,10 +550,10 @@ def pull(
                 sample_id = str(example.get("id") or f"{prefix}-{sanitize_id(name)}-{index:07d}")
                 where = f"{repo_id}:{name}:{index}"
                 if not ID_PATTERN.match(sample_id):
-                    skipped.append(Skip(where, f"invalid id {sample_id!r}: ids use only [A-Za-z0-9._-]"))
+                    run.skip(Skip(where, f"invalid id {sample_id!r}: ids use only [A-Za-z0-9._-]"))
                     continue
                 if sample_id in seen:
-                    skipped.append(Skip(where, f"duplicate id {sample_id!r} (first at {seen[sample_id]})"))
+                    run.skip(Skip(where, f"duplicate id {sample_id!r} (first at {seen[sample_id]})"))
                     continue
                 seen[sample_id] = where
                 if state.is_done(target, sample_id) and not _brought_and_lost(out, target, sample_id, example, column):
@@ -561,17 +561,31 @@ def pull(
                     continue
                 outcome = _pull_row(example, column, features, sample_id, where)
                 if isinstance(outcome, Skip):
-                    skipped.append(outcome)
+                    run.skip(outcome)
                     continue
                 files, metadata = outcome
                 if renamed:
                     metadata["hub_split"] = name
                 state.add(target, write_sample_files(out, target, sample_id, metadata=metadata, **files))
                 result.new += 1
-        result.skipped = write_skipped(out, skipped)
         result.counts = {name: len(ids) for name, ids in state.rowed.items() if ids}
+        if result.counts:  # the card of the rows pulled; then the source's own licence statements, where it has them
+            where = (
+                f"the local copy {repo_id}" if Path(repo_id).exists() else f"https://huggingface.co/datasets/{repo_id}"
+            )
+            write_card(out, f"{repo_id} (pulled with ormbg datagen)", f"Pulled from {where} by `datagen pull`.")
         _pull_license(repo_id, Path(out))
     return result
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """What a pull's run.json records as its config."""
+
+    repo_id: str
+    split: str | None
+    alpha_column: str | None
+    split_map: dict[str, str]
 
 
 def _pull_license(repo_id: str, out: Path) -> None:
