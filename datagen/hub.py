@@ -31,6 +31,7 @@ from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card,
 from datagen.console import option
 from datagen.errors import InputError, MissingInputError, UserError
 from datagen.io import output_error, read_json, temporary_name, write_atomic
+from datagen.parallel import reuse_freed_memory
 from datagen.preview import write_preview
 from datagen.records import (
     DERIVED_FROM_ALPHA,
@@ -528,6 +529,7 @@ def pull(
     options = PullOptions(repo_id, split, alpha_column, split_map)
     with stage_run(result, options, "pull", shard=(0, 1)) as run:
         state = run.state
+        reuse_freed_memory()  # rows are decoded and written here: freed frames kept for the next rows
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>
         renamed = any(map_split(name, split_map) != name for name in parts)  # then every row says where it came from
         for name, part in parts.items():

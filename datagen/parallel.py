@@ -52,7 +52,7 @@ def reuse_freed_memory() -> bool:
     (1,200 samples, half online composites at 1024 px), resident memory flat at 515 MB against 448-467 (peak 507).
     Each worker process calls it at start-up (a Ray task's, not a Ray actor's: an actor loads a model, whose freed host
     copies should go back), a one-worker stage in its own process once it has work (`stage.map_items`, synth's loop,
-    refine's and relight's once their model is loaded); a no-op (False) off glibc."""
+    refine's and relight's once their model is loaded, pull's rows); a no-op (False) off glibc."""
     mallopt = _mallopt()
     if mallopt is None or not any(mallopt(M_MMAP_THRESHOLD, value) == 1 for value in MMAP_THRESHOLD_BYTES):
         return False  # musl's mallopt, a stub, says 0
