@@ -346,7 +346,10 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         report.problems.extend(_orphans(root, split, referenced))
     report.problems.extend(schema.problems())
     if not report.counts:
-        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
+        hint = ""
+        if next(Path(root).rglob("*.parquet"), None) is not None:  # what `datagen push` writes
+            hint = f": it holds Parquet shards; `datagen pull {root} -o DIR` makes a dataset directory of them"
+        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}{hint}"))
 
     def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again
         for split in present:

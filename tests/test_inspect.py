@@ -124,6 +124,17 @@ def test_not_a_dataset(tmp_path, content):
     assert result.exit_code == 1
 
 
+def test_parquet_shards_are_sent_to_pull(tmp_path, dataset_dir):
+    from datagen.hub import PushConfig, push
+
+    push(PushConfig(dataset_dir, "user/demo", dry_run=tmp_path / "staged"))
+    result = run_inspect(tmp_path / "staged")
+    assert result.exit_code == 1
+    assert f"it holds Parquet shards; `datagen pull {tmp_path / 'staged'} -o DIR` makes a dataset directory" in (
+        result.output
+    )
+
+
 def test_rows_with_other_columns_or_nulls_violate(dataset_dir):
     path = dataset_dir / "test/metadata.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
