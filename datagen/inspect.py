@@ -347,7 +347,8 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
     report.problems.extend(schema.problems())
     if not report.counts:
         hint = ""
-        if next(Path(root).rglob("*.parquet"), None) is not None:  # what `datagen push` writes
+        near = ("*.parquet", "*/*.parquet", "*/*/*.parquet")  # data/ (push), default/train/ (the Hub): no deep walk
+        if any(next(Path(root).glob(pattern), None) is not None for pattern in near):
             hint = f": it holds Parquet shards; `datagen pull {root} -o DIR` makes a dataset directory of them"
         report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}{hint}"))
 
