@@ -11,6 +11,10 @@ class EmptyAlphaError(ValueError):
     """A foreground whose alpha is zero everywhere."""
 
 
+class NoAlphaError(EmptyAlphaError):
+    """A foreground whose file has no alpha channel: read as one, its alpha would be 255 everywhere (a rectangle)."""
+
+
 def over(foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Straight-alpha 'over' of an HxWx4 RGBA uint8 foreground on an HxWx3 RGB uint8 background -> HxWx3 uint8.
 

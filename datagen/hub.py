@@ -30,7 +30,7 @@ import numpy as np
 from datagen.card import IMAGE_COLUMNS, LICENSE_FILE, feature_type, render_card, write_card
 from datagen.console import option
 from datagen.errors import InputError, MissingInputError, UserError
-from datagen.io import output_error, read_json, temporary_name, write_atomic
+from datagen.io import has_alpha_channel, output_error, read_json, temporary_name, write_atomic
 from datagen.parallel import reuse_freed_memory
 from datagen.preview import write_preview
 from datagen.records import (
@@ -482,7 +482,7 @@ def _has_alpha_channel(data: bytes) -> bool:
     from PIL import Image
 
     with Image.open(BytesIO(data)) as image:
-        return "A" in image.getbands() or "transparency" in image.info
+        return has_alpha_channel(image)
 
 
 def pull(

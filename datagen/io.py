@@ -232,6 +232,12 @@ def _read_plain_png(path: str | os.PathLike, mode: str) -> np.ndarray | None:
     return cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA) if channels else data
 
 
+def has_alpha_channel(image: Image.Image) -> bool:
+    """Whether a Pillow image (its header is enough) carries transparency: an alpha band, or a transparent palette
+    entry or grey level."""
+    return "A" in image.getbands() or "transparency" in image.info
+
+
 def read_foreground(path: str | os.PathLike) -> np.ndarray:
     """An RGBA foreground as HxWx4 uint8, straight alpha, upright; images without alpha get alpha 255."""
     fast = _read_plain_png(path, "RGBA")

@@ -368,12 +368,19 @@ def test_bad_pool_files_are_recorded_once_and_redrawn(pools, tmp_path):
     (fg / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     Image.fromarray(np.zeros((10, 10, 4), np.uint8)).save(fg / "empty.png")
     (bg / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    Image.fromarray(draw_person(np.random.default_rng([9]), 120, 80)[..., :3]).save(fg / "no-alpha.jpg")  # a photo
     out = tmp_path / "out"
     result = compose(pools, out, n=40)
     assert result.new == 40, "every sample is redrawn until its inputs are usable"
-    assert result.skipped == {"unreadable input": 2, "bad foreground": 1}, "each bad file recorded once"
-    skipped = [json.loads(line)["path"] for line in (out / "skipped.jsonl").read_text().splitlines()]
-    assert sorted(Path(path).name for path in skipped) == ["broken.png", "empty.png", "truncated.jpg"]
+    assert result.skipped == {"unreadable input": 2, "bad foreground": 2}, "each bad file recorded once"
+    skipped = {
+        Path(s["path"]).name: s["reason"] for s in map(json.loads, (out / "skipped.jsonl").read_text().splitlines())
+    }
+    assert sorted(skipped) == ["broken.png", "empty.png", "no-alpha.jpg", "truncated.jpg"]
+    assert (
+        skipped["no-alpha.jpg"]
+        == "bad foreground: no alpha channel: a plain folder's images must be RGBA cut-outs (PNG, WebP)"
+    ), "never a rectangle labelled person"
     record = json.loads((out / "run.json").read_text())
     assert record["skipped"] == result.skipped
     assert any(row["draw"] > 0 for row in rows(out).values())

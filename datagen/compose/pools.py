@@ -13,10 +13,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from datagen.alpha import crop_to_alpha
+from datagen.alpha import NoAlphaError, crop_to_alpha
 from datagen.cluster import batched
 from datagen.errors import InputError
-from datagen.io import IMAGE_EXTENSIONS, is_hidden, read_alpha, read_foreground, read_image, readable_path
+from datagen.io import (
+    IMAGE_EXTENSIONS,
+    has_alpha_channel,
+    is_hidden,
+    open_image,
+    read_alpha,
+    read_foreground,
+    read_image,
+    readable_path,
+)
 from datagen.records import STRING_BATCH, StringColumn, iter_samples, parse_spec, plane_name, rejected_ids, splits
 
 log = logging.getLogger(__name__)
@@ -178,10 +187,14 @@ HOW_TO_MAKE = {
 
 
 def load_foreground(item: PoolItem) -> np.ndarray:
-    """Straight RGBA uint8, cropped to its alpha bounding box."""
+    """Straight RGBA uint8, cropped to its alpha bounding box. An image of a plain folder must carry its alpha
+    (NoAlphaError otherwise: the composite would paste a rectangle and label it person)."""
     if item.alpha is not None:
         rgba = np.dstack([read_image(item.path), read_alpha(item.alpha)])
     else:
+        with open_image(item.path, load=False) as header:
+            if not has_alpha_channel(header):
+                raise NoAlphaError("no alpha channel: a plain folder's images must be RGBA cut-outs (PNG, WebP)")
         rgba = read_foreground(item.path)
     return np.ascontiguousarray(crop_to_alpha(rgba))
 

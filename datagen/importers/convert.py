@@ -19,6 +19,7 @@ from datagen.io import (
     ImageReadError,
     apply_orientation,
     exif_orientation,
+    has_alpha_channel,
     jpeg_is_complete,
     open_image,
     read_alpha,
@@ -138,7 +139,7 @@ def import_pair(job: PairJob) -> dict[str, Any] | Skip:
         "image_copied": False,
     }
     if pair.rgba:
-        if "A" not in source.getbands() and "transparency" not in source.info:
+        if not has_alpha_channel(source):
             return Skip(pair.key, "no alpha channel: not an RGBA cut-out")
         try:
             foreground = read_foreground(pair.image)
