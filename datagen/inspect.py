@@ -27,6 +27,7 @@ from datagen.records import (
     MetadataError,
     Sample,
     parse_metadata,
+    pull_first,
     rejected_ids,
 )
 
@@ -346,10 +347,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         report.problems.extend(_orphans(root, split, referenced))
     report.problems.extend(schema.problems())
     if not report.counts:
-        hint = ""
-        near = ("*.parquet", "*/*.parquet", "*/*/*.parquet")  # data/ (push), default/train/ (the Hub): no deep walk
-        if any(next(Path(root).glob(pattern), None) is not None for pattern in near):
-            hint = f": it holds Parquet shards; `datagen pull {root} -o DIR` makes a dataset directory of them"
+        hint = f": {pull_first(root, 'inspect')}" if pull_first(root, "inspect") else ""
         report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}{hint}"))
 
     def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again

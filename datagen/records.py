@@ -509,6 +509,27 @@ def splits(root: str | os.PathLike) -> list[str]:
     return [split for split in SPLITS if (Path(root) / split / METADATA).is_file()]
 
 
+def holds_parquet(root: str | os.PathLike) -> bool:
+    """`root` holds Parquet files at most two folders down (push's data/, the Hub's default/train/): shards that
+    training and evaluation read and `datagen pull` unpacks, not a dataset directory. Never a walk of a large tree."""
+    return any(
+        next(Path(root).glob(pattern), None) is not None for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet")
+    )
+
+
+def pull_first(spec: str, what: str) -> str | None:
+    """The message for `spec` naming a Hub dataset or a folder of Parquet shards where `what` needs a dataset directory
+    (None for anything else)."""
+    path = str(spec)
+    if path.startswith(HUB_SCHEME):
+        repo = path[len(HUB_SCHEME) :].strip("/")
+        name = repo.split("/")[-1]
+        return f"{what} reads dataset directories, not the Hub: `datagen pull {repo} -o datasets/{name}` first"
+    if Path(path).is_dir() and not splits(path) and holds_parquet(path):
+        return f"it holds Parquet shards, and {what} reads dataset directories: `datagen pull {path} -o DIR` first"
+    return None
+
+
 def parse_metadata(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (line number, row, error) for each non-blank line; exactly one of row and error is None.
 

@@ -16,7 +16,7 @@ from datagen.compose import run as compose_run
 from datagen.compose.config import PRESETS, AugmentConfig, ComposeConfig, load_augment
 from datagen.compose.geometry import place_background, place_foreground
 from datagen.compose.params import sample_params
-from datagen.compose.pools import list_pool
+from datagen.compose.pools import PoolError, list_pool
 from datagen.compose.render import Inputs, _occluder_layer, render
 from datagen.inspect import inspect_dataset
 from datagen.io import encode_png
@@ -389,6 +389,17 @@ def test_bad_pool_files_are_recorded_once_and_redrawn(pools, tmp_path):
     parallel = tmp_path / "parallel"
     compose(pools, parallel, n=40, workers=2)
     assert directory_bytes(parallel) == directory_bytes(out), "which draw a sample gets never depends on workers"
+
+
+def test_a_pool_on_the_hub_or_in_parquet_is_sent_to_pull(pools, tmp_path, dataset_dir):
+    from datagen.hub import PushConfig, push
+
+    fg, bg = pools
+    with pytest.raises(PoolError, match=r"not the Hub: `datagen pull you/people -o datasets/people` first"):
+        list_pool(["hf://you/people"], "foreground")
+    push(PushConfig(dataset_dir, "user/demo", dry_run=tmp_path / "staged"))
+    with pytest.raises(PoolError, match=r"background pool .*staged: it holds Parquet shards, and a background pool"):
+        list_pool([str(tmp_path / "staged")], "background")
 
 
 def test_resume_after_a_lost_file_restores_it_without_a_second_row(pools, tmp_path):

@@ -130,9 +130,8 @@ def test_parquet_shards_are_sent_to_pull(tmp_path, dataset_dir):
     push(PushConfig(dataset_dir, "user/demo", dry_run=tmp_path / "staged"))
     result = run_inspect(tmp_path / "staged")
     assert result.exit_code == 1
-    assert f"it holds Parquet shards; `datagen pull {tmp_path / 'staged'} -o DIR` makes a dataset directory" in (
-        result.output
-    )
+    staged = tmp_path / "staged"
+    assert f"holds Parquet shards, and inspect reads dataset directories: `datagen pull {staged} -o" in result.output
 
 
 def test_rows_with_other_columns_or_nulls_violate(dataset_dir):

@@ -26,7 +26,16 @@ from datagen.io import (
     read_image,
     readable_path,
 )
-from datagen.records import STRING_BATCH, StringColumn, iter_samples, parse_spec, plane_name, rejected_ids, splits
+from datagen.records import (
+    STRING_BATCH,
+    StringColumn,
+    iter_samples,
+    parse_spec,
+    plane_name,
+    pull_first,
+    rejected_ids,
+    splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +140,8 @@ def _pool_items(
     for spec in specs:
         path, split, _ = parse_spec(str(spec), OPTIONS[kind])
         root = Path(path)
+        if message := pull_first(path, f"a {kind} pool"):
+            raise PoolError(f"{kind} pool {path}: {message}")
         if not root.is_dir():
             raise PoolError(f"{kind} pool {root} does not exist: " + HOW_TO_MAKE[kind])
         name = root.name
