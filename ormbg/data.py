@@ -29,7 +29,12 @@ import yaml  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from datagen.io import ImageReadError, read_alpha, read_image, read_pair  # noqa: E402
-from datagen.parallel import forkserver_context, reuse_freed_memory, runs_in_workers  # noqa: E402
+from datagen.parallel import (  # noqa: E402
+    forkserver_context,
+    release_freed_memory,
+    reuse_freed_memory,
+    runs_in_workers,
+)
 from datagen.records import SPLITS, complete_mask, file_table, names_a_file, parse_spec, rejected_ids  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
 from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
@@ -213,7 +218,9 @@ def list_samples(source: Source, option: str = "--data") -> SamplePairs:
         log.info("%s: %d samples rejected in rejected.jsonl are left out", source.path, len(rejected))
     if not keep.any():
         raise MissingInputError(f"{option} {source.path} has no image + alpha samples in split {source.split!r}")
-    table = table.filter(pa.array(keep))
+    table = table.select(["file_name", "alpha_file_name"]).filter(pa.array(keep))
+    del keep
+    release_freed_memory()  # the listing's hashes and the other file columns, before the names are sorted and packed
     return SamplePairs(folder, table.column("file_name"), table.column("alpha_file_name"))
 
 

@@ -34,7 +34,7 @@ from datagen import __version__
 from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.errors import InputError, MissingInputError
 from datagen.io import write_atomic
-from datagen.parallel import pick_device
+from datagen.parallel import pick_device, release_freed_memory
 from datagen.records import ResumeState, write_sample_files
 from datagen.stage import crash_report
 from ormbg.composites import ComposeSource, OnlineComposites
@@ -189,6 +189,7 @@ class Trainer:
             if isinstance(source, ParquetRows):
                 source.lanes_per_rank, source.world_size = config.stream_lanes, self.accelerator.num_processes
         self.val_sets = {source.name: open_source(source, "--val") for source in self.recipe.validation}
+        release_freed_memory()  # what listing a million rows freed, not held through the whole run
         total = sum(map(len, self.train_sources)) + sum(map(len, self.val_sets.values()))
         limit = config.max_bad_samples if config.max_bad_samples is not None else BadSamples.default_limit(total)
         self.bad = BadSamples(

@@ -11,11 +11,11 @@ synth --backend procedural -n N` into them, and `datagen import folder` of N pho
 foreground` of the imported photos, their fg/ files hard-linked (run once before, unmeasured, so that the rows record
 them); `datagen refine` of them as a refine of soft mattes leaves them (mask/, refine_trimap/ hard-linked, the rows'
 columns and DIR/refine-soft.jsonl written by `link_refined`); training start-up: `ormbg.train.Trainer` on the composites
-with 4 loader workers up to its first batch (the time to the first step), the main process's peak memory and one loader
-worker's unique memory (USS: what it does not share with the others); and `datagen inspect` (every file decoded; only at
-N <= --inspect-max); `datagen push --dry-run` (N <= --push-max): time, peak memory, and the staging folder's peak size
-on disk against the shards it ends with. Prints seconds and peak RSS, and the peak above an idle process with the same
-imports, per N, measured in one run.
+with 4 loader workers up to its first batch (the time to the first step), the main process's peak memory and what it
+holds then (resident: what it keeps as it trains), and one loader worker's unique memory (USS: what it does not share
+with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max); `datagen push --dry-run` (N <=
+--push-max): time, peak memory, and the staging folder's peak size on disk against the shards it ends with. Prints
+seconds and peak RSS, and the peak above an idle process with the same imports, per N, measured in one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
 loader-worker memory flat in N; inspect under 1 GB; push's memory flat in N, its disk at most 3 shards beyond
@@ -257,15 +257,17 @@ uss = []
 for worker in batches._workers:
     fields = dict(line.split(":", 1) for line in open(f"/proc/{{worker.pid}}/smaps_rollup") if ":" in line)
     uss.append((int(fields["Private_Clean"].split()[0]) + int(fields["Private_Dirty"].split()[0])) / 1024)
-print(max(uss))
+held = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+print(held, max(uss))
 """
 
 
-def train_start(root: Path, out: Path) -> tuple[float, float, float]:
-    """(seconds to the first batch, main process peak MB, largest loader-worker USS MB)."""
-    code = MEASURE.format(imports="", work=TRAIN_START.format(out=str(out), root=str(root)))
+def train_start(root: Path, out: Path) -> tuple[float, float, float, float]:
+    """(seconds to the first batch, main process peak MB, its resident MB at the first batch (what it holds as it
+    trains), largest loader-worker USS MB)."""
+    code = MEASURE.format(imports="import os", work=TRAIN_START.format(out=str(out), root=str(root)))
     lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
-    return float(lines[-2]), float(lines[-1]), float(lines[-3])
+    return float(lines[-2]), float(lines[-1]), float(lines[-4]), float(lines[-3])
 
 
 PUSH = """
@@ -355,7 +357,7 @@ def main() -> None:
         link_refined(Path(imported))
         work = f"result = run_refine(RefineConfig({imported!r}, progress=False)); assert not result.new, result"
         refine_s, refine_mb = measure(imports, work)
-        first_s, main_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
+        first_s, main_mb, held_mb, worker_mb = train_start(root, args.work / f"run-{rows}")
         inspect = "-"
         if rows <= args.inspect_max:
             inspect_s, inspect_mb = measure(imports, f"inspect_dataset({str(root)!r})")
@@ -374,7 +376,7 @@ def main() -> None:
             f"{rgba_s:.2f} s, {rgba_mb:.0f} MB (+{rgba_mb - idle:.0f})",
             f"{foreground_s:.2f} s, {foreground_mb:.0f} MB (+{foreground_mb - idle:.0f})",
             f"{refine_s:.2f} s, {refine_mb:.0f} MB (+{refine_mb - idle:.0f})",
-            f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f})",
+            f"{first_s:.1f} s, main {main_mb:.0f} MB (+{main_mb - idle_train:.0f}), holds {held_mb:.0f}",
             f"{worker_mb:.0f} MB",
             inspect,
             pushed,
