@@ -36,7 +36,7 @@ from datagen.console import CONTEXT_SETTINGS, logging_options, user_errors
 from datagen.errors import InputError, MissingInputError
 from datagen.io import encode_png, read_image, write_atomic, write_json
 from datagen.parallel import process_pool, runs_in_workers
-from datagen.records import iter_samples, parse_spec, splits
+from datagen.records import HUB_SCHEME, iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
 from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
@@ -73,7 +73,8 @@ def resolve_split(spec: str) -> tuple[Path | str, str]:
     else the only split."""
     path, split, _ = parse_spec(spec, "--data")
     if is_parquet_source(path):
-        root, present = path, parquet_splits(path)
+        root = path if path.startswith(HUB_SCHEME) else str(Path(path))  # named as a directory would be
+        present = parquet_splits(root)
     else:
         root = Path(path)
         present = splits(root)

@@ -201,7 +201,7 @@ def test_the_parquet_that_push_stages_scores_as_its_directory(tmp_path, checkpoi
     data = tmp_path / "ds"
     write_demo_dataset(data, n_train=2, n_test=5, size=(70, 45), trimap=True)
     staged = _staged(data, tmp_path / "staged")
-    assert resolve_split(str(staged)) == (str(staged), "test")
+    assert resolve_split(str(staged)) == resolve_split(f"{staged}/") == (str(staged), "test")
     assert resolve_split(f"{staged}:train") == (str(staged), "train")
     with pytest.raises(ValueError, match=r"no split 'validation' \(it has test, train\)"):
         resolve_split(f"{staged}:validation")
