@@ -347,8 +347,9 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         report.problems.extend(_orphans(root, split, referenced))
     report.problems.extend(schema.problems())
     if not report.counts:
-        hint = f": {pull_first(root, 'inspect')}" if pull_first(root, "inspect") else ""
-        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}{hint}"))
+        hint = pull_first(root, "inspect")
+        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}" + (
+            f": {hint}" if hint else "")))  # fmt: skip
 
     def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again
         for split in present:

@@ -510,8 +510,8 @@ def splits(root: str | os.PathLike) -> list[str]:
 
 
 def holds_parquet(root: str | os.PathLike) -> bool:
-    """`root` holds Parquet files at most two folders down (push's data/, the Hub's default/train/): shards that
-    training and evaluation read and `datagen pull` unpacks, not a dataset directory. Never a walk of a large tree."""
+    """`root` holds Parquet files at most two folders down (push's data/, the Hub's default/train/ and data/train/):
+    shards that training and evaluation read and `datagen pull` unpacks. Never a walk of a large tree."""
     return any(
         next(Path(root).glob(pattern), None) is not None for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet")
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import InputError
-from datagen.records import HUB_SCHEME, iter_rows, parse_spec, splits
+from datagen.records import iter_rows, parse_spec, pull_first, splits
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +174,8 @@ def slice_report(path: str | os.PathLike, min_n: int = MIN_N) -> dict[str, Any]:
         if not per_sample:
             raise SlicesError(f"{path}: dataset {name} has no per-sample measures; evaluate again with this version")
         root, split = name.rsplit(":", 1)
-        if root.startswith(HUB_SCHEME) or (Path(root).is_dir() and not splits(root)):
-            raise SlicesError(f"{path}: {root} is Parquet shards, and slices read a dataset directory's rows: pull "
-                              f"it (`datagen pull`) and evaluate that")  # fmt: skip
+        if message := pull_first(root, "slices"):  # Parquet shards: evaluate's, not rows slices can read
+            raise SlicesError(f"{path}: {root}: {message}, and evaluate that")
         if not Path(root).is_dir():
             raise SlicesError(f"{path}: dataset {root} is not there (slices read its rows): run from where "
                               "evaluate ran, or move the data back")  # fmt: skip

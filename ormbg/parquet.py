@@ -24,7 +24,7 @@ import numpy as np
 
 from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
-from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, splits
+from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, holds_parquet, splits
 
 log = logging.getLogger(__name__)
 EVALUATION_COLUMNS = ("id", "subset", "trimap")  # what evaluation reads of a row where `push` wrote it
@@ -35,8 +35,7 @@ def is_parquet_source(path: str) -> bool:
     """A Hub dataset (`hf://...`), or a folder of Parquet files that is not a dataset directory."""
     if path.startswith(HUB_SCHEME):
         return True
-    folder = Path(path)
-    return folder.is_dir() and not splits(folder) and next(folder.rglob("*.parquet"), None) is not None
+    return Path(path).is_dir() and not splits(path) and holds_parquet(path)
 
 
 def lane_of(step: int, rank: int, lanes_per_rank: int) -> int:

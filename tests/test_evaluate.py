@@ -242,7 +242,7 @@ def test_predictions_and_subsets_are_matched_by_the_parquet_ids(tmp_path):
     assert f"| {staged}:test / P3M-500-NP |" in result.output
     from datagen.slices import SlicesError, slice_report
 
-    with pytest.raises(SlicesError, match=r"is Parquet shards, and slices read a dataset directory's rows: pull it"):
+    with pytest.raises(SlicesError, match=r"Parquet shards, and slices reads dataset directories: `datagen pull "):
         slice_report(tmp_path / "e.json")
 
 
