@@ -1,9 +1,10 @@
 """Benchmark `datagen relight`: seconds per image (low-resolution pass + img2img high-resolution pass) and peak memory.
 
-Full-size Stable Diffusion 1.5 shapes (UNet 320/640/1280/1280 with conv_in widened for IC-Light fbc, the SD VAE,
-a 12-layer CLIP text encoder) with random weights, built from configs (nothing downloads), or `--shape tiny` (the
-test pipeline's shapes: what the plumbing costs). Each image size runs in its own process so that its peak memory
-is its own. Prints one line per (size, batch), measured in one run.
+Full-size Stable Diffusion 1.5 shapes (UNet 320/640/1280/1280 with conv_in widened for IC-Light fbc, the SD VAE, a
+12-layer CLIP text encoder) with random weights, built from configs (nothing downloads), or `--shape tiny` (the test
+pipeline's shapes: what the plumbing costs); malloc set as the stage sets it (`parallel.reuse_freed_memory` once the
+model is loaded). Each image size runs in its own process so that its peak memory is its own. Prints one line per (size,
+batch), measured in one run.
 
     python scripts/bench_relight.py --device cuda --dtype fp16 --batch-sizes 1 4   # on a GPU
     python scripts/bench_relight.py --shape tiny --sizes 512x768 --steps 2          # CPU plumbing
@@ -57,11 +58,13 @@ def one(shape: str, size: str, batch: int, device: str, dtype: str, steps: int) 
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from datagen.alpha import over
+    from datagen.parallel import return_freed_memory, reuse_freed_memory
     from datagen.procedural import draw_background, draw_person
     from datagen.relight import RelightConfig, condition_inputs, load_relighter
     from tests.tiny_sd15 import tiny_offset
 
     width, height = (int(side) for side in size.split("x"))
+    return_freed_memory()  # malloc as `datagen relight` has it: its driver's setting (stage_run) while the model loads,
     with tempfile.TemporaryDirectory() as folder:
         base = build(shape, Path(folder))
         offset = tiny_offset(base, "fbc", Path(folder) / "offset.safetensors")
@@ -69,6 +72,7 @@ def one(shape: str, size: str, batch: int, device: str, dtype: str, steps: int) 
                                steps=steps, size_px=max(width, height) * 2 // 3, device=device, dtype=dtype,
                                offline=True, shard=(0, 1))  # fmt: skip
         relighter = load_relighter(config)
+    reuse_freed_memory()  # then its frames reuse freed memory (relight._outcomes)
     rng = np.random.default_rng(0)
     person = draw_person(rng, height, width)
     image = over(person, draw_background(rng, height, width))
