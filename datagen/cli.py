@@ -218,7 +218,7 @@ def pull(repo_id: str, out: Path | None, **options) -> None:
 
     with user_errors():
         out = out or Path(DATA_ROOT) / repo_id.rstrip("/").split("/")[-1]
-        click.echo(pull_dataset(repo_id, out, **options).summary())
+        click.echo(pull_dataset(repo_id, out, **options, command=command_line()).summary())
 
 
 @cli.command()

@@ -492,6 +492,7 @@ def pull(
     alpha_column: str | None = None,
     split_map: dict[str, str] | list[str] | tuple[str, ...] | None = None,
     progress: bool = False,
+    command: str = "datagen pull",
 ) -> PullResult:
     """A Hub dataset (or a local copy of one) into the dataset directory `out`, streamed row by row.
 
@@ -527,7 +528,7 @@ def pull(
     parts = {split: loaded} if split else dict(loaded)
     result, split_map = PullResult(Path(out)), parse_split_map(split_map or {})
     options = PullOptions(repo_id, split, alpha_column, split_map)
-    with stage_run(result, options, "pull", shard=(0, 1)) as run:
+    with stage_run(result, options, command, shard=(0, 1)) as run:
         state = run.state
         reuse_freed_memory()  # rows are decoded and written here: freed frames kept for the next rows
         prefix = sanitize_id(repo_id.rstrip("/").split("/")[-1])  # ids of rows without one: <repo>-<split>-<index>

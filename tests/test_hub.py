@@ -63,7 +63,7 @@ def test_pull_of_the_dry_run_gives_back_an_equal_directory(dataset, tmp_path):
     back = tmp_path / "back"
     assert pull(str(tmp_path / "dry"), back).counts == {"train": 5, "test": 3}
     record = json.loads((back / "run.json").read_text())  # provenance, as every stage's: the record and a card
-    assert record["command"] == "pull" and record["config"]["repo_id"] == str(tmp_path / "dry")
+    assert record["command"] == "datagen pull" and record["config"]["repo_id"] == str(tmp_path / "dry")
     assert record["new"] == 8 and record["counts"] == {"train": 5, "test": 3} and record["seconds"] > 0
     assert f"Pulled from the local copy {tmp_path / 'dry'} by `datagen pull`." in (back / "README.md").read_text()
     for split in ("train", "test"):
