@@ -26,8 +26,8 @@ from typing import Any
 from tqdm import tqdm
 
 from datagen.cluster import batched, ray_map, recording
-from datagen.errors import UserError
-from datagen.io import write_run_json
+from datagen.errors import InputError, UserError
+from datagen.io import read_json, write_run_json
 from datagen.parallel import bounded_map, process_pool, return_freed_memory, reuse_freed_memory, single_threaded_opencv
 from datagen.records import ResumeState, Skip, StageResult, resume_run, write_skipped
 
@@ -114,6 +114,8 @@ def stage_run(
     started = time.time()
     return_freed_memory()  # the resume check's large buffers go back when freed (a worker with work reuses them)
     with resume_run(result.out, shard, overwrite, in_place=in_place) as state:
+        if not in_place:
+            check_maker(result.out, command)
         run = Run(state, result)
         with recording(ray) as report, crash_report(command, result.out):
             yield run
@@ -123,6 +125,23 @@ def stage_run(
             result.skipped = dict(write_skipped(result.out, run.skips.values(), shard, result.skips_file))
         result.seconds = time.time() - started
         write_run_json(result.out, result.to_record(command, config, **run.extra), shard, record)
+
+
+def check_maker(out: str | Path, command: str) -> None:
+    """Refuse to add rows to a dataset that another stage made (its run.json, or a shard's, names another
+    `datagen STAGE`): its rows would mix with another kind's and its record of what made it would be replaced. A stage
+    may add to its own (a rerun, more samples, another import source)."""
+    stage = " ".join(command.split()[:2])
+    for path in sorted(Path(out).glob("run*.json")):  # run.json, run.shard-I-of-K.json
+        try:
+            made = str(read_json(path).get("command") or "")
+        except (UserError, OSError, AttributeError):  # not a record of ours: nothing to compare
+            continue
+        if made and " ".join(made.split()[:2]) != stage:
+            raise InputError(
+                f"{out} was made by `{made}` (its {path.name}): give `{stage}` a folder of its own (-o DIR); adding "
+                "its rows there would mix two kinds of samples and replace the record of what made them"
+            )
 
 
 @dataclass(frozen=True)

@@ -402,6 +402,30 @@ def test_a_pool_on_the_hub_or_in_parquet_is_sent_to_pull(pools, tmp_path, datase
         list_pool([str(tmp_path / "staged")], "background")
 
 
+def test_a_stage_never_adds_its_rows_to_a_dataset_another_stage_made(pools, tmp_path):
+    """compose into synth's folder (or pull into compose's) would mix two kinds of rows and replace run.json, the
+    record of what made them: refused, nothing written; a stage adds to its own, and --overwrite starts over."""
+    from datagen.hub import PushConfig, pull, push
+    from datagen.synth import SynthConfig, run_synth
+
+    synth = tmp_path / "synth"
+    run_synth(SynthConfig(out=synth, backend="procedural", n=2, size=(48, 64), progress=False))
+    before = directory_bytes(synth)
+    with pytest.raises(
+        ValueError, match=r"synth was made by `datagen synth` \(its run.json\): give `datagen compose` a"
+    ):
+        compose(pools, synth, n=2)
+    assert directory_bytes(synth) == before, "nothing written"
+    assert run_synth(SynthConfig(out=synth, backend="procedural", n=3, size=(48, 64), progress=False)).new == 1
+    assert compose(pools, synth, n=2, overwrite=True).new == 2
+    assert json.loads((synth / "run.json").read_text())["command"] == "datagen compose"
+    out = tmp_path / "composites"
+    compose(pools, out, n=3)
+    push(PushConfig(out, "user/c", dry_run=tmp_path / "staged"))
+    with pytest.raises(ValueError, match=r"made by `datagen compose` \(its run.json\): give `datagen pull` a folder"):
+        pull(str(tmp_path / "staged"), out)
+
+
 def test_resume_after_a_lost_file_restores_it_without_a_second_row(pools, tmp_path):
     out = tmp_path / "out"
     compose(pools, out)
