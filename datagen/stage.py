@@ -113,9 +113,9 @@ def stage_run(
     only when it skipped something."""
     started = time.time()
     return_freed_memory()  # the resume check's large buffers go back when freed (a worker with work reuses them)
+    if not (in_place or overwrite):  # before the resume check reads the rows (seconds at a million)
+        check_maker(result.out, command)
     with resume_run(result.out, shard, overwrite, in_place=in_place) as state:
-        if not in_place:
-            check_maker(result.out, command)
         run = Run(state, result)
         with recording(ray) as report, crash_report(command, result.out):
             yield run
