@@ -244,7 +244,7 @@ def run_foreground(config: ForegroundConfig, command: str = "datagen foreground"
     """Write fg/ for the photo rows of `config.root` (this shard's share) and record them in the rows."""
     root = Path(config.root)
     result = ForegroundResult(root)
-    chosen = chosen_splits(root, config.splits)
+    chosen = chosen_splits(root, config.splits, "foreground")
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
                    record="foreground.json") as run:  # fmt: skip
         rejected = rejected_ids(root)  # a rejected row (say, an unreadable one) holds no split back

@@ -46,6 +46,7 @@ from datagen.records import (
     StageResult,
     check_split,
     iter_samples,
+    no_splits,
     plane_name,
     sanitize_id,
     splits,
@@ -280,7 +281,7 @@ def stage(directory: Path, repo_id: str, out: Path, max_shard_bytes: int, upload
     most `keep` shards are on disk; without, they stay (--dry-run). Each shard done is recorded in out's marker, so a
     rerun after a failure goes on without encoding them again. Returns every file of the dataset repo."""
     if not splits(directory):
-        raise InputError(f"{directory} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise InputError(no_splits(directory, "push"))
     shards, features = plan_shards(directory, max_shard_bytes)
     record = open_staging(directory, out, fingerprint(directory, repo_id, max_shard_bytes))
     done = set(record["done"])

@@ -17,7 +17,7 @@ import numpy as np
 from datagen.alpha import over
 from datagen.errors import InputError
 from datagen.io import ImageReadError, encode_png, read_alpha, read_foreground, read_image, read_pair, write_atomic
-from datagen.records import Sample, iter_samples, splits
+from datagen.records import Sample, iter_samples, no_splits, splits
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int
     """n complete samples of `split` (default: the first split present), drawn without replacement by seed."""
     split = split or next(iter(splits(root)), None)
     if split is None:
-        raise InputError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise InputError(no_splits(root, "preview"))
     ids = sorted(sample.id for sample in iter_samples(root, split))  # ids, not rows: a million of them fit
     if not ids:
         raise InputError(f"{root}/{split} has no complete sample")

@@ -530,6 +530,14 @@ def pull_first(spec: str, what: str) -> str | None:
     return None
 
 
+def no_splits(root: str | os.PathLike, what: str) -> str:
+    """What to say where `what` (a command) needs a dataset directory and `root` has no split: the pull it needs when
+    it holds Parquet shards, else the question."""
+    return f"{root} has no split with a metadata.jsonl: " + (
+        pull_first(str(root), what) or "is it a dataset directory?"
+    )
+
+
 def parse_metadata(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (line number, row, error) for each non-blank line; exactly one of row and error is None.
 
@@ -879,7 +887,7 @@ def review(
 ) -> list[str]:
     """`datagen review`: reject and un-reject samples of `root` by id (every id must exist; nothing is deleted) and
     say what changed; with `list_all`, or nothing to change, list the rejected samples. The lines to print."""
-    known = {row["id"] for split in chosen_splits(root) for row in read_rows(root, split)}
+    known = {row["id"] for split in chosen_splits(root, what="review") for row in read_rows(root, split)}
     reject, undo = list(reject), list(undo)
     for sample_id in (*reject, *undo):
         if sample_id not in known:
@@ -1416,11 +1424,11 @@ def _derived_present(
     return bool(files_of_ids(f"{folder}{subfolder}/", StringIndex(ids), ".png", np.arange(len(ids))).all())
 
 
-def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = ()) -> list[str]:
-    """The splits a stage works on: those requested, else every split present; an error when there is none."""
+def chosen_splits(root: str | os.PathLike, requested: Iterable[str] = (), what: str = "this command") -> list[str]:
+    """The splits a stage (`what`) works on: those requested, else every split present; an error when there is none."""
     chosen = list(requested) or splits(root)
     if not chosen:
-        raise MissingInputError(f"{root} has no split with a metadata.jsonl: is it a dataset directory?")
+        raise MissingInputError(no_splits(root, what))
     return chosen
 
 

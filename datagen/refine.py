@@ -624,7 +624,7 @@ def run_refine(config: RefineConfig, matter: Matter | None = None, command: str 
         raise ValueError("a matter passed in runs in this process only: leave config.ray unset")
     root = Path(config.root)
     result = RefineResult(root)
-    split_names = chosen_splits(root, config.splits)
+    split_names = chosen_splits(root, config.splits, "refine")
     with stage_run(result, config, command, shard=config.shard, ray=config.ray, in_place=True,
                    record="refine.json") as run:  # fmt: skip
         soft, todo, selected = SoftShares(root), _Todo(), {}

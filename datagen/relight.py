@@ -336,7 +336,7 @@ def _rows(config: RelightConfig) -> Iterator[tuple[int, Sample]]:
     """(index, photo sample) of SRC in split and row order (test splits are benchmarks: left out), up to n. Rejected
     samples (rejected.jsonl) are left out but keep their index, so a rejection changes no other sample's draw."""
     index, rejected = 0, rejected_ids(config.src)
-    for split in [s for s in chosen_splits(config.src) if s != "test"]:
+    for split in [s for s in chosen_splits(config.src, what="relight") if s != "test"]:
         for sample in iter_samples(config.src, split, include_rejected=True):
             if sample.path("image") and sample.path("alpha"):
                 if config.n is not None and index >= config.n:

@@ -286,3 +286,23 @@ def test_shard_is_i_of_k_or_the_launchers_rank_on_every_stage(monkeypatch, tmp_p
             ComposeConfig(shard=bad)
     result = CliRunner().invoke(cli, ["compose", "--shard", "5/2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and "--shard 5/2: need 0 <= I < K" in result.output, result.output
+
+
+def test_commands_that_read_a_dataset_directory_send_parquet_shards_to_pull(tmp_path, dataset_dir):
+    """Given what push writes (a folder of Parquet shards) where a dataset directory is needed, every command says
+    to pull it first, in one line."""
+    from datagen.hub import PushConfig, push
+
+    staged = tmp_path / "staged"
+    push(PushConfig(dataset_dir, "user/demo", dry_run=staged))
+    for command in ("preview", "foreground", "review", "push", "refine", "relight", "compose"):
+        args = {
+            "preview": [str(staged), "-o", str(tmp_path / "sheet.png")],
+            "push": [str(staged), "user/again", "--dry-run", str(tmp_path / "again")],
+            "relight": [str(staged), "-o", str(tmp_path / "relit")],
+            "compose": ["--fg", str(staged), "--bg", str(dataset_dir), "-o", str(tmp_path / "c")],
+        }.get(command, [str(staged)])
+        result = CliRunner().invoke(cli, [command, *args])
+        assert result.exit_code == 1, (command, result.output)
+        assert f"`datagen pull {staged} -o DIR` first" in result.output, (command, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
