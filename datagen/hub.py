@@ -548,9 +548,14 @@ def pull(
             part = part.cast(datasets.Features(undecoded))
             if column == "image":
                 _check_first_image_has_alpha(part, repo_id, name)
-            rows = tqdm(part, desc=f"pull {name}", unit="row", disable=not progress)
+            done = _done_shards(repo_id, name, part, state, target, features, column)
+            rows = tqdm(_indexed(part, done), desc=f"pull {name}", unit="row", disable=not progress)
             seen: dict[str, str] = {}  # id -> the row that had it first, in this pull
-            for index, example in enumerate(rows):
+            for index, example in rows:
+                if isinstance(example, str):  # a row of a shard found pulled whole: its id, the shard not streamed
+                    seen[example] = f"{repo_id}:{name}:{index}"
+                    result.existing += 1
+                    continue
                 sample_id = str(example.get("id") or f"{prefix}-{sanitize_id(name)}-{index:07d}")
                 where = f"{repo_id}:{name}:{index}"
                 if not ID_PATTERN.match(sample_id):
@@ -580,6 +585,53 @@ def pull(
             write_card(out, f"{repo_id} (pulled with ormbg datagen)", f"Pulled from {where} by `datagen pull`.")
         _pull_license(repo_id, Path(out))
     return result
+
+
+def _done_shards(repo_id: str, name: str, part, state, target: str, features, column: str) -> dict[int, list[str]]:
+    """{shard: its ids} of the shards (data files) of the Hub split `name` whose rows a rerun would all find pulled
+    (valid ids, none met before in the split, done, and a file for every column an in-place stage may add that the
+    dataset has): a rerun reads their `id` column alone instead of streaming their images again. {} on a first pull,
+    or where ids cannot be read alone (no `id` column, data that is not Parquet): every row is streamed, as before."""
+    import datasets
+
+    if part.n_shards < 2 or not state.rowed.get(target) or "id" not in features:
+        return {}
+    try:
+        ids = datasets.load_dataset(repo_id, split=name, streaming=True, columns=["id"])
+    except Exception as error:  # no `columns` outside Parquet; a Hub failure shows again as the rows are streamed
+        log.debug("%s:%s: ids not read alone (%s); every row is streamed", repo_id, name, error)
+        return {}
+    if ids.n_shards != part.n_shards:
+        return {}
+    kinds = [kind for kind in IN_PLACE_KINDS if kind != column and kind in features]
+    folder = Path(state.root) / target
+    done, met = {}, set()
+    for shard in range(part.n_shards):
+        values = [row["id"] for row in ids.shard(part.n_shards, shard)]
+        if len(set(values)) == len(values) and all(
+            isinstance(value, str)
+            and ID_PATTERN.match(value)
+            and value not in met
+            and state.is_done(target, value)
+            and all((folder / plane_name(kind, value)).is_file() for kind in kinds)
+            for value in values
+        ):
+            done[shard] = values
+        met.update(map(str, values))
+    return done
+
+
+def _indexed(part, done: dict[int, list[str]]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(index in the split, row) of a streamed split in order; the rows of a shard in `done` come as their ids alone,
+    that shard not streamed (`datasets`: its shards in order are the split in order)."""
+    if not done:
+        yield from enumerate(part)
+        return
+    index = 0
+    for shard in range(part.n_shards):
+        for row in done[shard] if shard in done else part.shard(part.n_shards, shard):
+            yield index, row
+            index += 1
 
 
 @dataclass(frozen=True)

@@ -419,3 +419,35 @@ def test_a_pull_rerun_brings_back_the_files_its_rows_brought_and_leaves_those_ad
     update_rows(here, "train", lambda row: {"mask_file_name": "mask/p-0.png", "alpha_source": "vitmatte"})
     assert pull(str(tmp_path / "dry-plain"), here).existing == 1, "mask/p-0.png is not there, and not pull's"
     np.testing.assert_array_equal(read_alpha(here / "train/gt/p-0.png"), refined)
+
+
+def test_a_pull_rerun_streams_only_the_shards_it_has_not_pulled(tmp_path, monkeypatch):
+    """A pull stopped before the last shard, rerun: the shards it has are read by their `id` column alone (no image
+    streamed again), the rest pulled; the directory equals a pull in one go."""
+    import pyarrow.parquet as pq
+
+    import datagen.hub as hub
+    from tests.conftest import directory_bytes
+
+    data = tmp_path / "ds"
+    write_demo_dataset(data, n_train=12, n_test=2, size=(40, 32))
+    staged = tmp_path / "staged"
+    push(PushConfig(data, "user/d", dry_run=staged, max_shard_size="6KB"))
+    shards = sorted((staged / "data").glob("train-*.parquet"))
+    assert len(shards) >= 3
+    last = pq.read_table(shards[-1], columns=["id"]).column("id").to_pylist()
+    shards[-1].rename(tmp_path / "aside.parquet")  # the pull stops before it
+    back = tmp_path / "back"
+    assert pull(str(staged), back).new == 14 - len(last)
+    (tmp_path / "aside.parquet").rename(shards[-1])
+    pulled, checked = [], []
+    pull_row, brought_and_lost = hub._pull_row, hub._brought_and_lost
+    monkeypatch.setattr(hub, "_pull_row", lambda example, *a: pulled.append(example["id"]) or pull_row(example, *a))
+    monkeypatch.setattr(hub, "_brought_and_lost", lambda o, s, *a: checked.append(s) or brought_and_lost(o, s, *a))
+    result = pull(str(staged), back)
+    assert (result.new, result.existing) == (len(last), 14 - len(last))
+    assert pulled == last and set(checked) == {"test"}, "no done train row streamed again"
+    monkeypatch.undo()
+    once = tmp_path / "once"
+    pull(str(staged), once)
+    assert directory_bytes(back) == directory_bytes(once)
