@@ -348,8 +348,8 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
     report.problems.extend(schema.problems())
     if not report.counts:
         hint = pull_first(root, "inspect")
-        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}" + (
-            f": {hint}" if hint else "")))  # fmt: skip
+        message = f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"
+        report.problems.append(Problem(".", f"{message}: {hint}" if hint else message))
 
     def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again
         for split in present:

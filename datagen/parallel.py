@@ -32,15 +32,22 @@ MMAP_THRESHOLD_BYTES = (128 << 20, 32 << 20)  # the second where a glibc caps th
 TRIM_THRESHOLD_BYTES = 512 << 20
 
 
-def _mallopt():
-    """glibc's mallopt, or None where the process runs on another C library (or none we can reach)."""
+def _libc(name: str):
+    """Function `name` of the C library the process runs on (glibc's mallopt, malloc_trim), or None where it has none
+    (another C library, or none we can reach)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+
+
+def _mallopt():
+    """glibc's mallopt, or None (`_libc`)."""
+    mallopt = _libc("mallopt")
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt
 
 
@@ -85,11 +92,8 @@ def release_freed_memory() -> None:
         pa = None
     if pa is not None:
         pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):  # another C library than glibc
-            pass
+    if (malloc_trim := _libc("malloc_trim")) is not None:
+        malloc_trim(0)
 
 
 def launcher() -> tuple[int, int, int]:

@@ -475,10 +475,11 @@ class EvalSet(Dataset):
     def _read(self, index: int, item: dict[str, Any]) -> dict[str, Any]:
         """Fill `item` (its id first, so an unreadable file still names its sample)."""
         if isinstance(self.samples, ParquetRows):  # id, subset and trimap where the rows have them (evaluation's)
-            extras = self.samples.extras(index)
+            where = self.samples.locate(index)
+            extras = self.samples.extras(*where)
             item.update(id=str(extras.get("id", item["id"])), subset=str(extras.get("subset") or ""), image_ref=index)
             item["trimap"] = extras.get("trimap")
-            image, item["alpha"], _ = self.samples.row(index)
+            image, item["alpha"], _ = self.samples.read(*where)
             if self.predictions is not None:
                 return self._prediction(item)
         elif isinstance(self.samples, SamplePairs):

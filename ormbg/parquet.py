@@ -147,7 +147,7 @@ class ParquetRows:
         )
         return image, alpha, json.dumps({"parquet": f"{self.location}/{name}", "group": group, "row": row})
 
-    def _locate(self, index: int) -> tuple[int, int, int]:
+    def locate(self, index: int) -> tuple[int, int, int]:
         """(file index, row group, row in it) of row `index` in file order."""
         ends = np.cumsum(self.groups[:, 2])
         piece = int(np.searchsorted(ends, index, side="right"))
@@ -156,11 +156,11 @@ class ParquetRows:
 
     def row(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Row `index` in file order (validation and evaluation read every row once, in this order)."""
-        return self.read(*self._locate(index))
+        return self.read(*self.locate(index))
 
-    def extras(self, index: int) -> dict[str, Any]:
-        """The `extra_columns` of row `index` that it fills: id and subset as they are, the trimap decoded (uint8)."""
-        file_index, group, row = self._locate(index)
+    def extras(self, file_index: int, group: int, row: int) -> dict[str, Any]:
+        """The `extra_columns` that a row (as `locate` names it) fills: id and subset as they are, the trimap decoded
+        (uint8)."""
         data = self._group(file_index, group)
         found = {name: data[name][row] for name in self.extra_columns if data[name][row] not in (None, b"", "")}
         if "trimap" in found:
