@@ -38,9 +38,10 @@ from datagen.io import encode_png, read_image, write_atomic, write_json
 from datagen.parallel import process_pool, runs_in_workers
 from datagen.records import HUB_SCHEME, iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
+from datagen.shards import shard_splits
 from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
-from ormbg.parquet import ParquetRows, is_parquet_source, open_parquet, parquet_splits
+from ormbg.parquet import ParquetRows, is_parquet_source, open_parquet
 
 runs_in_workers(__name__)  # its functions run in pool workers
 
@@ -74,7 +75,7 @@ def resolve_split(spec: str) -> tuple[Path | str, str]:
     path, split, _ = parse_spec(spec, "--data")
     if is_parquet_source(path):
         root = path if path.startswith(HUB_SCHEME) else str(Path(path))  # named as a directory would be
-        present = parquet_splits(root)
+        present = shard_splits(root)
     else:
         root = Path(path)
         present = splits(root)

@@ -17,14 +17,23 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
-from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, HUB_SPLIT_NAMES, holds_parquet, splits
+from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, holds_parquet, splits
+from datagen.shards import (
+    hub_failure,
+    hub_repo,
+    image_columns,
+    list_shards,
+    read_row_group,
+    shard_metadata,
+    shard_name,
+)
 
 log = logging.getLogger(__name__)
 EVALUATION_COLUMNS = ("id", "subset", "trimap")  # what evaluation reads of a row where `push` wrote it
@@ -41,31 +50,6 @@ def is_parquet_source(path: str) -> bool:
 def lane_of(step: int, rank: int, lanes_per_rank: int) -> int:
     """The lane that micro-step `step` of process `rank` reads its Parquet rows from."""
     return rank * lanes_per_rank + step % lanes_per_rank
-
-
-def _split_of(name: str) -> str:
-    """The split a Parquet file belongs to by its name: `train-00000-of-00004.parquet` (push, the Hub's data/ layout)
-    or its folder (`default/train/0000.parquet`, the Hub's Parquet conversion); synonyms mapped (val -> validation)."""
-    path = PurePosixPath(name)
-    word = path.name.split("-")[0].split(".")[0] if "-" in path.name else path.parent.name
-    return HUB_SPLIT_NAMES.get(word.lower(), word.lower())
-
-
-def _hub_failure(location: str, error: Exception):
-    from datagen.hub import HubError
-
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return HubError(
-        f"{location}: the Hub could not be read ({reason}). Check the network and the repo id, and the token for a "
-        "private dataset (HF_TOKEN or `hf auth login`); or train from a local copy (`datagen pull`)"
-    )
-
-
-def hub_filesystem():
-    """The fsspec file system that reads hf:// paths (huggingface_hub's; a test may give a local one)."""
-    from huggingface_hub import HfFileSystem
-
-    return HfFileSystem()
 
 
 @dataclass
@@ -97,23 +81,8 @@ class ParquetRows:
         """The image bytes, matte bytes and `extra_columns` of one row group (the last one read is kept)."""
         key = (file_index, group)
         if self._cache.get("key") != key:
-            import pyarrow.parquet as pq
-
-            path = self.files[file_index]
             columns = [self.image_column, self.matte_column, *self.extra_columns]
-            hub = self.location.startswith(HUB_SCHEME) and not Path(path).is_file()
-            try:
-                if hub:
-                    with hub_filesystem().open(path, "rb") as file:
-                        table = pq.ParquetFile(file).read_row_group(group, columns=columns)
-                else:
-                    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
-            except Exception as error:
-                from datagen.hub import is_hub_failure
-
-                if hub and is_hub_failure(error):
-                    raise _hub_failure(self.location, error) from error
-                raise
+            table = read_row_group(self.location, self.files[file_index], group, columns)
             data = {
                 name: [cell.get("bytes") if isinstance(cell, dict) else cell for cell in table.column(name).to_pylist()]
                 for name in columns
@@ -123,15 +92,7 @@ class ParquetRows:
 
     def name(self, file_index: int) -> str:
         """A file's path within the dataset (data/train-00000-of-00004.parquet)."""
-        path = PurePosixPath(Path(self.files[file_index]).as_posix())
-        if self.location.startswith(HUB_SCHEME):
-            repo = self.location[len(HUB_SCHEME) :].strip("/")
-            text = str(path)
-            return text.split(f"datasets/{repo}/", 1)[1] if f"datasets/{repo}/" in text else path.name
-        try:
-            return str(path.relative_to(Path(self.location).as_posix()))
-        except ValueError:
-            return path.name
+        return shard_name(self.location, self.files[file_index])
 
     def read(self, file_index: int, group: int, row: int) -> tuple[np.ndarray, np.ndarray, str]:
         """(HxWx3 image, HxW uint8 alpha, what) of one row, decoded and checked as files are (datagen.io's readers);
@@ -214,42 +175,6 @@ class ParquetRows:
         return self.lane_row(lane_of(step, rank, self.lanes_per_rank), n)
 
 
-def _list_files(path: str, split: str) -> tuple[list[str], list[str]]:
-    """(the split's Parquet files, sorted; every split found) of a folder or hf://user/name."""
-    if path.startswith(HUB_SCHEME):
-        repo = path[len(HUB_SCHEME) :].strip("/")
-        if repo.count("/") != 1:
-            raise InputError(f"{path}: expected hf://user/name")
-        try:
-            found = hub_filesystem().glob(f"datasets/{repo}/**/*.parquet")
-        except Exception as error:
-            from datagen.hub import is_hub_failure
-
-            if is_hub_failure(error) or isinstance(error, FileNotFoundError):
-                raise _hub_failure(path, error) from error
-            raise
-        names = sorted(str(name) for name in found)
-    else:
-        names = sorted(str(name) for name in Path(path).rglob("*.parquet") if not name.name.startswith("."))
-    return [name for name in names if _split_of(name) == split], sorted({_split_of(name) for name in names})
-
-
-def parquet_splits(path: str) -> list[str]:
-    """The splits of the Parquet shards at `path` (a folder or hf://user/name), by their files' names."""
-    return _list_files(path, "")[1]
-
-
-def _image_columns(schema) -> list[str]:
-    """Columns holding images as the datasets library writes them: struct<bytes, path>."""
-    import pyarrow as pa
-
-    return [
-        f.name
-        for f in schema
-        if pa.types.is_struct(f.type) and "bytes" in [f.type.field(i).name for i in range(f.type.num_fields)]
-    ]
-
-
 def open_parquet(
     path: str, split: str, seed: int = 0, option: str = "--data", download: bool = False, evaluation: bool = False
 ) -> ParquetRows:
@@ -257,18 +182,15 @@ def open_parquet(
     read. With `download` a Hub dataset's files are fetched into the Hugging Face cache first (once; for a fixed
     validation set or a benchmark). `evaluation`: also read the EVALUATION_COLUMNS the files have. Errors name
     `option` and say what was found."""
-    import pyarrow.parquet as pq
-
-    files, found = _list_files(path, split)
+    files, found = list_shards(path, split)
     if not files:
         raise MissingInputError(
             f"{option} {path}:{split}: no Parquet files of split {split!r} (splits found: {', '.join(found) or 'none'})"
         )
-    hub = path.startswith(HUB_SCHEME)
-    if hub and download:
+    if path.startswith(HUB_SCHEME) and download:
         from huggingface_hub import hf_hub_download
 
-        repo = path[len(HUB_SCHEME) :].strip("/")
+        repo = hub_repo(path)
         try:
             files = [
                 hf_hub_download(repo, name.split(f"datasets/{repo}/", 1)[1], repo_type="dataset") for name in files
@@ -277,28 +199,14 @@ def open_parquet(
             from datagen.hub import is_hub_failure
 
             if is_hub_failure(error):
-                raise _hub_failure(path, error) from error
+                raise hub_failure(path, error) from error
             raise
-        hub = False
     groups, schema = [], None
     for index, name in enumerate(files):
-        try:
-            if hub:
-                with hub_filesystem().open(name, "rb") as file:
-                    parquet = pq.ParquetFile(file)
-            else:
-                parquet = pq.ParquetFile(name)
-        except Exception as error:
-            from datagen.hub import is_hub_failure
-
-            if hub and is_hub_failure(error):
-                raise _hub_failure(path, error) from error
-            message = f"{option} {path}: {PurePosixPath(name).name} is not a readable Parquet file ({error})"
-            raise InputError(message) from error
-        schema = schema or parquet.schema_arrow
-        metadata = parquet.metadata
+        file_schema, metadata = shard_metadata(path, name, option)
+        schema = schema or file_schema
         groups += [(index, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
-    images = _image_columns(schema)
+    images = image_columns(schema)
     if "image" not in images:
         raise InputError(
             f"{option} {path}: no `image` column of images (columns: {', '.join(schema.names)}); training reads the "

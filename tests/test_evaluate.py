@@ -262,7 +262,7 @@ def test_a_hub_dataset_is_downloaded_once_and_scores_as_its_files(tmp_path, chec
     from fsspec.implementations.dirfs import DirFileSystem
     from fsspec.implementations.local import LocalFileSystem
 
-    import ormbg.parquet
+    import datagen.shards
 
     data = tmp_path / "ds"
     write_demo_dataset(data, n_train=2, n_test=4, size=(70, 45), trimap=True)
@@ -276,7 +276,7 @@ def test_a_hub_dataset_is_downloaded_once_and_scores_as_its_files(tmp_path, chec
         return str(repo / filename)
 
     hub = DirFileSystem(str(tmp_path / "hub"), LocalFileSystem())
-    monkeypatch.setattr(ormbg.parquet, "hub_filesystem", lambda: hub)
+    monkeypatch.setattr(datagen.shards, "hub_filesystem", lambda: hub)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     config = EvaluateConfig(data=(str(data), "hf://user/data"), checkpoint=checkpoint, size=64, workers=0)
     report = run_evaluate(config)["datasets"]

@@ -128,11 +128,11 @@ def test_a_hub_dataset_is_read_through_the_hub_file_system(staged, tmp_path, mon
     from fsspec.implementations.dirfs import DirFileSystem
     from fsspec.implementations.local import LocalFileSystem
 
-    import ormbg.parquet
+    import datagen.shards
 
     shutil.copytree(staged, tmp_path / "hub/datasets/user/people")
     monkeypatch.setattr(
-        ormbg.parquet, "hub_filesystem", lambda: DirFileSystem(str(tmp_path / "hub"), LocalFileSystem())
+        datagen.shards, "hub_filesystem", lambda: DirFileSystem(str(tmp_path / "hub"), LocalFileSystem())
     )
     hub = open_parquet("hf://user/people", "train", seed=5)
     local = open_parquet(str(staged), "train", seed=5)
