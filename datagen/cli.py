@@ -222,20 +222,26 @@ def pull(repo_id: str, out: Path | None, **options) -> None:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Decoding processes.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def inspect(directory: str, as_json: bool, workers: int, progress: bool) -> None:
     """Validate DIRECTORY against the dataset contract and summarise it.
 
-    Decodes every image, alpha, foreground and trimap; reports counts per split and source, image sizes,
-    alpha statistics and every problem with the file it concerns. Exit status 1 when the contract is
-    violated (errors), 0 otherwise (warnings such as orphan files do not fail).
+    DIRECTORY is a dataset directory, a folder of the Parquet shards that `datagen push` writes (`push --dry-run`
+    stages them), or a Hub dataset hf://USER/NAME, read in place (nothing downloaded to disk). Decodes every image,
+    alpha, foreground and trimap; reports counts per split and source, image sizes, alpha statistics and every
+    problem with the file (or shard and row) it concerns. Exit status 1 when the contract is violated (errors), 0
+    otherwise (warnings such as orphan files do not fail).
     """
     from datagen.inspect import inspect_dataset
+    from datagen.records import HUB_SCHEME
 
-    report = inspect_dataset(directory, workers=workers, progress=progress and not as_json)
+    if not directory.startswith(HUB_SCHEME) and not Path(directory).is_dir():
+        raise click.BadParameter(f"{directory} is not a folder (nor hf://USER/NAME)", param_hint="DIRECTORY")
+    with user_errors():
+        report = inspect_dataset(directory, workers=workers, progress=progress and not as_json)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     sys.exit(0 if report.ok else 1)
 

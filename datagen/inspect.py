@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from datagen.records import (
     MetadataError,
     Sample,
     parse_metadata,
-    pull_first,
     rejected_ids,
 )
 
@@ -122,10 +121,19 @@ class Report:
         return "\n".join(lines)
 
 
-def _check_image(path: Path, relative: str, kind: str, check: SampleCheck) -> np.ndarray | None:
-    """Decode one file fully; record a problem and return None when it is unreadable or of the wrong kind."""
+ROW_SHAPES = (  # the kinds of image a row names: a photo, a photo with its estimated colour, a foreground, a background
+    {"image", "alpha"},
+    {"image", "alpha", "foreground"},
+    {"foreground", "alpha"},
+    {"image"},
+)
+
+
+def check_image(source, relative: str, kind: str, check: SampleCheck) -> np.ndarray | None:
+    """Decode one image (a path, or a file object of a Parquet cell's bytes) fully; record a problem and return None
+    when it is unreadable or of the wrong kind."""
     try:
-        image = open_image(path)
+        image = open_image(source)
     except ImageReadError as error:
         check.problems.append(Problem(relative, error.reason))
         return None
@@ -146,20 +154,14 @@ def _check_job(root: str, split: str, row: dict[str, Any]) -> tuple[tuple[str, d
 def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
     """Check the files of one metadata row: existence, decodability, mode, sizes, trimap values."""
     sample, check = Sample(Path(root), split, row), SampleCheck()
-    shapes = (
-        {"file_name", "alpha_file_name"},
-        {"file_name", "alpha_file_name", "foreground_file_name"},  # a photo with its estimated foreground colour
-        {"foreground_file_name", "alpha_file_name"},
-        {"file_name"},
-    )
-    files = {FILE_KINDS[kind][0] for kind in ("image", "alpha", "foreground") if FILE_KINDS[kind][0] in row}
-    if files not in shapes:
+    kinds = {kind for kind in ("image", "alpha", "foreground") if FILE_KINDS[kind][0] in row}
+    if kinds not in ROW_SHAPES:
         check.problems.append(
             Problem(
                 f"{split}/{METADATA}",
-                f"row {row['id']!r} names {sorted(files)}: a row is a photo (file_name, alpha_file_name, and "
-                "foreground_file_name where its colour was estimated), a foreground (foreground_file_name, "
-                "alpha_file_name) or a background (file_name alone)",
+                f"row {row['id']!r} names {sorted(FILE_KINDS[kind][0] for kind in kinds)}: a row is a photo "
+                "(file_name, alpha_file_name, and foreground_file_name where its colour was estimated), a foreground "
+                "(foreground_file_name, alpha_file_name) or a background (file_name alone)",
             )
         )
     present = {kind: sample.path(kind) for kind in FILE_KINDS if sample.path(kind)}
@@ -172,54 +174,62 @@ def check_sample(root: str, split: str, row: dict[str, Any]) -> SampleCheck:
             )
         )
         return check
-    arrays: dict[str, np.ndarray] = {}
+    arrays, names = {}, {kind: f"{split}/{row[FILE_KINDS[kind][0]]}" for kind in present}
     for kind, path in present.items():
-        relative = f"{split}/{row[FILE_KINDS[kind][0]]}"
         if kind in missing:
-            check.problems.append(Problem(relative, f"missing {kind} file (named by row {row['id']!r})"))
+            check.problems.append(Problem(names[kind], f"missing {kind} file (named by row {row['id']!r})"))
             continue
-        array = _check_image(path, relative, kind, check)
+        array = check_image(path, names[kind], kind, check)
         if array is not None:
             arrays[kind] = array
+    stale_fix = f"run `datagen foreground {root} --overwrite`"
+    check_planes(arrays, names, row, check, row.get("alpha_file_name"), stale_fix)
+    return check
+
+
+def check_planes(
+    arrays: dict[str, np.ndarray],
+    names: dict[str, str],
+    row: dict[str, Any],
+    check: SampleCheck,
+    alpha_name: str | None,
+    stale_fix: str,
+) -> None:
+    """What one sample's decoded images (`arrays`, by kind; `names`: where each is, for problems) must hold together:
+    the sizes of each other and of the row's width and height, trimap values, a foreground whose alpha is the alpha's
+    (`stale_fix`: what to do where not); records its size and alpha histogram in `check`."""
     reference = "image" if "image" in arrays else "foreground"
     if reference in arrays:
         height, width = arrays[reference].shape[:2]
         check.size = (width, height)
         if (row.get("width"), row.get("height")) != (width, height):
             check.problems.append(
-                Problem(
-                    f"{split}/{row[FILE_KINDS[reference][0]]}",
-                    f"is {width}x{height}, row says {row.get('width')}x{row.get('height')}",
-                )
+                Problem(names[reference], f"is {width}x{height}, row says {row.get('width')}x{row.get('height')}")
             )
         for kind, array in arrays.items():
             if array.shape[:2] != (height, width):
                 check.problems.append(
                     Problem(
-                        f"{split}/{row[FILE_KINDS[kind][0]]}",
-                        f"{kind} is {array.shape[1]}x{array.shape[0]}, {reference} is {width}x{height}",
+                        names[kind], f"{kind} is {array.shape[1]}x{array.shape[0]}, {reference} is {width}x{height}"
                     )
                 )
     for kind in ("trimap", "refine_trimap"):
         if kind in arrays and not np.isin(arrays[kind], TRIMAP_VALUES).all():
-            check.problems.append(
-                Problem(f"{split}/{row[FILE_KINDS[kind][0]]}", f"{kind} has values other than 0/128/255")
-            )
+            check.problems.append(Problem(names[kind], f"{kind} has values other than 0/128/255"))
     if "foreground" in arrays and "alpha" in arrays and arrays["foreground"].shape[:2] == arrays["alpha"].shape:
         differ = int(np.count_nonzero(arrays["foreground"][..., 3] != arrays["alpha"]))
         if differ:
             check.problems.append(
                 Problem(
-                    f"{split}/{row['foreground_file_name']}",
-                    f"its alpha differs from {row['alpha_file_name']} in {differ} pixels (a stale foreground: the "
-                    f"alpha changed after it was made); run `datagen foreground {root} --overwrite`",
+                    names["foreground"],
+                    f"its alpha differs from {alpha_name} in {differ} pixels (a stale foreground: the alpha changed "
+                    f"after it was made); {stale_fix}",
                 )
             )
     if "alpha" in arrays:
         alpha = arrays["alpha"]
         zeros, ones = int(np.count_nonzero(alpha == 0)), int(np.count_nonzero(alpha == 255))
         check.alpha_counts = (zeros, ones, alpha.size - zeros - ones)
-    return check
 
 
 def _orphans(root: Path, split: str, referenced: set[str]) -> Iterator[Problem]:
@@ -316,7 +326,13 @@ class SchemaCheck:
 
 
 def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool = False) -> Report:
-    """Validate every split of the dataset directory `root`; decode every file (in `workers` processes)."""
+    """Validate every split of the dataset directory `root`, or of the Parquet shards that `datagen push` writes (a
+    folder of them, or a Hub dataset `hf://user/name`: `datagen.shards.inspect_shards`); decode every image (in
+    `workers` processes)."""
+    from datagen.shards import inspect_shards, is_shard_location  # it builds on this module
+
+    if is_shard_location(str(root)):
+        return inspect_shards(str(root), workers=workers, progress=progress)
     root = Path(root)
     report = Report(str(root))
     for name in ("README.md", "run.json"):
@@ -347,9 +363,7 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
         report.problems.extend(_orphans(root, split, referenced))
     report.problems.extend(schema.problems())
     if not report.counts:
-        hint = pull_first(root, "inspect")
-        message = f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"
-        report.problems.append(Problem(".", f"{message}: {hint}" if hint else message))
+        report.problems.append(Problem(".", f"no split folder ({', '.join(SPLITS)}) with a {METADATA}"))
 
     def jobs() -> Iterator[tuple[str, dict[str, Any]]]:  # second pass: the rows to decode, streamed again
         for split in present:
@@ -363,8 +377,14 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
             yield from bounded_map(pool, _check_job, ((str(root), *job) for job in jobs()), 64 * workers)
 
     total = sum(report.counts.values())
-    bar = tqdm(checks(), total=total, desc="inspect", unit="sample", disable=not progress)
-    for (split, row), check in bar:
+    results = ((f"{split}/{row['id']}", check) for (split, row), check in checks())
+    tally(report, tqdm(results, total=total, desc="inspect", unit="sample", disable=not progress))
+    return report
+
+
+def tally(report: Report, results: Iterable[tuple[str, SampleCheck]]) -> None:
+    """Add each sample's check (`split/id`, its SampleCheck) to `report`: its problems, size and alpha histogram."""
+    for label, check in results:
         report.problems.extend(check.problems)
         if check.size:
             report.sizes[check.size] += 1
@@ -373,7 +393,6 @@ def inspect_dataset(root: str | os.PathLike, *, workers: int = 1, progress: bool
             for key, value in zip(("transparent", "opaque", "soft"), check.alpha_counts):
                 report.alpha_pixels[key] += value
             if zeros + ones + soft == zeros:
-                report.empty_alpha.append(f"{split}/{row['id']}")
+                report.empty_alpha.append(label)
             elif zeros + ones + soft == ones:
-                report.full_alpha.append(f"{split}/{row['id']}")
-    return report
+                report.full_alpha.append(label)

@@ -1,14 +1,41 @@
-"""Where a pushed dataset's Parquet shards are: a folder of them (what `datagen push --dry-run` stages) or a Hub
-dataset (`hf://user/name`, read in place over HTTP ranges through huggingface_hub's file system). Listing, splits,
-image columns and opening one shard, with one clear error where the Hub cannot be reached. Training and evaluation
-read rows with `ormbg.parquet`, `datagen inspect` checks them; nothing here reads a row."""
+"""A pushed dataset's Parquet shards: a folder of them (what `datagen push --dry-run` stages) or a Hub dataset
+(`hf://user/name`, read in place over HTTP ranges through huggingface_hub's file system). Where they are (listing,
+splits, image columns, one shard's footer or row group, with one clear error where the Hub cannot be reached) and
+`inspect_shards`, `datagen inspect` of them. Training and evaluation read their rows with `ormbg.parquet`."""
 
 from __future__ import annotations
 
+import io
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tqdm import tqdm
 
 from datagen.errors import InputError
-from datagen.records import HUB_SCHEME, HUB_SPLIT_NAMES
+from datagen.inspect import ROW_SHAPES, Problem, Report, SampleCheck, check_image, check_planes, tally
+from datagen.parallel import bounded_map, process_pool, runs_in_workers
+from datagen.records import (
+    FILE_KINDS,
+    HUB_MATTE_COLUMNS,
+    HUB_SCHEME,
+    HUB_SPLIT_NAMES,
+    ID_PATTERN,
+    SPLITS,
+    holds_parquet,
+    splits,
+)
+
+runs_in_workers(__name__)  # inspect_shards checks row groups in pool workers
+STALE_FIX = "fix it in the dataset directory it was pushed from (`datagen foreground DIR --overwrite`) and push again"
+
+
+def is_shard_location(path: str) -> bool:
+    """A Hub dataset (`hf://...`), or a folder of Parquet files that is not a dataset directory."""
+    if path.startswith(HUB_SCHEME):
+        return True
+    return Path(path).is_dir() and not splits(path) and holds_parquet(path)
 
 
 def hub_filesystem():
@@ -129,3 +156,168 @@ def shard_metadata(location: str, path: str, option: str):
         message = f"{option} {location}: {PurePosixPath(path).name} is not a readable Parquet file ({error})"
         raise InputError(message) from error
     return parquet.schema_arrow, parquet.metadata
+
+
+def _kind_columns(images: list[str]) -> dict[str, str]:
+    """The image column of each kind of FILE_KINDS a shard has (push names them by kind); the matte is `alpha` or,
+    in another layout, the first of HUB_MATTE_COLUMNS, as training and `datagen pull` read it."""
+    matte = "alpha" if "alpha" in images else next((name for name in HUB_MATTE_COLUMNS if name in images), None)
+    columns = {kind: kind for kind in FILE_KINDS if kind in images and kind != matte}
+    return columns | ({"alpha": matte} if matte else {})
+
+
+def check_group(
+    location: str, path: str, group: int, first_row: int, kinds: dict[str, str]
+) -> tuple[list[Problem], list[tuple[Any, str, int, SampleCheck]]]:
+    """Check every row of one row group as `inspect` checks a metadata row's files: each image decoded, its mode and
+    format, the sizes, trimap values, a stale foreground (`kinds`: the image column of each kind). (the row group's
+    own problems, (id, source, row in the shard, SampleCheck) per row); `first_row`: the group's first row."""
+    shard = shard_name(location, path)
+    try:
+        table = read_row_group(location, path, group)
+    except OSError as error:  # pyarrow's errors for a damaged file (ArrowInvalid and ArrowIOError are OSErrors)
+        return [Problem(f"{shard}:group {group}", f"unreadable row group ({error})")], []
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    results = []
+    for index in range(table.num_rows):
+        row = {name: values[index] for name, values in columns.items()}
+        sample_id, check = row.get("id"), SampleCheck()
+        where = f"{shard}:row {first_row + index}" + (f" ({sample_id})" if isinstance(sample_id, str) else "")
+        cells = {kind: row.get(column) for kind, column in kinds.items()}
+        present = {kind: cell["bytes"] for kind, cell in cells.items() if isinstance(cell, dict) and cell.get("bytes")}
+        shape = set(present) & {"image", "alpha", "foreground"}
+        if shape not in ROW_SHAPES:
+            shown = ", ".join(kinds[kind] for kind in sorted(shape)) or "none"
+            check.problems.append(
+                Problem(where, f"holds the images {shown}: a row is a photo (image, alpha, and foreground where its "
+                        "colour was estimated), a foreground (foreground, alpha) or a background (image alone)")
+            )  # fmt: skip
+        names = {kind: f"{where}:{kinds[kind]}" for kind in present}
+        arrays = {}
+        for kind, data in present.items():
+            array = check_image(io.BytesIO(data), names[kind], kind, check)
+            if array is not None:
+                arrays[kind] = array
+        check_planes(arrays, names, row, check, f"`{kinds.get('alpha')}`", STALE_FIX)
+        results.append((sample_id, str(row.get("source", "unknown")), first_row + index, check))
+    return [], results
+
+
+Plan = list[tuple[str, str, int, int, int]]  # (split, shard path, row group, its first row in the shard, its rows)
+
+
+def _plan(location: str, report: Report) -> tuple[Plan, Any]:
+    """The row groups of every split's shards, from their footers, and the first shard's Arrow schema (None: no
+    readable shard); a shard that cannot be read, or whose columns differ from the first's, is a problem of `report`."""
+    plan, first, schema = [], "", None
+    found = shard_splits(location)
+    for split in [name for name in SPLITS if name in found] + [name for name in found if name not in SPLITS]:
+        for path in list_shards(location, split)[0]:
+            name = shard_name(location, path)
+            try:
+                their_schema, metadata = shard_metadata(location, path, "inspect")
+            except InputError as error:
+                report.problems.append(Problem(name, f"not a readable Parquet file ({error.__cause__})"))
+                continue
+            if schema is None:
+                first, schema = name, their_schema
+            elif not their_schema.equals(schema):
+                differ = sorted(set(schema.names) ^ set(their_schema.names)) or [
+                    n for n in schema.names if schema.field(n).type != their_schema.field(n).type
+                ]
+                report.problems.append(
+                    Problem(name, f"its columns differ from {first}'s ({', '.join(differ)}): every shard of a dataset "
+                            "needs the same columns and types (datasets.load_dataset)")
+                )  # fmt: skip
+                continue
+            start = 0
+            for group in range(metadata.num_row_groups):
+                rows = metadata.row_group(group).num_rows
+                plan.append((split, path, group, start, rows))
+                start += rows
+    return plan, schema
+
+
+def _has_card(location: str) -> bool:
+    """A README.md (the dataset card) beside the shards."""
+    if not location.startswith(HUB_SCHEME):
+        return (Path(location) / "README.md").is_file()
+    try:
+        return hub_filesystem().exists(f"datasets/{hub_repo(location)}/README.md")
+    except Exception as error:
+        from datagen.hub import is_hub_failure
+
+        if is_hub_failure(error):
+            raise hub_failure(location, error) from error
+        raise
+
+
+def _schema_problems(schema, kinds: dict[str, str]) -> Iterator[Problem]:
+    """What the dataset's columns lack of what `datagen push` writes and its readers need."""
+    for column, what in (("id", "each row's id"), ("width", "the image's width"), ("height", "the image's height")):
+        if column not in schema.names:
+            yield Problem(".", f"no `{column}` column ({what}, as `datagen push` writes it)")
+    if not {"image", "foreground"} & set(kinds):
+        yield Problem(".", f"no `image` or `foreground` column of images (columns: {', '.join(schema.names)})")
+
+
+def inspect_shards(location: str, *, workers: int = 1, progress: bool = False) -> Report:
+    """`datagen inspect` of the Parquet shards at `location` (a folder, or hf://user/name read in place): every row's
+    images decoded and checked as a dataset directory's files are (a row group at a time, in `workers` processes),
+    ids valid and unique in their split, every shard with the first one's columns; counts by split and source, image
+    sizes, alpha shares. Holds a few numbers per row group and each split's ids, never the rows."""
+    report = Report(location)
+    plan, schema = _plan(location, report)
+    if schema is None:
+        report.problems.append(Problem(".", "no readable Parquet shard"))
+        return report
+    if not _has_card(location):
+        report.problems.append(Problem("README.md", "missing (dataset card)", "warning"))
+    kinds = _kind_columns(image_columns(schema))
+    report.problems.extend(_schema_problems(schema, kinds))
+    names = sorted({shard_name(location, path) for _, path, *_ in plan})
+    index = {name: number for number, name in enumerate(names)}
+    seen: dict[str, dict[str, int]] = {split: {} for split, *_ in plan}  # id -> shard index << 32 | row
+    sources = {split: Counter() for split in seen}
+    report.counts = dict.fromkeys(seen, 0)
+
+    def checks() -> Iterator[tuple[list[Problem], list]]:
+        jobs = ((location, path, group, start, kinds) for _, path, group, start, _ in plan)
+        if workers <= 1:
+            yield from (check_group(*job) for job in jobs)
+            return
+        with process_pool(workers) as pool:
+            yield from bounded_map(pool, check_group, jobs, 4 * workers)
+
+    def samples() -> Iterator[tuple[str, SampleCheck]]:
+        with tqdm(total=sum(p[4] for p in plan), desc="inspect", unit="sample", disable=not progress) as bar:
+            for (split, path, _, _, rows), (problems, results) in zip(plan, checks()):
+                report.problems.extend(problems)
+                shard = index[shard_name(location, path)]
+                for sample_id, source, row, check in results:
+                    problem = _id_problem(sample_id, seen[split], shard << 32 | row, names)
+                    if problem:
+                        report.problems.append(problem)
+                        continue
+                    report.counts[split] += 1
+                    sources[split][source] += 1
+                    yield f"{split}/{sample_id}", check
+                bar.update(rows)
+
+    tally(report, samples())
+    report.sources = {split: dict(counter) for split, counter in sources.items()}
+    return report
+
+
+def _id_problem(sample_id: Any, seen: dict[str, int], code: int, names: list[str]) -> Problem | None:
+    """The problem with a row's id (None: a valid id first seen in its split, now recorded in `seen` at `code`)."""
+    where = f"{names[code >> 32]}:row {code & 0xFFFFFFFF}"
+    if not isinstance(sample_id, str) or not sample_id:
+        return Problem(where, f"no id (found {sample_id!r})")
+    if not ID_PATTERN.match(sample_id):
+        return Problem(where, f"id {sample_id!r} has characters outside [A-Za-z0-9._-]")
+    if sample_id in seen:
+        first = seen[sample_id]
+        return Problem(where, f"duplicate id {sample_id!r} (first at {names[first >> 32]}:row {first & 0xFFFFFFFF})")
+    seen[sample_id] = code
+    return None

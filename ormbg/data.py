@@ -36,8 +36,9 @@ from datagen.parallel import (  # noqa: E402
     runs_in_workers,
 )
 from datagen.records import SPLITS, complete_mask, file_table, names_a_file, parse_spec, rejected_ids  # noqa: E402
+from datagen.shards import is_shard_location  # noqa: E402
 from ormbg.composites import FIXED_VALIDATION, ComposeSource, OnlineComposites  # noqa: E402
-from ormbg.parquet import ParquetRows, is_parquet_source, lane_of, open_parquet  # noqa: E402
+from ormbg.parquet import ParquetRows, lane_of, open_parquet  # noqa: E402
 from ormbg.preprocess import image_tensor, prepare  # noqa: E402
 
 runs_in_workers(__name__)  # its functions run in DataLoader workers
@@ -146,7 +147,7 @@ def open_source(source: Source, option: str = "--data", seed: int = 0) -> Sample
     """A source's samples: (image path, alpha path) pairs of a dataset directory, or the rows of Parquet shards (a
     folder of them, such as `datagen push --dry-run` stages, or hf://user/name), ordered from `seed`. A --val Hub
     dataset is downloaded once into the Hugging Face cache; a training one is read in place."""
-    if is_parquet_source(source.path):
+    if is_shard_location(source.path):
         return open_parquet(source.path, source.split, seed, option, download=option == "--val")
     return list_samples(source, option)
 

@@ -38,10 +38,10 @@ from datagen.io import encode_png, read_image, write_atomic, write_json
 from datagen.parallel import process_pool, runs_in_workers
 from datagen.records import HUB_SCHEME, iter_samples, parse_spec, splits
 from datagen.refine import DEFAULT_MODEL as VITMATTE
-from datagen.shards import shard_splits
+from datagen.shards import is_shard_location, shard_splits
 from ormbg.data import BadSamples, EvalSet, loader_options
 from ormbg.metrics import Meter, score_matte
-from ormbg.parquet import ParquetRows, is_parquet_source, open_parquet
+from ormbg.parquet import ParquetRows, open_parquet
 
 runs_in_workers(__name__)  # its functions run in pool workers
 
@@ -73,7 +73,7 @@ def resolve_split(spec: str) -> tuple[Path | str, str]:
     `datagen push` writes, or hf://user/name); without a split: test (evaluation is on benchmarks), else validation,
     else the only split."""
     path, split, _ = parse_spec(spec, "--data")
-    if is_parquet_source(path):
+    if is_shard_location(path):
         root = path if path.startswith(HUB_SCHEME) else str(Path(path))  # named as a directory would be
         present = shard_splits(root)
     else:

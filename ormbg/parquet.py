@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
-from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME, holds_parquet, splits
+from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME
 from datagen.shards import (
     hub_failure,
     hub_repo,
@@ -38,13 +37,6 @@ from datagen.shards import (
 log = logging.getLogger(__name__)
 EVALUATION_COLUMNS = ("id", "subset", "trimap")  # what evaluation reads of a row where `push` wrote it
 SALT = 0x50415251  # "PARQ": keeps these permutations apart from the sampler's draws of the same seed
-
-
-def is_parquet_source(path: str) -> bool:
-    """A Hub dataset (`hf://...`), or a folder of Parquet files that is not a dataset directory."""
-    if path.startswith(HUB_SCHEME):
-        return True
-    return Path(path).is_dir() and not splits(path) and holds_parquet(path)
 
 
 def lane_of(step: int, rank: int, lanes_per_rank: int) -> int:

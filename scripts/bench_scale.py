@@ -14,7 +14,8 @@ columns and DIR/refine-soft.jsonl written by `link_refined`); training start-up:
 with 4 loader workers up to its first batch (the time to the first step), the main process's peak memory and what it
 holds then (resident: what it keeps as it trains), and one loader worker's unique memory (USS: what it does not share
 with the others); and `datagen inspect` (every file decoded; only at N <= --inspect-max); `datagen push --dry-run` (N <=
---push-max): time, peak memory, and the staging folder's peak size on disk against the shards it ends with. Prints
+--push-max): time, peak memory, and the staging folder's peak size on disk against the shards it ends with, then
+`datagen inspect` of those shards (every row decoded, in place; issue 24's inspect target counts for it too). Prints
 seconds and peak RSS, and the peak above an idle process with the same imports, per N, measured in one run.
 
 Targets (issue 24, at 10^6 rows): a no-op resume under 30 s and under 300 MB; the first training step within 30 s,
@@ -317,7 +318,7 @@ def main() -> None:
     header = ("rows", "ResumeState.read", "compose no-op", "synth no-op", "import no-op", "import RGBA no-op")
     header += ("foreground no-op", "refine no-op", "train: first batch")
     header += ("worker USS", "inspect")
-    header += ("push --dry-run",)
+    header += ("push --dry-run", "inspect of its shards")
     print(" | ".join(header))
     for rows in args.rows:
         root, pools, synth = args.work / f"composites-{rows}", args.work / f"pools-{rows}", args.work / f"synth-{rows}"
@@ -362,12 +363,14 @@ def main() -> None:
         if rows <= args.inspect_max:
             inspect_s, inspect_mb = measure(imports, f"inspect_dataset({str(root)!r})")
             inspect = f"{inspect_s:.1f} s, {inspect_mb:.0f} MB"
-        pushed = "-"
+        pushed = shards = "-"
         if rows <= args.push_max:
             push_s, push_mb, disk_mb, shards_mb, count = push_dry_run(root, args.work / f"push-{rows}")
             pushed = (
                 f"{push_s:.1f} s, {push_mb:.0f} MB; disk peak {disk_mb:.0f} MB for {shards_mb:.0f} MB in {count} shards"
             )
+            inspect_s, inspect_mb = measure(imports, f"inspect_dataset({str(args.work / f'push-{rows}')!r})")
+            shards = f"{inspect_s:.1f} s, {inspect_mb:.0f} MB"
         cells = [
             f"{read_s:.2f} s, {read_mb:.0f} MB (+{read_mb - idle:.0f})",
             f"{compose_s:.2f} s, {compose_mb:.0f} MB (+{compose_mb - idle:.0f})",
@@ -380,6 +383,7 @@ def main() -> None:
             f"{worker_mb:.0f} MB",
             inspect,
             pushed,
+            shards,
         ]
         print(
             " | ".join([str(rows), *cells]),

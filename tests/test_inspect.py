@@ -1,3 +1,4 @@
+import io
 import json
 
 import numpy as np
@@ -124,14 +125,103 @@ def test_not_a_dataset(tmp_path, content):
     assert result.exit_code == 1
 
 
-def test_parquet_shards_are_sent_to_pull(tmp_path, dataset_dir):
+def _stage(dataset_dir, out, **options):
     from datagen.hub import PushConfig, push
 
-    push(PushConfig(dataset_dir, "user/demo", dry_run=tmp_path / "staged"))
-    result = run_inspect(tmp_path / "staged")
-    assert result.exit_code == 1
-    staged = tmp_path / "staged"
-    assert f"holds Parquet shards, and inspect reads dataset directories: `datagen pull {staged} -o" in result.output
+    push(PushConfig(dataset_dir, "user/demo", dry_run=out, **options))
+    return out
+
+
+def test_pushed_shards_are_inspected_as_the_directory_they_were_pushed_from(tmp_path, dataset_dir):
+    """What push writes (a folder of Parquet shards) is checked in place: the same counts, sources, sizes, alpha
+    shares and empty/full alphas as the directory, in one process or two."""
+    staged = _stage(dataset_dir, tmp_path / "staged", max_shard_size="10KB")
+    assert len(list((staged / "data").glob("train-*.parquet"))) > 1, "several shards"
+    directory = inspect_dataset(dataset_dir).to_dict()
+    for workers in (1, 2):
+        report = inspect_dataset(staged, workers=workers).to_dict()
+        assert report["ok"] and report["errors"] == report["warnings"] == 0, report["problems"]
+        for key in ("counts", "sources", "sizes", "alpha_share", "empty_alpha", "full_alpha"):
+            assert report[key] == directory[key], key
+    result = run_inspect(staged)
+    assert result.exit_code == 0 and "OK" in result.output and "procedural 3" in result.output, result.output
+
+
+def _rewrite(shard, change):
+    """Rewrite one Parquet shard with `change(columns)` applied to its columns (lists by name; one may be removed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shard)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    change(columns)
+    schema = pa.schema([field for field in table.schema if field.name in columns], metadata=table.schema.metadata)
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), shard)
+
+
+def test_broken_rows_of_a_shard_are_reported_by_shard_row_and_id(tmp_path, dataset_dir, person):
+    staged = _stage(dataset_dir, tmp_path / "staged")
+    shard = next((staged / "data").glob("train-*.parquet"))
+    name = f"data/{shard.name}"
+    jpeg = io.BytesIO()
+    Image.fromarray(person[:48, :32, 3]).save(jpeg, format="JPEG")
+
+    def change(columns):
+        columns["alpha"][0] = {"bytes": jpeg.getvalue(), "path": "x.jpg"}  # a lossy alpha (of another size too)
+        columns["image"][1] = {"bytes": columns["image"][1]["bytes"][:200], "path": "y.png"}  # truncated
+        columns["id"][2] = columns["id"][1]  # a duplicate
+
+    _rewrite(shard, change)
+    report = inspect_dataset(staged)
+    problems = [f"{p.path}: {p.message}" for p in report.errors]
+    assert any(p.startswith(f"{name}:row 0 (demo-train-0):alpha: alpha must be a lossless PNG") for p in problems)
+    assert any(p.startswith(f"{name}:row 0 (demo-train-0):alpha: alpha is ") for p in problems), problems
+    assert any(p.startswith(f"{name}:row 1 (demo-train-1):image: unreadable or truncated") for p in problems)
+    assert f"{name}:row 2: duplicate id 'demo-train-1' (first at {name}:row 1)" in problems
+    assert report.counts == {"train": 2, "test": 2}, "the duplicate is not counted"
+    result = run_inspect(staged)
+    assert result.exit_code == 1 and "CONTRACT VIOLATED" in result.output
+
+
+def test_shards_with_other_columns_or_unreadable_are_reported(tmp_path, dataset_dir):
+    staged = _stage(dataset_dir, tmp_path / "staged")
+    test_shard = next((staged / "data").glob("test-*.parquet"))
+    _rewrite(test_shard, lambda columns: columns.pop("license"))
+    (staged / "data/validation-00000-of-00001.parquet").write_bytes(b"not parquet")
+    (staged / "README.md").unlink()
+    problems = {p.path: (p.severity, p.message) for p in inspect_dataset(staged).problems}
+    assert problems[f"data/{test_shard.name}"][1].startswith("its columns differ from data/train-")
+    assert "(license)" in problems[f"data/{test_shard.name}"][1]
+    assert problems["data/validation-00000-of-00001.parquet"][1].startswith("not a readable Parquet file")
+    assert problems["README.md"] == ("warning", "missing (dataset card)")
+
+
+def test_a_hub_dataset_is_inspected_in_place(tmp_path, dataset_dir, monkeypatch):
+    """hf://user/name through huggingface_hub's file system (here a local stand-in at datasets/user/demo); a Hub
+    that cannot be reached is one line."""
+    import shutil
+
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    import datagen.shards
+
+    staged = _stage(dataset_dir, tmp_path / "staged")
+    shutil.copytree(staged, tmp_path / "hub/datasets/user/demo")
+    hub = DirFileSystem(str(tmp_path / "hub"), LocalFileSystem())
+    monkeypatch.setattr(datagen.shards, "hub_filesystem", lambda: hub)
+    local, remote = inspect_dataset(staged).to_dict(), inspect_dataset("hf://user/demo").to_dict()
+    assert remote.pop("root") == "hf://user/demo" and local.pop("root") == str(staged)
+    assert remote == local and remote["ok"]
+
+    def offline():
+        raise OfflineModeIsEnabled("offline mode is enabled")
+
+    monkeypatch.setattr(datagen.shards, "hub_filesystem", offline)
+    result = run_inspect("hf://user/demo")
+    assert result.exit_code == 1 and "hf://user/demo: the Hub could not be read" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_rows_with_other_columns_or_nulls_violate(dataset_dir):
