@@ -194,15 +194,16 @@ def check_planes(
     check: SampleCheck,
     alpha_name: str | None,
     stale_fix: str,
+    row_sizes: bool = True,
 ) -> None:
     """What one sample's decoded images (`arrays`, by kind; `names`: where each is, for problems) must hold together:
-    the sizes of each other and of the row's width and height, trimap values, a foreground whose alpha is the alpha's
-    (`stale_fix`: what to do where not); records its size and alpha histogram in `check`."""
+    the sizes of each other and (`row_sizes`) of the row's width and height, trimap values, a foreground whose alpha
+    is the alpha's (`stale_fix`: what to do where not); records its size and alpha histogram in `check`."""
     reference = "image" if "image" in arrays else "foreground"
     if reference in arrays:
         height, width = arrays[reference].shape[:2]
         check.size = (width, height)
-        if (row.get("width"), row.get("height")) != (width, height):
+        if row_sizes and (row.get("width"), row.get("height")) != (width, height):
             check.problems.append(
                 Problem(names[reference], f"is {width}x{height}, row says {row.get('width')}x{row.get('height')}")
             )

@@ -196,6 +196,25 @@ def test_shards_with_other_columns_or_unreadable_are_reported(tmp_path, dataset_
     assert problems["README.md"] == ("warning", "missing (dataset card)")
 
 
+def test_another_layout_is_checked_with_one_problem_per_missing_column(tmp_path, person):
+    """A Hub dataset of another layout (`image` + `mask`, no id, width or height): its rows are checked and counted
+    by their place, the matte read from `mask` (as training and pull read it), each missing column said once."""
+    import datasets
+
+    rows = {"image": [person[..., :3]] * 3, "mask": [person[..., 3]] * 3}
+    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
+    (tmp_path / "other/data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "other/data/train-00000-of-00001.parquet")
+    report = inspect_dataset(tmp_path / "other")
+    assert report.counts == {"train": 3}
+    assert [p.message.split(" (")[0] for p in report.errors] == [
+        "no `id` column",
+        "no `width` column",
+        "no `height` column",
+    ]
+    assert report.alpha_pixels["soft"] > 0 and report.sizes == {(64, 96): 3}
+
+
 def test_a_hub_dataset_is_inspected_in_place(tmp_path, dataset_dir, monkeypatch):
     """hf://user/name through huggingface_hub's file system (here a local stand-in at datasets/user/demo); a Hub
     that cannot be reached is one line."""
