@@ -7,7 +7,8 @@
   rendered at the training size from the same foreground and background pools, cache holding the pool), against
   the file reader at the same size, in one run, and the same composites rendered only as large as the
   augmentation's crop keeps (the ceiling of rendering only those pixels). Target: online at least 0.8x the file
-  reader at 1024 px.
+  reader at 1024 px. With --photo-pools, the same at 1024 px from pools of photo-sized people and backgrounds
+  (larger than the frame, as real ones are: each draw shrinks them), with the pool in the cache and without.
 
     python scripts/bench_train.py                         # CPU: 256 px, batch 2
     python scripts/bench_train.py --size 1024 --batch 8 --compile   # on a GPU; record with the GPU's name
@@ -123,16 +124,26 @@ def mean_crop_px(size: int) -> int:
     return round(size * float(np.mean(areas)) ** 0.5)
 
 
-def loader_rate(root: Path, size: int, n: int, online: bool = False, frame_px: int = 0) -> float:
+def loader_rate(
+    root: Path,
+    size: int,
+    n: int,
+    online: bool = False,
+    frame_px: int = 0,
+    pools: Path | None = None,
+    cache_mb: float = 512,
+) -> float:
     """Samples/s of one worker's work (read + decode + augment + to tensors; or, `online`, draw + render +
-    augment; with `frame_px`, the online composites rendered at that side: `FrameOnly`), measured in-process with
-    the worker's settings (single-threaded OpenCV and torch)."""
+    augment from the pools in `pools` (default: beside `root`) with a cache of `cache_mb`; with `frame_px`, the online
+    composites rendered at that side: `FrameOnly`), measured in-process with the worker's settings (single-threaded
+    OpenCV and torch)."""
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     init_worker(0)
     torch.set_num_threads(1)
     if online or frame_px:
-        pools = ComposeSource((str(root.parent / "fg"),), (str(root.parent / "bg"),))
-        sources = [(FrameOnly if frame_px else OnlineComposites)(pools, seed=0, cache_mb=512)]
+        pools = pools or root.parent
+        source = ComposeSource((str(pools / "fg"),), (str(pools / "bg"),))
+        sources = [(FrameOnly if frame_px else OnlineComposites)(source, seed=0, cache_mb=cache_mb)]
         sources[0].frame_px = frame_px
     else:
         sources = [list_samples(Source(str(root), "train"))]
@@ -173,13 +184,23 @@ def loader_split(root: Path, size: int, n: int = 60) -> dict[str, float]:
     return dict(zip(("read_ms", "augment_ms", "render_ms"), times))
 
 
+def make_pools(root: Path, person_px: tuple[int, int], background_px: tuple[int, int]) -> Path:
+    """Eight procedural people (RGBA PNG, HxW `person_px`) in root/fg and eight backgrounds (HxW `background_px`) in
+    root/bg."""
+    for index in range(8):
+        person = draw_person(np.random.default_rng([index]), *person_px)
+        write_sample(root / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
+        background = draw_background(np.random.default_rng([index, 1]), *background_px)
+        write_sample(root / "bg", "train", f"b{index}", image=background, alpha=None)
+    return root
+
+
+PHOTO_POOLS = ((1536, 1024), (1280, 1920))  # people and backgrounds as photos are: larger than a 1024 px frame
+
+
 def make_sources(root: Path, count: int = 24) -> Path:
     """1024x1024 composites (JPEG image, PNG alpha), made by the real compositor from procedural inputs."""
-    for index in range(8):
-        person = draw_person(np.random.default_rng([index]), 512, 384)
-        write_sample(root / "fg", "train", f"p{index}", foreground=person, alpha=person[..., 3])
-        background = draw_background(np.random.default_rng([index, 1]), 600, 800)
-        write_sample(root / "bg", "train", f"b{index}", image=background, alpha=None)
+    make_pools(root, (512, 384), (600, 800))
     run_compose(
         ComposeConfig(
             out=root / "data",
@@ -203,6 +224,12 @@ def main() -> None:
     parser.add_argument("--loader-rounds", type=int, default=3, help="loader rounds of 60 samples (median reported)")
     parser.add_argument("--loader-only", action="store_true", help="skip the training-step measurements")
     parser.add_argument("--compose-sizes", type=int, nargs="*", default=[], help="also time online composites")
+    parser.add_argument(
+        "--photo-pools",
+        action="store_true",
+        help="also time online composites at 1024 px from photo-sized pools (people 1536x1024, backgrounds "
+        "1920x1280), the cache holding the pool and a pool larger than the cache (every draw decodes its files)",
+    )
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     modes = ["fp32", "bf16", "fp32+channels_last", "bf16+channels_last"] + (
@@ -277,7 +304,32 @@ def main() -> None:
                 f"  per sample: read {read:.1f} ms, augment {augment:.1f} ms (both sources), render {render:.1f} ms; "
                 f"{(read + augment) / 0.8 - augment:.1f} ms of render would give 0.8x if nothing else differed"
             )
+        if args.photo_pools:
+            results["photo_pools"] = photo_pool_rates(sources, Path(folder) / "photo", args.loader_rounds)
     print(json.dumps(results))
+
+
+def photo_pool_rates(sources: Path, folder: Path, rounds: int) -> dict[str, float]:
+    """Online composites at 1024 px from photo-sized pools against the file reader, alternating rounds: the cache
+    holding the pool (512 MB), and none (a pool larger than the cache: each draw decodes its person and background)."""
+    pools = make_pools(folder, *PHOTO_POOLS)
+    found = [
+        (
+            loader_rate(sources, 1024, 40),
+            loader_rate(sources, 1024, 40, online=True, pools=pools),
+            loader_rate(sources, 1024, 40, online=True, pools=pools, cache_mb=0),
+        )
+        for _ in range(rounds)
+    ]
+    files, warm, cold = (float(np.median(values)) for values in zip(*found))
+    warm_ratio, cold_ratio = (float(np.median([r[k] / r[0] for r in found])) for k in (1, 2))
+    print(
+        f"online composites, one worker, 1024 px, photo-sized pools (people {PHOTO_POOLS[0][0]}x{PHOTO_POOLS[0][1]}, "
+        f"backgrounds {PHOTO_POOLS[1][1]}x{PHOTO_POOLS[1][0]}): {warm:.1f} samples/s with the pool in the cache "
+        f"(median ratio {warm_ratio:.2f}x), {cold:.1f} with a pool larger than the cache ({cold_ratio:.2f}x), against "
+        f"{files:.1f} from written composites; rounds {', '.join(f'{f:.1f}/{w:.1f}/{c:.1f}' for f, w, c in found)}"
+    )
+    return {"files": files, "warm": warm, "cold": cold, "warm_ratio": warm_ratio, "cold_ratio": cold_ratio}
 
 
 if __name__ == "__main__":
