@@ -137,6 +137,16 @@ def read_row_group(location: str, path: str, group: int, columns: list[str] | No
         raise
 
 
+def shard_rows(location: str, split: str, columns: tuple[str, ...], option: str) -> Iterator[dict[str, Any]]:
+    """The rows of a split as dicts of those of `columns` its shards have, a row group at a time (only those columns'
+    bytes are read: over HTTP ranges on the Hub, metadata without the images)."""
+    for path in list_shards(location, split)[0]:
+        schema, metadata = shard_metadata(location, path, option)
+        wanted = [column for column in columns if column in schema.names]
+        for group in range(metadata.num_row_groups):
+            yield from read_row_group(location, path, group, wanted).to_pylist()
+
+
 def shard_metadata(location: str, path: str, option: str):
     """(the Arrow schema, the Parquet metadata) of one shard, from its footer; errors name `option` and the shard."""
     import pyarrow.parquet as pq

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import InputError
-from datagen.records import iter_rows, parse_spec, pull_first, splits
+from datagen.errors import InputError, UserError
+from datagen.records import iter_rows, parse_spec, splits
+from datagen.shards import is_shard_location, shard_rows
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,24 @@ def read_report(path: str | os.PathLike) -> dict[str, Any]:
     return report
 
 
+SLICED_COLUMNS = ("source", "subset", "attributes", "params", "foreground_id")  # what families_of reads of a row
+
+
+def _rows(report: str | os.PathLike, root: str, split: str) -> dict[str, dict[str, Any]]:
+    """The evaluated split's rows by id, only what families_of reads: of a dataset directory, or of the Parquet shards
+    that push writes (a folder or hf://user/name: their metadata columns alone are read)."""
+    if is_shard_location(root):
+        try:
+            found = shard_rows(root, split, ("id", *SLICED_COLUMNS), "slices")
+            return {row.pop("id"): row for row in found}
+        except UserError as error:
+            raise SlicesError(f"{report}: {error}") from None
+    if not Path(root).is_dir():
+        raise SlicesError(f"{report}: dataset {root} is not there (slices read its rows): run from where "
+                          "evaluate ran, or move the data back")  # fmt: skip
+    return {row["id"]: {key: row[key] for key in SLICED_COLUMNS if key in row} for row in iter_rows(root, split)}
+
+
 def slice_report(path: str | os.PathLike, min_n: int = MIN_N) -> dict[str, Any]:
     """Slices of every dataset of the report at `path`, pooled: {"report", "min_n", "overall", "slices",
     "too_few", "unmatched"}; `slices` worst first (by ratio of mean MAE to the overall mean)."""
@@ -174,12 +193,7 @@ def slice_report(path: str | os.PathLike, min_n: int = MIN_N) -> dict[str, Any]:
         if not per_sample:
             raise SlicesError(f"{path}: dataset {name} has no per-sample measures; evaluate again with this version")
         root, split = name.rsplit(":", 1)
-        if message := pull_first(root, "slices"):  # Parquet shards: evaluate's, not rows slices can read
-            raise SlicesError(f"{path}: {root}: {message}, and evaluate that")
-        if not Path(root).is_dir():
-            raise SlicesError(f"{path}: dataset {root} is not there (slices read its rows): run from where "
-                              "evaluate ran, or move the data back")  # fmt: skip
-        rows = {row["id"]: row for row in iter_rows(root, split)}
+        rows = _rows(path, root, split)
         foregrounds = ForegroundIndex.of_composites(Path(root))
         for entry in per_sample:
             row = rows.get(entry["id"])

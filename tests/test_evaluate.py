@@ -240,10 +240,19 @@ def test_predictions_and_subsets_are_matched_by_the_parquet_ids(tmp_path):
     files, parquet = report[f"{data}:test"], report[f"{staged}:test"]
     assert parquet == files and files["missing"] == 1 and set(files["subsets"]) == {"P3M-500-P", "P3M-500-NP"}
     assert f"| {staged}:test / P3M-500-NP |" in result.output
-    from datagen.slices import SlicesError, slice_report
+    from datagen.slices import slice_report
 
-    with pytest.raises(SlicesError, match=r"Parquet shards, and slices reads dataset directories: `datagen pull "):
-        slice_report(tmp_path / "e.json")
+    whole = json.loads((tmp_path / "e.json").read_text())
+    sliced = {}
+    for name in (f"{data}:test", f"{staged}:test"):  # slices read the rows of the Parquet as of the directory
+        (tmp_path / "one.json").write_text(json.dumps({**whole, "datasets": {name: whole["datasets"][name]}}))
+        sliced[name] = {k: v for k, v in slice_report(tmp_path / "one.json", min_n=1).items() if k != "report"}
+    assert sliced[f"{data}:test"] == sliced[f"{staged}:test"]
+    subsets = {
+        entry["value"]: entry["n"] for entry in sliced[f"{staged}:test"]["slices"] if entry["family"] == "subset"
+    }
+    overall = sliced[f"{staged}:test"]["overall"]["n"]
+    assert set(subsets) == {"P3M-500-P", "P3M-500-NP"} and sum(subsets.values()) == overall == files["n"]
 
 
 def test_a_hub_dataset_that_cannot_be_read_is_one_line(tmp_path, dataset_dir):
