@@ -221,6 +221,14 @@ def pull(repo_id: str, out: Path | None, **options) -> None:
         click.echo(pull_dataset(repo_id, out, **options, command=command_line()).summary())
 
 
+def _check_folder(directory: str) -> None:
+    """DIRECTORY of a command that reads pushed data too: a folder, or hf://USER/NAME."""
+    from datagen.records import HUB_SCHEME
+
+    if not directory.startswith(HUB_SCHEME) and not Path(directory).is_dir():
+        raise click.BadParameter(f"{directory} is not a folder (nor hf://USER/NAME)", param_hint="DIRECTORY")
+
+
 @cli.command()
 @click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
@@ -236,10 +244,8 @@ def inspect(directory: str, as_json: bool, workers: int, progress: bool) -> None
     otherwise (warnings such as orphan files do not fail).
     """
     from datagen.inspect import inspect_dataset
-    from datagen.records import HUB_SCHEME
 
-    if not directory.startswith(HUB_SCHEME) and not Path(directory).is_dir():
-        raise click.BadParameter(f"{directory} is not a folder (nor hf://USER/NAME)", param_hint="DIRECTORY")
+    _check_folder(directory)
     with user_errors():
         report = inspect_dataset(directory, workers=workers, progress=progress and not as_json)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
@@ -278,7 +284,7 @@ def slices(report: Path, min_n: int, top: int | None, json_path: Path | None, ma
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Contact sheet PNG to write.")
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Samples (rows).")
 @click.option(
@@ -290,10 +296,12 @@ def preview(directory: str, out: str, **options) -> None:
     """Write a contact sheet of DIRECTORY: one row per sample.
 
     Rows show image | alpha | cutout over a checkerboard; foreground pools show foreground over a
-    checkerboard | alpha.
+    checkerboard | alpha. DIRECTORY is a dataset directory, a folder of the Parquet shards that `datagen push`
+    writes, or a Hub dataset hf://USER/NAME (only the row groups of the drawn rows are read).
     """
     from datagen.preview import write_preview
 
+    _check_folder(directory)
     with user_errors():
         rows = write_preview(directory, out, **options)
     click.echo(f"wrote {out} ({rows} samples)")

@@ -53,14 +53,18 @@ def _tiles(sample: Sample) -> list[np.ndarray]:
     if sample.is_background:
         return [read_image(sample.path("image"))]
     if sample.is_foreground_only:
-        foreground, alpha = read_foreground(sample.path("foreground")), read_alpha(sample.path("alpha"))
-    else:
-        image, alpha = read_pair(sample.path("image"), sample.path("alpha"))
-        foreground = np.dstack([image, alpha])
+        return cutout_tiles(read_foreground(sample.path("foreground")), read_alpha(sample.path("alpha")), True)
+    image, alpha = read_pair(sample.path("image"), sample.path("alpha"))
+    return cutout_tiles(np.dstack([image, alpha]), alpha, False)
+
+
+def cutout_tiles(foreground: np.ndarray, alpha: np.ndarray, foreground_only: bool) -> list[np.ndarray]:
+    """A photo's tiles (image | alpha | cutout over a checkerboard) from its RGBA (the image with its alpha), or a
+    foreground-pool row's (foreground over a checkerboard | alpha)."""
     height, width = alpha.shape
     cutout = over(foreground, checkerboard(height, width, max(8, min(height, width) // 24)))
     alpha_rgb = np.repeat(alpha[..., None], 3, axis=2)
-    return [cutout, alpha_rgb] if sample.is_foreground_only else [foreground[..., :3], alpha_rgb, cutout]
+    return [cutout, alpha_rgb] if foreground_only else [foreground[..., :3], alpha_rgb, cutout]
 
 
 def _fit(tile: np.ndarray, size_px: int) -> np.ndarray:
@@ -87,11 +91,6 @@ def choose_samples(root: str | os.PathLike, n: int, split: str | None, seed: int
     chosen = {ids[i] for i in order}
     found = {sample.id: sample for sample in iter_samples(root, split) if sample.id in chosen}
     return [found[ids[i]] for i in order]
-
-
-def make_contact_sheet(samples: list[Sample], tile_px: int = 256) -> np.ndarray:
-    """HxWx3 uint8 sheet: one row of tiles per sample, each row labelled with the sample id."""
-    return tile_sheet([(f"{s.split}/{s.id}", sample_tiles(s)) for s in samples], tile_px)
 
 
 def tile_sheet(rows: list[tuple[str, list[np.ndarray]]], tile_px: int = 256) -> np.ndarray:
@@ -126,9 +125,15 @@ def write_preview(
     seed: int = 0,
     tile_px: int = 256,
 ) -> int:
-    """Write a contact sheet PNG of n samples of `root` to `out`; returns the number of rows drawn."""
+    """Write a contact sheet PNG of n samples of `root` (a dataset directory, or the Parquet shards that push writes:
+    a folder of them or hf://user/name, read in place) to `out`; returns the number of rows drawn."""
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
-    samples = choose_samples(root, n, split, seed)
-    write_atomic(Path(out), encode_png(make_contact_sheet(samples, tile_px)))
-    return len(samples)
+    from datagen.shards import is_shard_location, preview_rows  # it builds on this module
+
+    if is_shard_location(str(root)):
+        rows = preview_rows(str(root), n, split, seed)
+    else:
+        rows = [(f"{s.split}/{s.id}", sample_tiles(s)) for s in choose_samples(root, n, split, seed)]
+    write_atomic(Path(out), encode_png(tile_sheet(rows, tile_px)))
+    return len(rows)

@@ -6,16 +6,20 @@ splits, image columns, one shard's footer or row group, with one clear error whe
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from datagen.errors import InputError
 from datagen.inspect import ROW_SHAPES, Problem, Report, SampleCheck, check_image, check_planes, tally
+from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_foreground, read_image
 from datagen.parallel import bounded_map, process_pool, runs_in_workers
+from datagen.preview import cutout_tiles, unreadable_tile
 from datagen.records import (
     FILE_KINDS,
     HUB_MATTE_COLUMNS,
@@ -27,6 +31,7 @@ from datagen.records import (
     splits,
 )
 
+log = logging.getLogger(__name__)
 runs_in_workers(__name__)  # inspect_shards checks row groups in pool workers
 STALE_FIX = "fix it in the dataset directory it was pushed from (`datagen foreground DIR --overwrite`) and push again"
 
@@ -168,6 +173,60 @@ def shard_metadata(location: str, path: str, option: str):
     return parquet.schema_arrow, parquet.metadata
 
 
+def ordered_splits(location: str) -> list[str]:
+    """The splits of the shards at `location`, in the contract's order (train, validation, test), others after."""
+    found = shard_splits(location)
+    return [name for name in SPLITS if name in found] + [name for name in found if name not in SPLITS]
+
+
+def preview_rows(location: str, n: int, split: str | None, seed: int) -> list[tuple[str, list[np.ndarray]]]:
+    """`datagen preview` of the shards at `location`: n rows of `split` (default: the first present) drawn without
+    replacement by `seed`, as (`split/id`, tiles); only the row groups that hold them are read. A row that cannot be
+    decoded is a crossed-out tile, as a directory's unreadable files are."""
+    split = split or next(iter(ordered_splits(location)), None)
+    if split is None:
+        raise InputError(f"{location}: no Parquet shards")
+    groups = []  # (shard, row group, rows)
+    for path in list_shards(location, split)[0]:
+        metadata = shard_metadata(location, path, "preview")[1]
+        groups += [(path, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
+    ends = np.cumsum([rows for *_, rows in groups], dtype=np.int64)
+    if not len(ends) or not ends[-1]:
+        raise InputError(f"{location}: split {split!r} has no rows (splits: {', '.join(ordered_splits(location))})")
+    found, table, key = [], None, None
+    for index in sorted(np.random.default_rng(seed).permutation(int(ends[-1]))[:n].tolist()):
+        piece = int(np.searchsorted(ends, index, side="right"))
+        path, group, rows = groups[piece]
+        if key != (path, group):
+            schema = shard_metadata(location, path, "preview")[0]
+            kinds = _kind_columns(image_columns(schema))
+            columns = [name for name in ("id", *kinds.values()) if name in schema.names]
+            table, key = read_row_group(location, path, group, columns), (path, group)
+        row = {name: table.column(name)[index - int(ends[piece]) + rows].as_py() for name in table.column_names}
+        where = f"{location}/{shard_name(location, path)}:row {index - int(ends[piece]) + rows}"
+        found.append((f"{split}/{row.get('id') or where}", _row_tiles(row, kinds, where)))
+    return found
+
+
+def _row_tiles(row: dict[str, Any], kinds: dict[str, str], where: str) -> list[np.ndarray]:
+    """A row's preview tiles (`preview.cutout_tiles`), decoded by the readers files go through."""
+    cells = {kind: (row.get(column) or {}).get("bytes") for kind, column in kinds.items()}
+    readers = {"image": read_image, "alpha": read_alpha, "foreground": read_foreground}
+    try:
+        planes = {kind: decode_bytes(cells[kind], reader, where) for kind, reader in readers.items() if cells.get(kind)}
+        if {"image", "alpha"} <= set(planes):
+            image, alpha = check_pair(planes["image"], planes["alpha"], where)
+            return cutout_tiles(np.dstack([image, alpha]), alpha, False)
+        if {"foreground", "alpha"} <= set(planes):
+            return cutout_tiles(planes["foreground"], planes["alpha"], True)
+        if set(planes) == {"image"}:  # a background
+            return [planes["image"]]
+        raise ImageReadError(where, f"no image to show (columns with bytes: {', '.join(sorted(planes)) or 'none'})")
+    except ImageReadError as error:
+        log.warning("%s: %s (shown as a crossed-out tile)", error.path, error.reason)
+        return [unreadable_tile()]
+
+
 def _kind_columns(images: list[str]) -> dict[str, str]:
     """The image column of each kind of FILE_KINDS a shard has (push names them by kind); the matte is `alpha` or,
     in another layout, the first of HUB_MATTE_COLUMNS, as training and `datagen pull` read it."""
@@ -221,8 +280,7 @@ def _plan(location: str, report: Report) -> tuple[Plan, Any]:
     """The row groups of every split's shards, from their footers, and the first shard's Arrow schema (None: no
     readable shard); a shard that cannot be read, or whose columns differ from the first's, is a problem of `report`."""
     plan, first, schema = [], "", None
-    found = shard_splits(location)
-    for split in [name for name in SPLITS if name in found] + [name for name in found if name not in SPLITS]:
+    for split in ordered_splits(location):
         for path in list_shards(location, split)[0]:
             name = shard_name(location, path)
             try:

@@ -295,9 +295,8 @@ def test_commands_that_read_a_dataset_directory_send_parquet_shards_to_pull(tmp_
 
     staged = tmp_path / "staged"
     push(PushConfig(dataset_dir, "user/demo", dry_run=staged))
-    for command in ("preview", "foreground", "review", "push", "refine", "relight", "compose"):
+    for command in ("foreground", "review", "push", "refine", "relight", "compose"):
         args = {
-            "preview": [str(staged), "-o", str(tmp_path / "sheet.png")],
             "push": [str(staged), "user/again", "--dry-run", str(tmp_path / "again")],
             "relight": [str(staged), "-o", str(tmp_path / "relit")],
             "compose": ["--fg", str(staged), "--bg", str(dataset_dir), "-o", str(tmp_path / "c")],

@@ -50,3 +50,42 @@ def test_preview_of_no_dataset_fails_clearly(tmp_path):
 def test_checkerboard_alternates():
     board = checkerboard(32, 32, 16)
     assert board[0, 0, 0] != board[0, 16, 0] and board[0, 0, 0] == board[16, 16, 0]
+
+
+def test_pushed_shards_preview_as_their_directory(dataset_dir, tmp_path, person):
+    """What push writes (a folder of Parquet shards; hf://user/name is the same code) is previewed in place: every
+    train row drawn gives the directory's own sheet, a foreground pool's rows their two tiles, a broken row a
+    crossed-out tile."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datagen.hub import PushConfig, push
+
+    staged = tmp_path / "staged"
+    push(PushConfig(dataset_dir, "user/demo", dry_run=staged, max_shard_size="10KB"))
+    sheets = {}
+    for name, root in (("dir", dataset_dir), ("parquet", staged)):
+        args = ["preview", str(root), "-o", str(tmp_path / f"{name}.png"), "-n", "9", "--tile-px", "64"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and "(3 samples)" in result.output, result.output
+        sheets[name] = read_image(tmp_path / f"{name}.png")
+    np.testing.assert_array_equal(sheets["parquet"], sheets["dir"])
+
+    pool = tmp_path / "pool"
+    write_sample(pool, "train", "f", foreground=person, alpha=person[..., 3])
+    push(PushConfig(pool, "user/pool", dry_run=tmp_path / "pool-staged"))
+    result = CliRunner().invoke(cli, ["preview", str(tmp_path / "pool-staged"), "-o", str(tmp_path / "p.png")])
+    assert result.exit_code == 0 and read_image(tmp_path / "p.png").shape[1] == 2 * (256 + GAP) + GAP
+
+    shard = next((staged / "data").glob("test-*.parquet"))
+    table = pq.read_table(shard)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    columns["alpha"][0] = {"bytes": b"\x89PNG\r\n\x1a\n broken", "path": "x.png"}
+    pq.write_table(pa.Table.from_pydict(columns, schema=table.schema), shard)
+    args = ["preview", str(staged), "--split", "test", "-o", str(tmp_path / "t.png"), "--tile-px", "64"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    sheet = read_image(tmp_path / "t.png")
+    assert sheet.shape[1] == 3 * (64 + GAP) + GAP, "the other row still has its three tiles"
+    crossed = sheet[GAP : GAP + 64, GAP : GAP + 64]
+    assert (crossed[..., 0] > crossed[..., 1] + 100).any(), "a red cross where the broken row is"
