@@ -57,7 +57,7 @@ def hub_failure(location: str, error: Exception):
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return HubError(
         f"{location}: the Hub could not be read ({reason}). Check the network and the repo id, and the token for a "
-        "private dataset (HF_TOKEN or `hf auth login`); or train from a local copy (`datagen pull`)"
+        "private dataset (HF_TOKEN or `hf auth login`); or work from a local copy (`datagen pull`)"
     )
 
 
