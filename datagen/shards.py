@@ -1,7 +1,9 @@
 """A pushed dataset's Parquet shards: a folder of them (what `datagen push --dry-run` stages) or a Hub dataset
 (`hf://user/name`, read in place over HTTP ranges through huggingface_hub's file system). Where they are (listing,
 splits, image columns, one shard's footer or row group, with one clear error where the Hub cannot be reached) and
-`inspect_shards`, `datagen inspect` of them. Training and evaluation read their rows with `ormbg.parquet`."""
+what datagen's read-only commands do with them: `inspect_shards` (`datagen inspect`), `preview_rows` (`datagen
+preview`), `shard_rows` (the metadata `datagen slices` groups by). Training and evaluation read their rows with
+`ormbg.parquet`."""
 
 from __future__ import annotations
 
