@@ -363,7 +363,7 @@ def inspect_shards(location: str, *, workers: int = 1, progress: bool = False) -
 
     def samples() -> Iterator[tuple[str, SampleCheck]]:
         with tqdm(total=sum(p[4] for p in plan), desc="inspect", unit="sample", disable=not progress) as bar:
-            for (split, path, _, _, rows), (problems, results) in zip(plan, checks()):
+            for (split, path, _, _, rows), (problems, results) in zip(plan, checks(), strict=True):
                 report.problems.extend(problems)
                 shard = index[shard_name(location, path)]
                 for sample_id, source, row, check in results:

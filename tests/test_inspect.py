@@ -132,17 +132,31 @@ def _stage(dataset_dir, out, **options):
     return out
 
 
-def test_pushed_shards_are_inspected_as_the_directory_they_were_pushed_from(tmp_path, dataset_dir):
+def test_pushed_shards_are_inspected_as_the_directory_they_were_pushed_from(tmp_path, dataset_dir, monkeypatch):
     """What push writes (a folder of Parquet shards) is checked in place: the same counts, sources, sizes, alpha
-    shares and empty/full alphas as the directory, in one process or two."""
+    shares and empty/full alphas as the directory, in one process or two (two worker processes, counted)."""
+    import contextlib
+
+    import datagen.shards
+
     staged = _stage(dataset_dir, tmp_path / "staged", max_shard_size="10KB")
     assert len(list((staged / "data").glob("train-*.parquet"))) > 1, "several shards"
     directory = inspect_dataset(dataset_dir).to_dict()
+    started, process_pool = [], datagen.shards.process_pool
+
+    @contextlib.contextmanager
+    def counted(workers):
+        with process_pool(workers) as pool:
+            yield pool
+            started.append(len(pool._processes))
+
+    monkeypatch.setattr(datagen.shards, "process_pool", counted)
     for workers in (1, 2):
         report = inspect_dataset(staged, workers=workers).to_dict()
         assert report["ok"] and report["errors"] == report["warnings"] == 0, report["problems"]
         for key in ("counts", "sources", "sizes", "alpha_share", "empty_alpha", "full_alpha"):
             assert report[key] == directory[key], key
+    assert started == [2], "one process for workers=1, two worker processes for workers=2"
     result = run_inspect(staged)
     assert result.exit_code == 0 and "OK" in result.output and "procedural 3" in result.output, result.output
 
