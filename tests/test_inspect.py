@@ -1,3 +1,4 @@
+import contextlib
 import io
 import json
 
@@ -27,10 +28,28 @@ def test_clean_directory_passes(dataset_dir):
     assert report["sizes"] == {"64x96": 5}
 
 
-def test_parallel_workers_give_the_same_report(dataset_dir):
+def counting_pools(monkeypatch, module) -> list[int]:
+    """The worker processes each pool of `module` started (its `process_pool` wrapped), in the list returned."""
+    started, process_pool = [], module.process_pool
+
+    @contextlib.contextmanager
+    def counted(workers):
+        with process_pool(workers) as pool:
+            yield pool
+            started.append(len(pool._processes))
+
+    monkeypatch.setattr(module, "process_pool", counted)
+    return started
+
+
+def test_parallel_workers_give_the_same_report(dataset_dir, monkeypatch):
+    import datagen.inspect
+
+    started = counting_pools(monkeypatch, datagen.inspect)
     one = inspect_dataset(dataset_dir).to_dict()
     two = inspect_dataset(dataset_dir, workers=2).to_dict()
     assert one == two
+    assert started == [2], "two worker processes for workers=2"
 
 
 def _expect_error(root, file_fragment, message_fragment):
@@ -135,22 +154,12 @@ def _stage(dataset_dir, out, **options):
 def test_pushed_shards_are_inspected_as_the_directory_they_were_pushed_from(tmp_path, dataset_dir, monkeypatch):
     """What push writes (a folder of Parquet shards) is checked in place: the same counts, sources, sizes, alpha
     shares and empty/full alphas as the directory, in one process or two (two worker processes, counted)."""
-    import contextlib
-
     import datagen.shards
 
     staged = _stage(dataset_dir, tmp_path / "staged", max_shard_size="10KB")
     assert len(list((staged / "data").glob("train-*.parquet"))) > 1, "several shards"
     directory = inspect_dataset(dataset_dir).to_dict()
-    started, process_pool = [], datagen.shards.process_pool
-
-    @contextlib.contextmanager
-    def counted(workers):
-        with process_pool(workers) as pool:
-            yield pool
-            started.append(len(pool._processes))
-
-    monkeypatch.setattr(datagen.shards, "process_pool", counted)
+    started = counting_pools(monkeypatch, datagen.shards)
     for workers in (1, 2):
         report = inspect_dataset(staged, workers=workers).to_dict()
         assert report["ok"] and report["errors"] == report["warnings"] == 0, report["problems"]
