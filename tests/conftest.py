@@ -196,3 +196,25 @@ class FaultProbe:
 
     def __getitem__(self, index: int) -> float:
         return freed_frames_returned_mb()
+
+
+def count_pool_processes(monkeypatch, module) -> list[int]:
+    """How many worker processes each pool that `module` opens started (its `process_pool` wrapped), appended to the
+    list returned as each pool shuts down: a test of `workers=N` asserts it got N, not one process that gave the same
+    answer."""
+    started, process_pool = [], module.process_pool
+
+    def counted(*args, **kwargs):
+        pool = process_pool(*args, **kwargs)
+        shutdown = pool.shutdown
+
+        def counted_shutdown(*args, **kwargs):
+            if pool._processes is not None:  # the first shutdown; it forgets its processes
+                started.append(len(pool._processes))
+            shutdown(*args, **kwargs)
+
+        pool.shutdown = counted_shutdown
+        return pool
+
+    monkeypatch.setattr(module, "process_pool", counted)
+    return started

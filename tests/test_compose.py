@@ -22,7 +22,7 @@ from datagen.inspect import inspect_dataset
 from datagen.io import encode_png
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows
-from tests.conftest import directory_bytes
+from tests.conftest import count_pool_processes, directory_bytes
 
 SIZE = (96, 128)  # (W, H)
 
@@ -244,11 +244,13 @@ def test_output_is_valid_and_records_every_parameter(pools, tmp_path):
     assert loaded["train"].num_rows == 12 and isinstance(loaded["train"].features["alpha"], datasets.Image)
 
 
-def test_same_seed_same_bytes_for_any_workers_and_shards(pools, tmp_path):
+def test_same_seed_same_bytes_for_any_workers_and_shards(pools, tmp_path, monkeypatch):
     reference = tmp_path / "one"
     compose(pools, reference)
     parallel = tmp_path / "two"
+    started = count_pool_processes(monkeypatch, compose_run)  # one single-process pool per worker
     compose(pools, parallel, workers=2)
+    assert started == [1, 1], "two worker processes"
     assert directory_bytes(parallel) == directory_bytes(reference)
     sharded = tmp_path / "shards"
     for index in range(3):

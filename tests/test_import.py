@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import datagen.stage
 from datagen import io
 from datagen.cli import cli
 from datagen.importers import ImportConfig, run_import
@@ -14,7 +15,7 @@ from datagen.inspect import inspect_dataset
 from datagen.io import encode_jpeg, encode_png, read_alpha, read_image, write_atomic
 from datagen.records import iter_samples, read_rows
 from datagen.samples import draw_pair, make_p3m_tree
-from tests.conftest import directory_bytes
+from tests.conftest import count_pool_processes, directory_bytes
 
 
 def put(path: Path, array: np.ndarray, fmt: str | None = None, **kwargs) -> np.ndarray:
@@ -271,7 +272,9 @@ def test_resumed_and_parallel_runs_equal_an_uninterrupted_one(tmp_path, monkeypa
     assert directory_bytes(resumed) == directory_bytes(reference)
 
     parallel = tmp_path / "parallel"
+    started = count_pool_processes(monkeypatch, datagen.stage)
     run_import("p3m", src, ImportConfig(out=parallel, workers=2, progress=False))
+    assert started == [2], "two worker processes"
     assert directory_bytes(parallel) == directory_bytes(reference)
 
     again = run_import("p3m", src, ImportConfig(out=parallel, progress=False))

@@ -1,4 +1,3 @@
-import contextlib
 import io
 import json
 
@@ -9,6 +8,7 @@ from PIL import Image
 
 from datagen.cli import cli
 from datagen.inspect import inspect_dataset
+from tests.conftest import count_pool_processes
 
 
 def run_inspect(root, *args):
@@ -28,24 +28,10 @@ def test_clean_directory_passes(dataset_dir):
     assert report["sizes"] == {"64x96": 5}
 
 
-def counting_pools(monkeypatch, module) -> list[int]:
-    """The worker processes each pool of `module` started (its `process_pool` wrapped), in the list returned."""
-    started, process_pool = [], module.process_pool
-
-    @contextlib.contextmanager
-    def counted(workers):
-        with process_pool(workers) as pool:
-            yield pool
-            started.append(len(pool._processes))
-
-    monkeypatch.setattr(module, "process_pool", counted)
-    return started
-
-
 def test_parallel_workers_give_the_same_report(dataset_dir, monkeypatch):
     import datagen.inspect
 
-    started = counting_pools(monkeypatch, datagen.inspect)
+    started = count_pool_processes(monkeypatch, datagen.inspect)
     one = inspect_dataset(dataset_dir).to_dict()
     two = inspect_dataset(dataset_dir, workers=2).to_dict()
     assert one == two
@@ -159,7 +145,7 @@ def test_pushed_shards_are_inspected_as_the_directory_they_were_pushed_from(tmp_
     staged = _stage(dataset_dir, tmp_path / "staged", max_shard_size="10KB")
     assert len(list((staged / "data").glob("train-*.parquet"))) > 1, "several shards"
     directory = inspect_dataset(dataset_dir).to_dict()
-    started = counting_pools(monkeypatch, datagen.shards)
+    started = count_pool_processes(monkeypatch, datagen.shards)
     for workers in (1, 2):
         report = inspect_dataset(staged, workers=workers).to_dict()
         assert report["ok"] and report["errors"] == report["warnings"] == 0, report["problems"]
