@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import datagen.stage
 from datagen.alpha import over
 from datagen.cli import cli
 from datagen.compose.config import ComposeConfig
@@ -16,7 +17,7 @@ from datagen.inspect import inspect_dataset
 from datagen.io import read_foreground
 from datagen.procedural import draw_background, draw_person
 from datagen.records import read_rows, update_rows, write_sample
-from tests.conftest import directory_bytes
+from tests.conftest import count_pool_processes, directory_bytes
 
 
 def soft_error(truth: np.ndarray, estimate: np.ndarray, alpha: np.ndarray) -> float:
@@ -62,7 +63,7 @@ def photo_dataset(root, n=6, split="train", size=(72, 48)):
     return root
 
 
-def test_foreground_stage_writes_fg_resumes_and_shards_to_the_same_bytes(tmp_path):
+def test_foreground_stage_writes_fg_resumes_and_shards_to_the_same_bytes(tmp_path, monkeypatch):
     straight = photo_dataset(tmp_path / "straight")
     result = run_foreground(ForegroundConfig(straight, progress=False))
     assert (result.new, result.rows_updated) == (6, {"train": 6})
@@ -75,6 +76,11 @@ def test_foreground_stage_writes_fg_resumes_and_shards_to_the_same_bytes(tmp_pat
     from datagen.io import read_alpha
 
     np.testing.assert_array_equal(rgba[..., 3], read_alpha(straight / "train" / sample["alpha_file_name"]))
+
+    parallel = photo_dataset(tmp_path / "parallel")
+    started = count_pool_processes(monkeypatch, datagen.stage)
+    run_foreground(ForegroundConfig(parallel, workers=2, progress=False))
+    assert started == [2] and data_bytes(parallel) == data_bytes(straight), "two worker processes, the same bytes"
 
     sharded = photo_dataset(tmp_path / "sharded")
     first = run_foreground(ForegroundConfig(sharded, shard=(0, 2), progress=False))
