@@ -8,7 +8,7 @@ from PIL import Image
 
 from datagen.records import iter_samples
 from ormbg.evaluate import EvaluateConfig, main, resolve_split, run_evaluate
-from tests.conftest import write_demo_dataset
+from tests.conftest import count_pool_processes, write_demo_dataset
 
 SPEC_KEYS = {"n", "mae", "max_f", "mean_f", "adaptive_f", "s_measure", "e_measure", "weighted_f"}
 SPEC_KEYS |= {"sad", "mse", "grad", "conn"}
@@ -89,7 +89,10 @@ def test_exactly_one_source_of_mattes(dataset_dir, checkpoint):
         EvaluateConfig(data=(str(dataset_dir),), checkpoint=checkpoint, predictions=dataset_dir)
 
 
-def test_scoring_in_worker_processes_gives_the_report_of_one_process(tmp_path, checkpoint):
+def test_scoring_in_worker_processes_gives_the_report_of_one_process(tmp_path, checkpoint, monkeypatch):
+    import ormbg.evaluate
+
+    started = count_pool_processes(monkeypatch, ormbg.evaluate)
     data = tmp_path / "ds"
     write_demo_dataset(data, n_test=7, size=(70, 45), trimap=True)
     reports, sheets = [], []
@@ -112,6 +115,7 @@ def test_scoring_in_worker_processes_gives_the_report_of_one_process(tmp_path, c
         reports.append(report)
     assert reports[0] == reports[1] and sheets[0] == sheets[1]
     assert reports[0]["datasets"][f"{data}:test"]["n"] == 7
+    assert started == [2], "metric_workers=2 scored in two worker processes"
 
 
 def test_measures_stay_in_this_process_when_the_model_uses_the_cpu(checkpoint, monkeypatch):
