@@ -11,6 +11,7 @@ import io
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -52,15 +53,23 @@ def hub_filesystem():
     return HfFileSystem()
 
 
-def hub_failure(location: str, error: Exception):
-    """The HubError to raise where reading `location` from the Hub failed with `error`."""
-    from datagen.hub import HubError
+@contextmanager
+def reading(location: str, missing_is_failure: bool = False) -> Iterator[None]:
+    """Around a read of `location`: where it is on the Hub, a failure of the Hub (no network, no token, no such repo;
+    with `missing_is_failure` also a path not found) becomes one HubError that says what to check."""
+    try:
+        yield
+    except Exception as error:
+        from datagen.hub import HubError, is_hub_failure
 
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return HubError(
-        f"{location}: the Hub could not be read ({reason}). Check the network and the repo id, and the token for a "
-        "private dataset (HF_TOKEN or `hf auth login`); or work from a local copy (`datagen pull`)"
-    )
+        hub_failed = is_hub_failure(error) or (missing_is_failure and isinstance(error, FileNotFoundError))
+        if not location.startswith(HUB_SCHEME) or not hub_failed:
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise HubError(
+            f"{location}: the Hub could not be read ({reason}). Check the network and the repo id, and the token for a "
+            "private dataset (HF_TOKEN or `hf auth login`); or work from a local copy (`datagen pull`)"
+        ) from error
 
 
 def split_of(name: str) -> str:
@@ -83,15 +92,8 @@ def list_shards(location: str, split: str) -> tuple[list[str], list[str]]:
     """(the split's Parquet files, sorted; every split found) of a folder or hf://user/name."""
     if location.startswith(HUB_SCHEME):
         repo = hub_repo(location)
-        try:
-            found = hub_filesystem().glob(f"datasets/{repo}/**/*.parquet")
-        except Exception as error:
-            from datagen.hub import is_hub_failure
-
-            if is_hub_failure(error) or isinstance(error, FileNotFoundError):
-                raise hub_failure(location, error) from error
-            raise
-        names = sorted(str(name) for name in found)
+        with reading(location, missing_is_failure=True):
+            names = sorted(str(name) for name in hub_filesystem().glob(f"datasets/{repo}/**/*.parquet"))
     else:
         names = sorted(str(name) for name in Path(location).rglob("*.parquet") if not name.name.startswith("."))
     return [name for name in names if split_of(name) == split], sorted({split_of(name) for name in names})
@@ -125,23 +127,23 @@ def image_columns(schema) -> list[str]:
     ]
 
 
-def read_row_group(location: str, path: str, group: int, columns: list[str] | None = None):
-    """Row group `group` of the shard `path` (local, or on hub_filesystem() for an hf:// location) as a pyarrow
-    Table of `columns` (None: all); a Hub that cannot be reached is one HubError."""
+@contextmanager
+def _parquet_file(location: str, path: str) -> Iterator[Any]:
+    """A pyarrow ParquetFile of the shard `path`: local, or on hub_filesystem() for an hf:// location (`reading`)."""
     import pyarrow.parquet as pq
 
-    hub = location.startswith(HUB_SCHEME) and not Path(path).is_file()
-    try:
-        if hub:
+    with reading(location):
+        if location.startswith(HUB_SCHEME) and not Path(path).is_file():  # a downloaded copy is read where it lies
             with hub_filesystem().open(path, "rb") as file:
-                return pq.ParquetFile(file).read_row_group(group, columns=columns)
-        return pq.ParquetFile(path).read_row_group(group, columns=columns)
-    except Exception as error:
-        from datagen.hub import is_hub_failure
+                yield pq.ParquetFile(file)
+        else:
+            yield pq.ParquetFile(path)
 
-        if hub and is_hub_failure(error):
-            raise hub_failure(location, error) from error
-        raise
+
+def read_row_group(location: str, path: str, group: int, columns: list[str] | None = None):
+    """Row group `group` of the shard `path` as a pyarrow Table of `columns` (None: all)."""
+    with _parquet_file(location, path) as parquet:
+        return parquet.read_row_group(group, columns=columns)
 
 
 def shard_rows(location: str, split: str, columns: tuple[str, ...], option: str) -> Iterator[dict[str, Any]]:
@@ -156,23 +158,16 @@ def shard_rows(location: str, split: str, columns: tuple[str, ...], option: str)
 
 def shard_metadata(location: str, path: str, option: str):
     """(the Arrow schema, the Parquet metadata) of one shard, from its footer; errors name `option` and the shard."""
-    import pyarrow.parquet as pq
+    from datagen.hub import HubError
 
-    hub = location.startswith(HUB_SCHEME) and not Path(path).is_file()
     try:
-        if hub:
-            with hub_filesystem().open(path, "rb") as file:
-                parquet = pq.ParquetFile(file)
-        else:
-            parquet = pq.ParquetFile(path)
+        with _parquet_file(location, path) as parquet:
+            return parquet.schema_arrow, parquet.metadata
+    except HubError:
+        raise
     except Exception as error:
-        from datagen.hub import is_hub_failure
-
-        if hub and is_hub_failure(error):
-            raise hub_failure(location, error) from error
         message = f"{option} {location}: {PurePosixPath(path).name} is not a readable Parquet file ({error})"
         raise InputError(message) from error
-    return parquet.schema_arrow, parquet.metadata
 
 
 def ordered_splits(location: str) -> list[str]:
@@ -188,9 +183,11 @@ def preview_rows(location: str, n: int, split: str | None, seed: int) -> list[tu
     split = split or next(iter(ordered_splits(location)), None)
     if split is None:
         raise InputError(f"{location}: no Parquet shards")
-    groups = []  # (shard, row group, rows)
+    groups, read = [], {}  # (shard, row group, rows); each shard's image column of each kind, and the columns to read
     for path in list_shards(location, split)[0]:
-        metadata = shard_metadata(location, path, "preview")[1]
+        schema, metadata = shard_metadata(location, path, "preview")
+        kinds = _kind_columns(image_columns(schema))
+        read[path] = kinds, [name for name in ("id", *kinds.values()) if name in schema.names]
         groups += [(path, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
     ends = np.cumsum([rows for *_, rows in groups], dtype=np.int64)
     if not len(ends) or not ends[-1]:
@@ -199,10 +196,8 @@ def preview_rows(location: str, n: int, split: str | None, seed: int) -> list[tu
     for index in sorted(np.random.default_rng(seed).permutation(int(ends[-1]))[:n].tolist()):
         piece = int(np.searchsorted(ends, index, side="right"))
         path, group, rows = groups[piece]
+        kinds, columns = read[path]
         if key != (path, group):
-            schema = shard_metadata(location, path, "preview")[0]
-            kinds = _kind_columns(image_columns(schema))
-            columns = [name for name in ("id", *kinds.values()) if name in schema.names]
             table, key = read_row_group(location, path, group, columns), (path, group)
         row = {name: table.column(name)[index - int(ends[piece]) + rows].as_py() for name in table.column_names}
         where = f"{location}/{shard_name(location, path)}:row {index - int(ends[piece]) + rows}"
@@ -210,12 +205,18 @@ def preview_rows(location: str, n: int, split: str | None, seed: int) -> list[tu
     return found
 
 
+def _image_bytes(row: dict[str, Any], kinds: dict[str, str]) -> dict[str, bytes]:
+    """The bytes of each kind of image a row holds (`kinds`: the column of each kind; an empty cell is left out)."""
+    cells = {kind: row.get(column) for kind, column in kinds.items()}
+    return {kind: cell["bytes"] for kind, cell in cells.items() if isinstance(cell, dict) and cell.get("bytes")}
+
+
 def _row_tiles(row: dict[str, Any], kinds: dict[str, str], where: str) -> list[np.ndarray]:
     """A row's preview tiles (`preview.cutout_tiles`), decoded by the readers files go through."""
-    cells = {kind: (row.get(column) or {}).get("bytes") for kind, column in kinds.items()}
+    cells = _image_bytes(row, kinds)
     readers = {"image": read_image, "alpha": read_alpha, "foreground": read_foreground}
     try:
-        planes = {kind: decode_bytes(cells[kind], reader, where) for kind, reader in readers.items() if cells.get(kind)}
+        planes = {kind: decode_bytes(cells[kind], reader, where) for kind, reader in readers.items() if kind in cells}
         if {"image", "alpha"} <= set(planes):
             image, alpha = check_pair(planes["image"], planes["alpha"], where)
             return cutout_tiles(np.dstack([image, alpha]), alpha, False)
@@ -254,8 +255,7 @@ def check_group(
         row = {name: values[index] for name, values in columns.items()}
         sample_id, check = row.get("id"), SampleCheck()
         where = f"{shard}:row {first_row + index}" + (f" ({sample_id})" if isinstance(sample_id, str) else "")
-        cells = {kind: row.get(column) for kind, column in kinds.items()}
-        present = {kind: cell["bytes"] for kind, cell in cells.items() if isinstance(cell, dict) and cell.get("bytes")}
+        present = _image_bytes(row, kinds)
         shape = set(present) & {"image", "alpha", "foreground"}
         if shape not in ROW_SHAPES:
             shown = ", ".join(kinds[kind] for kind in sorted(shape)) or "none"
@@ -313,14 +313,8 @@ def _has_card(location: str) -> bool:
     """A README.md (the dataset card) beside the shards."""
     if not location.startswith(HUB_SCHEME):
         return (Path(location) / "README.md").is_file()
-    try:
+    with reading(location):
         return hub_filesystem().exists(f"datasets/{hub_repo(location)}/README.md")
-    except Exception as error:
-        from datagen.hub import is_hub_failure
-
-        if is_hub_failure(error):
-            raise hub_failure(location, error) from error
-        raise
 
 
 def _schema_problems(schema, kinds: dict[str, str]) -> Iterator[Problem]:

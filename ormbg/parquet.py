@@ -25,11 +25,11 @@ from datagen.errors import InputError, MissingInputError
 from datagen.io import ImageReadError, check_pair, decode_bytes, read_alpha, read_image
 from datagen.records import HUB_MATTE_COLUMNS, HUB_SCHEME
 from datagen.shards import (
-    hub_failure,
     hub_repo,
     image_columns,
     list_shards,
     read_row_group,
+    reading,
     shard_metadata,
     shard_name,
 )
@@ -183,16 +183,10 @@ def open_parquet(
         from huggingface_hub import hf_hub_download
 
         repo = hub_repo(path)
-        try:
+        with reading(path):
             files = [
                 hf_hub_download(repo, name.split(f"datasets/{repo}/", 1)[1], repo_type="dataset") for name in files
             ]
-        except Exception as error:
-            from datagen.hub import is_hub_failure
-
-            if is_hub_failure(error):
-                raise hub_failure(path, error) from error
-            raise
     groups, schema = [], None
     for index, name in enumerate(files):
         file_schema, metadata = shard_metadata(path, name, option)
