@@ -172,7 +172,7 @@ def _rows(report: str | os.PathLike, root: str, split: str) -> dict[str, dict[st
     if is_shard_location(root):
         try:
             found = shard_rows(root, split, ("id", *SLICED_COLUMNS), "slices")
-            return {row.pop("id"): row for row in found}
+            return {row.pop("id", None) or f"row {index}": row for index, row in enumerate(found)}  # evaluate's ids
         except UserError as error:
             raise SlicesError(f"{report}: {error}") from None
     if not Path(root).is_dir():
