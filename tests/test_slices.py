@@ -183,3 +183,17 @@ def test_compose_focus_leans_toward_a_failing_family_and_records_it(tmp_path, mo
     run_compose(ComposeConfig(out=again, focus=tmp_path / "slices.json", **{**base, "n": 20}))
     first = {row["id"]: row for row in read_rows(tmp_path / "focused", "train")}
     assert all(row == first[row["id"]] for row in read_rows(again, "train"))  # the same seed, the same composites
+
+
+def test_rows_of_shards_without_ids_go_by_their_place_as_evaluate_names_them(tmp_path, person):
+    import datasets
+    from datagen.slices import _rows
+
+    rows = {"image": [person[..., :3]] * 3, "mask": [person[..., 3]] * 3, "source": ["a", "b", "c"]}
+    features = datasets.Features(
+        {"image": datasets.Image(), "mask": datasets.Image(), "source": datasets.Value("string")}
+    )
+    (tmp_path / "other/data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "other/data/test-00000-of-00001.parquet")
+    found = _rows("e.json", str(tmp_path / "other"), "test")
+    assert found == {"row 0": {"source": "a"}, "row 1": {"source": "b"}, "row 2": {"source": "c"}}
