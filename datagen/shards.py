@@ -88,20 +88,31 @@ def hub_repo(location: str) -> str:
     return repo
 
 
-def list_shards(location: str, split: str) -> tuple[list[str], list[str]]:
-    """(the split's Parquet files, sorted; every split found) of a folder or hf://user/name."""
+def shards_by_split(location: str) -> dict[str, list[str]]:
+    """Every split's Parquet files (sorted) at `location`, a folder or hf://user/name, from one listing; the splits in
+    the contract's order (train, validation, test), others after."""
     if location.startswith(HUB_SCHEME):
         repo = hub_repo(location)
         with reading(location, missing_is_failure=True):
             names = sorted(str(name) for name in hub_filesystem().glob(f"datasets/{repo}/**/*.parquet"))
     else:
         names = sorted(str(name) for name in Path(location).rglob("*.parquet") if not name.name.startswith("."))
-    return [name for name in names if split_of(name) == split], sorted({split_of(name) for name in names})
+    found: dict[str, list[str]] = {}
+    for name in names:
+        found.setdefault(split_of(name), []).append(name)
+    order = [split for split in SPLITS if split in found] + sorted(split for split in found if split not in SPLITS)
+    return {split: found[split] for split in order}
+
+
+def list_shards(location: str, split: str) -> tuple[list[str], list[str]]:
+    """(the split's Parquet files, sorted; every split found, sorted) of a folder or hf://user/name."""
+    found = shards_by_split(location)
+    return found.get(split, []), sorted(found)
 
 
 def shard_splits(location: str) -> list[str]:
-    """The splits of the Parquet shards at `location` (a folder or hf://user/name), by their files' names."""
-    return list_shards(location, "")[1]
+    """The splits of the Parquet shards at `location` (a folder or hf://user/name), by their files' names, sorted."""
+    return sorted(shards_by_split(location))
 
 
 def shard_name(location: str, path: str) -> str:
@@ -170,28 +181,23 @@ def shard_metadata(location: str, path: str, option: str):
         raise InputError(message) from error
 
 
-def ordered_splits(location: str) -> list[str]:
-    """The splits of the shards at `location`, in the contract's order (train, validation, test), others after."""
-    found = shard_splits(location)
-    return [name for name in SPLITS if name in found] + [name for name in found if name not in SPLITS]
-
-
 def preview_rows(location: str, n: int, split: str | None, seed: int) -> list[tuple[str, list[np.ndarray]]]:
     """`datagen preview` of the shards at `location`: n rows of `split` (default: the first present) drawn without
     replacement by `seed`, as (`split/id`, tiles); only the row groups that hold them are read. A row that cannot be
     decoded is a crossed-out tile, as a directory's unreadable files are."""
-    split = split or next(iter(ordered_splits(location)), None)
+    by_split = shards_by_split(location)
+    split = split or next(iter(by_split), None)
     if split is None:
         raise InputError(f"{location}: no Parquet shards")
     groups, read = [], {}  # (shard, row group, rows); each shard's image column of each kind, and the columns to read
-    for path in list_shards(location, split)[0]:
+    for path in by_split.get(split, []):
         schema, metadata = shard_metadata(location, path, "preview")
         kinds = _kind_columns(image_columns(schema))
         read[path] = kinds, [name for name in ("id", *kinds.values()) if name in schema.names]
         groups += [(path, g, metadata.row_group(g).num_rows) for g in range(metadata.num_row_groups)]
     ends = np.cumsum([rows for *_, rows in groups], dtype=np.int64)
     if not len(ends) or not ends[-1]:
-        raise InputError(f"{location}: split {split!r} has no rows (splits: {', '.join(ordered_splits(location))})")
+        raise InputError(f"{location}: split {split!r} has no rows (splits: {', '.join(by_split)})")
     found, table, key = [], None, None
     for index in sorted(np.random.default_rng(seed).permutation(int(ends[-1]))[:n].tolist()):
         piece = int(np.searchsorted(ends, index, side="right"))
@@ -282,8 +288,8 @@ def _plan(location: str, report: Report) -> tuple[Plan, Any]:
     """The row groups of every split's shards, from their footers, and the first shard's Arrow schema (None: no
     readable shard); a shard that cannot be read, or whose columns differ from the first's, is a problem of `report`."""
     plan, first, schema = [], "", None
-    for split in ordered_splits(location):
-        for path in list_shards(location, split)[0]:
+    for split, paths in shards_by_split(location).items():
+        for path in paths:
             name = shard_name(location, path)
             try:
                 their_schema, metadata = shard_metadata(location, path, "inspect")
@@ -340,8 +346,8 @@ def inspect_shards(location: str, *, workers: int = 1, progress: bool = False) -
         report.problems.append(Problem("README.md", "missing (dataset card)", "warning"))
     kinds = _kind_columns(image_columns(schema))
     report.problems.extend(_schema_problems(schema, kinds))
-    names = sorted({shard_name(location, path) for _, path, *_ in plan})
-    index = {name: number for number, name in enumerate(names)}
+    paths = list(dict.fromkeys(path for _, path, *_ in plan))  # the shards in plan order; a row's place is its index
+    index, names = {path: number for number, path in enumerate(paths)}, [shard_name(location, p) for p in paths]
     has_ids = "id" in schema.names
     seen: dict[str, dict[str, int]] = {split: {} for split, *_ in plan}  # id -> shard index << 32 | row
     sources = {split: Counter() for split in seen}
@@ -359,7 +365,7 @@ def inspect_shards(location: str, *, workers: int = 1, progress: bool = False) -
         with tqdm(total=sum(p[4] for p in plan), desc="inspect", unit="sample", disable=not progress) as bar:
             for (split, path, _, _, rows), (problems, results) in zip(plan, checks(), strict=True):
                 report.problems.extend(problems)
-                shard = index[shard_name(location, path)]
+                shard = index[path]
                 for sample_id, source, row, check in results:
                     if not has_ids:  # one problem of the dataset says so; rows go by their place
                         sample_id = f"{names[shard]}:row {row}"
